@@ -1,0 +1,269 @@
+//! One function per subcommand: resolve settings, call the library, print.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Result;
+use offsitedb::catalog::{Entry, Repository, Summary};
+use offsitedb::config::{Overrides, Settings};
+use offsitedb::crypto::MasterKey;
+use offsitedb::ops;
+use offsitedb::postgres::ConnInfo;
+use offsitedb::storage::ReadStore;
+use offsitedb::{Error, units};
+
+use crate::output::{self, warn};
+use crate::{Cli, Command};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let settings = || {
+        Settings::load(Overrides {
+            config: cli.config.clone(),
+            repo: cli.repo.clone(),
+            key_file: cli.key_file.clone(),
+        })
+    };
+    match cli.command {
+        Command::Keygen { output } => keygen(output),
+        Command::Backup {
+            source,
+            name,
+            compression,
+            json,
+        } => backup(&settings()?, source, name, compression, json),
+        Command::List { source, json } => list(&settings()?, source, json),
+        Command::Show {
+            snapshot,
+            source,
+            json,
+        } => show(&settings()?, &snapshot, source, json),
+        Command::Decrypt {
+            snapshot,
+            source,
+            output,
+            force,
+        } => decrypt(&settings()?, &snapshot, source, output, force),
+        Command::Restore {
+            snapshot,
+            to,
+            source,
+            clean,
+            jobs,
+            no_owner,
+            no_privileges,
+            spool_dir,
+            json,
+        } => {
+            let s = settings()?;
+            let opts = ops::restore::RestoreOptions {
+                clean,
+                jobs: jobs.max(1),
+                no_owner,
+                no_privileges,
+                spool_dir,
+                pg_bin_dirs: s.pg_bin_dirs().to_vec(),
+                progress: true,
+            };
+            restore(&s, &snapshot, source, &to, &opts, json)
+        }
+        Command::Demo { keep } => demo(&settings()?, keep),
+    }
+}
+
+fn key(s: &Settings) -> Result<MasterKey> {
+    Ok(s.master_key(&mut |w| warn(&w))?)
+}
+
+/// Opens an existing repository with only its read half: these commands cannot write.
+fn open_read(s: &Settings) -> Result<Repository<dyn ReadStore>> {
+    let store: Box<dyn ReadStore> = s.open_store()?;
+    Ok(Repository::open(store, key(s)?)?)
+}
+
+fn keygen(output: Option<std::path::PathBuf>) -> Result<()> {
+    let k = MasterKey::generate()?;
+    match output {
+        Some(path) => {
+            k.write_new_file(&path)?;
+            eprintln!("wrote a new master key to {} (key id {})", path.display(), k.id());
+            eprintln!("keep a copy somewhere other than the backup bucket: without it no backup can be restored");
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                warn("printing a secret key to the terminal; prefer `offsitedb keygen -o FILE`");
+            }
+            print!("{}", k.to_file_text().as_str());
+        }
+    }
+    Ok(())
+}
+
+fn backup(
+    s: &Settings,
+    source: Option<String>,
+    name: Option<String>,
+    compression: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let specs = s.backup_sources(source.as_deref(), name.as_deref(), compression.as_deref())?;
+    let key = key(s)?;
+    let repo = Repository::open_or_init(s.open_store()?, key)?;
+    let opts = ops::backup::BackupOptions {
+        pg_bin_dirs: s.pg_bin_dirs().to_vec(),
+        progress: !json,
+        threads: 0,
+    };
+    let mut failed: Option<Error> = None;
+    let mut done = Vec::new();
+    for spec in &specs {
+        if specs.len() > 1 {
+            eprintln!("backing up {}", spec.name);
+        }
+        match ops::backup::run(&repo, spec, &opts, &mut |n| output::note(&n)) {
+            Ok(m) => {
+                let entry = Entry {
+                    source: spec.name.clone(),
+                    id: m.snapshot_id.clone(),
+                    data_size: Some(m.sizes.stored_bytes),
+                };
+                let summary = Summary::new(&m, &entry);
+                if !json {
+                    eprintln!(
+                        "{}: {} dumped, {} stored ({}, {}), in {}",
+                        spec.name,
+                        units::bytes(m.sizes.plain_bytes),
+                        units::bytes(m.sizes.stored_bytes),
+                        m.compression,
+                        "AES-256-GCM",
+                        units::duration(std::time::Duration::from_secs_f64(m.duration_secs()))
+                    );
+                    println!("{}", m.snapshot_id);
+                }
+                done.push(summary);
+            }
+            Err(e) if specs.len() > 1 => {
+                output::print_error_for(&spec.name, &e);
+                failed.get_or_insert(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if json {
+        let v = if specs.len() == 1 && done.len() == 1 {
+            serde_json::to_value(&done[0])?
+        } else {
+            serde_json::to_value(&done)?
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn list(s: &Settings, source: Option<String>, json: bool) -> Result<()> {
+    let repo = open_read(s)?;
+    let items = ops::list::list(&repo, source.as_deref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else if items.is_empty() {
+        eprintln!("no snapshots in {}", repo.location());
+    } else {
+        output::snapshot_table(&items);
+    }
+    Ok(())
+}
+
+fn show(s: &Settings, reference: &str, source: Option<String>, json: bool) -> Result<()> {
+    let repo = open_read(s)?;
+    let (m, summary) = ops::list::show(&repo, reference, source.as_deref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        output::manifest(&m, &summary);
+    }
+    Ok(())
+}
+
+fn decrypt(
+    s: &Settings,
+    reference: &str,
+    source: Option<String>,
+    out: Option<std::path::PathBuf>,
+    force: bool,
+) -> Result<()> {
+    let repo = open_read(s)?;
+    let entry = repo.resolve(reference, source.as_deref())?;
+    match out {
+        Some(path) => {
+            let m = ops::decrypt::run(&repo, &entry, ops::decrypt::Output::File { path: &path, force })?;
+            eprintln!(
+                "wrote {} ({}, {}), verified against the manifest",
+                path.display(),
+                units::bytes(m.sizes.compressed_bytes),
+                m.compression
+            );
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(Error::config("refusing to write a binary archive to the terminal")
+                    .with_hint("pass -o FILE, or pipe it: offsitedb decrypt latest | gunzip | pg_restore -d URL")
+                    .into());
+            }
+            let mut lock = stdout.lock();
+            ops::decrypt::run(&repo, &entry, ops::decrypt::Output::Stream(&mut lock))?;
+            lock.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn restore(
+    s: &Settings,
+    reference: &str,
+    source: Option<String>,
+    to: &str,
+    opts: &ops::restore::RestoreOptions,
+    json: bool,
+) -> Result<()> {
+    let target = ConnInfo::parse(to)?;
+    let repo = open_read(s)?;
+    let entry = repo.resolve(reference, source.as_deref())?;
+    let report = ops::restore::run(&repo, &entry, &target, opts, &mut |n| warn(&n))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "restored {}/{} into {} in {} (pg_restore {}, {} job{})",
+            report.source,
+            report.snapshot,
+            report.target,
+            units::duration(std::time::Duration::from_secs_f64(report.seconds)),
+            report.pg_restore,
+            report.jobs,
+            if report.jobs == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+fn demo(s: &Settings, keep: Option<std::path::PathBuf>) -> Result<()> {
+    println!("OffsiteDB demo: back up a sample database, restore it, and check it.\n");
+    let report = ops::demo::run(keep, s.pg_bin_dirs().to_vec(), &mut |what, took| {
+        println!("  ✓ {:>6}  {what}", units::duration(took));
+    })?;
+    println!();
+    println!("  {:<14} {:>12} {:>12}", "table", "source rows", "restored");
+    for c in &report.counts {
+        println!("  {:<14} {:>12} {:>12}", c.table, c.source_rows, c.restored_rows);
+    }
+    println!("\ndemo passed in {}: snapshot {} restored with identical row counts.", units::duration(report.total), report.snapshot_id);
+    if let Some(dir) = report.kept {
+        println!(
+            "the repository and its key are in {0}; try:\n  offsitedb list --repo {0}/repository --key-file {0}/master.key",
+            dir.display()
+        );
+    }
+    Ok(())
+}

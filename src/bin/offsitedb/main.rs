@@ -1,0 +1,131 @@
+//! The `offsitedb` command: parses arguments, calls the library, prints. Every decision is in
+//! the `offsitedb` library crate; this file only translates between it and a terminal.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "offsitedb",
+    version,
+    about = "Encrypted PostgreSQL backups into a bucket you own, proven by restoring them",
+    after_help = "Exit codes: 0 ok, 1 internal, 2 usage, 3 config, 4 key, 5 database, 6 storage, \
+                  7 integrity, 8 not found, 9 missing tool, 10 child process failed, 11 local i/o."
+)]
+struct Cli {
+    /// Configuration file (default: ./offsitedb.toml if present)
+    #[arg(long, global = true, env = "OFFSITEDB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Repository: s3://bucket/prefix?endpoint=..., file:///path, or a path
+    #[arg(long, global = true, env = "OFFSITEDB_REPO", value_name = "URL")]
+    repo: Option<String>,
+    /// Master key file (or set OFFSITEDB_KEY_FILE, or OFFSITEDB_KEY with the key itself)
+    #[arg(long, global = true, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new master key
+    Keygen {
+        /// Write the key to this file (mode 0600; never overwrites). Default: standard output
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Back up a database into the repository
+    Backup {
+        /// Database URL (postgres://user:password@host:5432/db); default: the configured sources
+        #[arg(long, value_name = "URL")]
+        source: Option<String>,
+        /// Name of the source (required with --source; selects a configured source otherwise)
+        #[arg(long)]
+        name: Option<String>,
+        /// gzip (default), gzip:LEVEL, zstd, zstd:LEVEL
+        #[arg(long)]
+        compression: Option<String>,
+        /// Print the snapshot summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots
+    List {
+        /// Only this source
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one snapshot's manifest
+    Show {
+        /// Snapshot id, a unique prefix of one, or "latest"
+        snapshot: String,
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a snapshot's artifact, unencrypted (.dump.gz or .dump.zst), for pg_restore
+    Decrypt {
+        /// Snapshot id, a unique prefix of one, or "latest"
+        snapshot: String,
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Output file (default: standard output)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing output file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a snapshot into a database
+    Restore {
+        /// Snapshot id, a unique prefix of one, or "latest"
+        snapshot: String,
+        /// Target database URL
+        #[arg(long, value_name = "URL")]
+        to: String,
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Drop the snapshot's objects in the target before restoring them
+        #[arg(long)]
+        clean: bool,
+        /// Parallel restore jobs (stages the archive in a temporary file first)
+        #[arg(long, short = 'j', default_value_t = 1)]
+        jobs: usize,
+        /// Do not restore ownership (when the roles do not exist on the target)
+        #[arg(long)]
+        no_owner: bool,
+        /// Do not restore grants
+        #[arg(long)]
+        no_privileges: bool,
+        /// Where to stage the archive for --jobs > 1
+        #[arg(long, value_name = "DIR")]
+        spool_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up a sample database, restore it and compare: the whole story in a minute
+    Demo {
+        /// Keep the demo repository and its key in this (new or empty) folder
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = output::print_error(&e);
+            ExitCode::from(code)
+        }
+    }
+}

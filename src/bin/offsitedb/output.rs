@@ -1,0 +1,86 @@
+//! How the command prints: errors with their hint and exit code, tables, manifests.
+
+use offsitedb::catalog::{Manifest, Summary};
+use offsitedb::{Error, units};
+
+/// Prints `error: …` (and `hint: …`) on stderr and returns the exit code.
+pub fn print_error(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>() {
+        Some(err) => {
+            eprintln!("error: {}", err.message());
+            if let Some(h) = err.hint() {
+                eprintln!("hint: {h}");
+            }
+            err.exit_code() as u8
+        }
+        None => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+pub fn print_error_for(source: &str, err: &Error) {
+    eprintln!("error: {source}: {}", err.message());
+    if let Some(h) = err.hint() {
+        eprintln!("hint: {h}");
+    }
+}
+
+pub fn warn(msg: &str) {
+    eprintln!("warning: {msg}");
+}
+
+pub fn note(msg: &str) {
+    eprintln!("note: {msg}");
+}
+
+pub fn snapshot_table(items: &[Summary]) {
+    let src_w = items.iter().map(|s| s.source.len()).max().unwrap_or(6).max(6);
+    println!(
+        "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  STATUS",
+        "ID", "SOURCE", "CREATED (UTC)", "TOOK", "DUMP", "STORED"
+    );
+    for s in items {
+        println!(
+            "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  {}",
+            s.id.as_str(),
+            s.source,
+            s.created.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            units::duration(std::time::Duration::from_secs_f64(s.duration_seconds)),
+            units::bytes(s.plain_bytes),
+            units::bytes(s.stored_bytes),
+            s.status.label()
+        );
+    }
+}
+
+pub fn manifest(m: &Manifest, s: &Summary) {
+    let rows: Vec<(&str, String)> = vec![
+        ("snapshot", m.snapshot_id.to_string()),
+        ("source", format!("{} ({})", m.source.name, m.source.kind)),
+        (
+            "database",
+            format!("{} on {}:{} as {}", m.source.database, m.source.host, m.source.port, m.source.user),
+        ),
+        ("server", format!("PostgreSQL {}", m.server.version)),
+        (
+            "system id",
+            m.server.system_identifier.clone().unwrap_or_else(|| "(not readable by the role)".into()),
+        ),
+        ("dump", format!("{} {} ({})", m.dump.tool, m.dump.version, m.dump.format)),
+        ("started", m.started.to_string()),
+        ("finished", format!("{} ({})", m.finished, units::duration(std::time::Duration::from_secs_f64(m.duration_secs())))),
+        ("dump size", units::bytes(m.sizes.plain_bytes)),
+        ("compressed", format!("{} ({})", units::bytes(m.sizes.compressed_bytes), m.compression)),
+        ("stored", format!("{} ({}, key id {})", units::bytes(m.sizes.stored_bytes), m.encryption.algorithm, m.encryption.key_id)),
+        ("object", m.data.key.clone()),
+        ("sha256", format!("{} (stored)", m.data.sha256_stored)),
+        ("", format!("{} (decrypted artifact)", m.data.sha256_compressed)),
+        ("status", s.status.label().to_string()),
+        ("written by", m.created_by.clone()),
+    ];
+    for (k, v) in rows {
+        println!("{k:>11}  {v}");
+    }
+}

@@ -1,0 +1,118 @@
+/*!
+The snapshot manifest: everything known about one snapshot, sealed and written last (no
+manifest, no snapshot). Its sizes and hashes come straight from the pipeline stages that saw the
+bytes. docs/FORMAT.md describes every field; `manifest_version` changes when a field changes
+meaning.
+*/
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::ids::SnapshotId;
+use crate::pipeline::Compression;
+
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub snapshot_id: SnapshotId,
+    pub source: SourceInfo,
+    pub server: ServerRecord,
+    pub dump: DumpRecord,
+    /// When the dump started: the snapshot's point in time, to within pg_dump's start-up.
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub sizes: Sizes,
+    pub compression: Compression,
+    pub encryption: Encryption,
+    pub data: DataObject,
+    /// `offsitedb <version>` that wrote it.
+    pub created_by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceInfo {
+    pub name: String,
+    /// Always "postgres" for now; "directory" sources come later.
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRecord {
+    pub version: String,
+    pub version_num: u32,
+    pub major: u32,
+    pub system_identifier: Option<String>,
+    pub in_recovery: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpRecord {
+    pub tool: String,
+    pub version: String,
+    pub major: u32,
+    /// "custom" (pg_dump -Fc).
+    pub format: String,
+    /// The arguments given, connection string excluded.
+    pub arguments: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sizes {
+    /// pg_dump's output.
+    pub plain_bytes: u64,
+    /// After compression: the artifact `offsitedb decrypt` writes.
+    pub compressed_bytes: u64,
+    /// After sealing: the object in the repository.
+    pub stored_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// Sealed format version (docs/FORMAT.md).
+    pub format: u8,
+    pub algorithm: String,
+    pub key_id: String,
+    pub chunk_size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataObject {
+    /// Key relative to the repository root.
+    pub key: String,
+    /// The sealed header's salt (hex): it identifies this exact object, so a data object
+    /// swapped in from another snapshot is refused before a single byte is used.
+    pub salt: String,
+    pub sha256_stored: String,
+    pub sha256_compressed: String,
+}
+
+impl Manifest {
+    pub fn duration_secs(&self) -> f64 {
+        (self.finished - self.started)
+            .total(jiff::Unit::Second)
+            .unwrap_or(0.0)
+    }
+
+    /// The file name a decrypted artifact should have, e.g. `app-20261121T031500Z-k3f9qa.dump.gz`.
+    pub fn artifact_name(&self) -> String {
+        format!(
+            "{}-{}.dump.{}",
+            self.source.name,
+            self.snapshot_id,
+            self.compression.extension()
+        )
+    }
+}

@@ -1,0 +1,283 @@
+/*!
+A repository: a store plus the master key, marked by a sealed `offsitedb.repo` object. Reading
+(listing, resolving `latest`, opening a snapshot's data) needs only a [`ReadStore`]; creating the
+repository and writing snapshots need a [`WriteStore`].
+
+Layout (DESIGN.md section 3):
+
+```text
+offsitedb.repo
+snapshots/<source>/<snapshot-id>/data       sealed, compressed pg_dump -Fc archive
+snapshots/<source>/<snapshot-id>/manifest   sealed JSON, written last
+```
+*/
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::ids::{SnapshotId, check_source_name};
+use super::manifest::Manifest;
+use crate::crypto::seal::{HEADER_LEN, Header};
+use crate::crypto::{MasterKey, UnsealReader, seal_bytes, unseal_bytes};
+use crate::error::{Error, ErrorKind, Result};
+use crate::storage::{ReadStore, WriteStore};
+
+pub const REPO_OBJECT: &str = "offsitedb.repo";
+pub const REPO_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub format: u32,
+    pub id: String,
+    pub created: Timestamp,
+    pub key_id: String,
+    pub created_by: String,
+}
+
+pub fn data_key(source: &str, id: &SnapshotId) -> String {
+    format!("snapshots/{source}/{id}/data")
+}
+
+pub fn manifest_key(source: &str, id: &SnapshotId) -> String {
+    format!("snapshots/{source}/{id}/manifest")
+}
+
+/// One snapshot as the key listing shows it, before its manifest is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub source: String,
+    pub id: SnapshotId,
+    /// Size of the data object, if it exists.
+    pub data_size: Option<u64>,
+}
+
+pub struct Repository<S: ?Sized + ReadStore> {
+    store: Box<S>,
+    key: MasterKey,
+    config: RepoConfig,
+}
+
+impl<S: ?Sized + ReadStore> Repository<S> {
+    /// Opens an existing repository and checks that `key` is its key.
+    pub fn open(store: Box<S>, key: MasterKey) -> Result<Self> {
+        match Self::read_config(&*store, &key)? {
+            Some(config) => Ok(Repository { store, key, config }),
+            None => Err(Error::not_found(format!(
+                "no OffsiteDB repository at {}",
+                store.location()
+            ))
+            .with_hint("check the repository URL; a repository is created by the first backup into an empty location")),
+        }
+    }
+
+    fn read_config(store: &S, key: &MasterKey) -> Result<Option<RepoConfig>> {
+        let sealed = match store.get_bytes(REPO_OBJECT) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if sealed.len() >= HEADER_LEN {
+            let h = Header::decode(sealed[..HEADER_LEN].try_into().unwrap())
+                .map_err(|e| e.context(format!("{REPO_OBJECT} in {}", store.location())))?;
+            if h.key_id != key.id() {
+                return Err(Error::key(format!(
+                    "the repository at {} was created with key id {}, but the key given has key id {}",
+                    store.location(),
+                    h.key_id,
+                    key.id()
+                ))
+                .with_hint("use the key file this repository was created with (its first line names its key id)"));
+            }
+        }
+        let plain = unseal_bytes(key, &sealed)
+            .map_err(|e| e.context(format!("{REPO_OBJECT} in {}", store.location())))?;
+        let config: RepoConfig = serde_json::from_slice(&plain).map_err(|e| {
+            Error::integrity(format!("{REPO_OBJECT} is not a valid repository description: {e}"))
+        })?;
+        if config.format != REPO_FORMAT {
+            return Err(Error::config(format!(
+                "repository format {} is not supported by this version of offsitedb (it reads format {REPO_FORMAT})",
+                config.format
+            ))
+            .with_hint("upgrade offsitedb"));
+        }
+        Ok(Some(config))
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// Every complete snapshot (one with a manifest), optionally of one source, oldest first.
+    /// Reads only the object listing.
+    pub fn entries(&self, source: Option<&str>) -> Result<Vec<Entry>> {
+        let prefix = match source {
+            Some(s) => {
+                check_source_name(s)?;
+                format!("snapshots/{s}/")
+            }
+            None => "snapshots/".to_string(),
+        };
+        let mut manifests: BTreeMap<(String, SnapshotId), Option<u64>> = BTreeMap::new();
+        let mut data: BTreeMap<(String, SnapshotId), u64> = BTreeMap::new();
+        for obj in self.store.list(&prefix)? {
+            let parts: Vec<&str> = obj.key.split('/').collect();
+            let ["snapshots", src, id, leaf] = parts.as_slice() else {
+                continue;
+            };
+            let Ok(id) = SnapshotId::parse(id) else { continue };
+            let k = (src.to_string(), id);
+            match *leaf {
+                "manifest" => {
+                    manifests.insert(k, None);
+                }
+                "data" => {
+                    data.insert(k, obj.size);
+                }
+                _ => {}
+            }
+        }
+        let mut out: Vec<Entry> = manifests
+            .into_keys()
+            .map(|(source, id)| Entry {
+                data_size: data.get(&(source.clone(), id.clone())).copied(),
+                source,
+                id,
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id).then(a.source.cmp(&b.source)));
+        Ok(out)
+    }
+
+    /// Reads and checks one manifest.
+    pub fn manifest(&self, source: &str, id: &SnapshotId) -> Result<Manifest> {
+        let key = manifest_key(source, id);
+        let sealed = self.store.get_bytes(&key)?;
+        let plain = unseal_bytes(&self.key, &sealed).map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
+        let m: Manifest = serde_json::from_slice(&plain).map_err(|e| {
+            Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
+        })?;
+        // A manifest copied under another name is not that snapshot.
+        if &m.snapshot_id != id || m.source.name != source {
+            return Err(Error::integrity(format!(
+                "manifest at {key} describes {}/{}, not {source}/{id}",
+                m.source.name, m.snapshot_id
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Resolves `latest`, a full id, or a unique id prefix to a snapshot.
+    pub fn resolve(&self, reference: &str, source: Option<&str>) -> Result<Entry> {
+        let entries = self.entries(source)?;
+        let scope = match source {
+            Some(s) => format!("source {s:?}"),
+            None => "the repository".to_string(),
+        };
+        if entries.is_empty() {
+            return Err(Error::not_found(format!(
+                "no snapshots in {scope} at {}",
+                self.location()
+            )));
+        }
+        if reference == "latest" {
+            let sources: std::collections::BTreeSet<&str> =
+                entries.iter().map(|e| e.source.as_str()).collect();
+            if source.is_none() && sources.len() > 1 {
+                return Err(Error::config(format!(
+                    "\"latest\" is ambiguous: the repository holds snapshots of {} sources ({})",
+                    sources.len(),
+                    sources.into_iter().collect::<Vec<_>>().join(", ")
+                ))
+                .with_hint("add --source NAME"));
+            }
+            return Ok(entries.last().expect("non-empty").clone());
+        }
+        let matches: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.id.as_str().starts_with(reference))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::not_found(format!(
+                "no snapshot {reference:?} in {scope}"
+            ))
+            .with_hint("`offsitedb list` shows the snapshots")),
+            many => Err(Error::config(format!(
+                "{reference:?} matches {} snapshots; give more of the id{}",
+                many.len(),
+                if source.is_none() { " or add --source NAME" } else { "" }
+            ))),
+        }
+    }
+
+    /// Opens a snapshot's data for reading: the compressed artifact, unsealed as it streams.
+    pub fn open_data(&self, m: &Manifest) -> Result<UnsealReader<Box<dyn Read + Send>>> {
+        let r = self.store.get(&m.data.key)?;
+        let what = format!("snapshot {}/{}", m.source.name, m.snapshot_id);
+        let reader = UnsealReader::new(r, &self.key).map_err(|e| e.context(&what))?;
+        if crate::units::hex(&reader.header().salt) != m.data.salt {
+            return Err(Error::integrity(format!(
+                "{what}: the data object is not the one its manifest describes (different salt)"
+            ))
+            .with_hint("the object was replaced; restore another snapshot"));
+        }
+        Ok(reader)
+    }
+}
+
+impl<S: ?Sized + WriteStore> Repository<S> {
+    /// Opens the repository, creating it first when the location is empty.
+    pub fn open_or_init(store: Box<S>, key: MasterKey) -> Result<Self> {
+        if let Some(config) = Self::read_config(&*store, &key)? {
+            return Ok(Repository { store, key, config });
+        }
+        if let Some(other) = store.list("")?.first() {
+            return Err(Error::storage(format!(
+                "{} is not empty (it holds {}) and is not an OffsiteDB repository",
+                store.location(),
+                other.key
+            ))
+            .with_hint("give an empty folder or bucket prefix for a new repository"));
+        }
+        let config = RepoConfig {
+            format: REPO_FORMAT,
+            id: {
+                let mut r = [0u8; 16];
+                getrandom::fill(&mut r).map_err(|e| Error::internal(format!("random: {e}")))?;
+                crate::units::hex(&r)
+            },
+            created: Timestamp::now(),
+            key_id: key.id().to_string(),
+            created_by: format!("offsitedb {}", crate::VERSION),
+        };
+        let json = serde_json::to_vec(&config).expect("serializable");
+        store.put(REPO_OBJECT, &seal_bytes(&key, &json)?)?;
+        Ok(Repository { store, key, config })
+    }
+
+    /// Writes a snapshot's manifest: the step that makes the snapshot exist.
+    pub fn commit_manifest(&self, m: &Manifest) -> Result<()> {
+        let json = serde_json::to_vec(m).expect("serializable");
+        self.store.put(
+            &manifest_key(&m.source.name, &m.snapshot_id),
+            &seal_bytes(&self.key, &json)?,
+        )
+    }
+}

@@ -1,0 +1,260 @@
+/*!
+Throwaway PostgreSQL clusters: `initdb` into a private temporary folder, a server listening on a
+unix socket only (no TCP), stopped and deleted when the value is dropped. The demo, the drills and
+every test use them.
+
+PostgreSQL refuses to run as root, so when we are root the cluster runs as an unprivileged user
+(`postgres`, or `OFFSITEDB_CLUSTER_USER`) and its folder belongs to that user.
+*/
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::postgres::{ConnInfo, PgProgram, binaries, client};
+use crate::process::ChildProcess;
+
+pub const SUPERUSER: &str = "postgres";
+
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// The exact major version; `None` takes the newest installed.
+    pub major: Option<u32>,
+    /// Extra directories to search for server programs.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Settings for restore speed (no fsync, minimal WAL); for clusters whose data is disposable.
+    pub tuned_for_restore: bool,
+    /// Where the temporary folder goes; default `$OFFSITEDB_TMPDIR` or the system temp dir.
+    pub parent_dir: Option<PathBuf>,
+}
+
+pub struct Cluster {
+    program: PgProgram,
+    dir: Option<tempfile::TempDir>,
+    socket_dir: PathBuf,
+    port: u16,
+    server: Option<ChildProcess>,
+}
+
+/// The unprivileged user a cluster runs as when we are root.
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+fn run_as() -> Result<Option<RunAs>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = std::env::var("OFFSITEDB_CLUSTER_USER").unwrap_or_else(|_| "postgres".into());
+    let cname = std::ffi::CString::new(name.clone())
+        .map_err(|_| Error::config("OFFSITEDB_CLUSTER_USER holds a NUL byte"))?;
+    // SAFETY: getpwnam returns null or a pointer to static storage that we read at once.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        return Err(Error::tool(format!(
+            "running as root, but there is no user {name:?} to run a throwaway PostgreSQL as (PostgreSQL refuses root)"
+        ))
+        .with_hint("create one (useradd --system postgres), install the postgresql package, or set OFFSITEDB_CLUSTER_USER"));
+    }
+    // SAFETY: pw is non-null and points to a valid passwd struct.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok(Some(RunAs { uid, gid }))
+}
+
+fn chown_tree(path: &Path, who: &RunAs) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid))
+        .map_err(|e| Error::io_at("cannot change the owner of", path, &e))
+}
+
+/// A TCP port nobody listens on now. The cluster does not listen on TCP; the port only names
+/// its socket file, but a free one keeps `psql -p` habits working.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(54329)
+}
+
+impl Cluster {
+    pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
+        let dirs = binaries::search_dirs(&opts.bin_dirs);
+        let program = binaries::server_dir(opts.major, &dirs)?;
+        let bin = program.path.parent().expect("program path has a folder").to_path_buf();
+        let who = run_as()?;
+
+        let parent = opts
+            .parent_dir
+            .clone()
+            .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("offsitedb-pg-")
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?;
+        let data = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        std::fs::create_dir(&socket_dir)
+            .map_err(|e| Error::io_at("cannot create", &socket_dir, &e))?;
+        if let Some(w) = &who {
+            chown_tree(dir.path(), w)?;
+            chown_tree(&socket_dir, w)?;
+        }
+
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "-N"])
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA");
+        as_user(&mut initdb, &who);
+        let mut c = ChildProcess::spawn(initdb, "initdb", false)?;
+        c.drain_stdout();
+        c.wait().map_err(|e| e.context("cannot create a throwaway cluster"))?;
+
+        let port = free_port();
+        let mut conf = format!(
+            "\n# offsitedb throwaway cluster\nlisten_addresses = ''\nport = {port}\n\
+             unix_socket_directories = '{}'\nmax_connections = 30\n",
+            socket_dir.display()
+        );
+        if opts.tuned_for_restore {
+            conf.push_str(
+                "fsync = off\nfull_page_writes = off\nsynchronous_commit = off\n\
+                 wal_level = minimal\nmax_wal_senders = 0\nmax_wal_size = '4GB'\n\
+                 checkpoint_timeout = '30min'\nmaintenance_work_mem = '512MB'\n\
+                 autovacuum = off\n",
+            );
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf_path)
+            .map_err(|e| Error::io_at("cannot read", &conf_path, &e))?;
+        existing.push_str(&conf);
+        std::fs::write(&conf_path, existing)
+            .map_err(|e| Error::io_at("cannot write", &conf_path, &e))?;
+
+        let mut server = Command::new(bin.join("postgres"));
+        server.arg("-D").arg(&data).env("LC_ALL", "C");
+        as_user(&mut server, &who);
+        let mut child = ChildProcess::spawn(server, "postgres", false)?;
+        child.drain_stdout();
+
+        let mut cluster = Cluster {
+            program,
+            dir: Some(dir),
+            socket_dir,
+            port,
+            server: Some(child),
+        };
+        cluster.wait_ready()?;
+        Ok(cluster)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.server.as_mut().is_some_and(|s| s.has_exited()) {
+                let exit = self.server.take().unwrap().wait_exit()?;
+                return Err(Error::process(format!(
+                    "the throwaway PostgreSQL {} did not start: {}",
+                    self.program.version,
+                    exit.reason()
+                )));
+            }
+            match client::connect(&self.conninfo("postgres"), "the throwaway cluster") {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context("the throwaway cluster did not become ready in 60s"));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    pub fn version(&self) -> &PgProgram {
+        &self.program
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The folder holding the cluster (data and socket); removed on drop.
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("running").path()
+    }
+
+    /// How to reach database `db` as the superuser.
+    pub fn conninfo(&self, db: &str) -> ConnInfo {
+        let mut ci = ConnInfo::default();
+        ci.set("host", &self.socket_dir.to_string_lossy());
+        ci.set("port", &self.port.to_string());
+        ci.set("user", SUPERUSER);
+        ci.set("dbname", db);
+        ci
+    }
+
+    pub fn connect(&self, db: &str) -> Result<client::Client> {
+        client::connect(&self.conninfo(db), "the throwaway cluster")
+    }
+
+    /// Runs SQL statements (no results) in `db`.
+    pub fn execute(&self, db: &str, sql: &str) -> Result<()> {
+        let mut c = self.connect(db)?;
+        c.batch_execute(sql)
+            .map_err(|e| client::query_error("query on the throwaway cluster failed", &e))
+    }
+
+    pub fn create_database(&self, name: &str) -> Result<()> {
+        self.execute(
+            "postgres",
+            &format!("CREATE DATABASE \"{}\" TEMPLATE template0", name.replace('"', "\"\"")),
+        )
+    }
+
+    /// Stops the server (fast shutdown, then SIGKILL after 15 s) and deletes the folder.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.signal(libc::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !s.has_exited() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if s.has_exited() {
+                let _ = s.wait_exit();
+            } else {
+                s.kill();
+            }
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = d.close();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn as_user(cmd: &mut Command, who: &Option<RunAs>) {
+    use std::os::unix::process::CommandExt;
+    if let Some(w) = who {
+        cmd.uid(w.uid).gid(w.gid);
+        // The server must not inherit root's home or a cwd it cannot read.
+        cmd.current_dir("/");
+        cmd.env("HOME", "/");
+    }
+}

@@ -1,0 +1,33 @@
+/*!
+OffsiteDB: encrypted, streaming PostgreSQL backups into a bucket you own, verified by restoring.
+
+Every decision lives in this library; the `offsitedb` binary only parses arguments and prints.
+Modules by concern (DESIGN.md section 9):
+
+- [`crypto`]: master keys and the sealed object format
+- [`storage`]: one streaming object-store interface, S3-compatible and local-folder drivers
+- [`pipeline`]: streaming stages (hash and count, compress, progress) that report what they saw
+- [`postgres`]: connection strings, server inspection, client binaries
+- [`process`]: the one way we run child processes
+- [`cluster`]: throwaway PostgreSQL clusters
+- [`catalog`]: snapshot ids, manifests, the repository and its listing
+- [`ops`]: one file per operation (backup, restore, decrypt, keygen, demo)
+- [`config`]: the TOML file, environment interpolation, and precedence of flags
+*/
+
+pub mod catalog;
+pub mod cluster;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod ops;
+pub mod pipeline;
+pub mod postgres;
+pub mod process;
+pub mod storage;
+pub mod units;
+
+pub use error::{Error, ErrorKind, Result};
+
+/// The version string recorded in manifests.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,257 @@
+/*!
+`offsitedb restore`: a snapshot into a database.
+
+By default the archive streams from the repository straight into `pg_restore` inside one
+transaction: every byte is authenticated as it arrives, and if anything fails (a damaged object,
+a missing role, a dropped connection) pg_restore is stopped and nothing is committed, so even a
+`--clean` restore leaves the target as it was. With `--jobs N` the archive is first written,
+verified, to a temporary file (pg_restore runs in parallel only from a file), then restored.
+*/
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::catalog::{Entry, Manifest, Repository};
+use crate::error::{Error, Result};
+use crate::pipeline::{Counters, Progress};
+use crate::postgres::{self, ConnInfo, binaries};
+use crate::process::{ChildProcess, Exit};
+use crate::storage::ReadStore;
+
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Drop the snapshot's objects in the target first (`--clean --if-exists`).
+    pub clean: bool,
+    /// Parallel pg_restore jobs; above 1 the archive is spooled to a file first.
+    pub jobs: usize,
+    pub no_owner: bool,
+    pub no_privileges: bool,
+    /// Where to spool for `jobs > 1`; default `$OFFSITEDB_TMPDIR` or the system temp dir.
+    pub spool_dir: Option<PathBuf>,
+    pub pg_bin_dirs: Vec<PathBuf>,
+    pub progress: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            clean: false,
+            jobs: 1,
+            no_owner: false,
+            no_privileges: false,
+            spool_dir: None,
+            pg_bin_dirs: Vec::new(),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub source: String,
+    pub target: String,
+    pub pg_restore: String,
+    pub jobs: usize,
+    pub seconds: f64,
+    pub archive_bytes: u64,
+}
+
+pub fn run<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    entry: &Entry,
+    target: &ConnInfo,
+    opts: &RestoreOptions,
+    note: &mut dyn FnMut(String),
+) -> Result<RestoreReport> {
+    let start = Instant::now();
+    let m = repo.manifest(&entry.source, &entry.id)?;
+    let shown = target.redacted();
+
+    let mut client = postgres::connect(target, "the target database")?;
+    let info = postgres::server_info(&mut client)?;
+    let relations: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r','p','v','m','S','f')
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+            &[],
+        )
+        .map_err(|e| postgres::client::query_error("cannot inspect the target database", &e))?
+        .get(0);
+    drop(client);
+    if relations > 0 && !opts.clean {
+        return Err(Error::config(format!(
+            "the target database {shown} is not empty ({relations} tables, views or sequences)"
+        ))
+        .with_hint("pass --clean to replace the snapshot's objects in it, or restore into a new database (createdb NAME)"));
+    }
+    if info.major < m.server.major {
+        note(format!(
+            "the snapshot comes from PostgreSQL {}, the target runs {}: objects that need newer features will fail",
+            m.server.major, info.major
+        ));
+    }
+
+    let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
+    let pg_restore = binaries::pick(
+        "pg_restore",
+        m.dump.major,
+        &dirs,
+        &format!("the snapshot was written by pg_dump {}", m.dump.version),
+    )?;
+
+    let mut cmd = Command::new(&pg_restore.path);
+    cmd.args(["--no-password", "--exit-on-error"]);
+    if opts.clean {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    if opts.no_owner {
+        cmd.arg("--no-owner");
+    }
+    if opts.no_privileges {
+        cmd.arg("--no-privileges");
+    }
+    cmd.arg("--dbname").arg(target.to_conninfo_without_secrets());
+    postgres::child_env(&mut cmd, target);
+
+    let counters = Counters::default();
+    if opts.jobs > 1 {
+        restore_from_spool(repo, &m, cmd, opts, &counters)?;
+    } else {
+        cmd.arg("--single-transaction");
+        restore_streaming(repo, &m, cmd, opts, &counters)?;
+    }
+    Ok(RestoreReport {
+        snapshot: m.snapshot_id.to_string(),
+        source: m.source.name.clone(),
+        target: shown,
+        pg_restore: pg_restore.version,
+        jobs: opts.jobs.max(1),
+        seconds: start.elapsed().as_secs_f64(),
+        archive_bytes: m.sizes.plain_bytes,
+    })
+}
+
+fn restore_streaming<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    m: &Manifest,
+    cmd: Command,
+    opts: &RestoreOptions,
+    counters: &Counters,
+) -> Result<()> {
+    let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
+    let mut child = ChildProcess::spawn(cmd, "pg_restore", true)?;
+    child.drain_stdout();
+    let mut stdin = child.take_stdin();
+    let progress = Progress::start("restore", counters, opts.progress);
+    let mut buf = vec![0u8; 256 * 1024];
+    let fed = loop {
+        let n = match dump.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A damaged snapshot: kill pg_restore before it can commit anything.
+            Err(e) => break Err(Error::from_io(e, "cannot read the snapshot")),
+        };
+        if stdin.write_all(&buf[..n]).is_err() {
+            // pg_restore stopped reading: its own error says why.
+            drop(stdin);
+            drop(progress);
+            return Err(pg_restore_error(&child.wait_exit()?));
+        }
+        counters.output.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    };
+    drop(progress);
+    let checked = fed.and_then(|_| super::finish_dump(dump, &handle, m));
+    if let Err(e) = checked {
+        child.kill();
+        return Err(e.context("restore stopped, nothing was committed"));
+    }
+    drop(stdin);
+    let exit = child.wait_exit()?;
+    if !exit.status.success() {
+        return Err(pg_restore_error(&exit));
+    }
+    Ok(())
+}
+
+fn restore_from_spool<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    m: &Manifest,
+    mut cmd: Command,
+    opts: &RestoreOptions,
+    counters: &Counters,
+) -> Result<()> {
+    let dir = opts
+        .spool_dir
+        .clone()
+        .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
+        .unwrap_or_else(std::env::temp_dir);
+    let need = m.sizes.plain_bytes + (64 << 20);
+    if let Some(free) = free_space(&dir)
+        && free < need
+    {
+        return Err(Error::io(format!(
+            "not enough space in {} to stage the archive for a parallel restore: needs {}, has {}",
+            dir.display(),
+            crate::units::bytes(need),
+            crate::units::bytes(free)
+        ))
+        .with_hint("pass --spool-dir on a larger disk, or --jobs 1 to stream without a temporary file"));
+    }
+    let mut file = tempfile::Builder::new()
+        .prefix("offsitedb-restore-")
+        .suffix(".dump")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io_at("cannot create a temporary file in", &dir, &e))?;
+    {
+        let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
+        let progress = Progress::start("download", counters, opts.progress);
+        crate::pipeline::copy_large(&mut dump, file.as_file_mut())
+            .map_err(|e| Error::from_io(e, &format!("cannot stage the archive in {}", dir.display())))?;
+        drop(progress);
+        super::finish_dump(dump, &handle, m)?;
+    }
+    cmd.arg("--jobs").arg(opts.jobs.to_string()).arg(file.path());
+    let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
+    child.drain_stdout();
+    let exit = child.wait_exit()?;
+    drop(file);
+    if !exit.status.success() {
+        return Err(pg_restore_error(&exit));
+    }
+    Ok(())
+}
+
+/// Bytes available to us on the file system holding `dir`.
+pub fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn pg_restore_error(exit: &Exit) -> Error {
+    let text = exit.stderr_text();
+    let reason = exit.reason();
+    let reason = reason
+        .strip_prefix("pg_restore: error: ")
+        .unwrap_or(&reason)
+        .to_string();
+    let err = Error::process(format!("pg_restore failed: {reason}"));
+    if text.contains("role") && text.contains("does not exist") {
+        err.with_hint("create the missing role on the target first, or pass --no-owner --no-privileges")
+    } else if text.contains("extension") && (text.contains("is not available") || text.contains("control file")) {
+        err.with_hint("install the extension's package on the target server first (for example postgresql-16-postgis-3)")
+    } else {
+        err
+    }
+}

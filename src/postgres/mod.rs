@@ -1,0 +1,26 @@
+/*!
+Everything about talking to PostgreSQL: connection strings ([`conninfo`]), our own connection and
+what it learns about the server ([`client`]), and finding pg_dump, pg_restore and the server
+programs ([`binaries`]).
+*/
+
+pub mod binaries;
+pub mod client;
+pub mod conninfo;
+
+pub use binaries::PgProgram;
+pub use client::{ServerInfo, connect, server_info};
+pub use conninfo::ConnInfo;
+
+/// Environment for a child PostgreSQL client (pg_dump, pg_restore): the password goes here,
+/// never on the command line, and nothing may prompt.
+pub fn child_env(cmd: &mut std::process::Command, ci: &ConnInfo) {
+    cmd.env_remove("PGPASSWORD");
+    if let Some(p) = ci.password() {
+        cmd.env("PGPASSWORD", p);
+    }
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() && ci.get("connect_timeout").is_none() {
+        cmd.env("PGCONNECT_TIMEOUT", "15");
+    }
+    cmd.env("PGAPPNAME", "offsitedb");
+}

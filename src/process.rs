@@ -1,0 +1,247 @@
+/*!
+The one way OffsiteDB runs a child process (pg_dump, pg_restore, initdb, postgres), after
+ripgrep's `CommandReader`: stdout is handed to the caller as a stream, stderr is drained on its own
+thread (so a chatty child can never deadlock on a full pipe) keeping its last lines, and a non-zero
+exit becomes an error that carries the child's own words. A child that is dropped before it was
+waited for is killed and reaped: no orphan keeps a database connection open.
+*/
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+
+const TAIL_LINES: usize = 40;
+
+pub struct ChildProcess {
+    name: String,
+    child: Child,
+    stderr: Option<JoinHandle<Vec<String>>>,
+    stdout_drain: Option<JoinHandle<()>>,
+    waited: bool,
+}
+
+/// How a child ended.
+#[derive(Debug)]
+pub struct Exit {
+    pub status: ExitStatus,
+    /// Its last lines of stderr.
+    pub stderr: Vec<String>,
+}
+
+impl Exit {
+    /// The line that best says what went wrong: the last `error:`/`FATAL:` line, else the last line.
+    pub fn reason(&self) -> String {
+        let pick = self
+            .stderr
+            .iter()
+            .rev()
+            .find(|l| l.contains("error:") || l.contains("FATAL:") || l.contains("ERROR:"))
+            .or_else(|| self.stderr.iter().rev().find(|l| !l.trim().is_empty()));
+        match pick {
+            Some(l) => l.trim().to_string(),
+            None => describe_status(self.status),
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.join("\n")
+    }
+}
+
+pub fn describe_status(s: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown exit".into(),
+    }
+}
+
+impl ChildProcess {
+    /// Starts `cmd` with stdout piped (take it with `take_stdout`, or drain it), stderr captured,
+    /// and stdin piped when `with_stdin`.
+    pub fn spawn(mut cmd: Command, name: &str, with_stdin: bool) -> Result<Self> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if with_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::tool(format!("cannot run {program}: not found"))
+            } else {
+                Error::process(format!(
+                    "cannot start {program}: {}",
+                    crate::error::describe_io(&e)
+                ))
+            }
+        })?;
+        let stderr = child.stderr.take().map(|err| {
+            std::thread::Builder::new()
+                .name(format!("{name}-stderr"))
+                .spawn(move || {
+                    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+                    for line in BufReader::new(err).split(b'\n').map_while(|l| l.ok()) {
+                        if tail.len() == TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+                    }
+                    tail.into_iter().collect()
+                })
+                .expect("spawn stderr thread")
+        });
+        Ok(ChildProcess {
+            name: name.to_string(),
+            child,
+            stderr,
+            stdout_drain: None,
+            waited: false,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn take_stdout(&mut self) -> ChildStdout {
+        self.child.stdout.take().expect("stdout taken once")
+    }
+
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        self.child.stdin.take().expect("stdin piped and taken once")
+    }
+
+    /// Reads and discards stdout on a thread (for children whose output we do not need).
+    pub fn drain_stdout(&mut self) {
+        if let Some(mut out) = self.child.stdout.take() {
+            self.stdout_drain = Some(
+                std::thread::Builder::new()
+                    .name(format!("{}-stdout", self.name))
+                    .spawn(move || {
+                        let _ = std::io::copy(&mut out, &mut std::io::sink());
+                    })
+                    .expect("spawn stdout thread"),
+            );
+        }
+    }
+
+    /// Waits for the child and returns how it ended, success or not.
+    pub fn wait_exit(mut self) -> Result<Exit> {
+        self.child.stdin.take();
+        let status = self.child.wait().map_err(|e| {
+            Error::process(format!("cannot wait for {}: {e}", self.name))
+        })?;
+        self.waited = true;
+        if let Some(h) = self.stdout_drain.take() {
+            let _ = h.join();
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Ok(Exit { status, stderr })
+    }
+
+    /// Waits; a non-zero exit is an error of kind `Process` quoting the child's stderr.
+    pub fn wait(self) -> Result<Exit> {
+        let name = self.name.clone();
+        let exit = self.wait_exit()?;
+        if exit.status.success() {
+            Ok(exit)
+        } else {
+            Err(Error::process(format!("{name} failed: {}", exit.reason())))
+        }
+    }
+
+    /// Sends a signal (e.g. SIGINT for a fast PostgreSQL shutdown).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; the pid cannot be reused before we reap it.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    /// True once the child has exited (it is then reaped; `wait_exit` still returns its stderr).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Kills the child (SIGKILL) and reaps it.
+    pub fn kill(mut self) -> Exit {
+        let _ = self.child.kill();
+        self.wait_exit().unwrap_or_else(|_| Exit {
+            status: std::os::unix::process::ExitStatusExt::from_raw(9),
+            stderr: Vec::new(),
+        })
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if !self.waited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn streams_stdout_and_reports_success() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo hello; echo note >&2"]);
+        let mut c = ChildProcess::spawn(cmd, "sh", false).unwrap();
+        let mut out = String::new();
+        c.take_stdout().read_to_string(&mut out).unwrap();
+        let exit = c.wait().unwrap();
+        assert_eq!(out, "hello\n");
+        assert_eq!(exit.stderr, ["note"]);
+    }
+
+    #[test]
+    fn failure_quotes_the_error_line() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'x: error: it broke' >&2; echo 'detail' >&2; exit 3"]);
+        let mut c = ChildProcess::spawn(cmd, "x", false).unwrap();
+        c.drain_stdout();
+        let e = c.wait().unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Process);
+        assert_eq!(e.message(), "x failed: x: error: it broke");
+    }
+
+    #[test]
+    fn a_flood_of_stderr_cannot_deadlock() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "i=0; while [ $i -lt 20000 ]; do echo line $i >&2; i=$((i+1)); done; echo done"]);
+        let mut c = ChildProcess::spawn(cmd, "sh", false).unwrap();
+        let mut out = String::new();
+        c.take_stdout().read_to_string(&mut out).unwrap();
+        let exit = c.wait().unwrap();
+        assert_eq!(out, "done\n");
+        assert_eq!(exit.stderr.len(), TAIL_LINES);
+        assert_eq!(exit.stderr.last().unwrap(), "line 19999");
+    }
+
+    #[test]
+    fn missing_programs_are_tool_errors() {
+        let e = ChildProcess::spawn(Command::new("/nonexistent/pg_dump"), "pg_dump", false)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), crate::ErrorKind::Tool);
+    }
+}

@@ -1,0 +1,286 @@
+/*!
+A repository in a local folder (or a mounted network share). Objects are files; writes go to a
+hidden temporary file in the same folder, are fsynced, renamed into place, and the folder is
+fsynced, so a crash leaves either the old state or the complete object, never a torn one.
+*/
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{IncompleteUpload, ObjectInfo, ReadStore, Upload, WriteStore, check_key};
+use crate::error::{Error, Result, describe_io};
+
+const PARTIAL_MARK: &str = ".partial-";
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> Self {
+        LocalStore { root }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn err(&self, what: &str, path: &Path, e: &io::Error) -> Error {
+        let mut err = Error::storage(format!("{what} {}: {}", path.display(), describe_io(e)));
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) => {
+                err = err.with_hint("the repository's file system is full: free space or move the repository")
+            }
+            Some(libc::EACCES) | Some(libc::EPERM) => {
+                err = err.with_hint("check the folder's owner and permissions")
+            }
+            _ => {}
+        }
+        err
+    }
+
+    /// A temporary path beside `target`, hidden from listings.
+    fn temp_for(target: &Path) -> Result<PathBuf> {
+        let mut r = [0u8; 6];
+        getrandom::fill(&mut r).map_err(|e| Error::internal(format!("random: {e}")))?;
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        Ok(target.with_file_name(format!(".{name}{PARTIAL_MARK}{}", crate::units::hex(&r))))
+    }
+
+    fn mkdirs(&self, target: &Path) -> Result<()> {
+        let parent = target.parent().expect("object paths have a parent");
+        fs::create_dir_all(parent).map_err(|e| self.err("cannot create folder", parent, &e))
+    }
+
+    /// Renames the finished temporary file into place and makes both durable.
+    fn commit(&self, tmp: &Path, target: &Path) -> Result<()> {
+        fs::rename(tmp, target).map_err(|e| self.err("cannot rename into", target, &e))?;
+        let parent = target.parent().expect("object paths have a parent");
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.err("cannot sync folder", parent, &e))
+    }
+
+    fn walk(&self, dir: &Path, out: &mut Vec<(PathBuf, u64)>, partial: bool) -> Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.err("cannot list", dir, &e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| self.err("cannot list", dir, &e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ft = entry
+                .file_type()
+                .map_err(|e| self.err("cannot stat", &entry.path(), &e))?;
+            if ft.is_dir() {
+                if !name.starts_with('.') {
+                    self.walk(&entry.path(), out, partial)?;
+                }
+            } else if ft.is_file() && name.starts_with('.') == partial {
+                if partial && !name.contains(PARTIAL_MARK) {
+                    continue;
+                }
+                let len = entry
+                    .metadata()
+                    .map_err(|e| self.err("cannot stat", &entry.path(), &e))?
+                    .len();
+                out.push((entry.path(), len));
+            }
+        }
+        Ok(())
+    }
+
+    fn key_of(&self, path: &Path) -> String {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The folder to start a walk from: the deepest folder named whole by `prefix`.
+    fn walk_root(&self, prefix: &str) -> PathBuf {
+        match prefix.rfind('/') {
+            Some(i) => self.root.join(&prefix[..i]),
+            None => self.root.clone(),
+        }
+    }
+}
+
+impl ReadStore for LocalStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let path = self.path(key)?;
+        match File::open(&path) {
+            Ok(f) => Ok(Box::new(io::BufReader::with_capacity(1 << 16, f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::not_found(format!(
+                "object {key} does not exist in {}",
+                self.root.display()
+            ))),
+            Err(e) => Err(self.err("cannot open", &path, &e)),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: m.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("cannot stat", &path, &e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut found = Vec::new();
+        self.walk(&self.walk_root(prefix), &mut found, false)?;
+        let mut out: Vec<ObjectInfo> = found
+            .into_iter()
+            .map(|(p, size)| ObjectInfo {
+                key: self.key_of(&p),
+                size,
+            })
+            .filter(|o| o.key.starts_with(prefix))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+impl WriteStore for LocalStore {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let mut up = self.upload(key, Some(data.len() as u64))?;
+        up.write_all(data)
+            .map_err(|e| Error::from_io(e, &format!("cannot write {key}")))?;
+        up.finish().map(|_| ())
+    }
+
+    fn upload(&self, key: &str, _size_hint: Option<u64>) -> Result<Box<dyn Upload>> {
+        let target = self.path(key)?;
+        self.mkdirs(&target)?;
+        let tmp = Self::temp_for(&target)?;
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| self.err("cannot create", &tmp, &e))?;
+        Ok(Box::new(LocalUpload {
+            store_root: self.root.clone(),
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            target,
+            written: 0,
+        }))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("cannot delete", &path, &e)),
+        }
+    }
+
+    fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
+        let mut found = Vec::new();
+        self.walk(&self.walk_root(prefix), &mut found, true)?;
+        Ok(found
+            .into_iter()
+            .map(|(p, _)| {
+                let key = self.key_of(&p);
+                // The last write is the liveness signal of a local upload.
+                let started = fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                    .map(|t| t.to_string());
+                IncompleteUpload {
+                    id: key.clone(),
+                    key,
+                    started,
+                }
+            })
+            .filter(|u| u.key.starts_with(prefix))
+            .collect())
+    }
+
+    fn abort_incomplete(&self, upload: &IncompleteUpload) -> Result<()> {
+        let path = self.root.join(&upload.id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("cannot delete", &path, &e)),
+        }
+    }
+}
+
+struct LocalUpload {
+    store_root: PathBuf,
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    target: PathBuf,
+    written: u64,
+}
+
+impl Write for LocalUpload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload already closed"))?;
+        let n = f.write(buf).map_err(|e| {
+            LocalStore::new(self.store_root.clone())
+                .err("cannot write", &self.tmp, &e)
+                .into_io()
+        })?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Upload for LocalUpload {
+    fn finish(mut self: Box<Self>) -> Result<u64> {
+        let store = LocalStore::new(self.store_root.clone());
+        let bw = self.file.take().expect("finish once");
+        let f = bw
+            .into_inner()
+            .map_err(|e| store.err("cannot write", &self.tmp, e.error()))?;
+        f.sync_all()
+            .map_err(|e| store.err("cannot sync", &self.tmp, &e))?;
+        drop(f);
+        store.commit(&self.tmp, &self.target)?;
+        Ok(self.written)
+    }
+
+    fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file.take();
+        match fs::remove_file(&self.tmp) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(LocalStore::new(self.store_root.clone()).err("cannot delete", &self.tmp, &e)),
+        }
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,0 +1,559 @@
+/*!
+A small S3 client for the handful of calls a backup repository needs, written for the stores
+people actually use (AWS S3, Backblaze B2, Cloudflare R2, MinIO, SeaweedFS):
+
+- SigV4 header signing over the real payload hash; no optional checksum headers.
+- Path-style or virtual-hosted addressing.
+- Every request retried with backoff when the failure is transient; never on auth errors.
+- Multipart uploads with equal-size parts (R2 requires it), a bounded number in flight, and
+  an abort on failure (`upload.rs`); downloads that resume with a Range request (`download.rs`).
+*/
+
+use std::fmt;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::http;
+
+use super::retry::RetryPolicy;
+use super::{IncompleteUpload, ObjectInfo, ReadStore, S3Location, Upload, WriteStore, check_key};
+use crate::error::{Error, Result};
+
+mod download;
+pub mod sigv4;
+mod upload;
+pub mod xml;
+
+pub use upload::{MAX_PARTS, MIN_PART_SIZE, choose_part_size};
+
+/// S3 credentials. `Debug` never shows the secret.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, secret redacted)", self.access_key_id)
+    }
+}
+
+impl Credentials {
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, if set.
+    pub fn from_env() -> Option<Self> {
+        let id = std::env::var("AWS_ACCESS_KEY_ID").ok().filter(|v| !v.is_empty())?;
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok().filter(|v| !v.is_empty())?;
+        Some(Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            session_token: std::env::var("AWS_SESSION_TOKEN").ok().filter(|v| !v.is_empty()),
+        })
+    }
+}
+
+/// Tuning for uploads; the defaults keep a backup under ~64 MiB of memory.
+#[derive(Clone, Debug)]
+pub struct S3Options {
+    /// Fixed part size; `None` picks one from the size hint (see [`choose_part_size`]).
+    pub part_size: Option<u64>,
+    /// Parts uploaded at once.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// A local file where uploads that could not be aborted (the service was unreachable) are
+    /// remembered, so that [`WriteStore::clean_abandoned`] can abort them later.
+    pub abandoned_log: Option<std::path::PathBuf>,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            part_size: None,
+            concurrency: 3,
+            retry: RetryPolicy::default(),
+            abandoned_log: None,
+        }
+    }
+}
+
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    loc: S3Location,
+    creds: Credentials,
+    agent: ureq::Agent,
+    opts: S3Options,
+}
+
+/// One S3 request, before signing.
+struct Req<'a> {
+    method: http::Method,
+    /// Full object key (prefix included), or `None` for a bucket-level request.
+    key: Option<&'a str>,
+    query: Vec<(String, String)>,
+    headers: Vec<(&'static str, String)>,
+    body: Option<&'a [u8]>,
+}
+
+impl<'a> Req<'a> {
+    fn new(method: http::Method, key: Option<&'a str>) -> Self {
+        Req {
+            method,
+            key,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+    fn query(mut self, k: &str, v: &str) -> Self {
+        self.query.push((k.to_string(), v.to_string()));
+        self
+    }
+    fn body(mut self, b: &'a [u8]) -> Self {
+        self.body = Some(b);
+        self
+    }
+    fn header(mut self, k: &'static str, v: String) -> Self {
+        self.headers.push((k, v));
+        self
+    }
+    /// What the request is about, for messages.
+    fn what(&self, bucket: &str) -> String {
+        match self.key {
+            Some(k) => format!("{} {k}", self.method),
+            None => format!("{} bucket {bucket}", self.method),
+        }
+    }
+}
+
+impl S3Store {
+    pub fn new(loc: S3Location, creds: Credentials) -> Result<Self> {
+        Self::with_options(loc, creds, S3Options::default())
+    }
+
+    pub fn with_options(loc: S3Location, creds: Credentials, opts: S3Options) -> Result<Self> {
+        if creds.access_key_id.is_empty() || creds.secret_access_key.is_empty() {
+            return Err(Error::config(format!(
+                "no S3 credentials for s3://{}",
+                loc.bucket
+            ))
+            .with_hint(
+                "set access_key_id and secret_access_key under [repository] in offsitedb.toml, \
+                 or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ));
+        }
+        let config = ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_per_read(Some(Duration::from_secs(120)))
+            .timeout_per_write(Some(Duration::from_secs(120)))
+            .max_redirects(0)
+            .user_agent(format!("offsitedb/{}", crate::VERSION))
+            .max_idle_connections_per_host(opts.concurrency.max(1) + 2)
+            .build();
+        Ok(S3Store {
+            inner: Arc::new(Inner {
+                loc,
+                creds,
+                agent: config.new_agent(),
+                opts,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn full_key(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(if self.loc.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.loc.prefix)
+        })
+    }
+
+    /// The key relative to the repository root, for a key from a listing.
+    fn relative_key<'k>(&self, full: &'k str) -> &'k str {
+        if self.loc.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.loc.prefix)
+                .and_then(|k| k.strip_prefix('/'))
+                .unwrap_or(full)
+        }
+    }
+
+    fn location(&self) -> String {
+        super::Location::S3(self.loc.clone()).to_string()
+    }
+
+    /// Remembers an upload we failed to abort (see `S3Options::abandoned_log`).
+    fn remember_abandoned(&self, full_key: &str, upload_id: &str) {
+        let Some(path) = &self.opts.abandoned_log else { return };
+        let line = serde_json::json!({
+            "host": self.loc.host, "bucket": self.loc.bucket, "key": full_key, "upload_id": upload_id,
+        });
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            use std::io::Write;
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Sends one request once. Any HTTP status comes back as a response; only transport
+    /// failures are errors here.
+    fn send_once(&self, req: &Req) -> Result<http::Response<ureq::Body>> {
+        let l = &self.loc;
+        let (host, mut path) = if l.path_style {
+            (l.host.clone(), format!("/{}", l.bucket))
+        } else {
+            (format!("{}.{}", l.bucket, l.host), String::new())
+        };
+        match req.key {
+            Some(k) => {
+                path.push('/');
+                path.push_str(&sigv4::uri_encode(k, true));
+            }
+            None if path.is_empty() => path.push('/'),
+            None => {}
+        }
+        let query = sigv4::canonical_query(&req.query);
+        let body = req.body.unwrap_or(&[]);
+        let payload_hash = if body.is_empty() {
+            sigv4::EMPTY_SHA256.to_string()
+        } else {
+            sigv4::sha256_hex(body)
+        };
+        let amz_date = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
+        let mut signed: Vec<(&str, &str)> = vec![
+            ("host", &host),
+            ("x-amz-content-sha256", &payload_hash),
+            ("x-amz-date", &amz_date),
+        ];
+        if let Some(t) = &self.creds.session_token {
+            signed.push(("x-amz-security-token", t));
+        }
+        for (k, v) in &req.headers {
+            signed.push((k, v));
+        }
+        let auth = sigv4::Signer {
+            access_key_id: &self.creds.access_key_id,
+            secret_access_key: &self.creds.secret_access_key,
+            region: &l.region,
+        }
+        .authorization(
+            req.method.as_str(),
+            &path,
+            &query,
+            &signed,
+            &payload_hash,
+            &amz_date,
+        );
+        let url = if query.is_empty() {
+            format!("{}://{host}{path}", l.scheme)
+        } else {
+            format!("{}://{host}{path}?{query}", l.scheme)
+        };
+        let mut b = http::Request::builder().method(req.method.clone()).uri(&url);
+        for (k, v) in &signed {
+            b = b.header(*k, *v);
+        }
+        b = b.header("authorization", auth);
+        let result = match req.body {
+            Some(data) => self.agent.run(b.body(data).map_err(|e| Error::internal(e.to_string()))?),
+            None => self.agent.run(
+                b.body(ureq::SendBody::none())
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            ),
+        };
+        result.map_err(|e| self.transport_error(e))
+    }
+
+    /// Sends a request, retrying transient failures, and turns error statuses into errors.
+    fn call(&self, req: &Req) -> Result<http::Response<ureq::Body>> {
+        let what = req.what(&self.loc.bucket);
+        self.opts.retry.run(
+            || {
+                let mut resp = self.send_once(req)?;
+                let status = resp.status().as_u16();
+                if (200..300).contains(&status) {
+                    return Ok(resp);
+                }
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_to_vec()
+                    .unwrap_or_default();
+                Err(self.status_error(status, &body, req, &what))
+            },
+            |_, _| {},
+        )
+    }
+
+    /// Like `call`, and reads a small response body (XML).
+    fn call_xml(&self, req: &Req) -> Result<xml::Element> {
+        let what = req.what(&self.loc.bucket);
+        self.opts.retry.run(
+            || {
+                let mut resp = self.send_once(req)?;
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(64 << 20)
+                    .read_to_vec()
+                    .map_err(|e| self.transport_error(e))?;
+                if !(200..300).contains(&status) {
+                    return Err(self.status_error(status, &body, req, &what));
+                }
+                let root = xml::parse(&body)?;
+                // CompleteMultipartUpload can answer 200 and put the error in the body.
+                if root.name == "Error" {
+                    return Err(self.status_error(500, &body, req, &what));
+                }
+                Ok(root)
+            },
+            |_, _| {},
+        )
+    }
+
+    fn transport_error(&self, e: ureq::Error) -> Error {
+        let at = format!("{}://{}", self.loc.scheme, self.loc.host);
+        let (msg, transient) = match &e {
+            ureq::Error::Io(io) => (crate::error::describe_io(io), true),
+            ureq::Error::Timeout(t) => (format!("timed out ({t})"), true),
+            ureq::Error::HostNotFound => ("host not found".to_string(), true),
+            ureq::Error::ConnectionFailed => ("connection failed".to_string(), true),
+            ureq::Error::BodyStalled => ("the transfer stalled".to_string(), true),
+            ureq::Error::Protocol(p) => (format!("protocol error: {p}"), true),
+            ureq::Error::Tls(t) => (format!("tls error: {t}"), false),
+            ureq::Error::Rustls(t) => (format!("tls error: {t}"), false),
+            other => (other.to_string(), false),
+        };
+        let mut err = Error::storage(format!("cannot reach the storage service at {at}: {msg}"));
+        if transient {
+            err = err
+                .transient()
+                .with_hint("check the endpoint in the repository URL and the network; the request was retried with backoff");
+        }
+        err
+    }
+
+    fn status_error(&self, status: u16, body: &[u8], req: &Req, what: &str) -> Error {
+        let parsed = xml::parse(body).ok();
+        let code = parsed.as_ref().map(|r| r.text_of("Code").to_string()).unwrap_or_default();
+        let message = parsed
+            .as_ref()
+            .map(|r| r.text_of("Message").to_string())
+            .unwrap_or_default();
+        let bucket = &self.loc.bucket;
+        let at = format!("{}://{}", self.loc.scheme, self.loc.host);
+        let detail = if code.is_empty() {
+            format!("HTTP {status}")
+        } else if message.is_empty() {
+            code.clone()
+        } else {
+            format!("{code}: {}", message.trim_end_matches('.').to_lowercase())
+        };
+        match (status, code.as_str()) {
+            (_, "NoSuchBucket") => Error::storage(format!("bucket {bucket:?} does not exist at {at}"))
+                .with_hint("create the bucket first (OffsiteDB never creates buckets), or fix the bucket name in the repository URL"),
+            (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidSecurity" | "InvalidToken" | "ExpiredToken") => {
+                Error::storage(format!("the storage service at {at} rejected the credentials ({code})"))
+                    .with_hint("check access_key_id and secret_access_key under [repository], or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            }
+            (_, "AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException") => {
+                Error::storage(format!("the storage service at {at} refused the region {:?} ({detail})", self.loc.region))
+                    .with_hint("set the bucket's region in the repository URL: ?region=...")
+            }
+            (403, _) | (_, "AccessDenied") => Error::storage(format!("access denied by the storage service for {what} ({detail})"))
+                .with_hint("the credentials need permission to read, write, list and delete objects in the bucket"),
+            (_, "NoSuchUpload") => Error::storage(format!("the multipart upload for {what} no longer exists ({detail})")),
+            (404, _) | (_, "NoSuchKey") if req.key.is_some() => {
+                Error::not_found(format!("object {} does not exist in {}", req.key.map(|k| self.relative_key(k)).unwrap_or(""), self.location()))
+            }
+            (500..=599, _) | (429 | 408, _) | (_, "SlowDown" | "InternalError" | "RequestTimeout" | "ServiceUnavailable") => {
+                Error::storage(format!("the storage service at {at} failed {what}: {detail}")).transient()
+            }
+            _ => Error::storage(format!("the storage service at {at} refused {what}: {detail}")),
+        }
+    }
+}
+
+impl ReadStore for S3Store {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let full = self.inner.full_key(key)?;
+        Ok(Box::new(download::Download::open(self.inner.clone(), full)?))
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let full = self.inner.full_key(key)?;
+        match self.inner.call(&Req::new(http::Method::HEAD, Some(&full))) {
+            Ok(resp) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: content_length(&resp).unwrap_or(0),
+            })),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let full_prefix = if self.inner.loc.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.inner.loc.prefix)
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = Req::new(http::Method::GET, None)
+                .query("list-type", "2")
+                .query("prefix", &full_prefix);
+            if let Some(t) = &token {
+                req = req.query("continuation-token", t);
+            }
+            let root = self.inner.call_xml(&req)?;
+            for c in root.children("Contents") {
+                let key = self.inner.relative_key(c.text_of("Key")).to_string();
+                out.push(ObjectInfo {
+                    key,
+                    size: c.text_of("Size").parse().unwrap_or(0),
+                });
+            }
+            if root.text_of("IsTruncated") == "true" {
+                let next = root.text_of("NextContinuationToken");
+                if next.is_empty() {
+                    return Err(Error::storage(
+                        "the storage service returned a truncated listing without a continuation token",
+                    ));
+                }
+                token = Some(next.to_string());
+            } else {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+impl WriteStore for S3Store {
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let full = self.inner.full_key(key)?;
+        self.inner
+            .call(&Req::new(http::Method::PUT, Some(&full)).body(data))
+            .map(|_| ())
+    }
+
+    fn upload(&self, key: &str, size_hint: Option<u64>) -> Result<Box<dyn Upload>> {
+        let full = self.inner.full_key(key)?;
+        Ok(Box::new(upload::S3Upload::new(self.inner.clone(), full, size_hint)?))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let full = self.inner.full_key(key)?;
+        match self.inner.call(&Req::new(http::Method::DELETE, Some(&full))) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
+        let full_prefix = if self.inner.loc.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.inner.loc.prefix)
+        };
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut req = Req::new(http::Method::GET, None)
+                .query("uploads", "")
+                .query("prefix", &full_prefix);
+            if let Some((k, u)) = &markers {
+                req = req.query("key-marker", k).query("upload-id-marker", u);
+            }
+            let root = self.inner.call_xml(&req)?;
+            for u in root.children("Upload") {
+                out.push(IncompleteUpload {
+                    key: self.inner.relative_key(u.text_of("Key")).to_string(),
+                    id: u.text_of("UploadId").to_string(),
+                    started: Some(u.text_of("Initiated").to_string()).filter(|s| !s.is_empty()),
+                });
+            }
+            if root.text_of("IsTruncated") == "true" {
+                markers = Some((
+                    root.text_of("NextKeyMarker").to_string(),
+                    root.text_of("NextUploadIdMarker").to_string(),
+                ));
+            } else {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn abort_incomplete(&self, upload: &IncompleteUpload) -> Result<()> {
+        let full = self.inner.full_key(&upload.key)?;
+        abort_multipart(&self.inner, &full, &upload.id)
+    }
+
+    fn clean_abandoned(&self) -> Result<usize> {
+        let Some(path) = &self.inner.opts.abandoned_log else { return Ok(0) };
+        let Ok(text) = std::fs::read_to_string(path) else { return Ok(0) };
+        let mut keep = Vec::new();
+        let mut cleaned = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            if field("host") != self.inner.loc.host || field("bucket") != self.inner.loc.bucket {
+                keep.push(line.to_string());
+                continue;
+            }
+            match abort_multipart(&self.inner, &field("key"), &field("upload_id")) {
+                Ok(()) => cleaned += 1,
+                Err(_) => keep.push(line.to_string()),
+            }
+        }
+        let mut rest = keep.join("\n");
+        if !rest.is_empty() {
+            rest.push('\n');
+        }
+        std::fs::write(path, rest).map_err(|e| Error::io_at("cannot write", path, &e))?;
+        Ok(cleaned)
+    }
+}
+
+fn content_length(resp: &http::Response<ureq::Body>) -> Option<u64> {
+    resp.headers()
+        .get("content-length")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn abort_multipart(inner: &Inner, full_key: &str, upload_id: &str) -> Result<()> {
+    match inner.call(&Req::new(http::Method::DELETE, Some(full_key)).query("uploadId", upload_id)) {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to clean.
+        Err(e) if e.message().contains("NoSuchUpload") || e.kind() == crate::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
