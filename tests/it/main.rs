@@ -1,0 +1,8 @@
+//! Integration tests: one binary (one link), real PostgreSQL clusters and a real S3 server.
+
+mod cli;
+mod common;
+mod failures;
+mod roundtrip;
+mod secrets;
+mod storage;

@@ -1,0 +1,206 @@
+//! One conformance suite, run against every storage driver (local folder, SeaweedFS over S3):
+//! the contract the rest of OffsiteDB relies on.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use offsitedb::ErrorKind;
+use offsitedb::storage::local::LocalStore;
+use offsitedb::storage::s3::{Credentials, S3Options, S3Store};
+use offsitedb::storage::{Location, ReadStore, WriteStore};
+
+use crate::common::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = seed as u32 | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn read_all(store: &dyn WriteStore, key: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    store.get(key).unwrap().read_to_end(&mut v).unwrap();
+    v
+}
+
+fn keys(store: &dyn WriteStore, prefix: &str) -> Vec<String> {
+    store.list(prefix).unwrap().into_iter().map(|o| o.key).collect()
+}
+
+/// The contract. `big` must span several parts for drivers that use them.
+fn conformance(store: &dyn WriteStore, big: usize) {
+    // Empty store.
+    assert!(keys(store, "").is_empty());
+    assert_eq!(store.get("missing").err().unwrap().kind(), ErrorKind::NotFound);
+    assert!(store.head("missing").unwrap().is_none());
+
+    // Small objects, nested keys, listing by prefix, sorted.
+    store.put("b/2", b"two").unwrap();
+    store.put("a/1", b"one").unwrap();
+    store.put("a/sub/3", b"").unwrap();
+    store.put("ab", b"x").unwrap();
+    store.put("a/with space+plus=eq", b"odd").unwrap();
+    assert_eq!(keys(store, ""), ["a/1", "a/sub/3", "a/with space+plus=eq", "ab", "b/2"]);
+    assert_eq!(keys(store, "a/"), ["a/1", "a/sub/3", "a/with space+plus=eq"]);
+    assert_eq!(keys(store, "a"), ["a/1", "a/sub/3", "a/with space+plus=eq", "ab"]);
+    assert_eq!(read_all(store, "a/1"), b"one");
+    assert_eq!(read_all(store, "a/sub/3"), b"");
+    assert_eq!(read_all(store, "a/with space+plus=eq"), b"odd");
+    assert_eq!(store.head("b/2").unwrap().unwrap().size, 3);
+    let sizes: Vec<u64> = store.list("b/").unwrap().iter().map(|o| o.size).collect();
+    assert_eq!(sizes, [3]);
+
+    // A put replaces (only repository-level code decides never to overwrite).
+    store.put("b/2", b"deux").unwrap();
+    assert_eq!(read_all(store, "b/2"), b"deux");
+
+    // Streaming upload, written in odd pieces; invisible until finished.
+    let data = pattern(big, 7);
+    let mut up = store.upload("big/object", Some(big as u64)).unwrap();
+    for piece in data.chunks(777_777) {
+        up.write_all(piece).unwrap();
+    }
+    assert!(store.head("big/object").unwrap().is_none(), "visible before finish");
+    assert_eq!(up.finish().unwrap(), big as u64);
+    assert_eq!(read_all(store, "big/object"), data);
+    assert_eq!(store.head("big/object").unwrap().unwrap().size, big as u64);
+
+    // A small streaming upload (single request).
+    let mut up = store.upload("small/object", None).unwrap();
+    up.write_all(b"tiny").unwrap();
+    assert_eq!(up.finish().unwrap(), 4);
+    assert_eq!(read_all(store, "small/object"), b"tiny");
+
+    // Abort and drop leave nothing: no object, no leftover upload.
+    let mut up = store.upload("aborted/object", None).unwrap();
+    up.write_all(&data).unwrap();
+    up.abort().unwrap();
+    let mut up = store.upload("dropped/object", None).unwrap();
+    up.write_all(&data).unwrap();
+    drop(up);
+    for k in ["aborted/object", "dropped/object"] {
+        assert!(store.head(k).unwrap().is_none(), "{k} visible");
+    }
+    assert!(store.incomplete_uploads("").unwrap().is_empty(), "leftover uploads");
+
+    // Delete is idempotent.
+    store.delete("a/1").unwrap();
+    store.delete("a/1").unwrap();
+    assert!(store.head("a/1").unwrap().is_none());
+    assert_eq!(keys(store, "a/"), ["a/sub/3", "a/with space+plus=eq"]);
+
+    // Keys we never write are refused.
+    for bad in ["", "/abs", "a/../b", "a//b"] {
+        assert!(store.put(bad, b"x").is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn local_folder_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path().join("repo"));
+    conformance(&store, 3 << 20);
+    // Nothing but the objects themselves is left in the folder.
+    let mut found = Vec::new();
+    for e in walk(&dir.path().join("repo")) {
+        found.push(e);
+    }
+    assert!(found.iter().all(|p| !p.contains(".partial-")), "{found:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_driver_on_seaweedfs() {
+    let weed = SeaweedFs::start();
+    let Location::S3(loc) = Location::parse(&weed.repo_url("conformance"), None).unwrap() else {
+        unreachable!()
+    };
+    let opts = S3Options {
+        part_size: Some(5 << 20),
+        concurrency: 2,
+        ..Default::default()
+    };
+    let store = S3Store::with_options(
+        loc,
+        Credentials {
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            session_token: None,
+        },
+        opts,
+    )
+    .unwrap();
+    // 12 MiB in 5 MiB parts: two full parts and a short last one.
+    conformance(&store, 12 << 20);
+    // The prefix confines the store: a store on another prefix sees none of it.
+    assert!(weed.store("elsewhere").list("").unwrap().is_empty());
+    assert!(!weed.store("").list("conformance/").unwrap().is_empty());
+}
+
+#[test]
+fn s3_errors_are_classified() {
+    let weed = SeaweedFs::start();
+    let Location::S3(loc) = Location::parse(&weed.repo_url("x"), None).unwrap() else {
+        unreachable!()
+    };
+    let mut opts = S3Options::default();
+    opts.retry.base_delay = Duration::from_millis(10);
+
+    // Wrong secret: a storage error, not retried, naming the cause.
+    let bad = S3Store::with_options(
+        loc.clone(),
+        Credentials {
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: "wrong-secret".into(),
+            session_token: None,
+        },
+        opts.clone(),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let e = bad.list("").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Storage);
+    assert!(!e.is_transient());
+    assert!(e.message().contains("rejected the credentials"), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "auth errors must not be retried");
+
+    // Missing bucket.
+    let mut nob = loc.clone();
+    nob.bucket = "no-such-bucket-here".into();
+    let creds = Credentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+    };
+    let e = S3Store::with_options(nob, creds.clone(), opts.clone())
+        .unwrap()
+        .list("")
+        .unwrap_err();
+    assert!(e.message().contains("does not exist"), "{e:?}");
+
+    // Nothing listening: transient, retried, then a clear message.
+    let mut down = loc;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    down.host = format!("127.0.0.1:{free}");
+    let e = S3Store::with_options(down, creds, opts).unwrap().list("").unwrap_err();
+    assert!(e.is_transient());
+    assert!(e.message().contains("cannot reach the storage service"), "{e:?}");
+}
