@@ -85,7 +85,11 @@ impl Cluster {
     pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
         let dirs = binaries::search_dirs(&opts.bin_dirs);
         let program = binaries::server_dir(opts.major, &dirs)?;
-        let bin = program.path.parent().expect("program path has a folder").to_path_buf();
+        let bin = program
+            .path
+            .parent()
+            .expect("program path has a folder")
+            .to_path_buf();
         let who = run_as()?;
 
         let parent = opts
@@ -110,14 +114,20 @@ impl Cluster {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
             .args(["-E", "UTF8", "--locale=C", "-N"])
             .env("LC_ALL", "C")
             .env_remove("PGDATA");
         as_user(&mut initdb, &who);
         let mut c = ChildProcess::spawn(initdb, "initdb", false)?;
         c.drain_stdout();
-        c.wait().map_err(|e| e.context("cannot create a throwaway cluster"))?;
+        c.wait()
+            .map_err(|e| e.context("cannot create a throwaway cluster"))?;
 
         let port = free_port();
         let listen = if opts.tcp { "127.0.0.1" } else { "" };
@@ -220,7 +230,10 @@ impl Cluster {
     pub fn create_database(&self, name: &str) -> Result<()> {
         self.execute(
             "postgres",
-            &format!("CREATE DATABASE \"{}\" TEMPLATE template0", name.replace('"', "\"\"")),
+            &format!(
+                "CREATE DATABASE \"{}\" TEMPLATE template0",
+                name.replace('"', "\"\"")
+            ),
         )
     }
 

@@ -108,10 +108,11 @@ pub struct SourceSpec {
 impl Settings {
     /// Finds and reads the configuration file, if any.
     pub fn load(overrides: Overrides) -> Result<Settings> {
-        let explicit = overrides
-            .config
-            .clone()
-            .or_else(|| std::env::var_os("OFFSITEDB_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+        let explicit = overrides.config.clone().or_else(|| {
+            std::env::var_os("OFFSITEDB_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
         let path = match explicit {
             Some(p) => {
                 if !p.exists() {
@@ -126,8 +127,13 @@ impl Settings {
         };
         let file = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| Error::config(format!("cannot read {}: {}", p.display(), crate::error::describe_io(&e))))?;
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    Error::config(format!(
+                        "cannot read {}: {}",
+                        p.display(),
+                        crate::error::describe_io(&e)
+                    ))
+                })?;
                 parse(&text, &p.display().to_string(), &|k| std::env::var(k).ok())?
             }
             None => ConfigFile::default(),
@@ -204,7 +210,11 @@ impl Settings {
     pub fn open_store(&self) -> Result<Box<dyn WriteStore>> {
         Ok(match self.location()? {
             Location::Local(p) => Box::new(LocalStore::new(p)),
-            Location::S3(s) => Box::new(S3Store::with_options(s, self.credentials(), self.s3_options()?)?),
+            Location::S3(s) => Box::new(S3Store::with_options(
+                s,
+                self.credentials(),
+                self.s3_options()?,
+            )?),
         })
     }
 
@@ -232,9 +242,8 @@ impl Settings {
         let flag_compression = compression.map(str::parse::<Compression>).transpose()?;
         if let Some(url) = url {
             let name = name.ok_or_else(|| {
-                Error::config("--name is required with --source URL").with_hint(
-                    "name the source, e.g. --name app-db: snapshots are grouped by name",
-                )
+                Error::config("--name is required with --source URL")
+                    .with_hint("name the source, e.g. --name app-db: snapshots are grouped by name")
             })?;
             check_source_name(name)?;
             return Ok(vec![SourceSpec {
@@ -284,7 +293,11 @@ impl Settings {
 /// Where OffsiteDB keeps local state (never backups): `OFFSITEDB_STATE_DIR`, else
 /// `$XDG_STATE_HOME/offsitedb`, else `~/.local/state/offsitedb`.
 pub fn state_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("OFFSITEDB_STATE_DIR")
         .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("offsitedb")))
         .or_else(|| env("HOME").map(|h| h.join(".local/state/offsitedb")))
@@ -292,13 +305,16 @@ pub fn state_dir() -> Option<PathBuf> {
 
 /// Parses configuration text: structure first (so errors carry line numbers), then `${NAME}`
 /// interpolation through `lookup`.
-pub fn parse(text: &str, origin: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<ConfigFile> {
+pub fn parse(
+    text: &str,
+    origin: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConfigFile> {
     let bad = |e: toml::de::Error| {
-        Error::config(format!("{origin}: {}", e.message().trim_end()))
-            .with_hint(match e.span() {
-                Some(span) => format!("at line {}", text[..span.start].matches('\n').count() + 1),
-                None => "see README.md for the file's shape".to_string(),
-            })
+        Error::config(format!("{origin}: {}", e.message().trim_end())).with_hint(match e.span() {
+            Some(span) => format!("at line {}", text[..span.start].matches('\n').count() + 1),
+            None => "see README.md for the file's shape".to_string(),
+        })
     };
     // Structure first, with positions in messages.
     toml::from_str::<ConfigFile>(text).map_err(bad)?;
@@ -315,7 +331,11 @@ pub fn parse(text: &str, origin: &str, lookup: &dyn Fn(&str) -> Option<String>) 
         })
 }
 
-fn interpolate(v: &mut toml::Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+fn interpolate(
+    v: &mut toml::Value,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
     match v {
         toml::Value::String(s) => *s = expand(s, path, lookup)?,
         toml::Value::Array(a) => {
@@ -325,7 +345,11 @@ fn interpolate(v: &mut toml::Value, path: &str, lookup: &dyn Fn(&str) -> Option<
         }
         toml::Value::Table(t) => {
             for (k, x) in t.iter_mut() {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 interpolate(x, &p, lookup)?;
             }
         }
@@ -345,12 +369,14 @@ fn expand(s: &str, path: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}').ok_or_else(|| {
-                Error::config(format!("{path}: unclosed ${{ in the value"))
-            })?;
+            let end = tail
+                .find('}')
+                .ok_or_else(|| Error::config(format!("{path}: unclosed ${{ in the value")))?;
             let name = &tail[..end];
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(Error::config(format!("{path}: invalid variable name {name:?}")));
+                return Err(Error::config(format!(
+                    "{path}: invalid variable name {name:?}"
+                )));
             }
             let val = lookup(name).ok_or_else(|| {
                 Error::config(format!("{path} uses ${{{name}}}, which is not set"))
@@ -371,7 +397,9 @@ fn expand(s: &str, path: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
 pub fn parse_file(path: &Path) -> Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
-    parse(&text, &path.display().to_string(), &|k| std::env::var(k).ok())
+    parse(&text, &path.display().to_string(), &|k| {
+        std::env::var(k).ok()
+    })
 }
 
 #[cfg(test)]
@@ -406,32 +434,57 @@ url = "${FLY_DATABASE_URL}"
         assert_eq!(r.access_key_id.as_deref(), Some("004abc"));
         assert_eq!(r.secret_access_key.unwrap().expose(), "K004secret");
         assert_eq!(c.sources[0].name, "fly-db");
-        assert_eq!(c.sources[0].url.expose(), "postgres://u:pw@db.internal:5432/app");
+        assert_eq!(
+            c.sources[0].url.expose(),
+            "postgres://u:pw@db.internal:5432/app"
+        );
         // Secrets never show in Debug.
         let dbg = format!("{:?}", parse(EXAMPLE, "t", &env).unwrap());
-        assert!(!dbg.contains("K004secret") && !dbg.contains(":pw@"), "{dbg}");
+        assert!(
+            !dbg.contains("K004secret") && !dbg.contains(":pw@"),
+            "{dbg}"
+        );
     }
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {
-        let e = parse("[repository]\nurl = \"/x\"\ncolour = \"blue\"\n", "f.toml", &env).unwrap_err();
+        let e = parse(
+            "[repository]\nurl = \"/x\"\ncolour = \"blue\"\n",
+            "f.toml",
+            &env,
+        )
+        .unwrap_err();
         assert!(e.message().contains("colour"), "{e:?}");
         assert_eq!(e.hint(), Some("at line 3"));
-        assert!(parse("[[source]]\nname = \"a\"\nurl = \"x\"\nport = 1\n", "f", &env).is_err());
+        assert!(
+            parse(
+                "[[source]]\nname = \"a\"\nurl = \"x\"\nport = 1\n",
+                "f",
+                &env
+            )
+            .is_err()
+        );
         assert!(parse("[nonsense]\n", "f", &env).is_err());
     }
 
     #[test]
     fn unset_variables_are_named() {
         let e = parse("[repository]\nurl = \"${NOPE}\"\n", "f.toml", &env).unwrap_err();
-        assert!(e.message().contains("repository.url uses ${NOPE}, which is not set"), "{e:?}");
+        assert!(
+            e.message()
+                .contains("repository.url uses ${NOPE}, which is not set"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn expansion_rules() {
         let p = "x";
         assert_eq!(expand("a${B2_KEY_ID}b", p, &env).unwrap(), "a004abcb");
-        assert_eq!(expand("cost $5 $${HOME}", p, &env).unwrap(), "cost $5 ${HOME}");
+        assert_eq!(
+            expand("cost $5 $${HOME}", p, &env).unwrap(),
+            "cost $5 ${HOME}"
+        );
         assert!(expand("${unclosed", p, &env).is_err());
         assert!(expand("${bad-name}", p, &env).is_err());
     }

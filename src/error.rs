@@ -138,7 +138,8 @@ impl Error {
     pub fn io_at(what: &str, path: &std::path::Path, e: &io::Error) -> Self {
         let mut err = Self::io(format!("{what} {}: {}", path.display(), describe_io(e)));
         if e.raw_os_error() == Some(libc::ENOSPC) {
-            err = err.with_hint("free some space on that file system, or point OffsiteDB elsewhere");
+            err =
+                err.with_hint("free some space on that file system, or point OffsiteDB elsewhere");
         }
         err
     }

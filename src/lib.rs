@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod interrupt;
 pub mod ops;
 pub mod pipeline;
 pub mod postgres;

@@ -50,7 +50,11 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         "mib" => 1024.0 * 1024.0,
         "g" | "gb" => 1e9,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(Error::config(format!("invalid size unit in {s:?} (use MiB, GiB, ...)"))),
+        _ => {
+            return Err(Error::config(format!(
+                "invalid size unit in {s:?} (use MiB, GiB, ...)"
+            )));
+        }
     };
     Ok((num * mult) as u64)
 }
@@ -63,7 +67,11 @@ pub fn duration(d: Duration) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 

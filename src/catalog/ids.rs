@@ -22,7 +22,10 @@ impl SnapshotId {
         let mut r = [0u8; 6];
         getrandom::fill(&mut r).map_err(|e| Error::internal(format!("random: {e}")))?;
         let suffix: String = r.iter().map(|b| B32[(*b & 31) as usize] as char).collect();
-        Ok(SnapshotId(format!("{}-{suffix}", at.strftime("%Y%m%dT%H%M%SZ"))))
+        Ok(SnapshotId(format!(
+            "{}-{suffix}",
+            at.strftime("%Y%m%dT%H%M%SZ")
+        )))
     }
 
     pub fn parse(s: &str) -> Result<Self> {

@@ -96,7 +96,9 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         let plain = unseal_bytes(key, &sealed)
             .map_err(|e| e.context(format!("{REPO_OBJECT} in {}", store.location())))?;
         let config: RepoConfig = serde_json::from_slice(&plain).map_err(|e| {
-            Error::integrity(format!("{REPO_OBJECT} is not a valid repository description: {e}"))
+            Error::integrity(format!(
+                "{REPO_OBJECT} is not a valid repository description: {e}"
+            ))
         })?;
         if config.format != REPO_FORMAT {
             return Err(Error::config(format!(
@@ -141,7 +143,9 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             let ["snapshots", src, id, leaf] = parts.as_slice() else {
                 continue;
             };
-            let Ok(id) = SnapshotId::parse(id) else { continue };
+            let Ok(id) = SnapshotId::parse(id) else {
+                continue;
+            };
             let k = (src.to_string(), id);
             match *leaf {
                 "manifest" => {
@@ -169,7 +173,8 @@ impl<S: ?Sized + ReadStore> Repository<S> {
     pub fn manifest(&self, source: &str, id: &SnapshotId) -> Result<Manifest> {
         let key = manifest_key(source, id);
         let sealed = self.store.get_bytes(&key)?;
-        let plain = unseal_bytes(&self.key, &sealed).map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
+        let plain = unseal_bytes(&self.key, &sealed)
+            .map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
         let m: Manifest = serde_json::from_slice(&plain).map_err(|e| {
             Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
         })?;
@@ -215,14 +220,18 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             .collect();
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(Error::not_found(format!(
-                "no snapshot {reference:?} in {scope}"
-            ))
-            .with_hint("`offsitedb list` shows the snapshots")),
+            [] => Err(
+                Error::not_found(format!("no snapshot {reference:?} in {scope}"))
+                    .with_hint("`offsitedb list` shows the snapshots"),
+            ),
             many => Err(Error::config(format!(
                 "{reference:?} matches {} snapshots; give more of the id{}",
                 many.len(),
-                if source.is_none() { " or add --source NAME" } else { "" }
+                if source.is_none() {
+                    " or add --source NAME"
+                } else {
+                    ""
+                }
             ))),
         }
     }

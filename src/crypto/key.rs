@@ -202,7 +202,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed_keys() {
-        for text in ["", "# only a comment\n", "not base64!", "AAAA", "QUFB\nQUFB\n"] {
+        for text in [
+            "",
+            "# only a comment\n",
+            "not base64!",
+            "AAAA",
+            "QUFB\nQUFB\n",
+        ] {
             let e = MasterKey::parse(text, "test").unwrap_err();
             assert_eq!(e.kind(), crate::error::ErrorKind::Key, "{text:?}");
         }
@@ -225,7 +231,10 @@ mod tests {
         k.write_new_file(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let e = MasterKey::generate().unwrap().write_new_file(&path).unwrap_err();
+        let e = MasterKey::generate()
+            .unwrap()
+            .write_new_file(&path)
+            .unwrap_err();
         assert!(e.message().contains("refusing to overwrite"), "{e}");
         let loaded = MasterKey::load_file(&path, &mut |_| {}).unwrap();
         assert_eq!(loaded.id(), k.id());

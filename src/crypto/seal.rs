@@ -291,10 +291,7 @@ impl<R: Read> UnsealReader<R> {
                 } else {
                     "it was modified"
                 };
-                Error::integrity(format!(
-                    "chunk {} failed authentication: {why}",
-                    self.index
-                ))
+                Error::integrity(format!("chunk {} failed authentication: {why}", self.index))
             })?;
         self.plain.truncate(body);
         self.pos = 0;

@@ -32,22 +32,13 @@ use crate::storage::WriteStore;
 /// Incomplete uploads of a source older than this are leftovers of a crashed backup.
 const STALE_UPLOAD_HOURS: i64 = 48;
 
+#[derive(Default)]
 pub struct BackupOptions {
     pub pg_bin_dirs: Vec<PathBuf>,
     /// Show a progress line on a terminal.
     pub progress: bool,
     /// Compression threads; 0 = one per core.
     pub threads: usize,
-}
-
-impl Default for BackupOptions {
-    fn default() -> Self {
-        BackupOptions {
-            pg_bin_dirs: Vec::new(),
-            progress: false,
-            threads: 0,
-        }
-    }
 }
 
 /// Backs up one database into the repository and returns the committed manifest.
@@ -81,7 +72,9 @@ pub fn run<S: WriteStore + ?Sized>(
     let id = SnapshotId::new(started)?;
     let key = data_key(&source.name, &id);
     // pg_database_size bounds the dump from above in practice; it sizes the upload's parts.
-    let upload = repo.store().upload(&key, info.database_size.map(|s| s + s / 4 + (64 << 20)))?;
+    let upload = repo
+        .store()
+        .upload(&key, info.database_size.map(|s| s + s / 4 + (64 << 20)))?;
 
     let counters = Counters::default();
     let stored = MeasureWriter::hashing(upload).with_live_counter(counters.output.clone());
@@ -91,9 +84,15 @@ pub fn run<S: WriteStore + ?Sized>(
     let compressor = Compressor::new(compressed, source.compression, opts.threads)?;
     let mut plain = MeasureWriter::counting(compressor).with_live_counter(counters.input.clone());
 
-    let arguments = vec!["--format=custom".to_string(), "--compress=0".into(), "--no-password".into()];
+    let arguments = vec![
+        "--format=custom".to_string(),
+        "--compress=0".into(),
+        "--no-password".into(),
+    ];
     let mut cmd = Command::new(&pg_dump.path);
-    cmd.args(&arguments).arg("--dbname").arg(ci.to_conninfo_without_secrets());
+    cmd.args(&arguments)
+        .arg("--dbname")
+        .arg(ci.to_conninfo_without_secrets());
     postgres::child_env(&mut cmd, ci);
     let mut child = ChildProcess::spawn(cmd, "pg_dump", false)?;
     let mut stdout = child.take_stdout();
@@ -103,21 +102,32 @@ pub fn run<S: WriteStore + ?Sized>(
     drop(stdout);
     drop(progress);
 
+    let interrupted = || {
+        Error::new(
+            ErrorKind::Interrupted,
+            "interrupted: the backup stopped and its upload was aborted; nothing was stored",
+        )
+    };
     if let Err(e) = copied {
-        // The pipeline failed (storage, disk, ...): stop pg_dump, report the pipeline's error.
+        // The pipeline failed (storage, disk, a signal): stop pg_dump, report the pipeline's error.
         let exit = child.kill();
         let err = Error::from_io(e, "backup failed");
         drop(plain); // aborts the upload
-        return Err(if err.kind() == ErrorKind::Io && !exit.stderr.is_empty() {
-            pg_dump_error(&exit, &target)
-        } else {
-            err
+        return Err(match err.kind() {
+            ErrorKind::Interrupted => interrupted(),
+            ErrorKind::Io if !exit.stderr.is_empty() => pg_dump_error(&exit, &target),
+            _ => err,
         });
     }
     let exit = child.wait_exit()?;
     if !exit.status.success() {
         drop(plain);
-        return Err(pg_dump_error(&exit, &target));
+        // Ctrl-C reaches pg_dump too; say what happened, not how pg_dump died of it.
+        return Err(if crate::interrupt::check().is_err() {
+            interrupted()
+        } else {
+            pg_dump_error(&exit, &target)
+        });
     }
 
     let (compressor, plain_m) = plain.finish();
@@ -133,7 +143,9 @@ pub fn run<S: WriteStore + ?Sized>(
         )));
     }
     if plain_m.bytes == 0 {
-        return Err(Error::process("pg_dump exited successfully but wrote nothing"));
+        return Err(Error::process(
+            "pg_dump exited successfully but wrote nothing",
+        ));
     }
 
     let manifest = Manifest {
@@ -197,7 +209,9 @@ fn sweep_leftovers<S: WriteStore + ?Sized>(store: &S, source: &str, note: &mut d
     if let Ok(n) = store.clean_abandoned()
         && n > 0
     {
-        note(format!("aborted {n} unfinished upload(s) left by an earlier failed backup"));
+        note(format!(
+            "aborted {n} unfinished upload(s) left by an earlier failed backup"
+        ));
     }
     let Ok(leftovers) = store.incomplete_uploads(&format!("snapshots/{source}/")) else {
         return;
@@ -231,9 +245,14 @@ fn pg_dump_error(exit: &Exit, target: &str) -> Error {
         return Error::tool(format!("pg_dump is older than the server at {target}: {reason}"))
             .with_hint("install a pg_dump at least as new as the server, or list its directory in OFFSITEDB_PG_BIN_DIRS");
     }
-    if text.contains("connection to server") || text.contains("server closed the connection") || text.contains("terminating connection") {
+    if text.contains("connection to server")
+        || text.contains("server closed the connection")
+        || text.contains("terminating connection")
+    {
         return Error::source_db(format!("pg_dump lost the connection to {target}: {reason}"))
-            .with_hint("the server went away during the dump; nothing was stored, run the backup again")
+            .with_hint(
+                "the server went away during the dump; nothing was stored, run the backup again",
+            )
             .transient();
     }
     Error::process(format!("pg_dump failed on {target}: {reason}"))

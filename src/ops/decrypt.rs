@@ -21,7 +21,11 @@ pub enum Output<'a> {
     Stream(&'a mut dyn Write),
 }
 
-pub fn run<S: ReadStore + ?Sized>(repo: &Repository<S>, entry: &Entry, out: Output) -> Result<Manifest> {
+pub fn run<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    entry: &Entry,
+    out: Output,
+) -> Result<Manifest> {
     let m = repo.manifest(&entry.source, &entry.id)?;
     let (mut artifact, handle) = super::open_artifact(repo, &m, None)?;
     match out {

@@ -109,7 +109,10 @@ pub fn run(
         ..Default::default()
     })?;
     done(
-        format!("started a throwaway PostgreSQL {} (unix socket only)", cluster.version().version),
+        format!(
+            "started a throwaway PostgreSQL {} (unix socket only)",
+            cluster.version().version
+        ),
         &mut t,
     );
 
@@ -124,17 +127,25 @@ pub fn run(
     let workdir = match &keep {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io_at("cannot create", dir, &e))?;
-            if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            if std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+            {
                 return Err(Error::config(format!("{} is not empty", dir.display()))
                     .with_hint("give --keep an empty or new folder"));
             }
             None
         }
-        None => Some(tempfile::Builder::new().prefix("offsitedb-demo-").tempdir().map_err(|e| {
-            Error::io(format!("cannot create a temporary folder: {e}"))
-        })?),
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("offsitedb-demo-")
+                .tempdir()
+                .map_err(|e| Error::io(format!("cannot create a temporary folder: {e}")))?,
+        ),
     };
-    let base = keep.clone().unwrap_or_else(|| workdir.as_ref().unwrap().path().to_path_buf());
+    let base = keep
+        .clone()
+        .unwrap_or_else(|| workdir.as_ref().unwrap().path().to_path_buf());
     let key = MasterKey::generate()?;
     if keep.is_some() {
         key.write_new_file(&base.join("master.key"))?;
@@ -142,7 +153,11 @@ pub fn run(
     let repo_dir = base.join("repository");
     let repo = Repository::open_or_init(Box::new(LocalStore::new(repo_dir.clone())), key)?;
     done(
-        format!("made a master key (id {}) and a repository in {}", repo.key().id(), repo_dir.display()),
+        format!(
+            "made a master key (id {}) and a repository in {}",
+            repo.key().id(),
+            repo_dir.display()
+        ),
         &mut t,
     );
 
@@ -180,7 +195,10 @@ pub fn run(
         &mut |_| {},
     )?;
     done(
-        format!("restored it into \"shop_restored\" with pg_restore {}", report.pg_restore),
+        format!(
+            "restored it into \"shop_restored\" with pg_restore {}",
+            report.pg_restore
+        ),
         &mut t,
     );
 
@@ -200,12 +218,18 @@ pub fn run(
             restored_rows: count(&mut dst)?,
         });
     }
-    let bad: Vec<&TableCount> = counts.iter().filter(|c| c.source_rows != c.restored_rows).collect();
+    let bad: Vec<&TableCount> = counts
+        .iter()
+        .filter(|c| c.source_rows != c.restored_rows)
+        .collect();
     if !bad.is_empty() {
         return Err(Error::integrity(format!(
             "the restored database differs: {}",
             bad.iter()
-                .map(|c| format!("{} has {} rows, expected {}", c.table, c.restored_rows, c.source_rows))
+                .map(|c| format!(
+                    "{} has {} rows, expected {}",
+                    c.table, c.restored_rows, c.source_rows
+                ))
                 .collect::<Vec<_>>()
                 .join("; ")
         )));

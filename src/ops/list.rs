@@ -9,7 +9,10 @@ use crate::error::Result;
 use crate::storage::ReadStore;
 
 /// Every snapshot (optionally of one source), oldest first.
-pub fn list<S: ReadStore + ?Sized>(repo: &Repository<S>, source: Option<&str>) -> Result<Vec<Summary>> {
+pub fn list<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    source: Option<&str>,
+) -> Result<Vec<Summary>> {
     repo.entries(source)?
         .iter()
         .map(|e| Ok(Summary::new(&repo.manifest(&e.source, &e.id)?, e)))

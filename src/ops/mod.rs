@@ -46,7 +46,11 @@ pub(crate) fn open_dump<S: ReadStore + ?Sized>(
 
 /// After the decoder reached its end: reads whatever follows (there should be nothing) so the
 /// whole object was authenticated, then compares size and hash with the manifest.
-pub(crate) fn finish_dump(d: Decoder<BufReader<Artifact>>, h: &MeasureHandle, m: &Manifest) -> Result<()> {
+pub(crate) fn finish_dump(
+    d: Decoder<BufReader<Artifact>>,
+    h: &MeasureHandle,
+    m: &Manifest,
+) -> Result<()> {
     let mut rest = d.into_inner();
     let mut tail = Vec::new();
     rest.read_to_end(&mut tail)
@@ -66,7 +70,11 @@ pub(crate) fn check_artifact(m: &Manifest, got: &Measured) -> Result<()> {
     if got.bytes != m.sizes.compressed_bytes || got.sha256 != m.data.sha256_compressed {
         return Err(Error::integrity(format!(
             "snapshot {}: the data does not match its manifest ({} bytes, sha256 {}; expected {} bytes, sha256 {})",
-            m.snapshot_id, got.bytes, got.sha256, m.sizes.compressed_bytes, m.data.sha256_compressed
+            m.snapshot_id,
+            got.bytes,
+            got.sha256,
+            m.sizes.compressed_bytes,
+            m.data.sha256_compressed
         )));
     }
     Ok(())

@@ -70,7 +70,13 @@ pub fn run<S: ReadStore + ?Sized>(
     let m = repo.manifest(&entry.source, &entry.id)?;
     let shown = target.redacted();
 
-    let mut client = postgres::connect(target, "the target database")?;
+    let mut client = postgres::connect(target, "the target database").map_err(|e| {
+        if e.message().contains("does not exist") {
+            e.with_hint("create it first (createdb -T template0 NAME), then run the restore again")
+        } else {
+            e
+        }
+    })?;
     let info = postgres::server_info(&mut client)?;
     let relations: i64 = client
         .query_one(
@@ -116,7 +122,8 @@ pub fn run<S: ReadStore + ?Sized>(
     if opts.no_privileges {
         cmd.arg("--no-privileges");
     }
-    cmd.arg("--dbname").arg(target.to_conninfo_without_secrets());
+    cmd.arg("--dbname")
+        .arg(target.to_conninfo_without_secrets());
     postgres::child_env(&mut cmd, target);
 
     let counters = Counters::default();
@@ -151,6 +158,9 @@ fn restore_streaming<S: ReadStore + ?Sized>(
     let progress = Progress::start("restore", counters, opts.progress);
     let mut buf = vec![0u8; 256 * 1024];
     let fed = loop {
+        if let Err(e) = crate::interrupt::check() {
+            break Err(e);
+        }
         let n = match dump.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
@@ -159,12 +169,16 @@ fn restore_streaming<S: ReadStore + ?Sized>(
             Err(e) => break Err(Error::from_io(e, "cannot read the snapshot")),
         };
         if stdin.write_all(&buf[..n]).is_err() {
-            // pg_restore stopped reading: its own error says why.
+            // pg_restore stopped reading: its own error says why (or a signal stopped it).
             drop(stdin);
             drop(progress);
-            return Err(pg_restore_error(&child.wait_exit()?));
+            let exit = child.wait_exit()?;
+            crate::interrupt::check().map_err(|e| e.context("restore stopped, nothing was committed"))?;
+            return Err(pg_restore_error(&exit));
         }
-        counters.output.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .output
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     };
     drop(progress);
     let checked = fed.and_then(|_| super::finish_dump(dump, &handle, m));
@@ -202,7 +216,9 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
             crate::units::bytes(need),
             crate::units::bytes(free)
         ))
-        .with_hint("pass --spool-dir on a larger disk, or --jobs 1 to stream without a temporary file"));
+        .with_hint(
+            "pass --spool-dir on a larger disk, or --jobs 1 to stream without a temporary file",
+        ));
     }
     let mut file = tempfile::Builder::new()
         .prefix("offsitedb-restore-")
@@ -212,12 +228,15 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
     {
         let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
         let progress = Progress::start("download", counters, opts.progress);
-        crate::pipeline::copy_large(&mut dump, file.as_file_mut())
-            .map_err(|e| Error::from_io(e, &format!("cannot stage the archive in {}", dir.display())))?;
+        crate::pipeline::copy_large(&mut dump, file.as_file_mut()).map_err(|e| {
+            Error::from_io(e, &format!("cannot stage the archive in {}", dir.display()))
+        })?;
         drop(progress);
         super::finish_dump(dump, &handle, m)?;
     }
-    cmd.arg("--jobs").arg(opts.jobs.to_string()).arg(file.path());
+    cmd.arg("--jobs")
+        .arg(opts.jobs.to_string())
+        .arg(file.path());
     let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
     child.drain_stdout();
     let exit = child.wait_exit()?;
@@ -249,8 +268,12 @@ fn pg_restore_error(exit: &Exit) -> Error {
         .to_string();
     let err = Error::process(format!("pg_restore failed: {reason}"));
     if text.contains("role") && text.contains("does not exist") {
-        err.with_hint("create the missing role on the target first, or pass --no-owner --no-privileges")
-    } else if text.contains("extension") && (text.contains("is not available") || text.contains("control file")) {
+        err.with_hint(
+            "create the missing role on the target first, or pass --no-owner --no-privileges",
+        )
+    } else if text.contains("extension")
+        && (text.contains("is not available") || text.contains("control file"))
+    {
         err.with_hint("install the extension's package on the target server first (for example postgresql-16-postgis-3)")
     } else {
         err

@@ -60,18 +60,19 @@ impl FromStr for Compression {
 
     /// `gzip`, `gzip:9`, `zstd`, `zstd:19`.
     fn from_str(s: &str) -> Result<Self> {
-        let (name, level) = match s.split_once(':') {
-            Some((n, l)) => (
-                n,
-                Some(l.parse::<i32>().map_err(|_| {
-                    Error::config(format!("invalid compression level in {s:?}"))
-                })?),
-            ),
-            None => (s, None),
-        };
+        let (name, level) =
+            match s.split_once(':') {
+                Some((n, l)) => (
+                    n,
+                    Some(l.parse::<i32>().map_err(|_| {
+                        Error::config(format!("invalid compression level in {s:?}"))
+                    })?),
+                ),
+                None => (s, None),
+            };
         let (algorithm, default, range) = match name.trim().to_ascii_lowercase().as_str() {
             "gzip" | "gz" => (Algorithm::Gzip, 6, 1..=9),
-            "zstd" | "zst" => (Algorithm::Zstd, 3, 1..=19),
+            "zstd" | "zst" => (Algorithm::Zstd, 1, 1..=19),
             _ => {
                 return Err(Error::config(format!(
                     "unknown compression {name:?} (use gzip, gzip:LEVEL, zstd or zstd:LEVEL)"
@@ -107,7 +108,8 @@ impl<W: Write> Compressor<W> {
         let io_err = |e: io::Error| Error::from_io(e, "cannot start compression");
         Ok(match c.algorithm {
             Algorithm::Gzip => Compressor::Gzip(
-                ParGzipWriter::new(inner, c.level as u32, threads, DEFAULT_BLOCK).map_err(io_err)?,
+                ParGzipWriter::new(inner, c.level as u32, threads, DEFAULT_BLOCK)
+                    .map_err(io_err)?,
             ),
             Algorithm::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(inner, c.level).map_err(io_err)?;
@@ -142,14 +144,14 @@ impl<W: Write> Write for Compressor<W> {
 /// A decompressing reader. `into_inner` gives back the compressed stream, so callers can check
 /// that nothing follows the end of the compressed data.
 pub enum Decoder<R: BufRead> {
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
 impl<R: BufRead> Decoder<R> {
     pub fn new(r: R, algorithm: Algorithm) -> Result<Self> {
         Ok(match algorithm {
-            Algorithm::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(r)),
+            Algorithm::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
             Algorithm::Zstd => Decoder::Zstd(
                 zstd::stream::read::Decoder::with_buffer(r)
                     .map_err(|e| Error::from_io(e, "cannot start decompression"))?,
@@ -190,7 +192,9 @@ mod tests {
         let mut x: u32 = 12345;
         while v.len() < len {
             x = x.wrapping_mul(1103515245).wrapping_add(12345);
-            v.extend_from_slice(format!("row {}\t{}\tsome text\n", v.len() / 40, x % 1000).as_bytes());
+            v.extend_from_slice(
+                format!("row {}\t{}\tsome text\n", v.len() / 40, x % 1000).as_bytes(),
+            );
         }
         v.truncate(len);
         v
@@ -198,7 +202,9 @@ mod tests {
 
     fn compress(data: &[u8], c: Compression, block: usize) -> Vec<u8> {
         let mut w: Compressor<Vec<u8>> = match c.algorithm {
-            Algorithm::Gzip => Compressor::Gzip(ParGzipWriter::new(Vec::new(), c.level as u32, 3, block).unwrap()),
+            Algorithm::Gzip => {
+                Compressor::Gzip(ParGzipWriter::new(Vec::new(), c.level as u32, 3, block).unwrap())
+            }
             Algorithm::Zstd => Compressor::new(Vec::new(), c, 2).unwrap(),
         };
         for piece in data.chunks(10_007) {
@@ -209,7 +215,10 @@ mod tests {
 
     fn decompress(data: &[u8], a: Algorithm) -> Vec<u8> {
         let mut out = Vec::new();
-        decompressor(data, a).unwrap().read_to_end(&mut out).unwrap();
+        decompressor(data, a)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
@@ -220,7 +229,9 @@ mod tests {
             let gz = compress(&data, "gzip".parse().unwrap(), 65_536);
             // A single-member decoder must read it all: proof it is one member, like pigz's.
             let mut single = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut single).unwrap();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut single)
+                .unwrap();
             assert_eq!(single, data, "len {len}");
         }
     }
@@ -268,7 +279,10 @@ mod tests {
 
     #[test]
     fn parses_compression_names() {
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::default());
+        assert_eq!(
+            "gzip".parse::<Compression>().unwrap(),
+            Compression::default()
+        );
         assert_eq!("zstd:19".parse::<Compression>().unwrap().level, 19);
         assert!("gzip:0".parse::<Compression>().is_err());
         assert!("brotli".parse::<Compression>().is_err());

@@ -15,10 +15,12 @@ pub use hash::{MeasureHandle, MeasureReader, MeasureWriter, Measured};
 pub use progress::{Counters, Progress};
 
 /// Copies `r` into `w` with a large buffer (std's copy uses 8 KiB, which costs on a 1 GB dump).
+/// Stops with an `Interrupted` error when Ctrl-C or SIGTERM arrives.
 pub fn copy_large(r: &mut dyn std::io::Read, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
+        crate::interrupt::check().map_err(crate::Error::into_io)?;
         let n = match r.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,

@@ -33,7 +33,11 @@ impl Progress {
         if !enabled || !std::io::stderr().is_terminal() {
             return Progress { stop, handle: None };
         }
-        let (input, output, s) = (counters.input.clone(), counters.output.clone(), stop.clone());
+        let (input, output, s) = (
+            counters.input.clone(),
+            counters.output.clone(),
+            stop.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {

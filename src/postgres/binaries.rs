@@ -36,13 +36,8 @@ pub fn search_dirs(configured: &[PathBuf]) -> Vec<PathBuf> {
                 .filter_map(|e| e.ok())
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if pattern_root == "/usr/lib/postgresql" {
-                        Some(e.path().join("bin"))
-                    } else if name.starts_with("pgsql-") {
-                        Some(e.path().join("bin"))
-                    } else {
-                        None
-                    }
+                    (pattern_root == "/usr/lib/postgresql" || name.starts_with("pgsql-"))
+                        .then(|| e.path().join("bin"))
                 })
                 .collect();
             found.sort();
@@ -62,7 +57,9 @@ pub fn find_all(tool: &str, dirs: &[PathBuf]) -> Vec<PgProgram> {
     let mut out = Vec::new();
     for d in dirs {
         let p = d.join(tool);
-        let Ok(real) = std::fs::canonicalize(&p) else { continue };
+        let Ok(real) = std::fs::canonicalize(&p) else {
+            continue;
+        };
         if real.file_name().is_some_and(|n| n == "pg_wrapper") || !seen.insert(real.clone()) {
             continue;
         }
@@ -91,7 +88,10 @@ fn probe(path: &Path) -> Option<PgProgram> {
             version,
             major,
         });
-    cache.lock().unwrap().insert(path.to_path_buf(), result.clone());
+    cache
+        .lock()
+        .unwrap()
+        .insert(path.to_path_buf(), result.clone());
     result
 }
 
@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn parses_version_lines() {
         let cases = [
-            ("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n", Some(("15.18", 15))),
+            (
+                "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n",
+                Some(("15.18", 15)),
+            ),
             ("pg_restore (PostgreSQL) 18.1\n", Some(("18.1", 18))),
             ("postgres (PostgreSQL) 17beta2\n", Some(("17beta2", 17))),
             ("pg_dump (PostgreSQL) 9.6.24\n", None),
@@ -184,11 +187,7 @@ mod tests {
         ];
         for (line, want) in cases {
             let got = parse_version_output(line);
-            assert_eq!(
-                got.as_ref().map(|(v, m)| (v.as_str(), *m)),
-                want,
-                "{line}"
-            );
+            assert_eq!(got.as_ref().map(|(v, m)| (v.as_str(), *m)), want, "{line}");
         }
     }
 
@@ -201,7 +200,13 @@ mod tests {
         let lowest = all.iter().map(|p| p.major).min().unwrap();
         let p = pick("pg_dump", lowest, &search_dirs(&[]), "test").unwrap();
         assert_eq!(p.major, lowest);
-        let e = pick("pg_dump", 99, &search_dirs(&[]), "the server runs PostgreSQL 99.0").unwrap_err();
+        let e = pick(
+            "pg_dump",
+            99,
+            &search_dirs(&[]),
+            "the server runs PostgreSQL 99.0",
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Tool);
         assert!(e.message().contains("PostgreSQL 99"), "{e}");
         assert!(e.hint().unwrap().contains("postgresql-client-99"));

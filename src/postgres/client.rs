@@ -63,7 +63,11 @@ pub fn connect(ci: &ConnInfo, what: &str) -> Result<Client> {
     let timeout = ci
         .get("connect_timeout")
         .and_then(|t| t.parse::<u64>().ok())
-        .or_else(|| std::env::var("PGCONNECT_TIMEOUT").ok().and_then(|t| t.parse().ok()))
+        .or_else(|| {
+            std::env::var("PGCONNECT_TIMEOUT")
+                .ok()
+                .and_then(|t| t.parse().ok())
+        })
         .filter(|t| *t > 0)
         .unwrap_or(15);
     cfg.connect_timeout(Duration::from_secs(timeout));
@@ -98,27 +102,37 @@ fn tls_config(ci: &ConnInfo, sslmode: &str) -> Result<rustls::ClientConfig> {
         .map(str::to_string)
         .or_else(|| std::env::var("PGSSLROOTCERT").ok());
     let verify = matches!(sslmode, "verify-ca" | "verify-full");
-    let config = if verify || rootcert.as_deref().is_some_and(|r| r != "system") && sslmode == "require" {
+    let config = if verify
+        || rootcert.as_deref().is_some_and(|r| r != "system") && sslmode == "require"
+    {
         let mut roots = rustls::RootCertStore::empty();
         match rootcert.as_deref() {
             Some(path) if path != "system" => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    Error::config(format!("cannot read sslrootcert {path}: {}", crate::error::describe_io(&e)))
+                    Error::config(format!(
+                        "cannot read sslrootcert {path}: {}",
+                        crate::error::describe_io(&e)
+                    ))
                 })?;
                 for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
                     let cert: CertificateDer = cert.map_err(|e| {
-                        Error::config(format!("sslrootcert {path} is not a PEM certificate file: {e}"))
+                        Error::config(format!(
+                            "sslrootcert {path} is not a PEM certificate file: {e}"
+                        ))
                     })?;
                     roots.add(cert).map_err(|e| {
-                        Error::config(format!("sslrootcert {path} holds an unusable certificate: {e}"))
+                        Error::config(format!(
+                            "sslrootcert {path} holds an unusable certificate: {e}"
+                        ))
                     })?;
                 }
             }
             _ => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| Error::config(format!("tls roots: {e}")))?;
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| Error::config(format!("tls roots: {e}")))?;
         if sslmode == "verify-full" {
             builder.with_webpki_verifier(webpki).with_no_client_auth()
         } else {
@@ -159,7 +173,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -167,7 +186,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -232,11 +256,17 @@ fn connect_error(ci: &ConnInfo, what: &str, e: &postgres::Error, timeout: u64) -
                 .with_hint("check the user name, and that pg_hba.conf lets this host connect"),
             "3D000" => Error::source_db(format!("{what} {target}: {msg}"))
                 .with_hint("check the database name at the end of the URL"),
-            "53300" => Error::source_db(format!("{what} {target} has no free connection slots: {msg}"))
-                .transient(),
-            "57P03" => Error::source_db(format!("{what} {target} is not accepting connections yet: {msg}"))
-                .transient(),
-            _ => Error::source_db(format!("{what} {target} refused the connection: {msg} ({code})")),
+            "53300" => Error::source_db(format!(
+                "{what} {target} has no free connection slots: {msg}"
+            ))
+            .transient(),
+            "57P03" => Error::source_db(format!(
+                "{what} {target} is not accepting connections yet: {msg}"
+            ))
+            .transient(),
+            _ => Error::source_db(format!(
+                "{what} {target} refused the connection: {msg} ({code})"
+            )),
         };
     }
     let chain = error_chain(e);
@@ -245,7 +275,9 @@ fn connect_error(ci: &ConnInfo, what: &str, e: &postgres::Error, timeout: u64) -
         return Error::source_db(format!(
             "cannot connect to {what} {target}: no answer within {timeout}s"
         ))
-        .with_hint("check the host and port, and that a firewall lets this machine reach the server")
+        .with_hint(
+            "check the host and port, and that a firewall lets this machine reach the server",
+        )
         .transient();
     }
     if lower.contains("refused") {
@@ -255,19 +287,27 @@ fn connect_error(ci: &ConnInfo, what: &str, e: &postgres::Error, timeout: u64) -
         .with_hint("check the host and port, and that the server is running")
         .transient();
     }
-    if lower.contains("failed to lookup") || lower.contains("name or service not known") || lower.contains("no such host") || lower.contains("failed to resolve") {
+    if lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+        || lower.contains("no such host")
+        || lower.contains("failed to resolve")
+    {
         return Error::source_db(format!(
             "cannot connect to {what} {target}: the host name does not resolve"
         ))
         .with_hint("check the host name in the URL");
     }
     if lower.contains("password missing") || lower.contains("password authentication") {
-        return Error::source_db(format!("{what} {target} asks for a password and none was given"))
-            .with_hint("put the password in the URL, or set PGPASSWORD, or add it to ~/.pgpass");
+        return Error::source_db(format!(
+            "{what} {target} asks for a password and none was given"
+        ))
+        .with_hint("put the password in the URL, or set PGPASSWORD, or add it to ~/.pgpass");
     }
     if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
-        return Error::source_db(format!("cannot connect to {what} {target}: tls failed: {chain}"))
-            .with_hint("check sslmode and sslrootcert in the URL");
+        return Error::source_db(format!(
+            "cannot connect to {what} {target}: tls failed: {chain}"
+        ))
+        .with_hint("check sslmode and sslrootcert in the URL");
     }
     Error::source_db(format!("cannot connect to {what} {target}: {chain}"))
 }
@@ -310,7 +350,10 @@ pub fn server_info(client: &mut Client) -> Result<ServerInfo> {
     let version_num: i32 = row.get(1);
     // Both may be refused to a restricted role; they are nice to have, not required.
     let system_identifier = client
-        .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
         .ok()
         .map(|r| r.get::<_, String>(0));
     let database_size = client

@@ -133,9 +133,8 @@ impl ConnInfo {
     /// `postgres://user@host:port/dbname`: what messages and manifests show. No secrets.
     pub fn redacted(&self) -> String {
         let host = self.host();
-        let host_part = if host.starts_with('/') {
-            format!("[{host}]")
-        } else if host.contains(':') && !host.contains(',') {
+        // Socket paths and IPv6 addresses are bracketed, as in URLs.
+        let host_part = if host.starts_with('/') || (host.contains(':') && !host.contains(',')) {
             format!("[{host}]")
         } else {
             host
@@ -191,7 +190,10 @@ fn current_os_user() -> String {
 }
 
 fn quote(v: &str) -> String {
-    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:,@".contains(c)) {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:,@".contains(c))
+    {
         v.to_string()
     } else {
         format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -255,7 +257,9 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>> {
                 }
             };
             if !p.is_empty() && p.parse::<u16>().is_err() {
-                return Err(Error::config(format!("invalid port {p:?} in the database URL")));
+                return Err(Error::config(format!(
+                    "invalid port {p:?} in the database URL"
+                )));
             }
             hosts.push(h);
             ports.push(p.to_string());
@@ -332,7 +336,9 @@ fn parse_keyvalue(s: &str) -> Result<Vec<(String, String)>> {
                 }
             }
             if !closed {
-                return Err(Error::config("unterminated quoted value in the connection string"));
+                return Err(Error::config(
+                    "unterminated quoted value in the connection string",
+                ));
             }
         } else {
             while let Some(&c) = chars.peek() {
@@ -380,7 +386,11 @@ fn pgpass_match(text: &str, host: &str, port: &str, db: &str, user: &str) -> Opt
             continue;
         }
         let ok = |pat: &str, v: &str| pat == "*" || pat == v;
-        if ok(&fields[0], host) && ok(&fields[1], port) && ok(&fields[2], db) && ok(&fields[3], user) {
+        if ok(&fields[0], host)
+            && ok(&fields[1], port)
+            && ok(&fields[2], db)
+            && ok(&fields[3], user)
+        {
             return Some(fields[4].clone());
         }
     }
@@ -393,7 +403,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        let c = ConnInfo::parse("postgres://app:s3cr%40t@db.example.com:6543/shop?sslmode=require&application_name=x").unwrap();
+        let c = ConnInfo::parse(
+            "postgres://app:s3cr%40t@db.example.com:6543/shop?sslmode=require&application_name=x",
+        )
+        .unwrap();
         assert_eq!(c.get("user"), Some("app"));
         assert_eq!(c.get("password"), Some("s3cr@t"));
         assert_eq!(c.host(), "db.example.com");
@@ -418,7 +431,8 @@ mod tests {
 
     #[test]
     fn keyvalue_strings() {
-        let c = ConnInfo::parse("host=/tmp port=5999 dbname='my db' user=me password='it\\'s'").unwrap();
+        let c = ConnInfo::parse("host=/tmp port=5999 dbname='my db' user=me password='it\\'s'")
+            .unwrap();
         assert_eq!(c.dbname(), "my db");
         assert_eq!(c.get("password"), Some("it's"));
         assert_eq!(c.port(), 5999);
@@ -428,14 +442,17 @@ mod tests {
 
     #[test]
     fn child_conninfo_never_holds_the_password() {
-        let c = ConnInfo::parse("postgres://u:hunter2@h:5432/d?sslmode=require&sslpassword=pw2").unwrap();
+        let c = ConnInfo::parse("postgres://u:hunter2@h:5432/d?sslmode=require&sslpassword=pw2")
+            .unwrap();
         let s = c.to_conninfo_without_secrets();
         assert!(!s.contains("hunter2") && !s.contains("pw2"), "{s}");
         assert_eq!(s, "user=u host=h port=5432 dbname=d sslmode=require");
         // What we pass is what we parse.
         let back = ConnInfo::parse(&s).unwrap();
         assert_eq!(back.dbname(), "d");
-        let q = ConnInfo::parse("dbname='a b' user=x").unwrap().to_conninfo_without_secrets();
+        let q = ConnInfo::parse("dbname='a b' user=x")
+            .unwrap()
+            .to_conninfo_without_secrets();
         assert_eq!(ConnInfo::parse(&q).unwrap().dbname(), "a b");
         assert!(!format!("{c:?}").contains("hunter2"));
     }
@@ -450,8 +467,14 @@ mod tests {
     #[test]
     fn pgpass_rules() {
         let text = "# comment\nother:5432:*:u:no\nh:5432:d:u:yes\\:colon\n*:*:*:*:fallback\n";
-        assert_eq!(pgpass_match(text, "h", "5432", "d", "u").as_deref(), Some("yes:colon"));
-        assert_eq!(pgpass_match(text, "z", "1", "d", "u").as_deref(), Some("fallback"));
+        assert_eq!(
+            pgpass_match(text, "h", "5432", "d", "u").as_deref(),
+            Some("yes:colon")
+        );
+        assert_eq!(
+            pgpass_match(text, "z", "1", "d", "u").as_deref(),
+            Some("fallback")
+        );
         assert_eq!(pgpass_match("h:5432:d:u:p\n", "h", "5433", "d", "u"), None);
     }
 }

@@ -31,7 +31,9 @@ impl LocalStore {
         let mut err = Error::storage(format!("{what} {}: {}", path.display(), describe_io(e)));
         match e.raw_os_error() {
             Some(libc::ENOSPC) => {
-                err = err.with_hint("the repository's file system is full: free space or move the repository")
+                err = err.with_hint(
+                    "the repository's file system is full: free space or move the repository",
+                )
             }
             Some(libc::EACCES) | Some(libc::EPERM) => {
                 err = err.with_hint("check the folder's owner and permissions")
@@ -45,7 +47,10 @@ impl LocalStore {
     fn temp_for(target: &Path) -> Result<PathBuf> {
         let mut r = [0u8; 6];
         getrandom::fill(&mut r).map_err(|e| Error::internal(format!("random: {e}")))?;
-        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
         Ok(target.with_file_name(format!(".{name}{PARTIAL_MARK}{}", crate::units::hex(&r))))
     }
 
@@ -272,7 +277,9 @@ impl Upload for LocalUpload {
         match fs::remove_file(&self.tmp) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(LocalStore::new(self.store_root.clone()).err("cannot delete", &self.tmp, &e)),
+            Err(e) => {
+                Err(LocalStore::new(self.store_root.clone()).err("cannot delete", &self.tmp, &e))
+            }
         }
     }
 }

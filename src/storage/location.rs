@@ -44,7 +44,8 @@ impl fmt::Display for Location {
     }
 }
 
-const URL_HELP: &str = "use s3://BUCKET/PREFIX?endpoint=https://HOST&region=REGION, file:///PATH, or a plain path";
+const URL_HELP: &str =
+    "use s3://BUCKET/PREFIX?endpoint=https://HOST&region=REGION, file:///PATH, or a plain path";
 
 impl Location {
     /// Parses a repository URL. `env_region` is AWS_REGION / AWS_DEFAULT_REGION, if set.
@@ -65,10 +66,10 @@ impl Location {
             return Ok(Location::Local(PathBuf::from(percent_decode(path)?)));
         }
         if let Some((scheme, _)) = url.split_once("://") {
-            return Err(Error::config(format!(
-                "unsupported repository URL scheme {scheme:?}"
-            ))
-            .with_hint(URL_HELP));
+            return Err(
+                Error::config(format!("unsupported repository URL scheme {scheme:?}"))
+                    .with_hint(URL_HELP),
+            );
         }
         let p = PathBuf::from(url);
         let abs = if p.is_absolute() {
@@ -232,29 +233,61 @@ mod tests {
         let cases = [
             (
                 "s3://my-backups/offsitedb?endpoint=https://s3.us-west-004.backblazeb2.com",
-                "my-backups", "offsitedb", "https", "s3.us-west-004.backblazeb2.com", "us-west-004", true,
+                "my-backups",
+                "offsitedb",
+                "https",
+                "s3.us-west-004.backblazeb2.com",
+                "us-west-004",
+                true,
             ),
             (
                 "s3://bkt?endpoint=https://acc123.r2.cloudflarestorage.com",
-                "bkt", "", "https", "acc123.r2.cloudflarestorage.com", "auto", true,
+                "bkt",
+                "",
+                "https",
+                "acc123.r2.cloudflarestorage.com",
+                "auto",
+                true,
             ),
             (
                 "s3://bkt/a/b/?region=eu-central-1",
-                "bkt", "a/b", "https", "s3.eu-central-1.amazonaws.com", "eu-central-1", false,
+                "bkt",
+                "a/b",
+                "https",
+                "s3.eu-central-1.amazonaws.com",
+                "eu-central-1",
+                false,
             ),
             (
                 "s3://bkt/p?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=false",
-                "bkt", "p", "http", "127.0.0.1:9000", "us-east-1", false,
+                "bkt",
+                "p",
+                "http",
+                "127.0.0.1:9000",
+                "us-east-1",
+                false,
             ),
             (
                 "s3://bkt/p?endpoint=http%3A%2F%2Flocalhost%3A8333",
-                "bkt", "p", "http", "localhost:8333", "us-east-1", true,
+                "bkt",
+                "p",
+                "http",
+                "localhost:8333",
+                "us-east-1",
+                true,
             ),
         ];
         for (url, bucket, prefix, scheme, host, region, path_style) in cases {
             let s = s3(url);
             assert_eq!(
-                (s.bucket.as_str(), s.prefix.as_str(), s.scheme.as_str(), s.host.as_str(), s.region.as_str(), s.path_style),
+                (
+                    s.bucket.as_str(),
+                    s.prefix.as_str(),
+                    s.scheme.as_str(),
+                    s.host.as_str(),
+                    s.region.as_str(),
+                    s.path_style
+                ),
                 (bucket, prefix, scheme, host, region, path_style),
                 "{url}"
             );
@@ -298,7 +331,8 @@ mod tests {
 
     #[test]
     fn env_region_fills_in_for_custom_endpoints() {
-        let loc = Location::parse("s3://bkt?endpoint=https://minio.lan", Some("eu-west-3")).unwrap();
+        let loc =
+            Location::parse("s3://bkt?endpoint=https://minio.lan", Some("eu-west-3")).unwrap();
         let Location::S3(s) = loc else { panic!() };
         assert_eq!(s.region, "eu-west-3");
     }

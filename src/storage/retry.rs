@@ -132,7 +132,9 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let p = RetryPolicy::default();
-        assert!(p.delay(1) >= Duration::from_millis(500) && p.delay(1) <= Duration::from_millis(625));
+        assert!(
+            p.delay(1) >= Duration::from_millis(500) && p.delay(1) <= Duration::from_millis(625)
+        );
         assert!(p.delay(3) >= Duration::from_secs(2));
         assert!(p.delay(30) <= Duration::from_secs(10));
     }

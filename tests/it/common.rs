@@ -73,7 +73,10 @@ pub struct SeaweedFs {
 
 impl SeaweedFs {
     pub fn start() -> SeaweedFs {
-        let dir = tempfile::Builder::new().prefix("offsitedb-weed-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("offsitedb-weed-")
+            .tempdir()
+            .unwrap();
         std::fs::write(
             dir.path().join("s3.json"),
             format!(
@@ -106,7 +109,11 @@ impl SeaweedFs {
         let child = Command::new(venv_tool("weed"))
             .arg("mini")
             .arg(format!("-dir={}", d.join("data").display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+            ])
             .arg(format!("-s3.port={p}"))
             .arg(format!("-s3.port.grpc={}", p + 1))
             .arg(format!("-master.port={}", p + 2))
@@ -117,7 +124,12 @@ impl SeaweedFs {
             .arg(format!("-filer.port.grpc={}", p + 7))
             .arg(format!("-admin.port={}", p + 8))
             .arg(format!("-admin.port.grpc={}", p + 9))
-            .args(["-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ])
             .arg(format!("-s3.config={}", d.join("s3.json").display()))
             .args(["-volume.max=16", "-master.volumeSizeLimitMB=1024"])
             .arg(format!("-bucket={BUCKET}"))
@@ -149,7 +161,14 @@ impl SeaweedFs {
 
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
-        log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        log.lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn endpoint(&self) -> String {
@@ -157,7 +176,10 @@ impl SeaweedFs {
     }
 
     pub fn repo_url(&self, prefix: &str) -> String {
-        format!("s3://{BUCKET}/{prefix}?endpoint={}&region=us-east-1", self.endpoint())
+        format!(
+            "s3://{BUCKET}/{prefix}?endpoint={}&region=us-east-1",
+            self.endpoint()
+        )
     }
 
     /// A library handle on the bucket, with fast retries.
@@ -192,7 +214,11 @@ impl SeaweedFs {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
-        assert!(self.wait_ready(), "SeaweedFS did not restart:\n{}", self.log_tail());
+        assert!(
+            self.wait_ready(),
+            "SeaweedFS did not restart:\n{}",
+            self.log_tail()
+        );
     }
 }
 
@@ -229,14 +255,20 @@ impl Source {
         })
         .expect("start a throwaway cluster");
         cluster
-            .execute("postgres", &format!("ALTER USER postgres PASSWORD '{DB_PASSWORD}'"))
+            .execute(
+                "postgres",
+                &format!("ALTER USER postgres PASSWORD '{DB_PASSWORD}'"),
+            )
             .unwrap();
         Source { cluster }
     }
 
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:{DB_PASSWORD}@127.0.0.1:{}/{db}", self.cluster.port())
+        format!(
+            "postgres://postgres:{DB_PASSWORD}@127.0.0.1:{}/{db}",
+            self.cluster.port()
+        )
     }
 
     pub fn create_db(&self, db: &str, sql: &str) {
@@ -283,7 +315,10 @@ impl Cli {
     pub fn new() -> Cli {
         let state = tempfile::tempdir().unwrap();
         Cli {
-            envs: vec![("OFFSITEDB_STATE_DIR".into(), state.path().display().to_string())],
+            envs: vec![(
+                "OFFSITEDB_STATE_DIR".into(),
+                state.path().display().to_string(),
+            )],
             cwd: std::env::temp_dir(),
             _state: state,
         }
@@ -296,7 +331,8 @@ impl Cli {
 
     /// Credentials for a SeaweedFS repository.
     pub fn s3(self) -> Cli {
-        self.env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        self.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     }
 
     pub fn cwd_path(&self) -> PathBuf {
@@ -340,8 +376,16 @@ impl Cli {
     /// `needle`, at most a hint line after it, and no panic or backtrace.
     pub fn fails(&self, args: &[&str], code: i32, needle: &str) -> Run {
         let r = self.run(args);
-        assert_eq!(r.code, code, "offsitedb {args:?}: expected exit {code}, got {}:\n{}", r.code, r.stderr);
-        let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.starts_with("note:") && !l.starts_with("warning:")).collect();
+        assert_eq!(
+            r.code, code,
+            "offsitedb {args:?}: expected exit {code}, got {}:\n{}",
+            r.code, r.stderr
+        );
+        let lines: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with("note:") && !l.starts_with("warning:"))
+            .collect();
         assert!(
             lines.first().is_some_and(|l| l.starts_with("error: ")),
             "stderr must start with an error line:\n{}",
@@ -371,6 +415,13 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
 
 /// `snapshots` reported by `list --json`.
 pub fn list_json(cli: &Cli, repo: &str, key: &Path) -> Vec<serde_json::Value> {
-    let r = cli.ok(&["list", "--json", "--repo", repo, "--key-file", key.to_str().unwrap()]);
+    let r = cli.ok(&[
+        "list",
+        "--json",
+        "--repo",
+        repo,
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
     serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).expect("list --json is a JSON array")
 }

@@ -28,8 +28,14 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let key = keygen(dir.path(), "master.key");
         let repo = dir.path().join("repo").display().to_string();
-        let f = Fixture { src, dir, key, repo };
-        f.cli().ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
+        let f = Fixture {
+            src,
+            dir,
+            key,
+            repo,
+        };
+        f.cli()
+            .ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
         f
     }
 
@@ -39,7 +45,12 @@ impl Fixture {
 
     fn args<'a>(&'a self, a: &[&'a str]) -> Vec<&'a str> {
         let mut v = a.to_vec();
-        v.extend(["--repo", &self.repo, "--key-file", self.key.to_str().unwrap()]);
+        v.extend([
+            "--repo",
+            &self.repo,
+            "--key-file",
+            self.key.to_str().unwrap(),
+        ]);
         v
     }
 
@@ -70,7 +81,9 @@ fn missing_key() {
     let f = Fixture::with_snapshot();
     let url = f.src.url("app");
     for args in [
-        vec!["backup", "--repo", &f.repo, "--source", &url, "--name", "app"],
+        vec![
+            "backup", "--repo", &f.repo, "--source", &url, "--name", "app",
+        ],
         vec!["list", "--repo", &f.repo],
     ] {
         f.cli().fails(&args, 4, "no master key given");
@@ -78,7 +91,17 @@ fn missing_key() {
     // A key file that is not a key.
     let junk = f.dir.path().join("junk.key");
     std::fs::write(&junk, "not a key\n").unwrap();
-    f.cli().fails(&["list", "--repo", &f.repo, "--key-file", junk.to_str().unwrap()], 4, "does not hold a valid");
+    f.cli().fails(
+        &[
+            "list",
+            "--repo",
+            &f.repo,
+            "--key-file",
+            junk.to_str().unwrap(),
+        ],
+        4,
+        "does not hold a valid",
+    );
     assert_eq!(f.snapshots().len(), 1);
 }
 
@@ -88,7 +111,13 @@ fn wrong_key_names_both_key_ids() {
     let other = keygen(f.dir.path(), "other.key");
     let id_of = |p: &Path| {
         let text = std::fs::read_to_string(p).unwrap();
-        text.lines().next().unwrap().rsplit(' ').next().unwrap().to_string()
+        text.lines()
+            .next()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
     };
     let (right, wrong) = (id_of(&f.key), id_of(&other));
     assert_eq!(right.len(), 32);
@@ -98,12 +127,44 @@ fn wrong_key_names_both_key_ids() {
     let never_s = never.to_str().unwrap();
     for args in [
         vec!["list", "--repo", &f.repo, "--key-file", o],
-        vec!["backup", "--repo", &f.repo, "--key-file", o, "--source", &url, "--name", "app"],
-        vec!["restore", "latest", "--to", &url, "--repo", &f.repo, "--key-file", o],
-        vec!["decrypt", "latest", "-o", never_s, "--repo", &f.repo, "--key-file", o],
+        vec![
+            "backup",
+            "--repo",
+            &f.repo,
+            "--key-file",
+            o,
+            "--source",
+            &url,
+            "--name",
+            "app",
+        ],
+        vec![
+            "restore",
+            "latest",
+            "--to",
+            &url,
+            "--repo",
+            &f.repo,
+            "--key-file",
+            o,
+        ],
+        vec![
+            "decrypt",
+            "latest",
+            "-o",
+            never_s,
+            "--repo",
+            &f.repo,
+            "--key-file",
+            o,
+        ],
     ] {
         let r = f.cli().fails(&args, 4, "was created with key id");
-        assert!(r.stderr.contains(&right) && r.stderr.contains(&wrong), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&right) && r.stderr.contains(&wrong),
+            "{}",
+            r.stderr
+        );
     }
     assert!(!never.exists());
     assert_eq!(f.snapshots().len(), 1);
@@ -113,18 +174,39 @@ fn wrong_key_names_both_key_ids() {
 fn wrong_password_unreachable_host_and_missing_database() {
     let f = Fixture::with_snapshot();
     let port = f.src.cluster.port();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cases = [
-        (format!("postgres://postgres:wrong-password@127.0.0.1:{port}/app"), "refused the password"),
-        (format!("postgres://postgres:pw@127.0.0.1:{free}/app"), "connection refused"),
+        (
+            format!("postgres://postgres:wrong-password@127.0.0.1:{port}/app"),
+            "refused the password",
+        ),
+        (
+            format!("postgres://postgres:pw@127.0.0.1:{free}/app"),
+            "connection refused",
+        ),
         (f.src.url("no_such_db"), "does not exist"),
-        ("postgres://postgres:pw@no-such-host.invalid:5432/app".to_string(), "does not resolve"),
+        (
+            "postgres://postgres:pw@no-such-host.invalid:5432/app".to_string(),
+            "does not resolve",
+        ),
     ];
     for (url, needle) in &cases {
-        f.cli().fails(&f.args(&["backup", "--source", url, "--name", "app"]), 5, needle);
+        f.cli().fails(
+            &f.args(&["backup", "--source", url, "--name", "app"]),
+            5,
+            needle,
+        );
     }
     // Restoring to a bad target fails the same way, before anything is read.
-    f.cli().fails(&f.args(&["restore", "latest", "--to", &cases[0].0]), 5, "refused the password");
+    f.cli().fails(
+        &f.args(&["restore", "latest", "--to", &cases[0].0]),
+        5,
+        "refused the password",
+    );
     assert_eq!(f.snapshots().len(), 1, "a failed backup left a snapshot");
 }
 
@@ -138,9 +220,22 @@ fn missing_bucket_and_wrong_s3_secret() {
     let k = key.to_str().unwrap();
     let url = src.url("app");
 
-    let nobucket = format!("s3://no-such-bucket/x?endpoint={}&region=us-east-1", weed.endpoint());
+    let nobucket = format!(
+        "s3://no-such-bucket/x?endpoint={}&region=us-east-1",
+        weed.endpoint()
+    );
     Cli::new().s3().fails(
-        &["backup", "--repo", &nobucket, "--key-file", k, "--source", &url, "--name", "app"],
+        &[
+            "backup",
+            "--repo",
+            &nobucket,
+            "--key-file",
+            k,
+            "--source",
+            &url,
+            "--name",
+            "app",
+        ],
         6,
         "bucket \"no-such-bucket\" does not exist",
     );
@@ -150,10 +245,34 @@ fn missing_bucket_and_wrong_s3_secret() {
     let r = Cli::new()
         .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
-        .fails(&["backup", "--repo", &repo, "--key-file", k, "--source", &url, "--name", "app"], 6, "rejected the credentials");
-    assert!(started.elapsed() < Duration::from_secs(5), "auth failures must not be retried: {r:?}");
-    Cli::new().fails(&["list", "--repo", &repo, "--key-file", k], 3, "no s3 credentials");
-    assert!(weed.store("prod").list("").unwrap().is_empty(), "something was written");
+        .fails(
+            &[
+                "backup",
+                "--repo",
+                &repo,
+                "--key-file",
+                k,
+                "--source",
+                &url,
+                "--name",
+                "app",
+            ],
+            6,
+            "rejected the credentials",
+        );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "auth failures must not be retried: {r:?}"
+    );
+    Cli::new().fails(
+        &["list", "--repo", &repo, "--key-file", k],
+        3,
+        "no s3 credentials",
+    );
+    assert!(
+        weed.store("prod").list("").unwrap().is_empty(),
+        "something was written"
+    );
 }
 
 /// A database of about `mib` MiB that does not compress, written through COPY.
@@ -191,7 +310,17 @@ fn s3_server_killed_in_the_middle_of_an_upload() {
     let state = tempfile::tempdir().unwrap();
 
     let mut backup = Command::new(env!("CARGO_BIN_EXE_offsitedb"))
-        .args(["backup", "--repo", &repo, "--key-file", k, "--source", &src.url("big"), "--name", "app"])
+        .args([
+            "backup",
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+            "--source",
+            &src.url("big"),
+            "--name",
+            "app",
+        ])
         .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", crate::common::SECRET_KEY)
         .env("OFFSITEDB_STATE_DIR", state.path())
@@ -204,10 +333,17 @@ fn s3_server_killed_in_the_middle_of_an_upload() {
     let probe = weed.store("prod");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if probe.incomplete_uploads("").map(|u| !u.is_empty()).unwrap_or(false) {
+        if probe
+            .incomplete_uploads("")
+            .map(|u| !u.is_empty())
+            .unwrap_or(false)
+        {
             break;
         }
-        assert!(backup.try_wait().unwrap().is_none(), "the backup ended before its upload started");
+        assert!(
+            backup.try_wait().unwrap().is_none(),
+            "the backup ended before its upload started"
+        );
         assert!(Instant::now() < deadline, "no multipart upload appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -217,17 +353,42 @@ fn s3_server_killed_in_the_middle_of_an_upload() {
     assert_eq!(out.status.code(), Some(6), "{stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains("storage"), "{stderr}");
-    assert!(out.stdout.is_empty(), "a snapshot id was printed for a failed backup");
+    assert!(
+        out.stdout.is_empty(),
+        "a snapshot id was printed for a failed backup"
+    );
 
     // Back up: nothing is listed; the unfinished upload is invisible.
     weed.restart();
-    let cli = Cli::new().s3().env("OFFSITEDB_STATE_DIR", state.path().to_str().unwrap());
+    let cli = Cli::new()
+        .s3()
+        .env("OFFSITEDB_STATE_DIR", state.path().to_str().unwrap());
     assert!(list_json(&cli, &repo, &key).is_empty());
 
     // The next backup of the source cleans what the failed one could not abort.
-    let r = cli.ok(&["backup", "--repo", &repo, "--key-file", k, "--source", &src.url("small"), "--name", "app"]);
-    assert!(r.stderr.contains("aborted 1 unfinished upload"), "{}", r.stderr);
-    assert!(weed.store("prod").incomplete_uploads("").unwrap().is_empty(), "multipart upload left behind");
+    let r = cli.ok(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+        "--source",
+        &src.url("small"),
+        "--name",
+        "app",
+    ]);
+    assert!(
+        r.stderr.contains("aborted 1 unfinished upload"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        weed.store("prod")
+            .incomplete_uploads("")
+            .unwrap()
+            .is_empty(),
+        "multipart upload left behind"
+    );
     assert_eq!(list_json(&cli, &repo, &key).len(), 1);
 }
 
@@ -241,14 +402,35 @@ fn a_flipped_byte_is_caught_and_nothing_is_restored() {
     std::fs::write(&data, &bytes).unwrap();
 
     f.src.create_db("target", "");
-    f.cli().fails(&f.args(&["restore", "latest", "--to", &f.src.url("target")]), 7, "failed authentication");
-    assert_eq!(f.table_count("target"), 0, "a partial restore was committed");
+    f.cli().fails(
+        &f.args(&["restore", "latest", "--to", &f.src.url("target")]),
+        7,
+        "failed authentication",
+    );
+    assert_eq!(
+        f.table_count("target"),
+        0,
+        "a partial restore was committed"
+    );
 
     let out = f.dir.path().join("out.dump.gz");
-    f.cli().fails(&f.args(&["decrypt", "latest", "-o", out.to_str().unwrap()]), 7, "failed authentication");
+    f.cli().fails(
+        &f.args(&["decrypt", "latest", "-o", out.to_str().unwrap()]),
+        7,
+        "failed authentication",
+    );
     assert!(!out.exists(), "a damaged artifact was written");
-    let leftovers: Vec<_> = std::fs::read_dir(f.dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-    assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with(".offsitedb")), "{leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".offsitedb")),
+        "{leftovers:?}"
+    );
 }
 
 #[test]
@@ -262,14 +444,19 @@ fn a_truncated_object_is_caught() {
 
     assert_eq!(f.snapshots()[0]["status"], "damaged");
     f.src.create_db("target", "");
-    f.cli().fails(&f.args(&["restore", "latest", "--to", &f.src.url("target")]), 7, "truncated");
+    f.cli().fails(
+        &f.args(&["restore", "latest", "--to", &f.src.url("target")]),
+        7,
+        "truncated",
+    );
     assert_eq!(f.table_count("target"), 0);
 }
 
 #[test]
 fn a_data_object_from_another_snapshot_is_refused() {
     let f = Fixture::with_snapshot();
-    f.cli().ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
+    f.cli()
+        .ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
     let snaps = f.snapshots();
     assert_eq!(snaps.len(), 2);
     let path = |i: usize| {
@@ -281,7 +468,11 @@ fn a_data_object_from_another_snapshot_is_refused() {
     // Same key, valid encryption, wrong object: the salt in the manifest says so.
     std::fs::copy(path(1), path(0)).unwrap();
     let first = snaps[0]["id"].as_str().unwrap();
-    f.cli().fails(&f.args(&["decrypt", first, "-o", "/dev/null", "--force"]), 7, "not the one its manifest describes");
+    f.cli().fails(
+        &f.args(&["decrypt", first, "-o", "/dev/null", "--force"]),
+        7,
+        "not the one its manifest describes",
+    );
 }
 
 #[test]
@@ -294,7 +485,17 @@ fn a_repository_location_that_holds_other_things_is_not_taken_over() {
     std::fs::create_dir(&repo).unwrap();
     std::fs::write(repo.join("family-photos.zip"), b"precious").unwrap();
     Cli::new().fails(
-        &["backup", "--repo", repo.to_str().unwrap(), "--key-file", key.to_str().unwrap(), "--source", &src.url("app"), "--name", "app"],
+        &[
+            "backup",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+            "--source",
+            &src.url("app"),
+            "--name",
+            "app",
+        ],
         6,
         "is not empty",
     );

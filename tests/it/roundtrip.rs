@@ -128,7 +128,9 @@ pub fn fingerprint(src: &Source, db: &str) -> Fingerprint {
     let sequences = seq_names
         .into_iter()
         .map(|s| {
-            let r = c.query_one(&format!("SELECT last_value, is_called FROM {s}"), &[]).unwrap();
+            let r = c
+                .query_one(&format!("SELECT last_value, is_called FROM {s}"), &[])
+                .unwrap();
             (s, r.get(0), r.get(1))
         })
         .collect();
@@ -141,14 +143,24 @@ pub fn fingerprint(src: &Source, db: &str) -> Fingerprint {
 
 /// pg_dump's plain output of a database, without the lines that differ on every run.
 pub fn plain_dump(src: &Source, db: &str, extra: &[&str]) -> String {
-    let pg_dump = binaries::pick("pg_dump", src.cluster.version().major, &binaries::search_dirs(&[]), "test").unwrap();
+    let pg_dump = binaries::pick(
+        "pg_dump",
+        src.cluster.version().major,
+        &binaries::search_dirs(&[]),
+        "test",
+    )
+    .unwrap();
     let out = Command::new(&pg_dump.path)
         .args(extra)
         .arg("--dbname")
         .arg(src.cluster.conninfo(db).to_conninfo_without_secrets())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -161,12 +173,28 @@ pub fn plain_dump(src: &Source, db: &str, extra: &[&str]) -> String {
 pub fn assert_same(src: &Source, a: &str, b: &str) {
     let fa = fingerprint(src, a);
     let fb = fingerprint(src, b);
-    assert!(fa.tables.len() >= 7, "the source looks too small: {:?}", fa.tables);
-    assert!(fa.tables.iter().any(|(t, n, _)| t == "app.big_toast" && *n == 1));
+    assert!(
+        fa.tables.len() >= 7,
+        "the source looks too small: {:?}",
+        fa.tables
+    );
+    assert!(
+        fa.tables
+            .iter()
+            .any(|(t, n, _)| t == "app.big_toast" && *n == 1)
+    );
     assert_eq!(fa.large_objects.len(), 2);
     assert_eq!(fa, fb, "restored data differs");
-    assert_eq!(plain_dump(src, a, &["--schema-only"]), plain_dump(src, b, &["--schema-only"]), "schema differs");
-    assert_eq!(plain_dump(src, a, &[]), plain_dump(src, b, &[]), "full dump differs");
+    assert_eq!(
+        plain_dump(src, a, &["--schema-only"]),
+        plain_dump(src, b, &["--schema-only"]),
+        "schema differs"
+    );
+    assert_eq!(
+        plain_dump(src, a, &[]),
+        plain_dump(src, b, &[]),
+        "full dump differs"
+    );
 }
 
 #[test]
@@ -180,7 +208,18 @@ fn round_trip_through_seaweedfs_with_gzip() {
     let repo = weed.repo_url("prod");
     let cli = Cli::new().s3();
 
-    let out = cli.ok(&["backup", "--repo", &repo, "--key-file", k, "--source", &src.url("rich"), "--name", "rich", "--json"]);
+    let out = cli.ok(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+        "--source",
+        &src.url("rich"),
+        "--name",
+        "rich",
+        "--json",
+    ]);
     let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let id = summary["id"].as_str().unwrap().to_string();
     assert_eq!(summary["source"], "rich");
@@ -195,17 +234,37 @@ fn round_trip_through_seaweedfs_with_gzip() {
     for field in ["id", "source", "created", "stored_bytes", "status"] {
         assert!(!listed[0][field].is_null(), "list --json lacks {field}");
     }
-    let show = cli.ok(&["show", &id[..12], "--json", "--repo", &repo, "--key-file", k]);
+    let show = cli.ok(&[
+        "show",
+        &id[..12],
+        "--json",
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]);
     let manifest: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
     assert_eq!(manifest["snapshot_id"], id.as_str());
     assert_eq!(manifest["server"]["major"], src.cluster.version().major);
     assert!(manifest["server"]["system_identifier"].as_str().is_some());
     assert_eq!(manifest["source"]["database"], "rich");
     assert_eq!(manifest["dump"]["tool"], "pg_dump");
-    assert_eq!(manifest["data"]["sha256_stored"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        manifest["data"]["sha256_stored"].as_str().unwrap().len(),
+        64
+    );
 
     src.create_db("restored", "");
-    cli.ok(&["restore", "latest", "--to", &src.url("restored"), "--repo", &repo, "--key-file", k]);
+    cli.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        &src.url("restored"),
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]);
     assert_same(&src, "rich", "restored");
 }
 
@@ -219,23 +278,66 @@ fn round_trip_through_a_local_folder_with_zstd_and_parallel_restore() {
     let repo = format!("file://{}", dir.path().join("repo").display());
     let cli = Cli::new();
 
-    cli.ok(&["backup", "--repo", &repo, "--key-file", k, "--source", &src.url("rich"), "--name", "rich", "--compression", "zstd"]);
+    cli.ok(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+        "--source",
+        &src.url("rich"),
+        "--name",
+        "rich",
+        "--compression",
+        "zstd",
+    ]);
     let listed = list_json(&cli, &repo, &key);
-    assert_eq!(listed[0]["compression"], "zstd:3");
+    assert_eq!(listed[0]["compression"], "zstd:1");
 
     src.create_db("restored", "");
-    let out = cli.ok(&["restore", "latest", "--to", &src.url("restored"), "--jobs", "2", "--json", "--repo", &repo, "--key-file", k]);
+    let out = cli.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        &src.url("restored"),
+        "--jobs",
+        "2",
+        "--json",
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["jobs"], 2);
     assert_same(&src, "rich", "restored");
 
     // Restoring again over it needs --clean, and then gives the same database.
     cli.fails(
-        &["restore", "latest", "--to", &src.url("restored"), "--repo", &repo, "--key-file", k],
+        &[
+            "restore",
+            "latest",
+            "--to",
+            &src.url("restored"),
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+        ],
         3,
         "is not empty",
     );
-    cli.ok(&["restore", "latest", "--clean", "--to", &src.url("restored"), "--repo", &repo, "--key-file", k]);
+    cli.ok(&[
+        "restore",
+        "latest",
+        "--clean",
+        "--to",
+        &src.url("restored"),
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]);
     assert_same(&src, "rich", "restored");
 }
 
@@ -252,7 +354,17 @@ fn reference_decryptor_restores_a_real_snapshot() {
     let repo = repo_dir.display().to_string();
     let cli = Cli::new();
     let id = cli
-        .ok(&["backup", "--repo", &repo, "--key-file", k, "--source", &src.url("rich"), "--name", "rich"])
+        .ok(&[
+            "backup",
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+            "--source",
+            &src.url("rich"),
+            "--name",
+            "rich",
+        ])
         .stdout
         .trim()
         .to_string();
@@ -263,19 +375,37 @@ fn reference_decryptor_restores_a_real_snapshot() {
     let script = format!(
         "set -euo pipefail; {py} {tool} {key} < {data} | gunzip | {pg_restore} --exit-on-error --dbname '{ci}'",
         py = venv_tool("python").display(),
-        tool = crate::common::project_dir().join("tools/offsitedb-decrypt.py").display(),
+        tool = crate::common::project_dir()
+            .join("tools/offsitedb-decrypt.py")
+            .display(),
         key = key.display(),
         data = data.display(),
         pg_restore = pg_restore_path(&src).display(),
-        ci = src.cluster.conninfo("by_python").to_conninfo_without_secrets(),
+        ci = src
+            .cluster
+            .conninfo("by_python")
+            .to_conninfo_without_secrets(),
     );
     let out = Command::new("bash").args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_same(&src, "rich", "by_python");
 
     // The same artifact through `offsitedb decrypt` is byte-identical to the Python output.
     let ours = dir.path().join("ours.dump.gz");
-    cli.ok(&["decrypt", &id, "-o", ours.to_str().unwrap(), "--repo", &repo, "--key-file", k]);
+    cli.ok(&[
+        "decrypt",
+        &id,
+        "-o",
+        ours.to_str().unwrap(),
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]);
     let theirs = Command::new(venv_tool("python"))
         .arg(crate::common::project_dir().join("tools/offsitedb-decrypt.py"))
         .arg(&key)
@@ -287,8 +417,12 @@ fn reference_decryptor_restores_a_real_snapshot() {
 }
 
 fn pg_restore_path(src: &Source) -> std::path::PathBuf {
-    binaries::pick("pg_restore", src.cluster.version().major, &binaries::search_dirs(&[]), "test")
-        .unwrap()
-        .path
+    binaries::pick(
+        "pg_restore",
+        src.cluster.version().major,
+        &binaries::search_dirs(&[]),
+        "test",
+    )
+    .unwrap()
+    .path
 }
-

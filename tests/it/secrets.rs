@@ -24,7 +24,10 @@ fn assert_clean(r: &Run, secrets: &[&str]) {
 fn secrets_never_appear_in_output_or_manifests() {
     let weed = SeaweedFs::start();
     let src = Source::start();
-    src.create_db("app", "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "master.key");
     let key_b64 = std::fs::read_to_string(&key)
@@ -33,7 +36,13 @@ fn secrets_never_appear_in_output_or_manifests() {
         .find(|l| !l.starts_with('#'))
         .unwrap()
         .to_string();
-    let secrets = [DB_PASSWORD, SECRET_KEY, key_b64.as_str(), WRONG_PASSWORD, WRONG_SECRET];
+    let secrets = [
+        DB_PASSWORD,
+        SECRET_KEY,
+        key_b64.as_str(),
+        WRONG_PASSWORD,
+        WRONG_SECRET,
+    ];
     let k = key.to_str().unwrap();
     let repo = weed.repo_url("prod");
     let port = src.cluster.port();
@@ -42,21 +51,67 @@ fn secrets_never_appear_in_output_or_manifests() {
     let cli = Cli::new().s3();
 
     let mut runs = vec![
-        cli.run(&["backup", "--repo", &repo, "--key-file", k, "--source", &good, "--name", "app", "--json"]),
-        cli.run(&["backup", "--repo", &repo, "--key-file", k, "--source", &wrong_pw, "--name", "app"]),
-        cli.run(&["backup", "--repo", &repo, "--key-file", k, "--source", &format!("{good}?sslmode=bogus"), "--name", "app"]),
+        cli.run(&[
+            "backup",
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+            "--source",
+            &good,
+            "--name",
+            "app",
+            "--json",
+        ]),
+        cli.run(&[
+            "backup",
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+            "--source",
+            &wrong_pw,
+            "--name",
+            "app",
+        ]),
+        cli.run(&[
+            "backup",
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+            "--source",
+            &format!("{good}?sslmode=bogus"),
+            "--name",
+            "app",
+        ]),
         cli.run(&["list", "--repo", &repo, "--key-file", k]),
         cli.run(&["list", "--json", "--repo", &repo, "--key-file", k]),
         cli.run(&["show", "latest", "--repo", &repo, "--key-file", k]),
         cli.run(&["show", "latest", "--json", "--repo", &repo, "--key-file", k]),
-        cli.run(&["restore", "latest", "--to", &wrong_pw, "--repo", &repo, "--key-file", k]),
+        cli.run(&[
+            "restore",
+            "latest",
+            "--to",
+            &wrong_pw,
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+        ]),
         Cli::new()
             .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
             .run(&["list", "--repo", &repo, "--key-file", k]),
         // The key given inline, and a wrong one.
-        Cli::new().s3().env("OFFSITEDB_KEY", &key_b64).run(&["list", "--repo", &repo]),
-        Cli::new().s3().env("OFFSITEDB_KEY", "AAAA").run(&["list", "--repo", &repo]),
+        Cli::new()
+            .s3()
+            .env("OFFSITEDB_KEY", &key_b64)
+            .run(&["list", "--repo", &repo]),
+        Cli::new()
+            .s3()
+            .env("OFFSITEDB_KEY", "AAAA")
+            .run(&["list", "--repo", &repo]),
     ];
 
     // Through a configuration file with ${ENV} secrets, including a failing source.
@@ -90,18 +145,33 @@ fn secrets_never_appear_in_output_or_manifests() {
     assert_eq!(runs[9].code, 0);
     assert_eq!(runs[10].code, 4);
     let backup_all = &runs[11];
-    assert_eq!(backup_all.code, 5, "one of two sources failed: {}", backup_all.stderr);
-    assert!(backup_all.stderr.contains("broken"), "{}", backup_all.stderr);
+    assert_eq!(
+        backup_all.code, 5,
+        "one of two sources failed: {}",
+        backup_all.stderr
+    );
+    assert!(
+        backup_all.stderr.contains("broken"),
+        "{}",
+        backup_all.stderr
+    );
     let listing: Vec<serde_json::Value> = serde_json::from_str(&runs[4].stdout).unwrap();
     assert_eq!(listing.len(), 1);
     // The manifest names the database without its password.
-    assert!(runs[6].stdout.contains("\"host\": \"127.0.0.1\""), "{}", runs[6].stdout);
+    assert!(
+        runs[6].stdout.contains("\"host\": \"127.0.0.1\""),
+        "{}",
+        runs[6].stdout
+    );
 }
 
 #[test]
 fn pg_dump_never_gets_the_password_on_its_command_line() {
     let src = Source::start();
-    src.create_db("app", "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g");
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "master.key");
     let repo = dir.path().join("repo");
@@ -109,10 +179,17 @@ fn pg_dump_never_gets_the_password_on_its_command_line() {
     // Hold a lock so pg_dump waits long enough to be inspected.
     let mut locker = src.client("app");
     let mut tx = locker.transaction().unwrap();
-    tx.batch_execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE").unwrap();
+    tx.batch_execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
 
     let backup = Command::new(env!("CARGO_BIN_EXE_offsitedb"))
-        .args(["backup", "--repo", repo.to_str().unwrap(), "--key-file", key.to_str().unwrap()])
+        .args([
+            "backup",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+        ])
         .args(["--source", &src.url("app"), "--name", "app"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -130,21 +207,38 @@ fn pg_dump_never_gets_the_password_on_its_command_line() {
     };
     tx.rollback().unwrap();
     let out = backup.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(cmdline.contains("--format=custom"), "{cmdline}");
     assert!(cmdline.contains("dbname=app"), "{cmdline}");
-    assert!(!cmdline.contains(DB_PASSWORD), "password on pg_dump's command line: {cmdline}");
+    assert!(
+        !cmdline.contains(DB_PASSWORD),
+        "password on pg_dump's command line: {cmdline}"
+    );
 }
 
 /// The command line of a direct child of `parent` whose program name is `name`.
 fn find_child_cmdline(parent: u32, name: &str) -> Option<String> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let comm = &stat[stat.find('(').unwrap() + 1..close];
-        let ppid: u32 = stat[close + 2..].split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let ppid: u32 = stat[close + 2..]
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         if ppid == parent && comm == name {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             return Some(String::from_utf8_lossy(&raw).replace('\0', " "));

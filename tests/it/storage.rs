@@ -30,14 +30,22 @@ fn read_all(store: &dyn WriteStore, key: &str) -> Vec<u8> {
 }
 
 fn keys(store: &dyn WriteStore, prefix: &str) -> Vec<String> {
-    store.list(prefix).unwrap().into_iter().map(|o| o.key).collect()
+    store
+        .list(prefix)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
 }
 
 /// The contract. `big` must span several parts for drivers that use them.
 fn conformance(store: &dyn WriteStore, big: usize) {
     // Empty store.
     assert!(keys(store, "").is_empty());
-    assert_eq!(store.get("missing").err().unwrap().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        store.get("missing").err().unwrap().kind(),
+        ErrorKind::NotFound
+    );
     assert!(store.head("missing").unwrap().is_none());
 
     // Small objects, nested keys, listing by prefix, sorted.
@@ -46,9 +54,18 @@ fn conformance(store: &dyn WriteStore, big: usize) {
     store.put("a/sub/3", b"").unwrap();
     store.put("ab", b"x").unwrap();
     store.put("a/with space+plus=eq", b"odd").unwrap();
-    assert_eq!(keys(store, ""), ["a/1", "a/sub/3", "a/with space+plus=eq", "ab", "b/2"]);
-    assert_eq!(keys(store, "a/"), ["a/1", "a/sub/3", "a/with space+plus=eq"]);
-    assert_eq!(keys(store, "a"), ["a/1", "a/sub/3", "a/with space+plus=eq", "ab"]);
+    assert_eq!(
+        keys(store, ""),
+        ["a/1", "a/sub/3", "a/with space+plus=eq", "ab", "b/2"]
+    );
+    assert_eq!(
+        keys(store, "a/"),
+        ["a/1", "a/sub/3", "a/with space+plus=eq"]
+    );
+    assert_eq!(
+        keys(store, "a"),
+        ["a/1", "a/sub/3", "a/with space+plus=eq", "ab"]
+    );
     assert_eq!(read_all(store, "a/1"), b"one");
     assert_eq!(read_all(store, "a/sub/3"), b"");
     assert_eq!(read_all(store, "a/with space+plus=eq"), b"odd");
@@ -66,7 +83,10 @@ fn conformance(store: &dyn WriteStore, big: usize) {
     for piece in data.chunks(777_777) {
         up.write_all(piece).unwrap();
     }
-    assert!(store.head("big/object").unwrap().is_none(), "visible before finish");
+    assert!(
+        store.head("big/object").unwrap().is_none(),
+        "visible before finish"
+    );
     assert_eq!(up.finish().unwrap(), big as u64);
     assert_eq!(read_all(store, "big/object"), data);
     assert_eq!(store.head("big/object").unwrap().unwrap().size, big as u64);
@@ -87,7 +107,10 @@ fn conformance(store: &dyn WriteStore, big: usize) {
     for k in ["aborted/object", "dropped/object"] {
         assert!(store.head(k).unwrap().is_none(), "{k} visible");
     }
-    assert!(store.incomplete_uploads("").unwrap().is_empty(), "leftover uploads");
+    assert!(
+        store.incomplete_uploads("").unwrap().is_empty(),
+        "leftover uploads"
+    );
 
     // Delete is idempotent.
     store.delete("a/1").unwrap();
@@ -180,7 +203,10 @@ fn s3_errors_are_classified() {
     assert_eq!(e.kind(), ErrorKind::Storage);
     assert!(!e.is_transient());
     assert!(e.message().contains("rejected the credentials"), "{e:?}");
-    assert!(t.elapsed() < Duration::from_secs(2), "auth errors must not be retried");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "auth errors must not be retried"
+    );
 
     // Missing bucket.
     let mut nob = loc.clone();
@@ -198,9 +224,19 @@ fn s3_errors_are_classified() {
 
     // Nothing listening: transient, retried, then a clear message.
     let mut down = loc;
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     down.host = format!("127.0.0.1:{free}");
-    let e = S3Store::with_options(down, creds, opts).unwrap().list("").unwrap_err();
+    let e = S3Store::with_options(down, creds, opts)
+        .unwrap()
+        .list("")
+        .unwrap_err();
     assert!(e.is_transient());
-    assert!(e.message().contains("cannot reach the storage service"), "{e:?}");
+    assert!(
+        e.message().contains("cannot reach the storage service"),
+        "{e:?}"
+    );
 }

@@ -84,8 +84,14 @@ fn keygen(output: Option<std::path::PathBuf>) -> Result<()> {
     match output {
         Some(path) => {
             k.write_new_file(&path)?;
-            eprintln!("wrote a new master key to {} (key id {})", path.display(), k.id());
-            eprintln!("keep a copy somewhere other than the backup bucket: without it no backup can be restored");
+            eprintln!(
+                "wrote a new master key to {} (key id {})",
+                path.display(),
+                k.id()
+            );
+            eprintln!(
+                "keep a copy somewhere other than the backup bucket: without it no backup can be restored"
+            );
         }
         None => {
             if std::io::stdout().is_terminal() {
@@ -133,7 +139,7 @@ fn backup(
                         units::bytes(m.sizes.plain_bytes),
                         units::bytes(m.sizes.stored_bytes),
                         m.compression,
-                        "AES-256-GCM",
+                        m.encryption.algorithm,
                         units::duration(std::time::Duration::from_secs_f64(m.duration_secs()))
                     );
                     println!("{}", m.snapshot_id);
@@ -196,7 +202,11 @@ fn decrypt(
     let entry = repo.resolve(reference, source.as_deref())?;
     match out {
         Some(path) => {
-            let m = ops::decrypt::run(&repo, &entry, ops::decrypt::Output::File { path: &path, force })?;
+            let m = ops::decrypt::run(
+                &repo,
+                &entry,
+                ops::decrypt::Output::File { path: &path, force },
+            )?;
             eprintln!(
                 "wrote {} ({}, {}), verified against the manifest",
                 path.display(),
@@ -256,9 +266,16 @@ fn demo(s: &Settings, keep: Option<std::path::PathBuf>) -> Result<()> {
     println!();
     println!("  {:<14} {:>12} {:>12}", "table", "source rows", "restored");
     for c in &report.counts {
-        println!("  {:<14} {:>12} {:>12}", c.table, c.source_rows, c.restored_rows);
+        println!(
+            "  {:<14} {:>12} {:>12}",
+            c.table, c.source_rows, c.restored_rows
+        );
     }
-    println!("\ndemo passed in {}: snapshot {} restored with identical row counts.", units::duration(report.total), report.snapshot_id);
+    println!(
+        "\ndemo passed in {}: snapshot {} restored with identical row counts.",
+        units::duration(report.total),
+        report.snapshot_id
+    );
     if let Some(dir) = report.kept {
         println!(
             "the repository and its key are in {0}; try:\n  offsitedb list --repo {0}/repository --key-file {0}/master.key",

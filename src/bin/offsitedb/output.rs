@@ -36,7 +36,12 @@ pub fn note(msg: &str) {
 }
 
 pub fn snapshot_table(items: &[Summary]) {
-    let src_w = items.iter().map(|s| s.source.len()).max().unwrap_or(6).max(6);
+    let src_w = items
+        .iter()
+        .map(|s| s.source.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     println!(
         "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  STATUS",
         "ID", "SOURCE", "CREATED (UTC)", "TOOK", "DUMP", "STORED"
@@ -61,22 +66,56 @@ pub fn manifest(m: &Manifest, s: &Summary) {
         ("source", format!("{} ({})", m.source.name, m.source.kind)),
         (
             "database",
-            format!("{} on {}:{} as {}", m.source.database, m.source.host, m.source.port, m.source.user),
+            format!(
+                "{} on {}:{} as {}",
+                m.source.database, m.source.host, m.source.port, m.source.user
+            ),
         ),
         ("server", format!("PostgreSQL {}", m.server.version)),
         (
             "system id",
-            m.server.system_identifier.clone().unwrap_or_else(|| "(not readable by the role)".into()),
+            m.server
+                .system_identifier
+                .clone()
+                .unwrap_or_else(|| "(not readable by the role)".into()),
         ),
-        ("dump", format!("{} {} ({})", m.dump.tool, m.dump.version, m.dump.format)),
+        (
+            "dump",
+            format!("{} {} ({})", m.dump.tool, m.dump.version, m.dump.format),
+        ),
         ("started", m.started.to_string()),
-        ("finished", format!("{} ({})", m.finished, units::duration(std::time::Duration::from_secs_f64(m.duration_secs())))),
+        (
+            "finished",
+            format!(
+                "{} ({})",
+                m.finished,
+                units::duration(std::time::Duration::from_secs_f64(m.duration_secs()))
+            ),
+        ),
         ("dump size", units::bytes(m.sizes.plain_bytes)),
-        ("compressed", format!("{} ({})", units::bytes(m.sizes.compressed_bytes), m.compression)),
-        ("stored", format!("{} ({}, key id {})", units::bytes(m.sizes.stored_bytes), m.encryption.algorithm, m.encryption.key_id)),
+        (
+            "compressed",
+            format!(
+                "{} ({})",
+                units::bytes(m.sizes.compressed_bytes),
+                m.compression
+            ),
+        ),
+        (
+            "stored",
+            format!(
+                "{} ({}, key id {})",
+                units::bytes(m.sizes.stored_bytes),
+                m.encryption.algorithm,
+                m.encryption.key_id
+            ),
+        ),
         ("object", m.data.key.clone()),
         ("sha256", format!("{} (stored)", m.data.sha256_stored)),
-        ("", format!("{} (decrypted artifact)", m.data.sha256_compressed)),
+        (
+            "",
+            format!("{} (decrypted artifact)", m.data.sha256_compressed),
+        ),
         ("status", s.status.label().to_string()),
         ("written by", m.created_by.clone()),
     ];

@@ -44,12 +44,18 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, if set.
     pub fn from_env() -> Option<Self> {
-        let id = std::env::var("AWS_ACCESS_KEY_ID").ok().filter(|v| !v.is_empty())?;
-        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok().filter(|v| !v.is_empty())?;
+        let id = std::env::var("AWS_ACCESS_KEY_ID")
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY")
+            .ok()
+            .filter(|v| !v.is_empty())?;
         Some(Credentials {
             access_key_id: id,
             secret_access_key: secret,
-            session_token: std::env::var("AWS_SESSION_TOKEN").ok().filter(|v| !v.is_empty()),
+            session_token: std::env::var("AWS_SESSION_TOKEN")
+                .ok()
+                .filter(|v| !v.is_empty()),
         })
     }
 }
@@ -137,14 +143,12 @@ impl S3Store {
 
     pub fn with_options(loc: S3Location, creds: Credentials, opts: S3Options) -> Result<Self> {
         if creds.access_key_id.is_empty() || creds.secret_access_key.is_empty() {
-            return Err(Error::config(format!(
-                "no S3 credentials for s3://{}",
-                loc.bucket
-            ))
-            .with_hint(
-                "set access_key_id and secret_access_key under [repository] in offsitedb.toml, \
+            return Err(
+                Error::config(format!("no S3 credentials for s3://{}", loc.bucket)).with_hint(
+                    "set access_key_id and secret_access_key under [repository] in offsitedb.toml, \
                  or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-            ));
+                ),
+            );
         }
         let config = ureq::config::Config::builder()
             .http_status_as_error(false)
@@ -194,14 +198,20 @@ impl Inner {
 
     /// Remembers an upload we failed to abort (see `S3Options::abandoned_log`).
     fn remember_abandoned(&self, full_key: &str, upload_id: &str) {
-        let Some(path) = &self.opts.abandoned_log else { return };
+        let Some(path) = &self.opts.abandoned_log else {
+            return;
+        };
         let line = serde_json::json!({
             "host": self.loc.host, "bucket": self.loc.bucket, "key": full_key, "upload_id": upload_id,
         });
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             use std::io::Write;
             let _ = writeln!(f, "{line}");
         }
@@ -263,13 +273,17 @@ impl Inner {
         } else {
             format!("{}://{host}{path}?{query}", l.scheme)
         };
-        let mut b = http::Request::builder().method(req.method.clone()).uri(&url);
+        let mut b = http::Request::builder()
+            .method(req.method.clone())
+            .uri(&url);
         for (k, v) in &signed {
             b = b.header(*k, *v);
         }
         b = b.header("authorization", auth);
         let result = match req.body {
-            Some(data) => self.agent.run(b.body(data).map_err(|e| Error::internal(e.to_string()))?),
+            Some(data) => self
+                .agent
+                .run(b.body(data).map_err(|e| Error::internal(e.to_string()))?),
             None => self.agent.run(
                 b.body(ureq::SendBody::none())
                     .map_err(|e| Error::internal(e.to_string()))?,
@@ -351,7 +365,10 @@ impl Inner {
 
     fn status_error(&self, status: u16, body: &[u8], req: &Req, what: &str) -> Error {
         let parsed = xml::parse(body).ok();
-        let code = parsed.as_ref().map(|r| r.text_of("Code").to_string()).unwrap_or_default();
+        let code = parsed
+            .as_ref()
+            .map(|r| r.text_of("Code").to_string())
+            .unwrap_or_default();
         let message = parsed
             .as_ref()
             .map(|r| r.text_of("Message").to_string())
@@ -397,7 +414,10 @@ impl ReadStore for S3Store {
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         let full = self.inner.full_key(key)?;
-        Ok(Box::new(download::Download::open(self.inner.clone(), full)?))
+        Ok(Box::new(download::Download::open(
+            self.inner.clone(),
+            full,
+        )?))
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
@@ -462,12 +482,19 @@ impl WriteStore for S3Store {
 
     fn upload(&self, key: &str, size_hint: Option<u64>) -> Result<Box<dyn Upload>> {
         let full = self.inner.full_key(key)?;
-        Ok(Box::new(upload::S3Upload::new(self.inner.clone(), full, size_hint)?))
+        Ok(Box::new(upload::S3Upload::new(
+            self.inner.clone(),
+            full,
+            size_hint,
+        )?))
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         let full = self.inner.full_key(key)?;
-        match self.inner.call(&Req::new(http::Method::DELETE, Some(&full))) {
+        match self
+            .inner
+            .call(&Req::new(http::Method::DELETE, Some(&full)))
+        {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
@@ -515,12 +542,18 @@ impl WriteStore for S3Store {
     }
 
     fn clean_abandoned(&self) -> Result<usize> {
-        let Some(path) = &self.inner.opts.abandoned_log else { return Ok(0) };
-        let Ok(text) = std::fs::read_to_string(path) else { return Ok(0) };
+        let Some(path) = &self.inner.opts.abandoned_log else {
+            return Ok(0);
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(0);
+        };
         let mut keep = Vec::new();
         let mut cleaned = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
             if field("host") != self.inner.loc.host || field("bucket") != self.inner.loc.bucket {
                 keep.push(line.to_string());
@@ -553,7 +586,11 @@ fn abort_multipart(inner: &Inner, full_key: &str, upload_id: &str) -> Result<()>
     match inner.call(&Req::new(http::Method::DELETE, Some(full_key)).query("uploadId", upload_id)) {
         Ok(_) => Ok(()),
         // Already gone: nothing left to clean.
-        Err(e) if e.message().contains("NoSuchUpload") || e.kind() == crate::ErrorKind::NotFound => Ok(()),
+        Err(e)
+            if e.message().contains("NoSuchUpload") || e.kind() == crate::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -137,7 +137,9 @@ mod tests {
             DATE,
         );
         assert!(
-            auth.ends_with("Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
+            auth.ends_with(
+                "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+            ),
             "{auth}"
         );
         assert!(auth.contains("SignedHeaders=host;range;x-amz-content-sha256;x-amz-date"));
@@ -163,7 +165,9 @@ mod tests {
             DATE,
         );
         assert!(
-            auth.ends_with("Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
+            auth.ends_with(
+                "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
+            ),
             "{auth}"
         );
     }
@@ -172,7 +176,10 @@ mod tests {
     fn aws_example_put_object() {
         let payload = b"Welcome to Amazon S3.";
         let hash = sha256_hex(payload);
-        assert_eq!(hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
+        assert_eq!(
+            hash,
+            "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"
+        );
         let auth = signer().authorization(
             "PUT",
             &format!("/{}", uri_encode("test$file.text", true)),
@@ -188,7 +195,9 @@ mod tests {
             DATE,
         );
         assert!(
-            auth.ends_with("Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"),
+            auth.ends_with(
+                "Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
+            ),
             "{auth}"
         );
     }
@@ -199,7 +208,10 @@ mod tests {
         assert_eq!(uri_encode("a b/c", false), "a%20b%2Fc");
         assert_eq!(uri_encode("é", false), "%C3%A9");
         assert_eq!(
-            canonical_query(&[("uploads".into(), String::new()), ("a".into(), "x y".into())]),
+            canonical_query(&[
+                ("uploads".into(), String::new()),
+                ("a".into(), "x y".into())
+            ]),
             "a=x%20y&uploads="
         );
     }

@@ -100,9 +100,9 @@ impl S3Upload {
     }
 
     fn start_multipart(&mut self) -> Result<()> {
-        let root = self.inner.call_xml(
-            &Req::new(http::Method::POST, Some(&self.key)).query("uploads", ""),
-        )?;
+        let root = self
+            .inner
+            .call_xml(&Req::new(http::Method::POST, Some(&self.key)).query("uploads", ""))?;
         let upload_id = root.text_of("UploadId").to_string();
         if upload_id.is_empty() {
             return Err(Error::storage(format!(
@@ -182,9 +182,10 @@ impl S3Upload {
         if mp.jobs.as_ref().unwrap().send(part).is_err() {
             // Every worker has exited; the reason is in the done channel.
             self.wait_all();
-            return Err(self.failed.take().unwrap_or_else(|| {
-                Error::internal("upload threads exited without a result")
-            }));
+            return Err(self
+                .failed
+                .take()
+                .unwrap_or_else(|| Error::internal("upload threads exited without a result")));
         }
         self.poll();
         match self.failed.take() {
@@ -279,7 +280,9 @@ fn part_worker(
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
                     .ok_or_else(|| {
-                        Error::storage(format!("the storage service returned no ETag for part {number}"))
+                        Error::storage(format!(
+                            "the storage service returned no ETag for part {number}"
+                        ))
                     })
             });
         let failed = etag.is_err();

@@ -30,7 +30,11 @@ impl Element {
 }
 
 pub fn parse(xml: &[u8]) -> Result<Element> {
-    let bad = |what: String| Error::storage(format!("unreadable response from the storage service: {what}"));
+    let bad = |what: String| {
+        Error::storage(format!(
+            "unreadable response from the storage service: {what}"
+        ))
+    };
     let mut reader = Reader::from_reader(xml);
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = vec![Element::default()];
@@ -114,7 +118,10 @@ mod tests {
 </ListBucketResult>"#;
         let root = parse(xml).unwrap();
         assert_eq!(root.name, "ListBucketResult");
-        let keys: Vec<_> = root.children("Contents").map(|c| c.text_of("Key")).collect();
+        let keys: Vec<_> = root
+            .children("Contents")
+            .map(|c| c.text_of("Key"))
+            .collect();
         assert_eq!(keys, ["a&b/cA", "d"]);
         assert_eq!(root.text_of("IsTruncated"), "true");
         assert_eq!(root.text_of("NextContinuationToken"), "tok/==");

