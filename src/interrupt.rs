@@ -30,7 +30,10 @@ pub fn install() {
 /// An error of kind `Interrupted` once a signal arrived.
 pub fn check() -> Result<()> {
     if INTERRUPTED.load(Ordering::Relaxed) {
-        Err(Error::new(ErrorKind::Interrupted, "interrupted by a signal"))
+        Err(Error::new(
+            ErrorKind::Interrupted,
+            "interrupted by a signal",
+        ))
     } else {
         Ok(())
     }

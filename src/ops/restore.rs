@@ -173,7 +173,8 @@ fn restore_streaming<S: ReadStore + ?Sized>(
             drop(stdin);
             drop(progress);
             let exit = child.wait_exit()?;
-            crate::interrupt::check().map_err(|e| e.context("restore stopped, nothing was committed"))?;
+            crate::interrupt::check()
+                .map_err(|e| e.context("restore stopped, nothing was committed"))?;
             return Err(pg_restore_error(&exit));
         }
         counters
