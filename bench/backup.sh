@@ -8,12 +8,12 @@
 #   zstd     offsitedb backup --compression zstd to SeaweedFS
 #
 # Targets (issue 2): gzip <= 0.6 x classic; zstd <= 1.25 x raw; offsitedb peak RSS <= 64 MiB.
-# Usage: bench/backup.sh            (ROWS=4500000 makes a ~1 GB dump; RUNS=3 takes medians)
+# Usage: bench/backup.sh   (ROWS=4500000 makes a ~1 GB dump; RUNS=3 rounds, medians reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROWS=${ROWS:-4500000}
-RUNS=${RUNS:-1}
+RUNS=${RUNS:-3}
 VENV=$ROOT/.venv
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -86,36 +86,39 @@ PGDUMP=$PGBIN/pg_dump
 DUMP_BYTES=$("$PGDUMP" -Fc -Z0 -d "$URL" | wc -c)   # also warms the page cache
 say "pg_dump -Fc -Z0 writes $((DUMP_BYTES / 1000000)) MB"
 
-declare -A WALL RSS
-measure() { # name command...
+# Rounds interleave the four runs, so that whatever else the machine does hits all of them alike;
+# each configuration's wall time is its median over the rounds, its RSS the maximum.
+declare -A WALLS RSSS
+run_one() { # name command...
   local name=$1; shift
-  local walls=() rsss=()
-  for r in $(seq 1 "$RUNS"); do
-    /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
-    read -r w m < "$WORK/time"
-    walls+=("$w"); rsss+=("$m")
-  done
-  WALL[$name]=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  RSS[$name]=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -1)
-  say "$name: ${WALL[$name]} s, peak RSS $((${RSS[$name]} / 1024)) MiB"
+  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+  read -r w m < "$WORK/time"
+  WALLS[$name]+="$w "; RSSS[$name]+="$m "
+  say "round $round: $name ${w} s, peak RSS $((m / 1024)) MiB"
 }
-
-measure raw bash -c "'$PGDUMP' -Fc -Z0 -d '$URL' > /dev/null"
-measure classic bash -c "'$PGDUMP' -d '$URL' | gzip > '$WORK/classic.sql.gz' && '$VENV/bin/aws' --endpoint-url '$ENDPOINT' s3 cp --only-show-errors '$WORK/classic.sql.gz' s3://bench/classic/\$RANDOM.sql.gz && rm '$WORK/classic.sql.gz'"
-measure gzip "$BIN" backup --repo "s3://bench/gzip?endpoint=$ENDPOINT" --source "$URL" --name bench
-measure zstd "$BIN" backup --repo "s3://bench/zstd?endpoint=$ENDPOINT" --source "$URL" --name bench --compression zstd
+for round in $(seq 1 "$RUNS"); do
+  run_one raw bash -c "'$PGDUMP' -Fc -Z0 -d '$URL' > /dev/null"
+  run_one classic bash -c "'$PGDUMP' -d '$URL' | gzip > '$WORK/classic.sql.gz' && '$VENV/bin/aws' --endpoint-url '$ENDPOINT' s3 cp --only-show-errors '$WORK/classic.sql.gz' s3://bench/classic/\$RANDOM.sql.gz && rm '$WORK/classic.sql.gz'"
+  run_one gzip "$BIN" backup --repo "s3://bench/gzip?endpoint=$ENDPOINT" --source "$URL" --name bench
+  run_one zstd "$BIN" backup --repo "s3://bench/zstd?endpoint=$ENDPOINT" --source "$URL" --name bench --compression zstd
+done
+median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+maximum() { printf '%s\n' $1 | sort -g | tail -1; }
+declare -A WALL RSS
+for n in raw classic gzip zstd; do WALL[$n]=$(median "${WALLS[$n]}"); RSS[$n]=$(maximum "${RSSS[$n]}"); done
 
 STORED_GZ=$("$BIN" list --json --repo "s3://bench/gzip?endpoint=$ENDPOINT" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')
 STORED_ZS=$("$BIN" list --json --repo "s3://bench/zstd?endpoint=$ENDPOINT" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')
 
 python3 - "$DUMP_BYTES" "$STORED_GZ" "$STORED_ZS" "$(nproc)" \
   "${WALL[raw]}" "${WALL[classic]}" "${WALL[gzip]}" "${WALL[zstd]}" \
-  "${RSS[raw]}" "${RSS[classic]}" "${RSS[gzip]}" "${RSS[zstd]}" <<'PY'
+  "${RSS[raw]}" "${RSS[classic]}" "${RSS[gzip]}" "${RSS[zstd]}" "$RUNS" <<'PY'
 import sys
 dump, gz, zs, cores = (int(x) for x in sys.argv[1:5])
 raw, classic, g, z = (float(x) for x in sys.argv[5:9])
 rss = [int(x) / 1024 for x in sys.argv[9:13]]
-print(f"\ndump {dump/1e6:.0f} MB on {cores} cores; stored: gzip {gz/1e6:.0f} MB, zstd {zs/1e6:.0f} MB\n")
+print(f"\ndump {dump/1e6:.0f} MB on {cores} cores; stored: gzip {gz/1e6:.0f} MB, zstd {zs/1e6:.0f} MB")
+print(f"wall time: median of {sys.argv[13]} interleaved rounds; peak RSS: the largest seen\n")
 print(f"{'run':<42}{'wall s':>8}{'peak RSS MiB':>14}")
 for name, w, m in [("pg_dump -Fc -Z0 > /dev/null", raw, rss[0]),
                    ("pg_dump | gzip > file && aws s3 cp", classic, rss[1]),

@@ -134,7 +134,20 @@ impl Settings {
                         crate::error::describe_io(&e)
                     ))
                 })?;
-                parse(&text, &p.display().to_string(), &|k| std::env::var(k).ok())?
+                let mut file = parse(&text, &p.display().to_string(), &|k| std::env::var(k).ok())?;
+                // Relative paths in the file are relative to the file, not to wherever we run.
+                let base = p.parent().unwrap_or(Path::new("."));
+                if let Some(k) = file.repository.as_mut().and_then(|r| r.key_file.as_mut())
+                    && k.is_relative()
+                {
+                    *k = base.join(&*k);
+                }
+                for d in &mut file.pg_bin_dirs {
+                    if d.is_relative() {
+                        *d = base.join(&*d);
+                    }
+                }
+                file
             }
             None => ConfigFile::default(),
         };

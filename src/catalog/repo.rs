@@ -257,7 +257,7 @@ impl<S: ?Sized + WriteStore> Repository<S> {
         if let Some(config) = Self::read_config(&*store, &key)? {
             return Ok(Repository { store, key, config });
         }
-        if let Some(other) = store.list("")?.first() {
+        if let Some(other) = store.any("")? {
             return Err(Error::storage(format!(
                 "{} is not empty (it holds {}) and is not an OffsiteDB repository",
                 store.location(),

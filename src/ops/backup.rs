@@ -21,10 +21,10 @@ use crate::catalog::manifest::{
 use crate::catalog::repo::data_key;
 use crate::catalog::{Manifest, Repository, SnapshotId};
 use crate::config::SourceSpec;
-use crate::crypto::SealWriter;
 use crate::crypto::seal::DEFAULT_CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{Compressor, Counters, MeasureWriter, Progress, copy_large};
+use crate::pipeline::sink::{self, SinkSpec};
+use crate::pipeline::{Counters, Progress};
 use crate::postgres::{self, PgProgram, binaries};
 use crate::process::{ChildProcess, Exit};
 use crate::storage::WriteStore;
@@ -76,14 +76,6 @@ pub fn run<S: WriteStore + ?Sized>(
         .store()
         .upload(&key, info.database_size.map(|s| s + s / 4 + (64 << 20)))?;
 
-    let counters = Counters::default();
-    let stored = MeasureWriter::hashing(upload).with_live_counter(counters.output.clone());
-    let sealed = SealWriter::with_chunk_size(stored, repo.key(), DEFAULT_CHUNK_SIZE)?;
-    let salt = crate::units::hex(&sealed.salt());
-    let compressed = MeasureWriter::hashing(sealed);
-    let compressor = Compressor::new(compressed, source.compression, opts.threads)?;
-    let mut plain = MeasureWriter::counting(compressor).with_live_counter(counters.input.clone());
-
     let arguments = vec![
         "--format=custom".to_string(),
         "--compress=0".into(),
@@ -97,52 +89,39 @@ pub fn run<S: WriteStore + ?Sized>(
     let mut child = ChildProcess::spawn(cmd, "pg_dump", false)?;
     let mut stdout = child.take_stdout();
 
+    let counters = Counters::default();
     let progress = Progress::start("backup", &counters, opts.progress);
-    let copied = copy_large(&mut stdout, &mut plain);
-    drop(stdout);
-    drop(progress);
-
-    let interrupted = || {
-        Error::new(
-            ErrorKind::Interrupted,
-            "interrupted: the backup stopped and its upload was aborted; nothing was stored",
-        )
+    let spec = SinkSpec {
+        upload,
+        key: repo.key(),
+        compression: source.compression,
+        threads: opts.threads,
+        counters,
     };
-    if let Err(e) = copied {
-        // The pipeline failed (storage, disk, a signal): stop pg_dump, report the pipeline's error.
-        let exit = child.kill();
-        let err = Error::from_io(e, "backup failed");
-        drop(plain); // aborts the upload
-        return Err(match err.kind() {
-            ErrorKind::Interrupted => interrupted(),
-            ErrorKind::Io if !exit.stderr.is_empty() => pg_dump_error(&exit, &target),
-            _ => err,
-        });
-    }
-    let exit = child.wait_exit()?;
-    if !exit.status.success() {
-        drop(plain);
-        // Ctrl-C reaches pg_dump too; say what happened, not how pg_dump died of it.
-        return Err(if crate::interrupt::check().is_err() {
-            interrupted()
+    // After pg_dump's output ended: commit only if pg_dump says it succeeded. If the sink fails
+    // first, this closure is dropped with `child`, which kills pg_dump.
+    let check_pg_dump = move || {
+        let exit = child.wait_exit()?;
+        if exit.status.success() {
+            Ok(())
         } else {
-            pg_dump_error(&exit, &target)
-        });
-    }
-
-    let (compressor, plain_m) = plain.finish();
-    let compressed = compressor.finish()?;
-    let (sealed, compressed_m) = compressed.finish();
-    let stored = sealed.finish()?;
-    let (upload, stored_m) = stored.finish();
-    let uploaded = upload.finish()?;
-    if uploaded != stored_m.bytes {
-        return Err(Error::internal(format!(
-            "uploaded {uploaded} bytes but sealed {}",
-            stored_m.bytes
-        )));
-    }
-    if plain_m.bytes == 0 {
+            Err(pg_dump_error(&exit, &target))
+        }
+    };
+    let result = sink::run(spec, &mut stdout, check_pg_dump);
+    drop(progress);
+    let r = result.map_err(|e| {
+        // Ctrl-C reaches pg_dump too; say what happened, not how pg_dump died of it.
+        if e.kind() == ErrorKind::Interrupted || crate::interrupt::check().is_err() {
+            Error::new(
+                ErrorKind::Interrupted,
+                "interrupted: the backup stopped and its upload was aborted; nothing was stored",
+            )
+        } else {
+            e
+        }
+    })?;
+    if r.plain.bytes == 0 {
         return Err(Error::process(
             "pg_dump exited successfully but wrote nothing",
         ));
@@ -170,9 +149,9 @@ pub fn run<S: WriteStore + ?Sized>(
         started,
         finished: Timestamp::now(),
         sizes: Sizes {
-            plain_bytes: plain_m.bytes,
-            compressed_bytes: compressed_m.bytes,
-            stored_bytes: stored_m.bytes,
+            plain_bytes: r.plain.bytes,
+            compressed_bytes: r.compressed.bytes,
+            stored_bytes: r.stored.bytes,
         },
         compression: source.compression,
         encryption: Encryption {
@@ -183,9 +162,9 @@ pub fn run<S: WriteStore + ?Sized>(
         },
         data: DataObject {
             key,
-            salt,
-            sha256_stored: stored_m.sha256,
-            sha256_compressed: compressed_m.sha256,
+            salt: crate::units::hex(&r.salt),
+            sha256_stored: r.stored.sha256,
+            sha256_compressed: r.compressed.sha256,
         },
         created_by: format!("offsitedb {}", crate::VERSION),
     };

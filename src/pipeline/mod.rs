@@ -9,6 +9,7 @@ pub mod compress;
 pub mod hash;
 pub mod pargzip;
 pub mod progress;
+pub mod sink;
 
 pub use compress::{Algorithm, Compression, Compressor, Decoder, decompressor};
 pub use hash::{MeasureHandle, MeasureReader, MeasureWriter, Measured};

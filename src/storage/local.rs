@@ -13,6 +13,20 @@ use crate::error::{Error, Result, describe_io};
 
 const PARTIAL_MARK: &str = ".partial-";
 
+/// A file system failure in the repository folder, with the fix when it is known.
+fn storage_err(what: &str, path: &Path, e: &io::Error) -> Error {
+    let err = Error::storage(format!("{what} {}: {}", path.display(), describe_io(e)));
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => {
+            err.with_hint("the repository's file system is full: free space or move the repository")
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            err.with_hint("check the folder's owner and permissions")
+        }
+        _ => err,
+    }
+}
+
 pub struct LocalStore {
     root: PathBuf,
 }
@@ -25,22 +39,6 @@ impl LocalStore {
     fn path(&self, key: &str) -> Result<PathBuf> {
         check_key(key)?;
         Ok(self.root.join(key))
-    }
-
-    fn err(&self, what: &str, path: &Path, e: &io::Error) -> Error {
-        let mut err = Error::storage(format!("{what} {}: {}", path.display(), describe_io(e)));
-        match e.raw_os_error() {
-            Some(libc::ENOSPC) => {
-                err = err.with_hint(
-                    "the repository's file system is full: free space or move the repository",
-                )
-            }
-            Some(libc::EACCES) | Some(libc::EPERM) => {
-                err = err.with_hint("check the folder's owner and permissions")
-            }
-            _ => {}
-        }
-        err
     }
 
     /// A temporary path beside `target`, hidden from listings.
@@ -56,31 +54,22 @@ impl LocalStore {
 
     fn mkdirs(&self, target: &Path) -> Result<()> {
         let parent = target.parent().expect("object paths have a parent");
-        fs::create_dir_all(parent).map_err(|e| self.err("cannot create folder", parent, &e))
-    }
-
-    /// Renames the finished temporary file into place and makes both durable.
-    fn commit(&self, tmp: &Path, target: &Path) -> Result<()> {
-        fs::rename(tmp, target).map_err(|e| self.err("cannot rename into", target, &e))?;
-        let parent = target.parent().expect("object paths have a parent");
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.err("cannot sync folder", parent, &e))
+        fs::create_dir_all(parent).map_err(|e| storage_err("cannot create folder", parent, &e))
     }
 
     fn walk(&self, dir: &Path, out: &mut Vec<(PathBuf, u64)>, partial: bool) -> Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(self.err("cannot list", dir, &e)),
+            Err(e) => return Err(storage_err("cannot list", dir, &e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| self.err("cannot list", dir, &e))?;
+            let entry = entry.map_err(|e| storage_err("cannot list", dir, &e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let ft = entry
                 .file_type()
-                .map_err(|e| self.err("cannot stat", &entry.path(), &e))?;
+                .map_err(|e| storage_err("cannot stat", &entry.path(), &e))?;
             if ft.is_dir() {
                 if !name.starts_with('.') {
                     self.walk(&entry.path(), out, partial)?;
@@ -91,7 +80,7 @@ impl LocalStore {
                 }
                 let len = entry
                     .metadata()
-                    .map_err(|e| self.err("cannot stat", &entry.path(), &e))?
+                    .map_err(|e| storage_err("cannot stat", &entry.path(), &e))?
                     .len();
                 out.push((entry.path(), len));
             }
@@ -129,7 +118,7 @@ impl ReadStore for LocalStore {
                 "object {key} does not exist in {}",
                 self.root.display()
             ))),
-            Err(e) => Err(self.err("cannot open", &path, &e)),
+            Err(e) => Err(storage_err("cannot open", &path, &e)),
         }
     }
 
@@ -142,7 +131,7 @@ impl ReadStore for LocalStore {
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err("cannot stat", &path, &e)),
+            Err(e) => Err(storage_err("cannot stat", &path, &e)),
         }
     }
 
@@ -178,9 +167,8 @@ impl WriteStore for LocalStore {
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(|e| self.err("cannot create", &tmp, &e))?;
+            .map_err(|e| storage_err("cannot create", &tmp, &e))?;
         Ok(Box::new(LocalUpload {
-            store_root: self.root.clone(),
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             tmp,
             target,
@@ -193,7 +181,7 @@ impl WriteStore for LocalStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err("cannot delete", &path, &e)),
+            Err(e) => Err(storage_err("cannot delete", &path, &e)),
         }
     }
 
@@ -225,13 +213,21 @@ impl WriteStore for LocalStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err("cannot delete", &path, &e)),
+            Err(e) => Err(storage_err("cannot delete", &path, &e)),
         }
     }
 }
 
+/// Renames a finished temporary file into place and makes the rename durable.
+fn commit(tmp: &Path, target: &Path) -> Result<()> {
+    fs::rename(tmp, target).map_err(|e| storage_err("cannot rename into", target, &e))?;
+    let parent = target.parent().expect("object paths have a parent");
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| storage_err("cannot sync folder", parent, &e))
+}
+
 struct LocalUpload {
-    store_root: PathBuf,
     file: Option<BufWriter<File>>,
     tmp: PathBuf,
     target: PathBuf,
@@ -244,11 +240,9 @@ impl Write for LocalUpload {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("upload already closed"))?;
-        let n = f.write(buf).map_err(|e| {
-            LocalStore::new(self.store_root.clone())
-                .err("cannot write", &self.tmp, &e)
-                .into_io()
-        })?;
+        let n = f
+            .write(buf)
+            .map_err(|e| storage_err("cannot write", &self.tmp, &e).into_io())?;
         self.written += n as u64;
         Ok(n)
     }
@@ -260,15 +254,14 @@ impl Write for LocalUpload {
 
 impl Upload for LocalUpload {
     fn finish(mut self: Box<Self>) -> Result<u64> {
-        let store = LocalStore::new(self.store_root.clone());
         let bw = self.file.take().expect("finish once");
         let f = bw
             .into_inner()
-            .map_err(|e| store.err("cannot write", &self.tmp, e.error()))?;
+            .map_err(|e| storage_err("cannot write", &self.tmp, e.error()))?;
         f.sync_all()
-            .map_err(|e| store.err("cannot sync", &self.tmp, &e))?;
+            .map_err(|e| storage_err("cannot sync", &self.tmp, &e))?;
         drop(f);
-        store.commit(&self.tmp, &self.target)?;
+        commit(&self.tmp, &self.target)?;
         Ok(self.written)
     }
 
@@ -277,9 +270,7 @@ impl Upload for LocalUpload {
         match fs::remove_file(&self.tmp) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => {
-                Err(LocalStore::new(self.store_root.clone()).err("cannot delete", &self.tmp, &e))
-            }
+            Err(e) => Err(storage_err("cannot delete", &self.tmp, &e)),
         }
     }
 }

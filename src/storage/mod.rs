@@ -48,6 +48,11 @@ pub trait ReadStore: Send + Sync {
 
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Some object whose key starts with `prefix`, if there is one (cheaper than a listing).
+    fn any(&self, prefix: &str) -> Result<Option<ObjectInfo>> {
+        Ok(self.list(prefix)?.into_iter().next())
+    }
 }
 
 /// The write half of a store. Objects are written whole: a reader sees either nothing or the

@@ -171,3 +171,30 @@ impl Cli {
         c
     }
 }
+
+#[test]
+fn relative_paths_in_the_config_file_are_relative_to_the_file() {
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path(), "master.key");
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    let config = dir.path().join("etc/offsitedb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"{}/repo\"\nkey_file = \"../master.key\"\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\n",
+            dir.path().display(),
+            src.url("app")
+        ),
+    )
+    .unwrap();
+    // Run from somewhere else entirely.
+    let cli = Cli::new().cwd(std::path::Path::new("/"));
+    cli.ok(&["--config", config.to_str().unwrap(), "backup"]);
+    let r = cli.ok(&["list", "--config", config.to_str().unwrap()]);
+    assert!(r.stdout.contains("app"), "{}", r.stdout);
+}

@@ -1,7 +1,8 @@
 /*!
-AWS Signature Version 4 for S3 requests, with header authorization. Every request signs its real
-payload SHA-256 (so the service rejects a body damaged in transit) and sends no optional checksum
-headers (x-amz-checksum-*, x-amz-sdk-checksum-algorithm), which B2, R2 and older MinIO reject.
+AWS Signature Version 4 for S3 requests, with header authorization. Requests sign their payload's
+SHA-256 (so the service rejects a body damaged in transit), except large bodies over https, which
+go as `UNSIGNED-PAYLOAD` as the AWS SDKs send them. No optional checksum headers
+(x-amz-checksum-*, x-amz-sdk-checksum-algorithm) are sent: B2, R2 and older MinIO reject them.
 */
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::units::hex;
 
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 pub fn sha256_hex(data: &[u8]) -> String {
