@@ -197,23 +197,8 @@ fn region_from_host(host: &str) -> Option<String> {
 }
 
 fn percent_decode(s: &str) -> Result<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::config(format!("bad percent-encoding in {s:?}")))?;
-            out.push(h);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::config(format!("{s:?} is not valid UTF-8")))
+    crate::units::percent_decode(s)
+        .ok_or_else(|| Error::config(format!("bad percent-encoding in {s:?}")))
 }
 
 #[cfg(test)]

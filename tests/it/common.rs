@@ -40,6 +40,14 @@ pub fn venv_tool(name: &str) -> PathBuf {
     p
 }
 
+pub fn credentials(secret: &str) -> Credentials {
+    Credentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: secret.into(),
+        session_token: None,
+    }
+}
+
 fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -184,22 +192,18 @@ impl SeaweedFs {
 
     /// A library handle on the bucket, with fast retries.
     pub fn store(&self, prefix: &str) -> S3Store {
-        let Location::S3(loc) = Location::parse(&self.repo_url(prefix), None).unwrap() else {
-            unreachable!()
-        };
         let mut opts = S3Options::default();
         opts.retry.attempts = 2;
         opts.retry.base_delay = Duration::from_millis(50);
-        S3Store::with_options(
-            loc,
-            Credentials {
-                access_key_id: ACCESS_KEY.into(),
-                secret_access_key: SECRET_KEY.into(),
-                session_token: None,
-            },
-            opts,
-        )
-        .unwrap()
+        self.store_with(prefix, opts, SECRET_KEY)
+    }
+
+    /// A library handle on the bucket with the given options and secret key.
+    pub fn store_with(&self, prefix: &str, opts: S3Options, secret: &str) -> S3Store {
+        let Location::S3(loc) = Location::parse(&self.repo_url(prefix), None).unwrap() else {
+            unreachable!()
+        };
+        S3Store::with_options(loc, credentials(secret), opts).unwrap()
     }
 
     /// Kills the server the hard way (a crash, not a shutdown).

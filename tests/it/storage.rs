@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use offsitedb::ErrorKind;
 use offsitedb::storage::local::LocalStore;
-use offsitedb::storage::s3::{Credentials, S3Options, S3Store};
+use offsitedb::storage::s3::{S3Options, S3Store};
 use offsitedb::storage::{Location, ReadStore, WriteStore};
 
-use crate::common::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use crate::common::{SECRET_KEY, SeaweedFs, credentials};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     let mut x = seed as u32 | 1;
@@ -153,24 +153,12 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn s3_driver_on_seaweedfs() {
     let weed = SeaweedFs::start();
-    let Location::S3(loc) = Location::parse(&weed.repo_url("conformance"), None).unwrap() else {
-        unreachable!()
-    };
     let opts = S3Options {
         part_size: Some(5 << 20),
         concurrency: 2,
         ..Default::default()
     };
-    let store = S3Store::with_options(
-        loc,
-        Credentials {
-            access_key_id: ACCESS_KEY.into(),
-            secret_access_key: SECRET_KEY.into(),
-            session_token: None,
-        },
-        opts,
-    )
-    .unwrap();
+    let store = weed.store_with("conformance", opts, SECRET_KEY);
     // 12 MiB in 5 MiB parts: two full parts and a short last one.
     conformance(&store, 12 << 20);
     // The prefix confines the store: a store on another prefix sees none of it.
@@ -188,16 +176,7 @@ fn s3_errors_are_classified() {
     opts.retry.base_delay = Duration::from_millis(10);
 
     // Wrong secret: a storage error, not retried, naming the cause.
-    let bad = S3Store::with_options(
-        loc.clone(),
-        Credentials {
-            access_key_id: ACCESS_KEY.into(),
-            secret_access_key: "wrong-secret".into(),
-            session_token: None,
-        },
-        opts.clone(),
-    )
-    .unwrap();
+    let bad = weed.store_with("x", opts.clone(), "wrong-secret");
     let t = std::time::Instant::now();
     let e = bad.list("").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Storage);
@@ -211,12 +190,7 @@ fn s3_errors_are_classified() {
     // Missing bucket.
     let mut nob = loc.clone();
     nob.bucket = "no-such-bucket-here".into();
-    let creds = Credentials {
-        access_key_id: ACCESS_KEY.into(),
-        secret_access_key: SECRET_KEY.into(),
-        session_token: None,
-    };
-    let e = S3Store::with_options(nob, creds.clone(), opts.clone())
+    let e = S3Store::with_options(nob, credentials(SECRET_KEY), opts.clone())
         .unwrap()
         .list("")
         .unwrap_err();
@@ -230,7 +204,7 @@ fn s3_errors_are_classified() {
         .unwrap()
         .port();
     down.host = format!("127.0.0.1:{free}");
-    let e = S3Store::with_options(down, creds, opts)
+    let e = S3Store::with_options(down, credentials(SECRET_KEY), opts)
         .unwrap()
         .list("")
         .unwrap_err();
