@@ -8,15 +8,28 @@ use crate::catalog::{Manifest, Repository, Summary};
 use crate::error::Result;
 use crate::storage::ReadStore;
 
-/// Every snapshot (optionally of one source), oldest first.
+/// Every snapshot (optionally of one source), oldest first. A snapshot whose manifest cannot be
+/// read (damaged, or written by a newer version) is left out and reported through `note`, so one
+/// bad object never hides the others.
 pub fn list<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     source: Option<&str>,
+    note: &mut dyn FnMut(String),
 ) -> Result<Vec<Summary>> {
-    repo.entries(source)?
-        .iter()
-        .map(|e| Ok(Summary::new(&repo.manifest(&e.source, &e.id)?, e)))
-        .collect()
+    let mut out = Vec::new();
+    for e in repo.entries(source)? {
+        match repo.manifest(&e.source, &e.id) {
+            Ok(m) => out.push(Summary::new(&m, &e)),
+            Err(err) if err.kind() == crate::ErrorKind::Integrity => note(format!(
+                "snapshot {}/{} is unreadable: {}",
+                e.source,
+                e.id,
+                err.message()
+            )),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(out)
 }
 
 /// One snapshot by reference (`latest`, an id, or a unique prefix of one).

@@ -503,3 +503,34 @@ fn a_repository_location_that_holds_other_things_is_not_taken_over() {
     let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
     assert_eq!(keys, ["family-photos.zip"]);
 }
+
+#[test]
+fn a_damaged_manifest_does_not_hide_the_other_snapshots() {
+    let f = Fixture::with_snapshot();
+    f.cli()
+        .ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
+    let snaps = f.snapshots();
+    assert_eq!(snaps.len(), 2);
+    let first = snaps[0]["id"].as_str().unwrap().to_string();
+    let manifest = Path::new(&f.repo)
+        .join("snapshots/app")
+        .join(&first)
+        .join("manifest");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&manifest, bytes).unwrap();
+
+    let r = f.cli().ok(&f.args(&["list", "--json"]));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], snaps[1]["id"]);
+    assert!(
+        r.stderr
+            .contains(&format!("snapshot app/{first} is unreadable")),
+        "{}",
+        r.stderr
+    );
+    f.cli()
+        .fails(&f.args(&["show", &first]), 7, "failed authentication");
+}

@@ -169,7 +169,7 @@ fn backup(
 
 fn list(s: &Settings, source: Option<String>, json: bool) -> Result<()> {
     let repo = open_read(s)?;
-    let items = ops::list::list(&repo, source.as_deref())?;
+    let items = ops::list::list(&repo, source.as_deref(), &mut |w| warn(&w))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&items)?);
     } else if items.is_empty() {
