@@ -110,7 +110,7 @@ impl Cluster {
             chown_tree(&socket_dir, w)?;
         }
 
-        let mut initdb = Command::new(bin.join("initdb"));
+        let mut initdb = crate::process::command(bin.join("initdb"));
         initdb
             .arg("-D")
             .arg(&data)
@@ -151,7 +151,7 @@ impl Cluster {
         std::fs::write(&conf_path, existing)
             .map_err(|e| Error::io_at("cannot write", &conf_path, &e))?;
 
-        let mut server = Command::new(bin.join("postgres"));
+        let mut server = crate::process::command(bin.join("postgres"));
         server.arg("-D").arg(&data).env("LC_ALL", "C");
         as_user(&mut server, &who);
         let mut child = ChildProcess::spawn(server, "postgres", false)?;
@@ -269,6 +269,16 @@ impl Drop for Cluster {
 
 fn as_user(cmd: &mut Command, who: &Option<RunAs>) {
     use std::os::unix::process::CommandExt;
+    // If we die without stopping the cluster (SIGKILL, a crash), the kernel stops it for us:
+    // nobody else knows about its temporary folder.
+    // SAFETY: prctl is async-signal-safe; this runs in the child between fork and exec, after
+    // the uid change (which would otherwise clear the setting).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
     if let Some(w) = who {
         cmd.uid(w.uid).gid(w.gid);
         // The server must not inherit root's home or a cwd it cannot read.

@@ -51,6 +51,28 @@ impl Exit {
     }
 }
 
+/// Environment variables a child may inherit. Everything else (the master key in `OFFSITEDB_KEY`,
+/// S3 secrets, any variable the configuration file interpolates) stays with us: children such as
+/// a throwaway PostgreSQL may run as another user, who could read their environment.
+const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"];
+
+/// A `Command` with a cleaned environment: the variables in [`INHERITED`], the locale (`LC_*`),
+/// and libpq's own `PG*` variables except `PGPASSWORD` (callers pass the password explicitly).
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        let Some(name) = k.to_str() else { continue };
+        let keep = INHERITED.contains(&name)
+            || name.starts_with("LC_")
+            || (name.starts_with("PG") && name != "PGPASSWORD");
+        if keep {
+            cmd.env(&k, &v);
+        }
+    }
+    cmd
+}
+
 /// Grows a pipe's buffer from 64 KiB to 1 MiB (the unprivileged maximum): a child streaming
 /// gigabytes then wakes us 16 times less often. Best effort.
 fn widen_pipe(p: &impl std::os::fd::AsRawFd) {
@@ -255,6 +277,26 @@ mod tests {
         assert_eq!(out, "done\n");
         assert_eq!(exit.stderr.len(), TAIL_LINES);
         assert_eq!(exit.stderr.last().unwrap(), "line 19999");
+    }
+
+    #[test]
+    fn children_do_not_inherit_secrets() {
+        // SAFETY: tests in this module do not read these variables concurrently.
+        unsafe {
+            std::env::set_var("OFFSITEDB_KEY", "secret-key-material");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "secret-s3");
+            std::env::set_var("PGPASSWORD", "secret-pw");
+            std::env::set_var("PGCONNECT_TIMEOUT", "7");
+        }
+        let mut cmd = command("env");
+        cmd.arg("-0");
+        let mut c = ChildProcess::spawn(cmd, "env", false).unwrap();
+        let mut out = String::new();
+        c.take_stdout().read_to_string(&mut out).unwrap();
+        c.wait().unwrap();
+        assert!(!out.contains("secret"), "{out}");
+        assert!(out.contains("PGCONNECT_TIMEOUT=7"));
+        assert!(out.contains("PATH="));
     }
 
     #[test]

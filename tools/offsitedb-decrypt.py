@@ -15,9 +15,13 @@ def hkdf(key, salt, info, length):
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(key)
 
 def main(keyfile, src, dst):
-    lines = [l.strip() for l in open(keyfile) if l.strip() and not l.startswith("#")]
-    master = base64.b64decode(lines[0], validate=True)
-    assert len(master) == 32, "a key is 32 bytes"
+    lines = [l.strip() for l in open(keyfile)]
+    keys = [l for l in lines if l and not l.startswith("#")]
+    if len(keys) != 1:
+        sys.exit("a key file holds exactly one base64 line besides # comments")
+    master = base64.b64decode(keys[0], validate=True)
+    if len(master) != 32:
+        sys.exit("a key is 32 bytes")
     header = src.read(62)
     magic, version, alg, key_id, salt, chunk = struct.unpack(">8sBB16s32sI", header)
     if magic != b"OSDBSEAL" or version != 1 or alg != 1:

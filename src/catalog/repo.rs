@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{SnapshotId, check_source_name};
-use super::manifest::Manifest;
+use super::manifest::{MANIFEST_VERSION, Manifest};
 use crate::crypto::seal::{HEADER_LEN, Header};
 use crate::crypto::{MasterKey, UnsealReader, seal_bytes, unseal_bytes};
 use crate::error::{Error, ErrorKind, Result};
@@ -175,9 +175,20 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         let sealed = self.store.get_bytes(&key)?;
         let plain = unseal_bytes(&self.key, &sealed)
             .map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
-        let m: Manifest = serde_json::from_slice(&plain).map_err(|e| {
+        let invalid = |e: serde_json::Error| {
             Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
-        })?;
+        };
+        let value: serde_json::Value = serde_json::from_slice(&plain).map_err(invalid)?;
+        // The version first: a newer manifest may use fields this version cannot read.
+        let version = value.get("manifest_version").and_then(|v| v.as_u64());
+        if version != Some(MANIFEST_VERSION as u64) {
+            return Err(Error::config(format!(
+                "snapshot {source}/{id} has manifest version {}, and this offsitedb reads version {MANIFEST_VERSION}",
+                version.map_or("(none)".to_string(), |v| v.to_string())
+            ))
+            .with_hint("upgrade offsitedb"));
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(invalid)?;
         // A manifest copied under another name is not that snapshot.
         if &m.snapshot_id != id || m.source.name != source {
             return Err(Error::integrity(format!(
@@ -277,8 +288,12 @@ impl<S: ?Sized + WriteStore> Repository<S> {
             created_by: format!("offsitedb {}", crate::VERSION),
         };
         let json = serde_json::to_vec(&config).expect("serializable");
-        store.put(REPO_OBJECT, &seal_bytes(&key, &json)?)?;
-        Ok(Repository { store, key, config })
+        if store.put_new(REPO_OBJECT, &seal_bytes(&key, &json)?)? {
+            Ok(Repository { store, key, config })
+        } else {
+            // Another backup created it a moment ago: use theirs (checking the key).
+            Self::open(store, key)
+        }
     }
 
     /// Writes a snapshot's manifest: the step that makes the snapshot exist.

@@ -183,7 +183,11 @@ impl MasterKey {
             .map_err(|e| Error::io_at("cannot set permissions on", path, &e))?;
         f.write_all(self.to_file_text().as_bytes())
             .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io_at("cannot write key file", path, &e))?;
+            .map_err(|e| {
+                // A partial key file would be refused by the next keygen and read by nobody.
+                let _ = fs::remove_file(path);
+                Error::io_at("cannot write key file", path, &e)
+            })?;
         Ok(())
     }
 }

@@ -205,6 +205,8 @@ pub struct UnsealReader<R: Read> {
     carry: Option<u8>,
     index: u32,
     done: bool,
+    /// Set by the first failure: from then on nothing more is handed out.
+    failed: bool,
 }
 
 impl<R: Read> UnsealReader<R> {
@@ -238,6 +240,7 @@ impl<R: Read> UnsealReader<R> {
             carry: None,
             index: 0,
             done: false,
+            failed: false,
         })
     }
 
@@ -310,10 +313,19 @@ impl<R: Read> Read for UnsealReader<R> {
                 self.pos += n;
                 return Ok(n);
             }
+            if self.failed {
+                return Err(Error::integrity("the object failed to open earlier").into_io());
+            }
             if self.done || out.is_empty() {
                 return Ok(0);
             }
-            self.next_chunk().map_err(Error::into_io)?;
+            if let Err(e) = self.next_chunk() {
+                // Never hand out a partly decrypted buffer on a later call.
+                self.failed = true;
+                self.plain.clear();
+                self.pos = 0;
+                return Err(e.into_io());
+            }
         }
     }
 }
@@ -425,6 +437,22 @@ mod tests {
         swapped[a..a + c].copy_from_slice(&sealed[b..b + c]);
         swapped[b..b + c].copy_from_slice(&first);
         assert_eq!(open(&swapped).unwrap_err().kind(), ErrorKind::Integrity);
+    }
+
+    #[test]
+    fn a_reader_stays_failed_after_an_error() {
+        let plain: Vec<u8> = (0..100u8).collect();
+        let mut sealed = seal(&plain, 32);
+        sealed[HEADER_LEN + 5] ^= 1;
+        let mut r = UnsealReader::new(&sealed[..], &key()).unwrap();
+        let mut buf = [0u8; 200];
+        assert!(r.read(&mut buf).is_err());
+        for _ in 0..3 {
+            assert!(
+                r.read(&mut buf).is_err(),
+                "a second read must not return bytes"
+            );
+        }
     }
 
     #[test]

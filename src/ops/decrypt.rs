@@ -60,8 +60,13 @@ pub fn run<S: ReadStore + ?Sized>(
                 .map_err(|e| Error::io_at("cannot sync", tmp.path(), &e))?;
             let perm = fs::Permissions::from_mode(0o600);
             let _ = fs::set_permissions(tmp.path(), perm);
-            tmp.persist(path)
-                .map_err(|e| Error::io_at("cannot rename into", path, &e.error))?;
+            let persisted = if force {
+                tmp.persist(path)
+            } else {
+                // Another process may have created the file meanwhile: never replace it.
+                tmp.persist_noclobber(path)
+            };
+            persisted.map_err(|e| Error::io_at("cannot rename into", path, &e.error))?;
         }
     }
     Ok(m)

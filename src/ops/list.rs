@@ -20,12 +20,19 @@ pub fn list<S: ReadStore + ?Sized>(
     for e in repo.entries(source)? {
         match repo.manifest(&e.source, &e.id) {
             Ok(m) => out.push(Summary::new(&m, &e)),
-            Err(err) if err.kind() == crate::ErrorKind::Integrity => note(format!(
-                "snapshot {}/{} is unreadable: {}",
-                e.source,
-                e.id,
-                err.message()
-            )),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    crate::ErrorKind::Integrity | crate::ErrorKind::Config
+                ) =>
+            {
+                note(format!(
+                    "snapshot {}/{} is unreadable: {}",
+                    e.source,
+                    e.id,
+                    err.message()
+                ))
+            }
             Err(err) => return Err(err),
         }
     }

@@ -111,7 +111,7 @@ pub fn run<S: ReadStore + ?Sized>(
         &format!("the snapshot was written by pg_dump {}", m.dump.version),
     )?;
 
-    let mut cmd = Command::new(&pg_restore.path);
+    let mut cmd = crate::process::command(&pg_restore.path);
     cmd.args(["--no-password", "--exit-on-error"]);
     if opts.clean {
         cmd.args(["--clean", "--if-exists"]);
@@ -175,7 +175,14 @@ fn restore_streaming<S: ReadStore + ?Sized>(
             let exit = child.wait_exit()?;
             crate::interrupt::check()
                 .map_err(|e| e.context("restore stopped, nothing was committed"))?;
-            return Err(pg_restore_error(&exit));
+            if !exit.status.success() {
+                return Err(pg_restore_error(&exit));
+            }
+            // pg_restore finished without the archive's last bytes: still authenticate them.
+            std::io::copy(&mut dump, &mut std::io::sink())
+                .map_err(|e| Error::from_io(e, "cannot read the snapshot"))?;
+            return super::finish_dump(dump, &handle, m)
+                .map_err(|e| e.context("pg_restore completed, but the end of the snapshot"));
         }
         counters
             .output

@@ -21,6 +21,7 @@ pub enum Algorithm {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Compression {
     pub algorithm: Algorithm,
     pub level: i32,

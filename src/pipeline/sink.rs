@@ -147,6 +147,9 @@ fn stages(spec: SinkSpec<'_>, rx: Receiver<Msg>, back: Sender<Vec<u8>>) -> Resul
         }
     }
     let (compressor, plain_m) = plain.finish();
+    if plain_m.bytes == 0 {
+        return Err(Error::process("the dump was empty (pg_dump wrote nothing)"));
+    }
     let compressed = compressor.finish()?;
     let (sealed, compressed_m) = compressed.finish();
     let stored = sealed.finish()?;

@@ -11,7 +11,6 @@ then `PATH`. Debian's `pg_wrapper` shims are skipped: they pick a version by the
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
@@ -77,7 +76,7 @@ fn probe(path: &Path) -> Option<PgProgram> {
     if let Some(hit) = cache.lock().unwrap().get(path) {
         return hit.clone();
     }
-    let result = Command::new(path)
+    let result = crate::process::command(path)
         .arg("--version")
         .output()
         .ok()

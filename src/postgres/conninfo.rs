@@ -201,14 +201,25 @@ fn quote(v: &str) -> String {
 }
 
 fn decode(s: &str) -> Result<String> {
-    crate::units::percent_decode(s)
-        .ok_or_else(|| Error::config("bad percent-encoding in the database URL"))
+    crate::units::percent_decode(s).ok_or_else(|| {
+        Error::config("bad percent-encoding in the database URL").with_hint(ENCODE_HINT)
+    })
 }
+
+/// Messages about a URL never quote pieces of it: a misplaced character in a password would
+/// otherwise put part of the password in the message.
+const ENCODE_HINT: &str = "percent-encode special characters in the user name and password \
+     (@ as %40, / as %2F, ? as %3F, : as %3A, # as %23)";
 
 fn parse_url(rest: &str) -> Result<Vec<(String, String)>> {
     let mut params = Vec::new();
     let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = main.split_once('/').unwrap_or((main, ""));
+    if path.contains('@') || query.contains('@') {
+        return Err(
+            Error::config("the database URL has an '@' after its host part").with_hint(ENCODE_HINT),
+        );
+    }
     // The password may contain '@' if unencoded: split at the last one.
     let (userinfo, hostlist) = match authority.rfind('@') {
         Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
@@ -242,9 +253,9 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>> {
                 }
             };
             if !p.is_empty() && p.parse::<u16>().is_err() {
-                return Err(Error::config(format!(
-                    "invalid port {p:?} in the database URL"
-                )));
+                return Err(
+                    Error::config("the database URL has an invalid port").with_hint(ENCODE_HINT)
+                );
             }
             hosts.push(h);
             ports.push(p.to_string());
@@ -295,9 +306,10 @@ fn parse_keyvalue(s: &str) -> Result<Vec<(String, String)>> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(Error::config(format!(
-                "missing '=' after {key:?} in the connection string"
-            )));
+            return Err(
+                Error::config("a parameter without '=' in the connection string")
+                    .with_hint("quote values that contain spaces: password='a b'"),
+            );
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -440,6 +452,24 @@ mod tests {
             .to_conninfo_without_secrets();
         assert_eq!(ConnInfo::parse(&q).unwrap().dbname(), "a b");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_never_quote_the_url() {
+        // Each URL holds a password with a character that should have been percent-encoded.
+        for (url, secret) in [
+            ("postgres://app:Xq7/Zr9@db:5432/shop", ["Xq7", "Zr9"]),
+            ("postgres://app:531/Kw8@db:5432/shop", ["531", "Kw8"]),
+            ("postgres://app:Pj4?Vn2@db/shop", ["Pj4", "Vn2"]),
+            ("postgres://app:Hb3%zzMm6@db/shop", ["Hb3", "Mm6"]),
+            ("host=db password=Tt5 Yy6", ["Tt5", "Yy6"]),
+        ] {
+            let e = ConnInfo::parse(url).unwrap_err();
+            let text = format!("{} {}", e.message(), e.hint().unwrap_or(""));
+            for fragment in secret {
+                assert!(!text.contains(fragment), "{url}: {text}");
+            }
+        }
     }
 
     #[test]

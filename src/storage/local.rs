@@ -159,6 +159,30 @@ impl WriteStore for LocalStore {
         up.finish().map(|_| ())
     }
 
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let target = self.path(key)?;
+        self.mkdirs(&target)?;
+        let tmp = Self::temp_for(&target)?;
+        let written = fs::write(&tmp, data)
+            .and_then(|_| File::open(&tmp)?.sync_all())
+            .map_err(|e| storage_err("cannot write", &tmp, &e));
+        // A hard link fails when the name exists: the atomic create-if-absent of a folder.
+        let linked = written.and_then(|_| match fs::hard_link(&tmp, &target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(storage_err("cannot create", &target, &e)),
+        });
+        let _ = fs::remove_file(&tmp);
+        if linked? {
+            let parent = target.parent().expect("object paths have a parent");
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| storage_err("cannot sync folder", parent, &e))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     fn upload(&self, key: &str, _size_hint: Option<u64>) -> Result<Box<dyn Upload>> {
         let target = self.path(key)?;
         self.mkdirs(&target)?;
@@ -255,14 +279,18 @@ impl Write for LocalUpload {
 impl Upload for LocalUpload {
     fn finish(mut self: Box<Self>) -> Result<u64> {
         let bw = self.file.take().expect("finish once");
-        let f = bw
+        let done = bw
             .into_inner()
-            .map_err(|e| storage_err("cannot write", &self.tmp, e.error()))?;
-        f.sync_all()
-            .map_err(|e| storage_err("cannot sync", &self.tmp, &e))?;
-        drop(f);
-        commit(&self.tmp, &self.target)?;
-        Ok(self.written)
+            .map_err(|e| storage_err("cannot write", &self.tmp, e.error()))
+            .and_then(|f| {
+                f.sync_all()
+                    .map_err(|e| storage_err("cannot sync", &self.tmp, &e))
+            })
+            .and_then(|_| commit(&self.tmp, &self.target));
+        if done.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        done.map(|_| self.written)
     }
 
     fn abort(mut self: Box<Self>) -> Result<()> {

@@ -86,6 +86,11 @@ impl Location {
 fn parse_s3(rest: &str, env_region: Option<&str>) -> Result<S3Location> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+    if bucket.contains('@') || bucket.contains(':') {
+        // Never echo it: this is where people paste KEY:SECRET@.
+        return Err(Error::config("the repository URL has credentials or a port before the bucket name")
+            .with_hint("put credentials in access_key_id / secret_access_key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), and the host in ?endpoint=https://HOST"));
+    }
     if bucket.len() < 3
         || bucket.len() > 63
         || !bucket
@@ -133,9 +138,9 @@ fn parse_s3(rest: &str, env_region: Option<&str>) -> Result<S3Location> {
     let (scheme, host) = match &endpoint {
         Some(e) => {
             let (scheme, hostpart) = e.split_once("://").ok_or_else(|| {
-                Error::config(format!(
-                    "endpoint {e:?} must start with https:// (or http:// for a local test server)"
-                ))
+                Error::config(
+                    "the endpoint must start with https:// (or http:// for a local test server)",
+                )
             })?;
             if scheme != "https" && scheme != "http" {
                 return Err(Error::config(format!(
@@ -144,9 +149,12 @@ fn parse_s3(rest: &str, env_region: Option<&str>) -> Result<S3Location> {
             }
             let host = hostpart.trim_end_matches('/');
             if host.is_empty() || host.contains('/') || host.contains('@') {
-                return Err(Error::config(format!(
-                    "endpoint {e:?} must be a scheme and host only, like https://s3.example.com"
-                )));
+                return Err(Error::config(
+                    "the endpoint must be a scheme and host only, like https://s3.example.com",
+                )
+                .with_hint(
+                    "credentials go in access_key_id / secret_access_key, not in the endpoint",
+                ));
             }
             (scheme.to_string(), host.to_ascii_lowercase())
         }
@@ -295,6 +303,22 @@ mod tests {
         ] {
             let e = Location::parse(url, None).unwrap_err();
             assert_eq!(e.kind(), crate::error::ErrorKind::Config, "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_pasted_into_the_url_are_never_echoed() {
+        for url in [
+            "s3://AKIAXYZ:Sup3rS3cret@bucket/prefix",
+            "s3://bkt/p?endpoint=https://AKIAXYZ:Sup3rS3cret@s3.example.com",
+            "s3://bkt/p?endpoint=AKIAXYZ:Sup3rS3cret@s3.example.com",
+        ] {
+            let e = Location::parse(url, None).unwrap_err();
+            let text = format!("{} {}", e.message(), e.hint().unwrap_or(""));
+            assert!(
+                !text.contains("Sup3rS3cret") && !text.contains("AKIAXYZ"),
+                "{text}"
+            );
         }
     }
 

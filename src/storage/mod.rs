@@ -61,6 +61,10 @@ pub trait WriteStore: ReadStore {
     /// Writes a small object in one request.
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
 
+    /// Writes a small object only if none exists under `key`; `Ok(false)` when one does. Two
+    /// writers racing for the same key: exactly one creates it.
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool>;
+
     /// Starts a streaming upload. `size_hint` (an upper estimate of the final size, if known)
     /// lets drivers size multipart parts.
     fn upload(&self, key: &str, size_hint: Option<u64>) -> Result<Box<dyn Upload>>;

@@ -77,6 +77,12 @@ fn conformance(store: &dyn WriteStore, big: usize) {
     store.put("b/2", b"deux").unwrap();
     assert_eq!(read_all(store, "b/2"), b"deux");
 
+    // Create-if-absent: the second writer loses and the first one's bytes stay.
+    assert!(store.put_new("once/marker", b"first").unwrap());
+    assert!(!store.put_new("once/marker", b"second").unwrap());
+    assert_eq!(read_all(store, "once/marker"), b"first");
+    store.delete("once/marker").unwrap();
+
     // Streaming upload, written in odd pieces; invisible until finished.
     let data = pattern(big, 7);
     let mut up = store.upload("big/object", Some(big as u64)).unwrap();

@@ -225,6 +225,7 @@ impl Inner {
             .open(path)
         {
             use std::io::Write;
+            lock_exclusive(&f);
             let _ = writeln!(f, "{line}");
         }
     }
@@ -415,6 +416,7 @@ impl Inner {
             (404, _) | (_, "NoSuchKey") if req.key.is_some() => {
                 Error::not_found(format!("object {} does not exist in {}", req.key.map(|k| self.relative_key(k)).unwrap_or(""), self.location()))
             }
+            (_, "NotImplemented") => Error::storage(format!("the storage service at {at} does not support {what}: {detail}")),
             (500..=599, _) | (429 | 408, _) | (_, "SlowDown" | "InternalError" | "RequestTimeout" | "ServiceUnavailable") => {
                 Error::storage(format!("the storage service at {at} failed {what}: {detail}")).transient()
             }
@@ -504,6 +506,30 @@ impl WriteStore for S3Store {
             .map(|_| ())
     }
 
+    fn put_new(&self, key: &str, data: &[u8]) -> Result<bool> {
+        let full = self.inner.full_key(key)?;
+        let req = Req::new(http::Method::PUT, Some(&full))
+            .body(data)
+            .header("if-none-match", "*".into());
+        match self.inner.call(&req) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.message().contains("PreconditionFailed")
+                    || e.message().contains("ConditionalRequestConflict") =>
+            {
+                Ok(false)
+            }
+            // A store without conditional writes: the best it can do is look first.
+            Err(e) if e.message().contains("NotImplemented") => {
+                if self.head(key)?.is_some() {
+                    return Ok(false);
+                }
+                self.put(key, data).map(|_| true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn upload(&self, key: &str, size_hint: Option<u64>) -> Result<Box<dyn Upload>> {
         let full = self.inner.full_key(key)?;
         Ok(Box::new(upload::S3Upload::new(
@@ -545,10 +571,17 @@ impl WriteStore for S3Store {
                 });
             }
             if root.text_of("IsTruncated") == "true" {
-                markers = Some((
+                let next = (
                     root.text_of("NextKeyMarker").to_string(),
                     root.text_of("NextUploadIdMarker").to_string(),
-                ));
+                );
+                // A store that says "more" without moving on would loop forever.
+                if next.0.is_empty() || markers.as_ref() == Some(&next) {
+                    return Err(Error::storage(
+                        "the storage service returned a truncated list of uploads without a next marker",
+                    ));
+                }
+                markers = Some(next);
             } else {
                 break;
             }
@@ -565,9 +598,20 @@ impl WriteStore for S3Store {
         let Some(path) = &self.inner.opts.abandoned_log else {
             return Ok(0);
         };
-        let Ok(text) = std::fs::read_to_string(path) else {
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        else {
             return Ok(0);
         };
+        // Held while we read, abort and rewrite, so a concurrent backup's line is not lost.
+        lock_exclusive(&file);
+        let mut text = String::new();
+        use std::io::{Read, Seek, Write};
+        if file.read_to_string(&mut text).is_err() {
+            return Ok(0);
+        }
         let mut keep = Vec::new();
         let mut cleaned = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -588,8 +632,20 @@ impl WriteStore for S3Store {
         if !rest.is_empty() {
             rest.push('\n');
         }
-        std::fs::write(path, rest).map_err(|e| Error::io_at("cannot write", path, &e))?;
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(rest.as_bytes()))
+            .map_err(|e| Error::io_at("cannot write", path, &e))?;
         Ok(cleaned)
+    }
+}
+
+/// Takes an advisory exclusive lock on a file; it is released when the file is closed.
+fn lock_exclusive(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we hold open.
+    unsafe {
+        libc::flock(f.as_raw_fd(), libc::LOCK_EX);
     }
 }
 

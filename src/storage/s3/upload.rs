@@ -68,7 +68,7 @@ pub(super) struct S3Upload {
     next_part: u32,
     written: u64,
     mp: Option<Multipart>,
-    /// The first error any part hit; later writes fail with it.
+    /// The first error any part hit; the next write (or `finish`) returns it.
     failed: Option<Error>,
     closed: bool,
 }
@@ -232,12 +232,26 @@ impl S3Upload {
             ));
         }
         body.push_str("</CompleteMultipartUpload>");
-        self.inner.call_xml(
+        let done = self.inner.call_xml(
             &Req::new(http::Method::POST, Some(&self.key))
                 .query("uploadId", &mp.upload_id)
                 .body(body.as_bytes()),
-        )?;
-        Ok(())
+        );
+        match done {
+            Ok(_) => Ok(()),
+            // A retry whose first attempt completed the upload (and whose answer was lost) finds
+            // no upload: if the object is there with every byte, it is done.
+            Err(e) if e.message().contains("NoSuchUpload") => {
+                let head = self
+                    .inner
+                    .call(&Req::new(http::Method::HEAD, Some(&self.key)));
+                match head.ok().and_then(|r| super::content_length(&r)) {
+                    Some(n) if n == self.written => Ok(()),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn abort_now(&mut self) -> Result<()> {
