@@ -14,6 +14,7 @@ snapshots/<source>/<snapshot-id>/manifest   sealed JSON, written last
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::OnceLock;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -58,14 +59,19 @@ pub struct Entry {
 pub struct Repository<S: ?Sized + ReadStore> {
     store: Box<S>,
     key: MasterKey,
-    config: RepoConfig,
+    /// Unset only for a repository that does not exist yet: `ensure_created` writes it.
+    config: OnceLock<RepoConfig>,
 }
 
 impl<S: ?Sized + ReadStore> Repository<S> {
     /// Opens an existing repository and checks that `key` is its key.
     pub fn open(store: Box<S>, key: MasterKey) -> Result<Self> {
         match Self::read_config(&*store, &key)? {
-            Some(config) => Ok(Repository { store, key, config }),
+            Some(config) => Ok(Repository {
+                store,
+                key,
+                config: OnceLock::from(config),
+            }),
             None => Err(Error::not_found(format!(
                 "no OffsiteDB repository at {}",
                 store.location()
@@ -110,8 +116,9 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         Ok(Some(config))
     }
 
-    pub fn config(&self) -> &RepoConfig {
-        &self.config
+    /// The repository's description; `None` before the first backup created it.
+    pub fn config(&self) -> Option<&RepoConfig> {
+        self.config.get()
     }
 
     pub fn key(&self) -> &MasterKey {
@@ -263,10 +270,16 @@ impl<S: ?Sized + ReadStore> Repository<S> {
 }
 
 impl<S: ?Sized + WriteStore> Repository<S> {
-    /// Opens the repository, creating it first when the location is empty.
-    pub fn open_or_init(store: Box<S>, key: MasterKey) -> Result<Self> {
+    /// Opens the repository for backups. In an empty location nothing is written yet: the
+    /// repository is created by [`Repository::ensure_created`], which a backup calls only once
+    /// its database answered, so a failed first backup leaves the location as it was.
+    pub fn open_for_writing(store: Box<S>, key: MasterKey) -> Result<Self> {
         if let Some(config) = Self::read_config(&*store, &key)? {
-            return Ok(Repository { store, key, config });
+            return Ok(Repository {
+                store,
+                key,
+                config: OnceLock::from(config),
+            });
         }
         if let Some(other) = store.any("")? {
             return Err(Error::storage(format!(
@@ -276,6 +289,18 @@ impl<S: ?Sized + WriteStore> Repository<S> {
             ))
             .with_hint("give an empty folder or bucket prefix for a new repository"));
         }
+        Ok(Repository {
+            store,
+            key,
+            config: OnceLock::new(),
+        })
+    }
+
+    /// Creates `offsitedb.repo` if this repository does not exist yet.
+    pub fn ensure_created(&self) -> Result<()> {
+        if self.config.get().is_some() {
+            return Ok(());
+        }
         let config = RepoConfig {
             format: REPO_FORMAT,
             id: {
@@ -284,16 +309,23 @@ impl<S: ?Sized + WriteStore> Repository<S> {
                 crate::units::hex(&r)
             },
             created: Timestamp::now(),
-            key_id: key.id().to_string(),
+            key_id: self.key.id().to_string(),
             created_by: format!("offsitedb {}", crate::VERSION),
         };
         let json = serde_json::to_vec(&config).expect("serializable");
-        if store.put_new(REPO_OBJECT, &seal_bytes(&key, &json)?)? {
-            Ok(Repository { store, key, config })
+        let config = if self
+            .store
+            .put_new(REPO_OBJECT, &seal_bytes(&self.key, &json)?)?
+        {
+            config
         } else {
-            // Another backup created it a moment ago: use theirs (checking the key).
-            Self::open(store, key)
-        }
+            // Another backup created it a moment ago: use theirs, if it has our key.
+            Self::read_config(&*self.store, &self.key)?.ok_or_else(|| {
+                Error::storage(format!("{REPO_OBJECT} vanished while being created"))
+            })?
+        };
+        let _ = self.config.set(config);
+        Ok(())
     }
 
     /// Writes a snapshot's manifest: the step that makes the snapshot exist.

@@ -65,6 +65,8 @@ pub fn run<S: WriteStore + ?Sized>(
         &format!("the server at {target} runs PostgreSQL {}", info.version),
     )?;
 
+    // The database answered and pg_dump is there: now the repository may be created.
+    repo.ensure_created()?;
     sweep_leftovers(repo.store(), &source.name, note);
 
     let started = Timestamp::now();

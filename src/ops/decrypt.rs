@@ -39,6 +39,16 @@ pub fn run<S: ReadStore + ?Sized>(
             })?;
             super::check_artifact(&m, &handle.result())?;
         }
+        Output::File { path, .. } if path.exists() && !path.is_file() => {
+            // A device or a FIFO (/dev/null, a named pipe): write into it; nothing to rename.
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io_at("cannot open", path, &e))?;
+            crate::pipeline::copy_large(&mut artifact, &mut f)
+                .map_err(|e| Error::from_io(e, &format!("cannot write {}", path.display())))?;
+            super::check_artifact(&m, &handle.result())?;
+        }
         Output::File { path, force } => {
             if path.exists() && !force {
                 return Err(Error::config(format!("{} already exists", path.display()))

@@ -151,7 +151,7 @@ pub fn run(
         key.write_new_file(&base.join("master.key"))?;
     }
     let repo_dir = base.join("repository");
-    let repo = Repository::open_or_init(Box::new(LocalStore::new(repo_dir.clone())), key)?;
+    let repo = Repository::open_for_writing(Box::new(LocalStore::new(repo_dir.clone())), key)?;
     done(
         format!(
             "made a master key (id {}) and a repository in {}",

@@ -88,8 +88,26 @@ pub fn connect(ci: &ConnInfo, what: &str) -> Result<Client> {
         cfg.ssl_mode(tls_mode);
     }
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ci, &sslmode)?);
-    cfg.connect(tls)
-        .map_err(|e| connect_error(ci, what, &e, timeout))
+    // The driver's timeout covers the TCP connect only; a server (or a proxy) that accepts and
+    // then says nothing would hang us. The whole handshake gets the same limit, like libpq's.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("pg-connect".into())
+        .spawn(move || {
+            let _ = tx.send(cfg.connect(tls));
+        })
+        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+    match rx.recv_timeout(Duration::from_secs(timeout) + Duration::from_millis(500)) {
+        Ok(r) => r.map_err(|e| connect_error(ci, what, &e, timeout)),
+        Err(_) => Err(Error::source_db(format!(
+            "cannot connect to {what} {}: no answer within {timeout}s",
+            ci.redacted()
+        ))
+        .with_hint(
+            "check the host and port, and that a firewall lets this machine reach the server",
+        )
+        .transient()),
+    }
 }
 
 fn tls_config(ci: &ConnInfo, sslmode: &str) -> Result<rustls::ClientConfig> {

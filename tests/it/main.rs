@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod failures;
+mod proxy;
 mod roundtrip;
 mod secrets;
 mod storage;

@@ -220,3 +220,108 @@ fn s3_errors_are_classified() {
         "{e:?}"
     );
 }
+
+/// Through a proxy that injects faults: transient failures (503, a reset in the middle of a part,
+/// a cut download) are retried and the bytes come out identical; an authentication failure is
+/// one request, never retried; and no request carries the optional checksum headers that B2, R2
+/// and older MinIO reject.
+#[test]
+fn s3_retries_transient_failures_and_only_those() {
+    use crate::proxy::{Fault, Proxy};
+    let weed = SeaweedFs::start();
+    let proxy = Proxy::start(weed.port);
+    let url = format!(
+        "s3://{}/faults?endpoint={}&region=us-east-1",
+        crate::common::BUCKET,
+        proxy.endpoint()
+    );
+    let Location::S3(loc) = Location::parse(&url, None).unwrap() else {
+        unreachable!()
+    };
+    let mut opts = S3Options {
+        part_size: Some(5 << 20),
+        concurrency: 2,
+        ..Default::default()
+    };
+    opts.retry.base_delay = Duration::from_millis(50);
+    let store = S3Store::with_options(loc.clone(), credentials(SECRET_KEY), opts.clone()).unwrap();
+
+    // A 17 MiB upload in 4 parts; part 2 is refused once, part 3 cut off once.
+    proxy.inject("PUT", "partNumber=2&", Fault::ServiceUnavailable, 1);
+    proxy.inject("PUT", "partNumber=3&", Fault::Reset, 1);
+    let data = pattern(17 << 20, 3);
+    let mut up = store.upload("big", None).unwrap();
+    up.write_all(&data).unwrap();
+    assert_eq!(up.finish().unwrap(), data.len() as u64);
+    let parts = |n: u32| {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "PUT" && s.target.contains(&format!("partNumber={n}&")))
+            .count()
+    };
+    assert_eq!(
+        (parts(1), parts(2), parts(3), parts(4)),
+        (1, 2, 2, 1),
+        "each failed part is sent again, alone"
+    );
+
+    // A download cut after 3 MiB resumes where it stopped.
+    proxy.inject("GET", "/big", Fault::CutResponseAfter(3 << 20), 1);
+    assert_eq!(read_all(&store, "big"), data);
+    let ranged: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET")
+        .flat_map(|s| {
+            s.headers
+                .iter()
+                .filter(|(k, _)| k == "range")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(ranged.len(), 1, "{ranged:?}");
+    assert!(
+        ranged[0].starts_with("bytes=") && ranged[0] != "bytes=0-",
+        "{ranged:?}"
+    );
+
+    // A service that keeps failing: every attempt, then a transient error.
+    let before = proxy.seen().len();
+    proxy.inject("GET", "list-type", Fault::ServiceUnavailable, 100);
+    let e = store.list("").unwrap_err();
+    assert!(
+        e.is_transient() && e.message().contains("SlowDown"),
+        "{e:?}"
+    );
+    assert_eq!(proxy.seen().len() - before, opts.retry.attempts as usize);
+
+    // Wrong credentials: exactly one request.
+    let bad = S3Store::with_options(loc, credentials("wrong-secret"), opts).unwrap();
+    let before = proxy.seen().len();
+    let e = bad.head("big").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
+    assert_eq!(
+        proxy.seen().len() - before,
+        1,
+        "an auth failure was retried"
+    );
+
+    for s in proxy.seen() {
+        for (k, v) in &s.headers {
+            assert!(
+                !k.starts_with("x-amz-checksum")
+                    && !k.starts_with("x-amz-sdk-checksum")
+                    && k != "x-amz-trailer",
+                "optional checksum header {k} on {} {}",
+                s.method,
+                s.target
+            );
+            assert!(
+                !(k == "content-encoding" && v.contains("aws-chunked")),
+                "aws-chunked body on {}",
+                s.target
+            );
+        }
+    }
+}

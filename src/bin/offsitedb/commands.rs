@@ -11,7 +11,7 @@ use offsitedb::postgres::ConnInfo;
 use offsitedb::storage::ReadStore;
 use offsitedb::{Error, units};
 
-use crate::output::{self, warn};
+use crate::output::{self, outln, warn};
 use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -97,7 +97,7 @@ fn keygen(output: Option<std::path::PathBuf>) -> Result<()> {
             if std::io::stdout().is_terminal() {
                 warn("printing a secret key to the terminal; prefer `offsitedb keygen -o FILE`");
             }
-            print!("{}", k.to_file_text().as_str());
+            output::stdout_write(k.to_file_text().as_bytes());
         }
     }
     Ok(())
@@ -112,7 +112,7 @@ fn backup(
 ) -> Result<()> {
     let specs = s.backup_sources(source.as_deref(), name.as_deref(), compression.as_deref())?;
     let key = key(s)?;
-    let repo = Repository::open_or_init(s.open_store()?, key)?;
+    let repo = Repository::open_for_writing(s.open_store()?, key)?;
     let opts = ops::backup::BackupOptions {
         pg_bin_dirs: s.pg_bin_dirs().to_vec(),
         progress: !json,
@@ -142,7 +142,7 @@ fn backup(
                         m.encryption.algorithm,
                         units::duration(std::time::Duration::from_secs_f64(m.duration_secs()))
                     );
-                    println!("{}", m.snapshot_id);
+                    outln!("{}", m.snapshot_id);
                 }
                 done.push(summary);
             }
@@ -159,7 +159,7 @@ fn backup(
         } else {
             serde_json::to_value(&done)?
         };
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     }
     match failed {
         Some(e) => Err(e.into()),
@@ -171,7 +171,7 @@ fn list(s: &Settings, source: Option<String>, json: bool) -> Result<()> {
     let repo = open_read(s)?;
     let items = ops::list::list(&repo, source.as_deref(), &mut |w| warn(&w))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        outln!("{}", serde_json::to_string_pretty(&items)?);
     } else if items.is_empty() {
         eprintln!("no snapshots in {}", repo.location());
     } else {
@@ -184,7 +184,7 @@ fn show(s: &Settings, reference: &str, source: Option<String>, json: bool) -> Re
     let repo = open_read(s)?;
     let (m, summary) = ops::list::show(&repo, reference, source.as_deref())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
+        outln!("{}", serde_json::to_string_pretty(&m)?);
     } else {
         output::manifest(&m, &summary);
     }
@@ -223,7 +223,8 @@ fn decrypt(
             }
             let mut lock = stdout.lock();
             ops::decrypt::run(&repo, &entry, ops::decrypt::Output::Stream(&mut lock))?;
-            lock.flush()?;
+            lock.flush()
+                .map_err(|e| Error::from_io(e, "cannot write to standard output"))?;
         }
     }
     Ok(())
@@ -242,7 +243,7 @@ fn restore(
     let entry = repo.resolve(reference, source.as_deref())?;
     let report = ops::restore::run(&repo, &entry, &target, opts, &mut |n| warn(&n))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         eprintln!(
             "restored {}/{} into {} in {} (pg_restore {}, {} job{})",
@@ -259,25 +260,27 @@ fn restore(
 }
 
 fn demo(s: &Settings, keep: Option<std::path::PathBuf>) -> Result<()> {
-    println!("OffsiteDB demo: back up a sample database, restore it, and check it.\n");
+    outln!("OffsiteDB demo: back up a sample database, restore it, and check it.\n");
     let report = ops::demo::run(keep, s.pg_bin_dirs().to_vec(), &mut |what, took| {
-        println!("  ✓ {:>6}  {what}", units::duration(took));
+        outln!("  ✓ {:>6}  {what}", units::duration(took));
     })?;
-    println!();
-    println!("  {:<14} {:>12} {:>12}", "table", "source rows", "restored");
+    outln!();
+    outln!("  {:<14} {:>12} {:>12}", "table", "source rows", "restored");
     for c in &report.counts {
-        println!(
+        outln!(
             "  {:<14} {:>12} {:>12}",
-            c.table, c.source_rows, c.restored_rows
+            c.table,
+            c.source_rows,
+            c.restored_rows
         );
     }
-    println!(
+    outln!(
         "\ndemo passed in {}: snapshot {} restored with identical row counts.",
         units::duration(report.total),
         report.snapshot_id
     );
     if let Some(dir) = report.kept {
-        println!(
+        outln!(
             "the repository and its key are in {0}; try:\n  offsitedb list --repo {0}/repository --key-file {0}/master.key",
             dir.display()
         );

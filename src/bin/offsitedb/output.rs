@@ -1,5 +1,30 @@
 //! How the command prints: errors with their hint and exit code, tables, manifests.
 
+use std::io::Write;
+
+/// `println!` that survives a closed pipe (`offsitedb list | head -1`): the reader is gone, so
+/// we stop quietly with the shell's code for it (141) instead of panicking.
+macro_rules! outln {
+    () => { $crate::output::stdout_line(format_args!("")) };
+    ($($t:tt)*) => { $crate::output::stdout_line(format_args!($($t)*)) };
+}
+pub(crate) use outln;
+
+pub fn stdout_line(args: std::fmt::Arguments) {
+    stdout_write(format!("{args}\n").as_bytes());
+}
+
+pub fn stdout_write(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(11);
+    }
+}
+
 use offsitedb::catalog::{Manifest, Summary};
 use offsitedb::{Error, units};
 
@@ -42,12 +67,17 @@ pub fn snapshot_table(items: &[Summary]) {
         .max()
         .unwrap_or(6)
         .max(6);
-    println!(
+    outln!(
         "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  STATUS",
-        "ID", "SOURCE", "CREATED (UTC)", "TOOK", "DUMP", "STORED"
+        "ID",
+        "SOURCE",
+        "CREATED (UTC)",
+        "TOOK",
+        "DUMP",
+        "STORED"
     );
     for s in items {
-        println!(
+        outln!(
             "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  {}",
             s.id.as_str(),
             s.source,
@@ -120,6 +150,6 @@ pub fn manifest(m: &Manifest, s: &Summary) {
         ("written by", m.created_by.clone()),
     ];
     for (k, v) in rows {
-        println!("{k:>11}  {v}");
+        outln!("{k:>11}  {v}");
     }
 }

@@ -297,10 +297,17 @@ impl Inner {
             b = b.header(*k, *v);
         }
         b = b.header("authorization", auth);
+        // POST and PUT always carry a Content-Length, even when empty: some stores and proxies
+        // reject or stall on a body-less POST (CreateMultipartUpload).
         let result = match req.body {
             Some(data) => self
                 .agent
                 .run(b.body(data).map_err(|e| Error::internal(e.to_string()))?),
+            None if matches!(req.method, http::Method::POST | http::Method::PUT) => {
+                let empty: &[u8] = &[];
+                self.agent
+                    .run(b.body(empty).map_err(|e| Error::internal(e.to_string()))?)
+            }
             None => self.agent.run(
                 b.body(ureq::SendBody::none())
                     .map_err(|e| Error::internal(e.to_string()))?,
