@@ -6,6 +6,7 @@ Modules by concern (DESIGN.md section 9):
 
 - [`crypto`]: master keys and the sealed object format
 - [`storage`]: one streaming object-store interface, S3-compatible and local-folder drivers
+- [`dump`]: the pg_dump archive inspector (rows and digests per table, data offsets)
 - [`pipeline`]: streaming stages (hash and count, compress, progress) that report what they saw
 - [`postgres`]: connection strings, server inspection, client binaries
 - [`process`]: the one way we run child processes
@@ -19,6 +20,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
+pub mod dump;
 pub mod error;
 pub mod interrupt;
 pub mod ops;
