@@ -133,3 +133,6 @@ pub fn inspect_with(r: impl Read, on_error: OnError) -> Result<DumpSummary, Dump
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
