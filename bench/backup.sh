@@ -6,8 +6,14 @@
 #   classic  pg_dump | gzip > file && aws s3 cp file s3://  (the script people write)
 #   gzip     offsitedb backup (gzip, encrypted) to SeaweedFS
 #   zstd     offsitedb backup --compression zstd to SeaweedFS
+# and then the restore drill (issue 3):
+#   naive    aws s3 cp | gunzip | pg_restore into a fresh default-configured cluster (initdb
+#            included), then count(*) per table
+#   drill    offsitedb drill latest (gzip snapshot): download, decrypt, restore into a tuned
+#            throwaway cluster, verify every table's rows and content digest
 #
-# Targets (issue 2): gzip <= 0.6 x classic; zstd <= 1.25 x raw; offsitedb peak RSS <= 64 MiB.
+# Targets: gzip <= 0.6 x classic; zstd <= 1.25 x raw; offsitedb peak RSS <= 64 MiB (backup);
+# drill <= 0.7 x naive.
 # Usage: bench/backup.sh   (ROWS=4500000 makes a ~1 GB dump; RUNS=3 rounds, medians reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,17 +108,42 @@ for round in $(seq 1 "$RUNS"); do
   run_one gzip "$BIN" backup --repo "s3://bench/gzip?endpoint=$ENDPOINT" --source "$URL" --name bench
   run_one zstd "$BIN" backup --repo "s3://bench/zstd?endpoint=$ENDPOINT" --source "$URL" --name bench --compression zstd
 done
+# The naive drill's input: what the classic script would have stored, as a custom archive so
+# pg_restore can read it.
+"$PGDUMP" -Fc -Z0 -d "$URL" | gzip -1 > "$WORK/naive.dump.gz"
+"$VENV/bin/aws" --endpoint-url "$ENDPOINT" s3 cp --only-show-errors "$WORK/naive.dump.gz" s3://bench/naive/bench.dump.gz
+rm "$WORK/naive.dump.gz"
+NAIVE_PORT=$(free_port)
+cat > "$WORK/naive.sh" <<NAIVE
+set -euo pipefail
+rm -rf "$WORK/naive"
+${RUNAS[*]} "$PGBIN/initdb" -D "$WORK/naive" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+${RUNAS[*]} "$PGBIN/pg_ctl" -D "$WORK/naive" -l "$WORK/naive.log" -w -o "-p $NAIVE_PORT -k $WORK -c listen_addresses=''" start >/dev/null
+"$PGBIN/createdb" -h "$WORK" -p $NAIVE_PORT -U postgres bench
+"$VENV/bin/aws" --endpoint-url "$ENDPOINT" s3 cp --only-show-errors s3://bench/naive/bench.dump.gz - \
+  | gunzip | "$PGBIN/pg_restore" -h "$WORK" -p $NAIVE_PORT -U postgres -d bench --no-owner
+"$PGBIN/psql" -X -q -At -h "$WORK" -p $NAIVE_PORT -U postgres -d bench -c "SELECT count(*) FROM public.events" >/dev/null
+${RUNAS[*]} "$PGBIN/pg_ctl" -D "$WORK/naive" -m fast stop >/dev/null
+rm -rf "$WORK/naive"
+NAIVE
+chmod 755 "$WORK" "$WORK/naive.sh"
+for round in $(seq 1 "$RUNS"); do
+  run_one naive bash "$WORK/naive.sh"
+  run_one drill "$BIN" drill latest --repo "s3://bench/gzip?endpoint=$ENDPOINT"
+done
+
 median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 maximum() { printf '%s\n' $1 | sort -g | tail -1; }
 declare -A WALL RSS
-for n in raw classic gzip zstd; do WALL[$n]=$(median "${WALLS[$n]}"); RSS[$n]=$(maximum "${RSSS[$n]}"); done
+for n in raw classic gzip zstd naive drill; do WALL[$n]=$(median "${WALLS[$n]}"); RSS[$n]=$(maximum "${RSSS[$n]}"); done
 
 STORED_GZ=$("$BIN" list --json --repo "s3://bench/gzip?endpoint=$ENDPOINT" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')
 STORED_ZS=$("$BIN" list --json --repo "s3://bench/zstd?endpoint=$ENDPOINT" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')
 
 python3 - "$DUMP_BYTES" "$STORED_GZ" "$STORED_ZS" "$(nproc)" \
   "${WALL[raw]}" "${WALL[classic]}" "${WALL[gzip]}" "${WALL[zstd]}" \
-  "${RSS[raw]}" "${RSS[classic]}" "${RSS[gzip]}" "${RSS[zstd]}" "$RUNS" <<'PY'
+  "${RSS[raw]}" "${RSS[classic]}" "${RSS[gzip]}" "${RSS[zstd]}" "$RUNS" \
+  "${WALL[naive]}" "${WALL[drill]}" "${RSS[drill]}" <<'PY'
 import sys
 dump, gz, zs, cores = (int(x) for x in sys.argv[1:5])
 raw, classic, g, z = (float(x) for x in sys.argv[5:9])
@@ -125,10 +156,14 @@ for name, w, m in [("pg_dump -Fc -Z0 > /dev/null", raw, rss[0]),
                    ("offsitedb backup (gzip, encrypted, S3)", g, rss[2]),
                    ("offsitedb backup (zstd, encrypted, S3)", z, rss[3])]:
     print(f"{name:<42}{w:>8.1f}{m:>14.0f}")
+naive, drill, drill_rss = float(sys.argv[14]), float(sys.argv[15]), int(sys.argv[16]) / 1024
+print(f"{'naive drill (s3 cp | gunzip | pg_restore, count)':<42}{naive:>8.1f}")
+print(f"{'offsitedb drill (restore + verify digests)':<42}{drill:>8.1f}{drill_rss:>14.0f}")
 checks = [("gzip backup / classic script", g / classic, 0.6),
           ("zstd backup / raw pg_dump", z / raw, 1.25),
           ("offsitedb peak RSS, MiB (gzip)", rss[2], 64),
-          ("offsitedb peak RSS, MiB (zstd)", rss[3], 64)]
+          ("offsitedb peak RSS, MiB (zstd)", rss[3], 64),
+          ("offsitedb drill / naive drill", drill / naive, 0.7)]
 print()
 for name, v, target in checks:
     print(f"{name:<42}{v:>8.2f}   target <= {target}   {'ok' if v <= target else 'MISSED'}")

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     Process,
     /// Local file system trouble: disk full, permission denied.
     Io,
+    /// A restore drill ran and the snapshot failed it (the drill record says why).
+    DrillFailed,
     /// The operation was interrupted (signal).
     Interrupted,
 }
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Tool => 9,
             ErrorKind::Process => 10,
             ErrorKind::Io => 11,
+            ErrorKind::DrillFailed => 12,
             ErrorKind::Interrupted => 130,
         }
     }
@@ -69,6 +72,7 @@ impl ErrorKind {
             ErrorKind::Tool => "tool",
             ErrorKind::Process => "process",
             ErrorKind::Io => "io",
+            ErrorKind::DrillFailed => "drill_failed",
             ErrorKind::Interrupted => "interrupted",
         }
     }

@@ -14,11 +14,13 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 
 const TAIL_LINES: usize = 40;
+/// Error lines kept apart from the tail: pg_restore can report many, and each one matters.
+const ERROR_LINES: usize = 500;
 
 pub struct ChildProcess {
     name: String,
     child: Child,
-    stderr: Option<JoinHandle<Vec<String>>>,
+    stderr: Option<JoinHandle<(Vec<String>, Vec<String>)>>,
     stdout_drain: Option<JoinHandle<()>>,
     waited: bool,
 }
@@ -29,6 +31,9 @@ pub struct Exit {
     pub status: ExitStatus,
     /// Its last lines of stderr.
     pub stderr: Vec<String>,
+    /// Every `error:` line it printed (up to 500), with the line that follows each (the
+    /// statement that failed, or a detail).
+    pub errors: Vec<String>,
 }
 
 impl Exit {
@@ -117,13 +122,21 @@ impl ChildProcess {
                 .name(format!("{name}-stderr"))
                 .spawn(move || {
                     let mut tail = VecDeque::with_capacity(TAIL_LINES);
+                    let mut errors = Vec::new();
+                    let mut after_error = false;
                     for line in BufReader::new(err).split(b'\n').map_while(|l| l.ok()) {
+                        let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                        let is_error = line.contains("error:");
+                        if (is_error || after_error) && errors.len() < ERROR_LINES {
+                            errors.push(line.clone());
+                        }
+                        after_error = is_error;
                         if tail.len() == TAIL_LINES {
                             tail.pop_front();
                         }
-                        tail.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+                        tail.push_back(line);
                     }
-                    tail.into_iter().collect()
+                    (tail.into_iter().collect(), errors)
                 })
                 .expect("spawn stderr thread")
         });
@@ -181,12 +194,16 @@ impl ChildProcess {
         if let Some(h) = self.stdout_drain.take() {
             let _ = h.join();
         }
-        let stderr = self
+        let (stderr, errors) = self
             .stderr
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
-        Ok(Exit { status, stderr })
+        Ok(Exit {
+            status,
+            stderr,
+            errors,
+        })
     }
 
     /// Waits; a non-zero exit is an error of kind `Process` quoting the child's stderr.
@@ -219,6 +236,7 @@ impl ChildProcess {
         self.wait_exit().unwrap_or_else(|_| Exit {
             status: std::os::unix::process::ExitStatusExt::from_raw(9),
             stderr: Vec::new(),
+            errors: Vec::new(),
         })
     }
 }

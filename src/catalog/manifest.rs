@@ -28,6 +28,9 @@ pub struct Manifest {
     pub compression: Compression,
     pub encryption: Encryption,
     pub data: DataObject,
+    /// What a drill compares the restored database with.
+    #[serde(default)]
+    pub verification: Verification,
     /// `offsitedb <version>` that wrote it.
     pub created_by: String,
 }
@@ -97,6 +100,83 @@ pub struct DataObject {
     pub salt: String,
     pub sha256_stored: String,
     pub sha256_compressed: String,
+}
+
+/// How the expected content was taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMethod {
+    /// Rows and a content digest per table, read from the archive as it streamed by.
+    ArchiveDigest,
+    /// The archive could not be read: exact row counts taken in the dump's own snapshot.
+    SnapshotCounts,
+    /// Neither was possible: a drill can only prove the archive restores.
+    #[default]
+    None,
+}
+
+impl VerifyMethod {
+    pub fn label(self) -> &'static str {
+        match self {
+            VerifyMethod::ArchiveDigest => "rows and content digests from the archive",
+            VerifyMethod::SnapshotCounts => "row counts in the dump's snapshot",
+            VerifyMethod::None => "none",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    pub method: VerifyMethod,
+    /// Why a weaker method was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The custom archive's format version, e.g. "1.14.0".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_version: Option<String>,
+    /// The settings that shape COPY text and that pg_dump does not set itself.
+    pub session: SessionSettings,
+    pub tables: Vec<TableRecord>,
+    /// Large objects as one pseudo-table: rows = objects, digest over (oid, content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<TableRecord>,
+    /// Roles that own objects in the dump (drills restore without owners).
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// Extensions the dump creates.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// The archive's client encoding (every COPY byte is in it).
+    pub client_encoding: String,
+    pub timezone: String,
+    pub bytea_output: String,
+    pub lc_monetary: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRecord {
+    pub schema: String,
+    pub name: String,
+    pub rows: u64,
+    /// Sum of the rows' XXH3-128 hashes mod 2^128, 32 hex digits; `None` with counts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// pg_dump's `COPY … FROM stdin;` for the table (its exact column list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
+}
+
+impl TableRecord {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
 }
 
 impl Manifest {

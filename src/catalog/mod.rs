@@ -3,6 +3,7 @@ What a repository holds and how it is named: snapshot ids and source names ([`id
 manifest ([`manifest`]), and the repository with its listing ([`repo`]).
 */
 
+pub mod drill;
 pub mod ids;
 pub mod manifest;
 pub mod repo;
@@ -10,6 +11,7 @@ pub mod repo;
 use jiff::Timestamp;
 use serde::Serialize;
 
+pub use drill::{DrillRecord, DrillResult};
 pub use ids::{SnapshotId, check_source_name};
 pub use manifest::Manifest;
 pub use repo::{Entry, Repository};
@@ -18,6 +20,10 @@ pub use repo::{Entry, Repository};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Its latest drill restored it and found every row and digest as dumped.
+    Sealed,
+    /// Its latest drill failed.
+    DrillFailed,
     /// Complete, not yet restored by a drill.
     NotDrilled,
     /// The manifest is there but the data object is missing or has the wrong size.
@@ -27,6 +33,8 @@ pub enum Status {
 impl Status {
     pub fn label(self) -> &'static str {
         match self {
+            Status::Sealed => "sealed",
+            Status::DrillFailed => "drill failed",
             Status::NotDrilled => "not drilled",
             Status::Damaged => "damaged",
         }
@@ -47,14 +55,27 @@ pub struct Summary {
     pub stored_bytes: u64,
     pub compression: String,
     pub status: Status,
+    /// Drills so far.
+    pub drills: usize,
+    /// The latest drill's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<SnapshotId>,
+    /// Seconds the latest passing drill took from download to verified: the tested restore time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tested_restore_seconds: Option<f64>,
 }
 
 impl Summary {
-    pub fn new(m: &Manifest, e: &Entry) -> Self {
-        let status = if e.data_size == Some(m.sizes.stored_bytes) {
-            Status::NotDrilled
-        } else {
+    /// `last_drill` is the snapshot's latest drill, if it has one.
+    pub fn new(m: &Manifest, e: &Entry, last_drill: Option<&DrillRecord>) -> Self {
+        let status = if e.data_size != Some(m.sizes.stored_bytes) {
             Status::Damaged
+        } else {
+            match last_drill.map(|d| d.result) {
+                Some(DrillResult::Passed) => Status::Sealed,
+                Some(DrillResult::Failed) => Status::DrillFailed,
+                None => Status::NotDrilled,
+            }
         };
         Summary {
             id: m.snapshot_id.clone(),
@@ -68,6 +89,11 @@ impl Summary {
             stored_bytes: m.sizes.stored_bytes,
             compression: m.compression.to_string(),
             status,
+            drills: e.drills.len(),
+            last_drill: e.drills.last().cloned(),
+            tested_restore_seconds: last_drill
+                .filter(|d| d.passed())
+                .map(|d| (d.timings.total * 10.0).round() / 10.0),
         }
     }
 }

@@ -9,6 +9,7 @@ Layout (DESIGN.md section 3):
 offsitedb.repo
 snapshots/<source>/<snapshot-id>/data       sealed, compressed pg_dump -Fc archive
 snapshots/<source>/<snapshot-id>/manifest   sealed JSON, written last
+snapshots/<source>/<snapshot-id>/drills/<drill-id>   sealed JSON, one per drill, never rewritten
 ```
 */
 
@@ -19,6 +20,7 @@ use std::sync::OnceLock;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::drill::{DRILL_VERSION, DrillRecord};
 use super::ids::{SnapshotId, check_source_name};
 use super::manifest::{MANIFEST_VERSION, Manifest};
 use crate::crypto::seal::{HEADER_LEN, Header};
@@ -47,6 +49,10 @@ pub fn manifest_key(source: &str, id: &SnapshotId) -> String {
     format!("snapshots/{source}/{id}/manifest")
 }
 
+pub fn drill_key(source: &str, id: &SnapshotId, drill: &SnapshotId) -> String {
+    format!("snapshots/{source}/{id}/drills/{drill}")
+}
+
 /// One snapshot as the key listing shows it, before its manifest is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -54,6 +60,8 @@ pub struct Entry {
     pub id: SnapshotId,
     /// Size of the data object, if it exists.
     pub data_size: Option<u64>,
+    /// Its drills, oldest first.
+    pub drills: Vec<SnapshotId>,
 }
 
 pub struct Repository<S: ?Sized + ReadStore> {
@@ -145,8 +153,15 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         };
         let mut manifests: BTreeMap<(String, SnapshotId), Option<u64>> = BTreeMap::new();
         let mut data: BTreeMap<(String, SnapshotId), u64> = BTreeMap::new();
+        let mut drills: BTreeMap<(String, SnapshotId), Vec<SnapshotId>> = BTreeMap::new();
         for obj in self.store.list(&prefix)? {
             let parts: Vec<&str> = obj.key.split('/').collect();
+            if let ["snapshots", src, id, "drills", drill] = parts.as_slice() {
+                if let (Ok(id), Ok(drill)) = (SnapshotId::parse(id), SnapshotId::parse(drill)) {
+                    drills.entry((src.to_string(), id)).or_default().push(drill);
+                }
+                continue;
+            }
             let ["snapshots", src, id, leaf] = parts.as_slice() else {
                 continue;
             };
@@ -166,10 +181,16 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         }
         let mut out: Vec<Entry> = manifests
             .into_keys()
-            .map(|(source, id)| Entry {
-                data_size: data.get(&(source.clone(), id.clone())).copied(),
-                source,
-                id,
+            .map(|(source, id)| {
+                let k = (source, id);
+                let mut d = drills.remove(&k).unwrap_or_default();
+                d.sort();
+                Entry {
+                    data_size: data.get(&k).copied(),
+                    drills: d,
+                    source: k.0,
+                    id: k.1,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id).then(a.source.cmp(&b.source)));
@@ -204,6 +225,41 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             )));
         }
         Ok(m)
+    }
+
+    /// Reads one drill record.
+    pub fn drill(&self, source: &str, id: &SnapshotId, drill: &SnapshotId) -> Result<DrillRecord> {
+        let key = drill_key(source, id, drill);
+        let plain = unseal_bytes(&self.key, &self.store.get_bytes(&key)?)
+            .map_err(|e| e.context(format!("drill record {key}")))?;
+        let invalid = |e: serde_json::Error| {
+            Error::integrity(format!("drill record {key} is not valid: {e}"))
+        };
+        let value: serde_json::Value = serde_json::from_slice(&plain).map_err(invalid)?;
+        let version = value.get("drill_version").and_then(|v| v.as_u64());
+        if version != Some(DRILL_VERSION as u64) {
+            return Err(Error::config(format!(
+                "drill record {key} has version {}, and this offsitedb reads version {DRILL_VERSION}",
+                version.map_or("(none)".to_string(), |v| v.to_string())
+            ))
+            .with_hint("upgrade offsitedb"));
+        }
+        let r: DrillRecord = serde_json::from_value(value).map_err(invalid)?;
+        if &r.snapshot_id != id || r.source != source || &r.drill_id != drill {
+            return Err(Error::integrity(format!(
+                "drill record at {key} describes another drill ({}/{}/{})",
+                r.source, r.snapshot_id, r.drill_id
+            )));
+        }
+        Ok(r)
+    }
+
+    /// The latest drill of a snapshot, if it has one.
+    pub fn last_drill(&self, e: &Entry) -> Result<Option<DrillRecord>> {
+        match e.drills.last() {
+            Some(d) => self.drill(&e.source, &e.id, d).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Resolves `latest`, a full id, or a unique id prefix to a snapshot.
@@ -326,6 +382,17 @@ impl<S: ?Sized + WriteStore> Repository<S> {
         };
         let _ = self.config.set(config);
         Ok(())
+    }
+
+    /// Writes a drill record as a new object.
+    pub fn commit_drill(&self, r: &DrillRecord) -> Result<()> {
+        let json = serde_json::to_vec(r).expect("serializable");
+        let key = drill_key(&r.source, &r.snapshot_id, &r.drill_id);
+        if self.store.put_new(&key, &seal_bytes(&self.key, &json)?)? {
+            Ok(())
+        } else {
+            Err(Error::storage(format!("{key} already exists")))
+        }
     }
 
     /// Writes a snapshot's manifest: the step that makes the snapshot exist.

@@ -136,3 +136,8 @@ pub fn inspect_with(r: impl Read, on_error: OnError) -> Result<DumpSummary, Dump
 
 #[cfg(test)]
 mod tests;
+
+/// A digest as the manifest writes it: 32 lowercase hex digits, most significant first.
+pub fn digest_hex(d: u128) -> String {
+    format!("{d:032x}")
+}

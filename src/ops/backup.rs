@@ -3,11 +3,16 @@
 without a temporary file:
 
 ```text
-pg_dump -Fc -Z0 ─► count ─► compress (all cores) ─► sha256 ─► seal ─► sha256 ─► upload
+pg_dump -Fc -Z0 ─┬─► count ─► compress (all cores) ─► sha256 ─► seal ─► sha256 ─► upload
+                 └─► dump inspector: rows and a content digest per table, for the drills
 ```
 
 The data object is uploaded first; the manifest, written last, is what makes the snapshot exist.
 Any failure before that aborts the upload, so a failed backup leaves nothing anyone can see.
+
+pg_dump runs in a snapshot we export from our own connection and keep open for the dump's
+duration. If the inspector cannot read the archive, the rows are counted in that same snapshot
+instead (exactly what was dumped, at the cost of one scan per table), and the manifest says so.
 */
 
 use std::path::PathBuf;
@@ -15,16 +20,18 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 
 use crate::catalog::manifest::{
-    DataObject, DumpRecord, Encryption, MANIFEST_VERSION, ServerRecord, Sizes, SourceInfo,
+    DataObject, DumpRecord, Encryption, MANIFEST_VERSION, ServerRecord, SessionSettings, Sizes,
+    SourceInfo, TableRecord, Verification, VerifyMethod,
 };
 use crate::catalog::repo::data_key;
 use crate::catalog::{Manifest, Repository, SnapshotId};
 use crate::config::SourceSpec;
 use crate::crypto::seal::DEFAULT_CHUNK_SIZE;
+use crate::dump::{self, DumpSummary};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::sink::{self, SinkSpec};
-use crate::pipeline::{Counters, Progress};
-use crate::postgres::{self, PgProgram, binaries};
+use crate::pipeline::{Counters, Progress, TapReader};
+use crate::postgres::{self, PgProgram, binaries, client};
 use crate::process::{ChildProcess, Exit};
 use crate::storage::WriteStore;
 
@@ -38,6 +45,9 @@ pub struct BackupOptions {
     pub progress: bool,
     /// Compression threads; 0 = one per core.
     pub threads: usize,
+    /// Skip the dump inspector and count rows in the dump's snapshot instead (troubleshooting;
+    /// also `OFFSITEDB_VERIFY=counts`).
+    pub counts_only: bool,
 }
 
 /// Backs up one database into the repository and returns the committed manifest.
@@ -55,7 +65,7 @@ pub fn run<S: WriteStore + ?Sized>(
     // before anything is uploaded.
     let mut client = postgres::connect(ci, "the source database")?;
     let info = postgres::server_info(&mut client)?;
-    drop(client);
+    let session = session_settings(&mut client)?;
 
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_dump = binaries::pick(
@@ -82,13 +92,55 @@ pub fn run<S: WriteStore + ?Sized>(
         "--compress=0".into(),
         "--no-password".into(),
     ];
+    // The snapshot pg_dump will read, held open by our connection until the dump is counted.
+    let snapshot = match export_snapshot(&mut client) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            note(format!(
+                "cannot export a snapshot ({}); pg_dump takes its own",
+                e.message()
+            ));
+            None
+        }
+    };
     let mut cmd = crate::process::command(&pg_dump.path);
-    cmd.args(&arguments)
-        .arg("--dbname")
-        .arg(ci.to_conninfo_without_secrets());
+    cmd.args(&arguments);
+    if let Some(s) = &snapshot {
+        cmd.arg(format!("--snapshot={s}"));
+    }
+    cmd.arg("--dbname").arg(ci.to_conninfo_without_secrets());
     postgres::child_env(&mut cmd, ci);
+    // pg_dump's session must see the settings we recorded for the drills (TimeZone shapes
+    // timestamptz text): no client-side overrides that our own session did not get.
+    for v in ["PGTZ", "PGDATESTYLE", "PGCLIENTENCODING"] {
+        cmd.env_remove(v);
+    }
     let mut child = ChildProcess::spawn(cmd, "pg_dump", false)?;
     let mut stdout = child.take_stdout();
+
+    let counts_only =
+        opts.counts_only || std::env::var("OFFSITEDB_VERIFY").is_ok_and(|v| v == "counts");
+    let (tap, inspector) = if counts_only {
+        (None, None)
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let handle = std::thread::Builder::new()
+            .name("dump-inspector".into())
+            .spawn(move || {
+                // Like the sink's stages, the inspector yields to the database and pg_dump.
+                // SAFETY: nice(2) changes only this thread's priority.
+                unsafe {
+                    libc::nice(crate::pipeline::sink::NICE);
+                }
+                let mut r = TapReader::new(rx);
+                let result = dump::inspect(&mut r);
+                // Keep reading, so the backup never waits on an inspector that gave up.
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+                result
+            })
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+        (Some(tx), Some(handle))
+    };
 
     let counters = Counters::default();
     let progress = Progress::start("backup", &counters, opts.progress);
@@ -109,8 +161,15 @@ pub fn run<S: WriteStore + ?Sized>(
             Err(pg_dump_error(&exit, &target))
         }
     };
-    let result = sink::run(spec, &mut stdout, check_pg_dump);
+    let result = sink::run(spec, &mut stdout, tap, check_pg_dump);
     drop(progress);
+    let inspected = inspector.map(|h| {
+        h.join().unwrap_or_else(|_| {
+            Err(dump::DumpError::Unsupported {
+                what: "the inspector panicked".into(),
+            })
+        })
+    });
     let r = result.map_err(|e| {
         // Ctrl-C reaches pg_dump too; say what happened, not how pg_dump died of it.
         if e.kind() == ErrorKind::Interrupted || crate::interrupt::check().is_err() {
@@ -122,6 +181,9 @@ pub fn run<S: WriteStore + ?Sized>(
             e
         }
     })?;
+
+    let verification = verification(&mut client, snapshot.is_some(), inspected, session, note);
+    drop(client);
 
     let manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
@@ -162,10 +224,159 @@ pub fn run<S: WriteStore + ?Sized>(
             sha256_stored: r.stored.sha256,
             sha256_compressed: r.compressed.sha256,
         },
+        verification,
         created_by: format!("offsitedb {}", crate::VERSION),
     };
     repo.commit_manifest(&manifest)?;
     Ok(manifest)
+}
+
+/// The settings that shape COPY text and that pg_dump leaves as the server has them.
+fn session_settings(c: &mut client::Client) -> Result<SessionSettings> {
+    let row = c
+        .query_one(
+            "SELECT current_setting('TimeZone'), current_setting('bytea_output'),
+                    current_setting('lc_monetary'), current_setting('server_encoding')",
+            &[],
+        )
+        .map_err(|e| client::query_error("cannot read the session settings", &e))?;
+    Ok(SessionSettings {
+        client_encoding: row.get(3),
+        timezone: row.get(0),
+        bytea_output: row.get(1),
+        lc_monetary: row.get(2),
+    })
+}
+
+/// Opens a repeatable-read transaction and exports its snapshot for pg_dump.
+fn export_snapshot(c: &mut client::Client) -> Result<String> {
+    c.batch_execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+         SET LOCAL idle_in_transaction_session_timeout = 0;
+         SET LOCAL statement_timeout = 0;",
+    )
+    .map_err(|e| client::query_error("cannot start a transaction", &e))?;
+    match c.query_one("SELECT pg_catalog.pg_export_snapshot()", &[]) {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK");
+            Err(client::query_error("pg_export_snapshot() failed", &e))
+        }
+    }
+}
+
+/// What the drills will compare with: the inspector's digests, else counts in the dump's
+/// snapshot, else nothing (said plainly).
+fn verification(
+    c: &mut client::Client,
+    have_snapshot: bool,
+    inspected: Option<std::result::Result<DumpSummary, dump::DumpError>>,
+    mut session: SessionSettings,
+    note: &mut dyn FnMut(String),
+) -> Verification {
+    let why = match inspected {
+        Some(Ok(s)) => {
+            if let Some(enc) = &s.encoding {
+                session.client_encoding = enc.clone();
+            }
+            let record = |t: &dump::TableDigest| TableRecord {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+                rows: t.rows,
+                digest: Some(dump::digest_hex(t.digest)),
+                copy: t.copy_stmt.clone(),
+            };
+            return Verification {
+                method: VerifyMethod::ArchiveDigest,
+                note: None,
+                archive_version: Some(s.archive_version.clone()),
+                session,
+                tables: s.tables.iter().map(record).collect(),
+                large_objects: s.large_objects.as_ref().map(record),
+                owners: s.owners.iter().cloned().collect(),
+                extensions: s.extensions.clone(),
+            };
+        }
+        Some(Err(e)) => format!("the dump inspector could not read the archive: {e}"),
+        None => "counts were asked for".to_string(),
+    };
+    if !have_snapshot {
+        note(format!(
+            "{why}; and without an exported snapshot the rows cannot be counted as dumped: drills will test the restore only"
+        ));
+        return Verification {
+            method: VerifyMethod::None,
+            note: Some(why),
+            session,
+            ..Verification::default()
+        };
+    }
+    match snapshot_counts(c) {
+        Ok(tables) => {
+            note(format!(
+                "{why}; rows were counted in the dump's snapshot instead"
+            ));
+            Verification {
+                method: VerifyMethod::SnapshotCounts,
+                note: Some(why),
+                session,
+                tables,
+                ..Verification::default()
+            }
+        }
+        Err(e) => {
+            let why = format!(
+                "{why}; counting in the snapshot failed too: {}",
+                e.message()
+            );
+            note(format!("{why}: drills will test the restore only"));
+            Verification {
+                method: VerifyMethod::None,
+                note: Some(why),
+                session,
+                ..Verification::default()
+            }
+        }
+    }
+}
+
+/// Exact row counts of every table pg_dump dumps, in the snapshot it dumped.
+fn snapshot_counts(c: &mut client::Client) -> Result<Vec<TableRecord>> {
+    let rows = c
+        .query(
+            "SELECT n.nspname::text, c.relname::text
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                 WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                                   AND d.objid = c.oid AND d.deptype = 'e')
+              ORDER BY 1, 2",
+            &[],
+        )
+        .map_err(|e| client::query_error("cannot list the tables", &e))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (schema, name): (String, String) = (r.get(0), r.get(1));
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let n: i64 = c
+            .query_one(
+                &format!("SELECT count(*) FROM ONLY {}.{}", q(&schema), q(&name)),
+                &[],
+            )
+            .map_err(|e| client::query_error("cannot count rows", &e))?
+            .get(0);
+        out.push(TableRecord {
+            schema,
+            name,
+            rows: n as u64,
+            digest: None,
+            copy: None,
+        });
+    }
+    let _ = c.batch_execute("COMMIT");
+    Ok(out)
 }
 
 fn dump_record(p: &PgProgram, arguments: Vec<String>) -> DumpRecord {

@@ -4,7 +4,7 @@
 take a repository over a [`ReadStore`].
 */
 
-use crate::catalog::{Manifest, Repository, Summary};
+use crate::catalog::{DrillRecord, Entry, Manifest, Repository, Summary};
 use crate::error::Result;
 use crate::storage::ReadStore;
 
@@ -19,7 +19,10 @@ pub fn list<S: ReadStore + ?Sized>(
     let mut out = Vec::new();
     for e in repo.entries(source)? {
         match repo.manifest(&e.source, &e.id) {
-            Ok(m) => out.push(Summary::new(&m, &e)),
+            Ok(m) => {
+                let drill = last_drill(repo, &e, note);
+                out.push(Summary::new(&m, &e, drill.as_ref()))
+            }
             Err(err)
                 if matches!(
                     err.kind(),
@@ -44,9 +47,30 @@ pub fn show<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     reference: &str,
     source: Option<&str>,
-) -> Result<(Manifest, Summary)> {
+) -> Result<(Manifest, Summary, Option<Box<DrillRecord>>)> {
     let e = repo.resolve(reference, source)?;
     let m = repo.manifest(&e.source, &e.id)?;
-    let s = Summary::new(&m, &e);
-    Ok((m, s))
+    let drill = last_drill(repo, &e, &mut |_| {}).map(Box::new);
+    let s = Summary::new(&m, &e, drill.as_deref());
+    Ok((m, s, drill))
+}
+
+/// The latest drill record; an unreadable one is reported and counts as no drill.
+fn last_drill<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    e: &Entry,
+    note: &mut dyn FnMut(String),
+) -> Option<DrillRecord> {
+    match repo.last_drill(e) {
+        Ok(d) => d,
+        Err(err) => {
+            note(format!(
+                "the latest drill record of {}/{} is unreadable: {}",
+                e.source,
+                e.id,
+                err.message()
+            ));
+            None
+        }
+    }
 }

@@ -15,6 +15,7 @@ use crate::storage::ReadStore;
 pub mod backup;
 pub mod decrypt;
 pub mod demo;
+pub mod drill;
 pub mod list;
 pub mod restore;
 

@@ -10,10 +10,12 @@ pub mod hash;
 pub mod pargzip;
 pub mod progress;
 pub mod sink;
+pub mod tap;
 
 pub use compress::{Algorithm, Compression, Compressor, Decoder, decompressor};
 pub use hash::{MeasureHandle, MeasureReader, MeasureWriter, Measured};
 pub use progress::{Counters, Progress};
+pub use tap::TapReader;
 
 /// Copies `r` into `w` with a large buffer (std's copy uses 8 KiB, which costs on a 1 GB dump).
 /// Stops with an `Interrupted` error when Ctrl-C or SIGTERM arrives.

@@ -15,6 +15,7 @@ before that drops the stages, which aborts the upload.
 */
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::{Compression, Compressor, Counters, MeasureWriter, Measured};
@@ -46,7 +47,7 @@ pub struct SinkResult {
 }
 
 enum Msg {
-    Data(Vec<u8>),
+    Data(Arc<Vec<u8>>),
     /// The source ended and the caller's check passed: complete the object.
     Commit,
 }
@@ -54,9 +55,13 @@ enum Msg {
 /// Streams `source` through the sink. After the source's end, `on_eof` decides: `Ok` completes
 /// the upload, an error aborts it and is returned. If a stage fails first, its error is returned
 /// and `on_eof` is dropped without being called.
+///
+/// `tap`, if given, receives every buffer too (the dump inspector reads it on its own thread).
+/// A tap that hangs up is simply no longer fed; it never fails the backup.
 pub fn run(
     spec: SinkSpec<'_>,
     source: &mut dyn Read,
+    tap: Option<SyncSender<Arc<Vec<u8>>>>,
     on_eof: impl FnOnce() -> Result<()>,
 ) -> Result<SinkResult> {
     let (tx, rx) = sync_channel::<Msg>(4);
@@ -66,7 +71,7 @@ pub fn run(
             .name("backup-sink".into())
             .spawn_scoped(s, move || stages(spec, rx, back_tx))
             .expect("spawn backup sink thread");
-        let early = match feed(source, &tx, &back_rx) {
+        let early = match feed(source, &tx, tap, &back_rx) {
             Ok(()) => match on_eof() {
                 Ok(()) => {
                     // If the send fails, the stages already failed and say why below.
@@ -93,6 +98,7 @@ pub fn run(
 fn feed(
     source: &mut dyn Read,
     tx: &SyncSender<Msg>,
+    mut tap: Option<SyncSender<Arc<Vec<u8>>>>,
     back: &Receiver<Vec<u8>>,
 ) -> Result<(), Option<Error>> {
     loop {
@@ -112,6 +118,12 @@ fn feed(
             return Ok(());
         }
         buf.truncate(n);
+        let buf = Arc::new(buf);
+        if let Some(t) = &tap
+            && t.send(buf.clone()).is_err()
+        {
+            tap = None;
+        }
         tx.send(Msg::Data(buf)).map_err(|_| None)?;
     }
 }
@@ -137,7 +149,10 @@ fn stages(spec: SinkSpec<'_>, rx: Receiver<Msg>, back: Sender<Vec<u8>>) -> Resul
                 plain
                     .write_all(&buf)
                     .map_err(|e| Error::from_io(e, "backup failed"))?;
-                let _ = back.send(buf);
+                // Reused unless the tap still holds it.
+                if let Some(b) = Arc::into_inner(buf) {
+                    let _ = back.send(b);
+                }
             }
             Ok(Msg::Commit) => break,
             // The caller gave up: dropping the stages aborts the upload.

@@ -369,6 +369,18 @@ impl Cli {
         }
     }
 
+    /// A runner with the same environment plus `k=v` (and a state folder of its own).
+    pub fn clone_with(&self, k: &str, v: &str) -> Cli {
+        let mut c = Cli::new().cwd(&self.cwd);
+        c.envs.extend(
+            self.envs
+                .iter()
+                .filter(|(k, _)| k != "OFFSITEDB_STATE_DIR")
+                .cloned(),
+        );
+        c.env(k, v)
+    }
+
     /// Runs and insists on success.
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod drill;
 mod failures;
 mod proxy;
 mod roundtrip;

@@ -65,6 +65,24 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             restore(&s, &snapshot, source, &to, &opts, json)
         }
+        Command::Drill {
+            snapshot,
+            source,
+            drill_server,
+            work_dir,
+            jobs,
+            json,
+        } => {
+            let s = settings()?;
+            let opts = ops::drill::DrillOptions {
+                pg_bin_dirs: s.pg_bin_dirs().to_vec(),
+                drill_server: drill_server.as_deref().map(ConnInfo::parse).transpose()?,
+                work_dir,
+                jobs,
+                progress: !json,
+            };
+            drill(&s, &snapshot, source, &opts, json)
+        }
         Command::Demo { keep } => demo(&settings()?, keep),
     }
 }
@@ -117,6 +135,7 @@ fn backup(
         pg_bin_dirs: s.pg_bin_dirs().to_vec(),
         progress: !json,
         threads: 0,
+        counts_only: false,
     };
     let mut failed: Option<Error> = None;
     let mut done = Vec::new();
@@ -130,8 +149,9 @@ fn backup(
                     source: spec.name.clone(),
                     id: m.snapshot_id.clone(),
                     data_size: Some(m.sizes.stored_bytes),
+                    drills: Vec::new(),
                 };
-                let summary = Summary::new(&m, &entry);
+                let summary = Summary::new(&m, &entry, None);
                 if !json {
                     eprintln!(
                         "{}: {} dumped, {} stored ({}, {}), in {}",
@@ -182,11 +202,15 @@ fn list(s: &Settings, source: Option<String>, json: bool) -> Result<()> {
 
 fn show(s: &Settings, reference: &str, source: Option<String>, json: bool) -> Result<()> {
     let repo = open_read(s)?;
-    let (m, summary) = ops::list::show(&repo, reference, source.as_deref())?;
+    let (m, summary, drill) = ops::list::show(&repo, reference, source.as_deref())?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&m)?);
+        // The whole manifest, and where the snapshot stands.
+        let mut v = serde_json::to_value(&m)?;
+        v["status"] = serde_json::to_value(summary.status)?;
+        v["last_drill"] = serde_json::to_value(&drill)?;
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        output::manifest(&m, &summary);
+        output::manifest(&m, &summary, drill.as_deref());
     }
     Ok(())
 }
@@ -257,6 +281,27 @@ fn restore(
         );
     }
     Ok(())
+}
+
+fn drill(
+    s: &Settings,
+    reference: &str,
+    source: Option<String>,
+    opts: &ops::drill::DrillOptions,
+    json: bool,
+) -> Result<()> {
+    let repo = Repository::open(s.open_store()?, key(s)?)?;
+    let entry = repo.resolve(reference, source.as_deref())?;
+    let outcome = ops::drill::run(&repo, &entry, opts, &mut |n| output::note(&n))?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&outcome.record)?);
+    } else {
+        output::drill_report(&outcome.record);
+    }
+    match outcome.failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn demo(s: &Settings, keep: Option<std::path::PathBuf>) -> Result<()> {

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
     about = "Encrypted PostgreSQL backups into a bucket you own, proven by restoring them",
     after_help = "Exit codes: 0 ok, 1 internal, 2 usage, 3 config, 4 key, 5 database, 6 storage, \
                   7 integrity, 8 not found, 9 missing tool, 10 child process failed, 11 local i/o, \
-                  130 interrupted, 141 output pipe closed."
+                  12 drill failed, 130 interrupted, 141 output pipe closed."
 )]
 struct Cli {
     /// Configuration file (default: ./offsitedb.toml if present)
@@ -109,6 +109,25 @@ enum Command {
         /// Where to stage the archive for --jobs > 1
         #[arg(long, value_name = "DIR")]
         spool_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove a snapshot restores: restore it into a throwaway cluster and verify every table
+    Drill {
+        /// Snapshot id, a unique prefix of one, or "latest"
+        snapshot: String,
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Restore into a temporary database on this server instead of a throwaway cluster
+        #[arg(long, value_name = "URL")]
+        drill_server: Option<String>,
+        /// Where the drill stages the archive and runs its cluster (default: $OFFSITEDB_TMPDIR or /tmp)
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// pg_restore jobs and verify connections (default: one per core)
+        #[arg(long, short = 'j', default_value_t = 0)]
+        jobs: usize,
+        /// Print the drill record as JSON
         #[arg(long)]
         json: bool,
     },

@@ -25,7 +25,7 @@ pub fn stdout_write(bytes: &[u8]) {
     }
 }
 
-use offsitedb::catalog::{Manifest, Summary};
+use offsitedb::catalog::{DrillRecord, Manifest, Summary};
 use offsitedb::{Error, units};
 
 /// Prints `error: …` (and `hint: …`) on stderr and returns the exit code.
@@ -68,29 +68,33 @@ pub fn snapshot_table(items: &[Summary]) {
         .unwrap_or(6)
         .max(6);
     outln!(
-        "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  STATUS",
+        "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  {:<12}  TESTED RESTORE",
         "ID",
         "SOURCE",
         "CREATED (UTC)",
         "TOOK",
         "DUMP",
-        "STORED"
+        "STORED",
+        "STATUS"
     );
     for s in items {
         outln!(
-            "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  {}",
+            "{:<23}  {:<src_w$}  {:<20}  {:>8}  {:>10}  {:>10}  {:<12}  {}",
             s.id.as_str(),
             s.source,
             s.created.strftime("%Y-%m-%d %H:%M:%S").to_string(),
             units::duration(std::time::Duration::from_secs_f64(s.duration_seconds)),
             units::bytes(s.plain_bytes),
             units::bytes(s.stored_bytes),
-            s.status.label()
+            s.status.label(),
+            s.tested_restore_seconds
+                .map(|t| units::duration(std::time::Duration::from_secs_f64(t)))
+                .unwrap_or_else(|| "-".into())
         );
     }
 }
 
-pub fn manifest(m: &Manifest, s: &Summary) {
+pub fn manifest(m: &Manifest, s: &Summary, drill: Option<&DrillRecord>) {
     let rows: Vec<(&str, String)> = vec![
         ("snapshot", m.snapshot_id.to_string()),
         ("source", format!("{} ({})", m.source.name, m.source.kind)),
@@ -146,10 +150,75 @@ pub fn manifest(m: &Manifest, s: &Summary) {
             "",
             format!("{} (decrypted artifact)", m.data.sha256_compressed),
         ),
+        (
+            "verified by",
+            format!(
+                "{} ({} table{}{})",
+                m.verification.method.label(),
+                m.verification.tables.len(),
+                if m.verification.tables.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                m.verification
+                    .large_objects
+                    .as_ref()
+                    .map(|l| format!(", {} large objects", l.rows))
+                    .unwrap_or_default()
+            ),
+        ),
         ("status", s.status.label().to_string()),
+        (
+            "last drill",
+            match drill {
+                Some(d) => format!(
+                    "{} {} on {} (PostgreSQL {}): tested restore time {}",
+                    d.drill_id,
+                    if d.passed() { "passed" } else { "FAILED" },
+                    d.target,
+                    d.server_version,
+                    units::duration(std::time::Duration::from_secs_f64(d.timings.total))
+                ),
+                None => "none yet (offsitedb drill SNAPSHOT)".to_string(),
+            },
+        ),
         ("written by", m.created_by.clone()),
     ];
     for (k, v) in rows {
         outln!("{k:>11}  {v}");
     }
+}
+
+/// A drill's result for people: the verdict, the timings, and every mismatch.
+pub fn drill_report(d: &DrillRecord) {
+    let secs = |s: f64| units::duration(std::time::Duration::from_secs_f64(s));
+    let bad: Vec<_> = d.tables.iter().filter(|t| !t.ok()).collect();
+    outln!(
+        "{} {}/{}: {} tables checked ({}), {} mismatched",
+        if d.passed() { "PASSED" } else { "FAILED" },
+        d.source,
+        d.snapshot_id,
+        d.tables.len(),
+        d.method.label(),
+        bad.len()
+    );
+    outln!(
+        "  restored into {} (PostgreSQL {}, pg_restore {}, {} jobs)",
+        d.target,
+        d.server_version,
+        d.pg_restore_version,
+        d.jobs
+    );
+    outln!(
+        "  download {}, restore {}, verify {}: tested restore time {}",
+        secs(d.timings.download),
+        secs(d.timings.restore),
+        secs(d.timings.verify),
+        secs(d.timings.total)
+    );
+    for p in &d.problems {
+        outln!("  problem: {p}");
+    }
+    outln!("  drill record {}", d.drill_id);
 }

