@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod drill;
+mod dump;
 mod failures;
 mod proxy;
 mod roundtrip;
