@@ -389,7 +389,8 @@ impl Cli {
     }
 
     /// Runs and insists on the given failure: exit code, a one-line `error:` message containing
-    /// `needle`, at most a hint line after it, and no panic or backtrace.
+    /// `needle`, at most a hint line after it, and no panic or backtrace. `warning:` and `note:`
+    /// lines may come before the error line, never after it.
     pub fn fails(&self, args: &[&str], code: i32, needle: &str) -> Run {
         let r = self.run(args);
         assert_eq!(
@@ -397,29 +398,114 @@ impl Cli {
             "offsitedb {args:?}: expected exit {code}, got {}:\n{}",
             r.code, r.stderr
         );
-        let lines: Vec<&str> = r
-            .stderr
-            .lines()
-            .filter(|l| !l.starts_with("note:") && !l.starts_with("warning:"))
-            .collect();
+        let all: Vec<&str> = r.stderr.lines().collect();
+        let at = all.iter().position(|l| l.starts_with("error: "));
+        assert!(at.is_some(), "stderr has no error line:\n{}", r.stderr);
+        let at = at.unwrap();
         assert!(
-            lines.first().is_some_and(|l| l.starts_with("error: ")),
-            "stderr must start with an error line:\n{}",
+            all[..at]
+                .iter()
+                .all(|l| l.starts_with("warning: ") || l.starts_with("note: ")),
+            "only warning: and note: lines may come before the error line:\n{}",
+            r.stderr
+        );
+        let after = &all[at + 1..];
+        assert!(
+            after.is_empty() || (after.len() == 1 && after[0].starts_with("hint: ")),
+            "expected one error line and at most a hint after it:\n{}",
             r.stderr
         );
         assert!(
-            lines.len() == 1 || (lines.len() == 2 && lines[1].starts_with("hint: ")),
-            "expected one error line and at most a hint:\n{}",
-            r.stderr
-        );
-        assert!(
-            lines[0].to_lowercase().contains(&needle.to_lowercase()),
+            all[at].to_lowercase().contains(&needle.to_lowercase()),
             "error line lacks {needle:?}:\n{}",
             r.stderr
         );
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
         r
     }
+
+    /// The state folder this runner gives the binary (the last `OFFSITEDB_STATE_DIR` set).
+    pub fn state_dir(&self) -> PathBuf {
+        self.envs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "OFFSITEDB_STATE_DIR")
+            .map(|(_, v)| PathBuf::from(v))
+            .expect("a state folder is always set")
+    }
+
+    /// A `Command` for `program` with this runner's environment and working folder, and none of
+    /// the machine's OFFSITEDB_, AWS_ or PG variables (for shell pipelines and direct spawns).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OFFSITEDB_") || k.starts_with("AWS_") || k.starts_with("PG") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd.current_dir(&self.cwd).stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// The `offsitedb` binary under test.
+pub fn offsitedb_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_offsitedb"))
+}
+
+/// Hex SHA-256 of a byte string.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Everything under `dir`, hidden entries included, sorted, one line per entry relative to
+/// `dir`: `d path/` for a folder, `f path SIZE SHA256` for a file, `l path -> TARGET` for a
+/// symbolic link. Empty when `dir` does not exist (so "nothing was created" is an empty tree).
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                out.push(format!(
+                    "l {rel} -> {}",
+                    std::fs::read_link(&p).unwrap().display()
+                ));
+            } else if ft.is_dir() {
+                out.push(format!("d {rel}/"));
+                walk(root, &p, out);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push(format!("f {rel} {} {}", bytes.len(), sha256_hex(&bytes)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A PostgreSQL client program (pg_restore, psql) that can talk to `src`'s server.
+pub fn pg_tool(src: &Source, tool: &str) -> PathBuf {
+    offsitedb::postgres::binaries::pick(
+        tool,
+        src.cluster.version().major,
+        &offsitedb::postgres::binaries::search_dirs(&[]),
+        "test",
+    )
+    .unwrap()
+    .path
 }
 
 /// A new key file in `dir`, created through the CLI.
