@@ -4,10 +4,33 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Cli, DB_PASSWORD, Run, SECRET_KEY, SeaweedFs, Source, keygen};
+use offsitedb::storage::ReadStore;
+
+use crate::common::{Cli, DB_PASSWORD, Run, SECRET_KEY, SeaweedFs, Source, keygen, tree};
 
 const WRONG_PASSWORD: &str = "Wr0ng-Pa55-Zq81";
 const WRONG_SECRET: &str = "Wr0ng-S3-Secret-77";
+
+/// No file under `dir` (names included) holds any of `secrets`.
+pub fn assert_no_secret_in_files(dir: &std::path::Path, secrets: &[&str]) {
+    for e in tree(dir) {
+        for s in secrets {
+            assert!(!e.contains(s), "a secret in a file name: {e}");
+        }
+        if let Some(rel) = e.strip_prefix("f ") {
+            let rel = rel.rsplitn(3, ' ').nth(2).unwrap();
+            let bytes = std::fs::read(dir.join(rel)).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for s in secrets {
+                assert!(
+                    !text.contains(s),
+                    "a secret leaked into {}:\n{text}",
+                    dir.join(rel).display()
+                );
+            }
+        }
+    }
+}
 
 fn assert_clean(r: &Run, secrets: &[&str]) {
     for s in secrets {
@@ -48,7 +71,14 @@ fn secrets_never_appear_in_output_or_manifests() {
     let port = src.cluster.port();
     let good = src.url("app");
     let wrong_pw = format!("postgres://postgres:{WRONG_PASSWORD}@127.0.0.1:{port}/app");
-    let cli = Cli::new().s3();
+    // Every run shares one state folder, scanned at the end.
+    let state = tempfile::tempdir().unwrap();
+    let state_s = state.path().to_str().unwrap().to_string();
+    let fresh = || Cli::new().env("OFFSITEDB_STATE_DIR", &state_s);
+    let cli = fresh().s3();
+    src.create_db("restored", "");
+    let restored = src.url("restored");
+    let artifact = dir.path().join("app.dump.gz");
 
     let mut runs = vec![
         cli.run(&[
@@ -99,16 +129,16 @@ fn secrets_never_appear_in_output_or_manifests() {
             "--key-file",
             k,
         ]),
-        Cli::new()
+        fresh()
             .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
             .run(&["list", "--repo", &repo, "--key-file", k]),
         // The key given inline, and a wrong one.
-        Cli::new()
+        fresh()
             .s3()
             .env("OFFSITEDB_KEY", &key_b64)
             .run(&["list", "--repo", &repo]),
-        Cli::new()
+        fresh()
             .s3()
             .env("OFFSITEDB_KEY", "AAAA")
             .run(&["list", "--repo", &repo]),
@@ -124,7 +154,7 @@ fn secrets_never_appear_in_output_or_manifests() {
         ),
     )
     .unwrap();
-    let with_config = Cli::new()
+    let with_config = fresh()
         .env("S3_ID", crate::common::ACCESS_KEY)
         .env("S3_SECRET", SECRET_KEY)
         .env("DB_URL", &good)
@@ -132,18 +162,87 @@ fn secrets_never_appear_in_output_or_manifests() {
         .cwd(dir.path());
     runs.push(with_config.run(&["backup"]));
     runs.push(with_config.run(&["list"]));
+    // decrypt, to a file and to a pipe, and a restore that succeeds (with the password in the
+    // target URL).
+    runs.push(cli.run(&[
+        "decrypt",
+        "latest",
+        "--source",
+        "app",
+        "-o",
+        artifact.to_str().unwrap(),
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]));
+    runs.push(cli.run(&[
+        "decrypt",
+        "latest",
+        "--source",
+        "app",
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]));
+    runs.push(cli.run(&[
+        "restore",
+        "latest",
+        "--source",
+        "app",
+        "--to",
+        &restored,
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]));
+    runs.push(cli.run(&[
+        "restore",
+        "latest",
+        "--source",
+        "app",
+        "--to",
+        &restored,
+        "--clean",
+        "--json",
+        "--repo",
+        &repo,
+        "--key-file",
+        k,
+    ]));
 
     for r in &runs {
         assert_clean(r, &secrets);
     }
     // The failures failed, the successes succeeded (so the check above saw both kinds).
-    assert_eq!(runs[0].code, 0, "{}", runs[0].stderr);
-    assert_eq!(runs[1].code, 5);
-    assert_eq!(runs[2].code, 3);
-    assert_eq!(runs[6].code, 0);
-    assert_eq!(runs[8].code, 6);
-    assert_eq!(runs[9].code, 0);
-    assert_eq!(runs[10].code, 4);
+    let codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [0, 5, 3, 0, 0, 0, 0, 5, 6, 0, 4, 5, 0, 0, 0, 0, 0],
+        "exit codes (backup, backup wrong password, bad sslmode, list, list --json, show, \
+         show --json, restore wrong password, list wrong secret, list inline key, list bad \
+         inline key, backup from config, list from config, decrypt -o, decrypt to a pipe, \
+         restore, restore --clean --json):\n{runs:#?}"
+    );
+    for i in [1, 2, 7, 8, 10] {
+        assert!(
+            runs[i].stderr.starts_with("error: ") && runs[i].stdout.is_empty(),
+            "{:?}",
+            runs[i]
+        );
+    }
+    assert_eq!(
+        src.scalar_i64("restored", "SELECT count(*) FROM t"),
+        1000,
+        "the restore did not restore"
+    );
+    assert!(artifact.exists());
+    assert!(
+        runs[14].stdout.len() > 100,
+        "decrypt wrote nothing to the pipe"
+    );
     let backup_all = &runs[11];
     assert_eq!(
         backup_all.code, 5,
@@ -163,6 +262,23 @@ fn secrets_never_appear_in_output_or_manifests() {
         "{}",
         runs[6].stdout
     );
+
+    // Nothing at rest holds a secret either: the local state folder and every stored object.
+    assert_no_secret_in_files(state.path(), &secrets);
+    let store = weed.store("prod");
+    let objects = store.list("").unwrap();
+    assert!(objects.len() >= 5, "{objects:?}");
+    for o in objects {
+        let bytes = store.get_bytes(&o.key).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for s in &secrets {
+            assert!(
+                !o.key.contains(s) && !text.contains(s),
+                "a secret in object {}",
+                o.key
+            );
+        }
+    }
 }
 
 #[test]
