@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use offsitedb::storage::{ReadStore, WriteStore};
 
-use crate::common::{Cli, SeaweedFs, Source, keygen, list_json};
+use crate::common::{Cli, SeaweedFs, Source, keygen, list_json, tree};
 
 const SMALL_SQL: &str = "CREATE TABLE t (id int PRIMARY KEY, v text);
                          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;";
@@ -54,6 +54,18 @@ impl Fixture {
         v
     }
 
+    /// The repository folder, every entry with its size and hash.
+    fn listing(&self) -> Vec<String> {
+        let t = tree(Path::new(&self.repo));
+        assert!(!t.is_empty(), "the repository folder is empty");
+        t
+    }
+
+    /// The whole fixture folder (key files, outputs and the repository).
+    fn everything(&self) -> Vec<String> {
+        tree(self.dir.path())
+    }
+
     fn snapshots(&self) -> Vec<serde_json::Value> {
         list_json(&self.cli(), &self.repo, &self.key)
     }
@@ -79,6 +91,7 @@ impl Fixture {
 #[test]
 fn missing_key() {
     let f = Fixture::with_snapshot();
+    let before = f.listing();
     let url = f.src.url("app");
     for args in [
         vec![
@@ -102,6 +115,11 @@ fn missing_key() {
         4,
         "does not hold a valid",
     );
+    assert_eq!(
+        f.listing(),
+        before,
+        "a failed command changed the repository"
+    );
     assert_eq!(f.snapshots().len(), 1);
 }
 
@@ -120,6 +138,7 @@ fn wrong_key_names_both_key_ids() {
             .to_string()
     };
     let (right, wrong) = (id_of(&f.key), id_of(&other));
+    let before = f.everything();
     assert_eq!(right.len(), 32);
     let o = other.to_str().unwrap();
     let url = f.src.url("app");
@@ -167,12 +186,18 @@ fn wrong_key_names_both_key_ids() {
         );
     }
     assert!(!never.exists());
+    assert_eq!(
+        f.everything(),
+        before,
+        "a failed command left something behind"
+    );
     assert_eq!(f.snapshots().len(), 1);
 }
 
 #[test]
 fn wrong_password_unreachable_host_and_missing_database() {
     let f = Fixture::with_snapshot();
+    let before = f.listing();
     let port = f.src.cluster.port();
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -206,6 +231,11 @@ fn wrong_password_unreachable_host_and_missing_database() {
         &f.args(&["restore", "latest", "--to", &cases[0].0]),
         5,
         "refused the password",
+    );
+    assert_eq!(
+        f.listing(),
+        before,
+        "a failed command changed the repository"
     );
     assert_eq!(f.snapshots().len(), 1, "a failed backup left a snapshot");
 }
@@ -358,6 +388,27 @@ fn s3_server_killed_in_the_middle_of_an_upload() {
         "a snapshot id was printed for a failed backup"
     );
 
+    // The upload it could not abort is remembered in the state folder, with no secret in it.
+    let remembered = tree(state.path());
+    assert!(
+        !remembered.is_empty(),
+        "the unaborted upload was not remembered"
+    );
+    let key_b64 = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .unwrap()
+        .to_string();
+    crate::secrets::assert_no_secret_in_files(
+        state.path(),
+        &[
+            crate::common::SECRET_KEY,
+            crate::common::DB_PASSWORD,
+            &key_b64,
+        ],
+    );
+
     // Back up: nothing is listed; the unfinished upload is invisible.
     weed.restart();
     let cli = Cli::new()
@@ -400,6 +451,7 @@ fn a_flipped_byte_is_caught_and_nothing_is_restored() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
     std::fs::write(&data, &bytes).unwrap();
+    let before = f.everything();
 
     f.src.create_db("target", "");
     f.cli().fails(
@@ -431,6 +483,11 @@ fn a_flipped_byte_is_caught_and_nothing_is_restored() {
             .all(|n| !n.to_string_lossy().starts_with(".offsitedb")),
         "{leftovers:?}"
     );
+    assert_eq!(
+        f.everything(),
+        before,
+        "a failed command left something behind"
+    );
 }
 
 #[test]
@@ -441,6 +498,7 @@ fn a_truncated_object_is_caught() {
     let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
     file.set_len(len * 2 / 3).unwrap();
     drop(file);
+    let before = f.everything();
 
     assert_eq!(f.snapshots()[0]["status"], "damaged");
     f.src.create_db("target", "");
@@ -450,6 +508,17 @@ fn a_truncated_object_is_caught() {
         "truncated",
     );
     assert_eq!(f.table_count("target"), 0);
+    let out = f.dir.path().join("out.dump.gz");
+    f.cli().fails(
+        &f.args(&["decrypt", "latest", "-o", out.to_str().unwrap()]),
+        7,
+        "truncated",
+    );
+    assert_eq!(
+        f.everything(),
+        before,
+        "a failed command left something behind"
+    );
 }
 
 #[test]
@@ -468,10 +537,27 @@ fn a_data_object_from_another_snapshot_is_refused() {
     // Same key, valid encryption, wrong object: the salt in the manifest says so.
     std::fs::copy(path(1), path(0)).unwrap();
     let first = snaps[0]["id"].as_str().unwrap();
+    let before = f.everything();
+    let out = f.dir.path().join("swapped.dump.gz");
     f.cli().fails(
-        &f.args(&["decrypt", first, "-o", "/dev/null", "--force"]),
+        &f.args(&["decrypt", first, "-o", out.to_str().unwrap()]),
         7,
         "not the one its manifest describes",
+    );
+    assert!(!out.exists(), "an artifact was written");
+    // --force over an existing file: refused the same way, and the file is left as it was.
+    std::fs::write(&out, b"keep me").unwrap();
+    f.cli().fails(
+        &f.args(&["decrypt", first, "-o", out.to_str().unwrap(), "--force"]),
+        7,
+        "not the one its manifest describes",
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    std::fs::remove_file(&out).unwrap();
+    assert_eq!(
+        f.everything(),
+        before,
+        "a failed command left something behind"
     );
 }
 
@@ -499,6 +585,7 @@ fn a_repository_location_that_holds_other_things_is_not_taken_over() {
         6,
         "is not empty",
     );
+    assert_eq!(tree(&repo).len(), 1, "{:?}", tree(&repo));
     let store = offsitedb::storage::local::LocalStore::new(repo.clone());
     let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
     assert_eq!(keys, ["family-photos.zip"]);
@@ -520,6 +607,7 @@ fn a_damaged_manifest_does_not_hide_the_other_snapshots() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&manifest, bytes).unwrap();
+    let before = f.listing();
 
     let r = f.cli().ok(&f.args(&["list", "--json"]));
     let listed: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
@@ -533,4 +621,54 @@ fn a_damaged_manifest_does_not_hide_the_other_snapshots() {
     );
     f.cli()
         .fails(&f.args(&["show", &first]), 7, "failed authentication");
+    assert_eq!(f.listing(), before, "list or show changed the repository");
+}
+
+#[test]
+fn a_first_backup_that_cannot_log_in_creates_nothing() {
+    let src = Source::start();
+    src.create_db("app", SMALL_SQL);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let k = key.to_str().unwrap();
+    let port = src.cluster.port();
+    let wrong = format!("postgres://postgres:wrong-password@127.0.0.1:{port}/app");
+
+    // An empty folder stays empty; a folder that does not exist is not created.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let absent = dir.path().join("absent");
+    for repo in [&empty, &absent] {
+        Cli::new().fails(
+            &[
+                "backup",
+                "--repo",
+                repo.to_str().unwrap(),
+                "--key-file",
+                k,
+                "--source",
+                &wrong,
+                "--name",
+                "app",
+            ],
+            5,
+            "refused the password",
+        );
+        assert!(!repo.join("offsitedb.repo").exists());
+        assert_eq!(tree(repo), Vec::<String>::new(), "{}", repo.display());
+    }
+    assert!(!absent.exists(), "the repository folder was created");
+    // The same empty location with the right password becomes a repository.
+    Cli::new().ok(&[
+        "backup",
+        "--repo",
+        empty.to_str().unwrap(),
+        "--key-file",
+        k,
+        "--source",
+        &src.url("app"),
+        "--name",
+        "app",
+    ]);
+    assert!(empty.join("offsitedb.repo").exists());
 }
