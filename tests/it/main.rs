@@ -5,6 +5,7 @@ mod common;
 mod drill;
 mod dump;
 mod failures;
+mod foundation;
 mod proxy;
 mod roundtrip;
 mod secrets;
