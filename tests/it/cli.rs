@@ -198,3 +198,171 @@ fn relative_paths_in_the_config_file_are_relative_to_the_file() {
     let r = cli.ok(&["list", "--config", config.to_str().unwrap()]);
     assert!(r.stdout.contains("app"), "{}", r.stdout);
 }
+
+#[test]
+fn offsitedb_config_names_the_configuration_file() {
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let config_for = |repo: &str| {
+        format!(
+            "[repository]\nurl = \"{}/{repo}\"\nkey_file = \"{}\"\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\n",
+            dir.path().display(),
+            key.display(),
+            src.url("app")
+        )
+    };
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    let chosen = dir.path().join("etc/chosen.toml");
+    std::fs::write(&chosen, config_for("chosen-repo")).unwrap();
+    // The working folder has its own offsitedb.toml: OFFSITEDB_CONFIG wins over it.
+    let cwd = dir.path().join("work");
+    std::fs::create_dir(&cwd).unwrap();
+    std::fs::write(cwd.join("offsitedb.toml"), config_for("cwd-repo")).unwrap();
+
+    let cli = Cli::new()
+        .env("OFFSITEDB_CONFIG", chosen.to_str().unwrap())
+        .cwd(&cwd);
+    cli.ok(&["backup"]);
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&cli.ok(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(dir.path().join("chosen-repo/offsitedb.repo").exists());
+    assert!(
+        !dir.path().join("cwd-repo").exists(),
+        "the working folder's offsitedb.toml was used"
+    );
+
+    // A missing file named by OFFSITEDB_CONFIG is an error, not a silent fallback.
+    Cli::new()
+        .env(
+            "OFFSITEDB_CONFIG",
+            dir.path().join("nope.toml").to_str().unwrap(),
+        )
+        .cwd(&cwd)
+        .fails(&["list"], 3, "does not exist");
+    // --config beats the variable.
+    let r = Cli::new()
+        .env(
+            "OFFSITEDB_CONFIG",
+            dir.path().join("nope.toml").to_str().unwrap(),
+        )
+        .cwd(&cwd)
+        .ok(&["list", "--json", "--config", chosen.to_str().unwrap()]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+/// A folder the throwaway cluster's unprivileged user can enter (like /tmp), empty.
+fn shared_empty_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    d
+}
+
+#[test]
+fn demo_cleans_up_its_temporary_folder_and_keep_leaves_a_readable_repository() {
+    let tmp = shared_empty_dir();
+    let tmp_s = tmp.path().to_str().unwrap();
+    let r = Cli::new().env("TMPDIR", tmp_s).ok(&["demo"]);
+    assert!(r.stdout.contains("demo passed"), "{}", r.stdout);
+    assert_eq!(
+        crate::common::tree(tmp.path()),
+        Vec::<String>::new(),
+        "the demo left files in TMPDIR"
+    );
+
+    let keep_root = tempfile::tempdir().unwrap();
+    let keep = keep_root.path().join("demo");
+    let r = Cli::new()
+        .env("TMPDIR", tmp_s)
+        .ok(&["demo", "--keep", keep.to_str().unwrap()]);
+    assert!(r.stdout.contains("demo passed"), "{}", r.stdout);
+    assert_eq!(crate::common::tree(tmp.path()), Vec::<String>::new());
+    let repo = keep.join("repository").display().to_string();
+    let snaps = list_json(&Cli::new(), &repo, &keep.join("master.key"));
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["source"], "shop");
+    assert!(
+        r.stdout.contains(snaps[0]["id"].as_str().unwrap()),
+        "{}",
+        r.stdout
+    );
+    // The kept folder must be new or empty.
+    Cli::new().env("TMPDIR", tmp_s).fails(
+        &["demo", "--keep", keep.to_str().unwrap()],
+        3,
+        "not empty",
+    );
+}
+
+#[test]
+fn list_into_a_closed_pipe_ends_quietly() {
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let repo = dir.path().join("repo").display().to_string();
+    let k = key.to_str().unwrap();
+    let cli = Cli::new();
+    for _ in 0..3 {
+        cli.ok(&[
+            "backup",
+            "--repo",
+            &repo,
+            "--key-file",
+            k,
+            "--source",
+            &src.url("app"),
+            "--name",
+            "app",
+        ]);
+    }
+    let bin = crate::common::offsitedb_bin();
+
+    // The everyday case: `offsitedb list | head -1` in a shell.
+    let script = format!(
+        "'{}' list --repo '{repo}' --key-file '{k}' 2>'{err}' | head -1; echo \"list exit ${{PIPESTATUS[0]}}\"",
+        bin.display(),
+        err = dir.path().join("err").display()
+    );
+    let out = cli.command("bash").args(["-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("ID "), "{stdout}");
+    assert!(
+        lines[1] == "list exit 0" || lines[1] == "list exit 141",
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A reader gone before the first byte: always the broken-pipe path, exit 141, quietly.
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two fds; we own both and close the read end at once.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is ours and used nowhere else.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is an open fd that we own; OwnedFd closes it.
+    let write_end =
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let out = cli
+        .command(&bin)
+        .args(["list", "--repo", &repo, "--key-file", k])
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
