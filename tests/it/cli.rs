@@ -366,3 +366,26 @@ fn list_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
 }
+
+// PRODUCT BUG: as root, the throwaway cluster runs as the `postgres` user but its folder is
+// created inside TMPDIR; a private TMPDIR (mode 0700, as `mktemp -d` makes) cannot be entered
+// by that user, so `offsitedb demo` fails with exit 10 "initdb failed: … could not access
+// directory …/offsitedb-pg-XXXX/data: Permission denied" (src/cluster.rs, Cluster::start:
+// the parent folder is never made reachable, nor is another place chosen, nor is a hint given).
+// Expected: the demo passes with any TMPDIR, as it does when not running as root.
+#[test]
+fn demo_works_with_a_private_tmpdir() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = Cli::new()
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .run(&["demo"]);
+    assert_eq!(
+        r.code, 0,
+        "demo with TMPDIR={} (mode 0700) failed:\n{}",
+        tmp.path().display(),
+        r.stderr
+    );
+    assert!(r.stdout.contains("demo passed"), "{}", r.stdout);
+    assert_eq!(crate::common::tree(tmp.path()), Vec::<String>::new());
+}
