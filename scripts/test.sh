@@ -32,10 +32,23 @@ command -v npm >/dev/null || apt_install nodejs npm
 say "PostgreSQL 13-18 for the version matrix"
 scripts/install-postgres.sh >/dev/null
 
-if ! cargo nextest --version >/dev/null 2>&1; then
-  say "installing cargo-nextest"
-  cargo install --locked cargo-nextest
+# Rust tools: rustfmt and clippy (rustup components), cargo-nextest (a pinned version).
+missing=()
+cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v rustup >/dev/null || die "${missing[*]} missing and no rustup to install them"
+  say "installing ${missing[*]}"
+  rustup component add "${missing[@]}"
 fi
+NEXTEST_VERSION=0.9.143
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest $NEXTEST_VERSION"
+  cargo install --locked cargo-nextest --version "$NEXTEST_VERSION"
+fi
+
+# Where throwaway clusters and restore spools go (the product reads OFFSITEDB_TMPDIR).
+export OFFSITEDB_TMPDIR=${OFFSITEDB_TMPDIR:-/tmp}
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
