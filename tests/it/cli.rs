@@ -381,7 +381,8 @@ fn demo_works_with_a_private_tmpdir() {
         .env("TMPDIR", tmp.path().to_str().unwrap())
         .run(&["demo"]);
     assert_eq!(
-        r.code, 0,
+        r.code,
+        0,
         "demo with TMPDIR={} (mode 0700) failed:\n{}",
         tmp.path().display(),
         r.stderr
