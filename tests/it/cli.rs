@@ -150,10 +150,18 @@ fn flags_and_environment_alone_work_without_a_file() {
 }
 
 #[test]
-fn demo_runs_end_to_end() {
-    let r = Cli::new().ok(&["demo"]);
+fn demo_runs_end_to_end_and_cleans_up_its_temporary_folder() {
+    let tmp = shared_empty_dir();
+    let r = Cli::new()
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .ok(&["demo"]);
     assert!(r.stdout.contains("demo passed"), "{}", r.stdout);
     assert!(r.stdout.contains("order_items"), "{}", r.stdout);
+    assert_eq!(
+        crate::common::tree(tmp.path()),
+        Vec::<String>::new(),
+        "the demo left files in TMPDIR"
+    );
 }
 
 impl Cli {
@@ -265,17 +273,9 @@ fn shared_empty_dir() -> tempfile::TempDir {
 }
 
 #[test]
-fn demo_cleans_up_its_temporary_folder_and_keep_leaves_a_readable_repository() {
+fn demo_keep_leaves_a_repository_that_list_reads() {
     let tmp = shared_empty_dir();
     let tmp_s = tmp.path().to_str().unwrap();
-    let r = Cli::new().env("TMPDIR", tmp_s).ok(&["demo"]);
-    assert!(r.stdout.contains("demo passed"), "{}", r.stdout);
-    assert_eq!(
-        crate::common::tree(tmp.path()),
-        Vec::<String>::new(),
-        "the demo left files in TMPDIR"
-    );
-
     let keep_root = tempfile::tempdir().unwrap();
     let keep = keep_root.path().join("demo");
     let r = Cli::new()
@@ -297,6 +297,11 @@ fn demo_cleans_up_its_temporary_folder_and_keep_leaves_a_readable_repository() {
         &["demo", "--keep", keep.to_str().unwrap()],
         3,
         "not empty",
+    );
+    assert_eq!(
+        crate::common::tree(tmp.path()),
+        Vec::<String>::new(),
+        "a failed demo left files in TMPDIR"
     );
 }
 
