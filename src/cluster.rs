@@ -67,6 +67,27 @@ fn run_as() -> Result<Option<RunAs>> {
     Ok(Some(RunAs { uid, gid }))
 }
 
+/// Whether `who` may traverse every folder on the way to `dir` (and `dir` itself).
+fn reachable(dir: &Path, who: &RunAs) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    dir.ancestors().all(|d| match std::fs::metadata(d) {
+        Ok(m) => {
+            let mode = m.mode();
+            if m.uid() == who.uid {
+                mode & 0o100 != 0
+            } else if m.gid() == who.gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            }
+        }
+        Err(_) => false,
+    })
+}
+
 fn chown_tree(path: &Path, who: &RunAs) -> Result<()> {
     std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid))
         .map_err(|e| Error::io_at("cannot change the owner of", path, &e))
@@ -92,11 +113,30 @@ impl Cluster {
             .to_path_buf();
         let who = run_as()?;
 
-        let parent = opts
+        let mut parent = opts
             .parent_dir
             .clone()
             .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
             .unwrap_or_else(std::env::temp_dir);
+        if let Some(w) = &who
+            && !reachable(&parent, w)
+        {
+            // A private TMPDIR (mode 0700, as `mktemp -d` makes) cannot be entered by the
+            // cluster's user. The system temp folder can, when no folder was asked for.
+            let fallback = PathBuf::from("/tmp");
+            if opts.parent_dir.is_none()
+                && std::env::var_os("OFFSITEDB_TMPDIR").is_none()
+                && reachable(&fallback, w)
+            {
+                parent = fallback;
+            } else {
+                return Err(Error::io(format!(
+                    "the throwaway cluster runs as an unprivileged user (PostgreSQL refuses root), who cannot enter {}",
+                    parent.display()
+                ))
+                .with_hint("point OFFSITEDB_TMPDIR (or --work-dir) at a folder that user can reach, such as /var/tmp"));
+            }
+        }
         let dir = tempfile::Builder::new()
             .prefix("offsitedb-pg-")
             .tempdir_in(&parent)

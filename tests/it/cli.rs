@@ -372,12 +372,8 @@ fn list_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("error"), "{stderr}");
 }
 
-// PRODUCT BUG: as root, the throwaway cluster runs as the `postgres` user but its folder is
-// created inside TMPDIR; a private TMPDIR (mode 0700, as `mktemp -d` makes) cannot be entered
-// by that user, so `offsitedb demo` fails with exit 10 "initdb failed: … could not access
-// directory …/offsitedb-pg-XXXX/data: Permission denied" (src/cluster.rs, Cluster::start:
-// the parent folder is never made reachable, nor is another place chosen, nor is a hint given).
-// Expected: the demo passes with any TMPDIR, as it does when not running as root.
+// As root, the throwaway cluster runs as the `postgres` user, who cannot enter a private TMPDIR
+// (mode 0700, as `mktemp -d` makes): the cluster then goes to /tmp, and TMPDIR stays empty.
 #[test]
 fn demo_works_with_a_private_tmpdir() {
     let tmp = tempfile::tempdir().unwrap();
