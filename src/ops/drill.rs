@@ -73,12 +73,7 @@ pub fn run<S: WriteStore + ?Sized>(
         opts.jobs
     };
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
-    let pg_restore = binaries::pick(
-        "pg_restore",
-        m.dump.major,
-        &dirs,
-        &format!("the snapshot was written by pg_dump {}", m.dump.version),
-    )?;
+    let pg_restore = super::pick_pg_restore(&m, &dirs)?;
 
     // Everything about the environment is checked before the download starts.
     let server_program = match &opts.drill_server {

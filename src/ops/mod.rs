@@ -19,6 +19,19 @@ pub mod drill;
 pub mod list;
 pub mod restore;
 
+/// The pg_restore for a snapshot: at least as new as the pg_dump that wrote it.
+pub(crate) fn pick_pg_restore(
+    m: &Manifest,
+    dirs: &[std::path::PathBuf],
+) -> Result<crate::postgres::PgProgram> {
+    crate::postgres::binaries::pick(
+        "pg_restore",
+        m.dump.major,
+        dirs,
+        &format!("the snapshot was written by pg_dump {}", m.dump.version),
+    )
+}
+
 /// The snapshot's compressed artifact, unsealed as it streams, with its bytes measured.
 pub(crate) type Artifact = MeasureReader<UnsealReader<Box<dyn Read + Send>>>;
 

@@ -104,12 +104,7 @@ pub fn run<S: ReadStore + ?Sized>(
     }
 
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
-    let pg_restore = binaries::pick(
-        "pg_restore",
-        m.dump.major,
-        &dirs,
-        &format!("the snapshot was written by pg_dump {}", m.dump.version),
-    )?;
+    let pg_restore = super::pick_pg_restore(&m, &dirs)?;
 
     let mut cmd = crate::process::command(&pg_restore.path);
     cmd.args(["--no-password", "--exit-on-error"]);

@@ -253,11 +253,13 @@ pub struct Source {
 
 impl Source {
     pub fn start() -> Source {
-        let cluster = Cluster::start(&ClusterOptions {
-            tcp: true,
-            ..Default::default()
-        })
-        .expect("start a throwaway cluster");
+        Self::start_with(ClusterOptions::default())
+    }
+
+    /// A source server from these options (always listening on TCP, with a password).
+    pub fn start_with(opts: ClusterOptions) -> Source {
+        let cluster = Cluster::start(&ClusterOptions { tcp: true, ..opts })
+            .unwrap_or_else(|e| panic!("start a throwaway cluster: {e:?}"));
         cluster
             .execute(
                 "postgres",

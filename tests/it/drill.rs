@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use offsitedb::cluster::{Cluster, ClusterOptions};
+use offsitedb::cluster::ClusterOptions;
 use serde_json::Value;
 
 use crate::common::{Cli, DB_PASSWORD, Source, keygen, list_json, project_dir};
@@ -46,21 +46,13 @@ fn join_dirs(dirs: &[PathBuf]) -> String {
 
 /// A source server of exactly `major`, from `dirs`.
 fn source(major: u32, dirs: &[PathBuf]) -> Source {
-    let cluster = Cluster::start(&ClusterOptions {
+    let src = Source::start_with(ClusterOptions {
         major: Some(major),
         bin_dirs: dirs.to_vec(),
-        tcp: true,
         ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("start PostgreSQL {major}: {e:?}"));
-    assert_eq!(cluster.version().major, major);
-    cluster
-        .execute(
-            "postgres",
-            &format!("ALTER USER postgres PASSWORD '{DB_PASSWORD}'"),
-        )
-        .unwrap();
-    Source { cluster }
+    });
+    assert_eq!(src.cluster.version().major, major);
+    src
 }
 
 /// A local repository with its key, and a CLI that finds every installed PostgreSQL.
