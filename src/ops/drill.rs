@@ -263,7 +263,7 @@ pub fn run<S: WriteStore + ?Sized>(
     let _ = std::fs::remove_file(&spool_path);
 
     let t_verify = Instant::now();
-    let settings = SessionSql::new(&m, &mut notes);
+    let settings = SessionSql::new(&m);
     let tables = verify(&target_ci, &m, &settings, jobs, &mut problems)?;
     let verify_secs = t_verify.elapsed().as_secs_f64();
     if m.verification.method == VerifyMethod::None {
@@ -777,7 +777,7 @@ struct SessionSql {
 }
 
 impl SessionSql {
-    fn new(m: &Manifest, notes: &mut Vec<String>) -> Self {
+    fn new(m: &Manifest) -> Self {
         let s = &m.verification.session;
         // pg_dump's own settings (setup_connection), then what it inherits from the server.
         let mut sql = String::from(
@@ -798,9 +798,6 @@ impl SessionSql {
                 " SET bytea_output = {};",
                 quote_literal(&s.bytea_output)
             ));
-        }
-        if m.verification.method == VerifyMethod::None {
-            notes.push("nothing to compare: the snapshot has no verification data".into());
         }
         SessionSql {
             sql,
