@@ -38,6 +38,8 @@ pub struct Cluster {
     socket_dir: PathBuf,
     port: u16,
     server: Option<ChildProcess>,
+    /// Stop without a shutdown checkpoint: the data is thrown away with the folder.
+    immediate_stop: bool,
 }
 
 /// The unprivileged user a cluster runs as when we are root.
@@ -203,6 +205,7 @@ impl Cluster {
             socket_dir,
             port,
             server: Some(child),
+            immediate_stop: opts.tuned_for_restore,
         };
         cluster.wait_ready()?;
         Ok(cluster)
@@ -277,14 +280,19 @@ impl Cluster {
         )
     }
 
-    /// Stops the server (fast shutdown, then SIGKILL after 15 s) and deletes the folder.
+    /// Stops the server (fast shutdown, or immediate for a cluster tuned for restore, whose
+    /// data is disposable; SIGKILL after 15 s) and deletes the folder.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         if let Some(mut s) = self.server.take() {
-            s.signal(libc::SIGINT);
+            s.signal(if self.immediate_stop {
+                libc::SIGQUIT
+            } else {
+                libc::SIGINT
+            });
             let deadline = Instant::now() + Duration::from_secs(15);
             while !s.has_exited() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));

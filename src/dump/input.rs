@@ -22,6 +22,9 @@ pub struct Input<R> {
     off_size: usize,
     /// What we are reading, for "the archive ends early, inside …".
     pub ctx: &'static str,
+    /// When set, every byte read is also appended here (raw archive bytes for a streaming
+    /// restore; see [`super::Observer`]).
+    rec: Option<Vec<u8>>,
 }
 
 impl<R: Read> Input<R> {
@@ -36,7 +39,23 @@ impl<R: Read> Input<R> {
             int_size: 4,
             off_size: 8,
             ctx: "the header",
+            rec: None,
         }
+    }
+
+    /// Starts (or restarts) keeping a copy of every byte read from here on.
+    pub fn record(&mut self) {
+        self.rec = Some(Vec::new());
+    }
+
+    /// The bytes kept since [`Input::record`]; keeps recording.
+    pub fn recorded(&mut self) -> Vec<u8> {
+        self.rec.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Stops recording and drops what was kept.
+    pub fn stop_recording(&mut self) {
+        self.rec = None;
     }
 
     /// Absolute position of the next byte.
@@ -112,9 +131,12 @@ impl<R: Read> Input<R> {
         if self.fill(n)? < n {
             return Err(self.truncated());
         }
-        let s = &self.buf[self.pos..self.pos + n];
+        let start = self.pos;
         self.pos += n;
-        Ok(s)
+        if let Some(r) = self.rec.as_mut() {
+            r.extend_from_slice(&self.buf[start..start + n]);
+        }
+        Ok(&self.buf[start..start + n])
     }
 
     pub fn bytes<const N: usize>(&mut self) -> Result<[u8; N], DumpError> {
@@ -233,6 +255,9 @@ impl<R: Read> Input<R> {
                 continue;
             }
             let k = (self.end - self.pos).min(usize::try_from(n).unwrap_or(usize::MAX));
+            if let Some(r) = self.rec.as_mut() {
+                r.extend_from_slice(&self.buf[self.pos..self.pos + k]);
+            }
             f(&self.buf[self.pos..self.pos + k]);
             self.pos += k;
             n -= k as u64;

@@ -105,6 +105,53 @@ impl From<DumpError> for Error {
     }
 }
 
+/// Follows an archive as the inspector reads it, in stream order: the table of contents, then
+/// each data block. The drill restores from these while the snapshot is still downloading.
+pub trait Observer {
+    /// Whether [`Observer::toc`] and [`Observer::other_data`] get raw archive bytes (when false,
+    /// they are not called and nothing is copied).
+    fn wants_raw(&self) -> bool {
+        false
+    }
+    /// The header and table of contents exactly as in the archive, what they say (so far only
+    /// the header and TOC fields of `summary` are filled in), and the data-section entries that
+    /// are not TABLE DATA (sequence values, large objects), as (dump id, description).
+    fn toc(
+        &mut self,
+        _raw: Vec<u8>,
+        _summary: &DumpSummary,
+        _other_data: &[(i32, String)],
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// A TABLE DATA block begins; its COPY text follows through [`Observer::rows`].
+    fn table_start(
+        &mut self,
+        _dump_id: i32,
+        _schema: &str,
+        _name: &str,
+        _copy_stmt: &str,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// COPY text of the current table, in pieces of any size (rows may span pieces), ending
+    /// with pg_dump's `\.` line.
+    fn rows(&mut self, _data: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn table_end(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// A data block that is not table data (large objects), exactly as in the archive from its
+    /// block header on, in pieces; blocks arrive whole and in archive order.
+    fn other_data(&mut self, _raw: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct NoObserver;
+impl Observer for NoObserver {}
+
 /// What [`inspect_with`] does with the rest of the input after an error it found in the data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnError {
@@ -121,8 +168,18 @@ pub fn inspect(r: impl Read) -> Result<DumpSummary, DumpError> {
 }
 
 pub fn inspect_with(r: impl Read, on_error: OnError) -> Result<DumpSummary, DumpError> {
+    inspect_observed(r, on_error, &mut NoObserver)
+}
+
+/// Inspects an archive and tells `obs` what streams by, for a restore that runs while the
+/// archive downloads. An error from the observer stops the reading (as [`DumpError::Io`]).
+pub fn inspect_observed(
+    r: impl Read,
+    on_error: OnError,
+    obs: &mut dyn Observer,
+) -> Result<DumpSummary, DumpError> {
     let mut input = input::Input::new(r, BUFFER);
-    match parse::parse(&mut input) {
+    match parse::parse(&mut input, obs) {
         Ok(s) => Ok(s),
         Err(e @ DumpError::Io(_)) => Err(e),
         Err(e) => {

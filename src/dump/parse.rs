@@ -6,7 +6,7 @@ use std::io::Read;
 
 use super::input::Input;
 use super::rows::{LoHasher, RowHasher};
-use super::{DataOffset, DumpError, DumpSummary, TableDigest};
+use super::{DataOffset, DumpError, DumpSummary, Observer, TableDigest};
 
 /// Archive minor versions of pg_dump 13 to 18 (1.14: 13–15; 1.15: 16; 1.16: 17–18).
 const MINORS: std::ops::RangeInclusive<u8> = 14..=16;
@@ -14,6 +14,8 @@ const ARCH_CUSTOM: u8 = 1;
 const BLK_DATA: u8 = 1;
 const BLK_BLOBS: u8 = 3;
 const OFFSET_NO_DATA: u8 = 3;
+/// `teSection` in pg_backup.h: none 1, pre-data 2, data 3, post-data 4.
+const SECTION_DATA: i64 = 3;
 
 struct Header {
     minor: u8,
@@ -36,7 +38,14 @@ struct Entry {
     seen: bool,
 }
 
-pub(super) fn parse<R: Read>(input: &mut Input<R>) -> Result<DumpSummary, DumpError> {
+pub(super) fn parse<R: Read>(
+    input: &mut Input<R>,
+    obs: &mut dyn Observer,
+) -> Result<DumpSummary, DumpError> {
+    let raw = obs.wants_raw();
+    if raw {
+        input.record();
+    }
     let (header, mut summary) = header(input)?;
     if summary.compression != "none" {
         return Err(DumpError::Unsupported {
@@ -46,8 +55,14 @@ pub(super) fn parse<R: Read>(input: &mut Input<R>) -> Result<DumpSummary, DumpEr
             ),
         });
     }
-    let mut entries = toc(input, &header, &mut summary)?;
-    data(input, &mut entries, &mut summary)?;
+    let mut other_data = Vec::new();
+    let mut entries = toc(input, &header, &mut summary, &mut other_data)?;
+    if raw {
+        let bytes = input.recorded();
+        input.stop_recording();
+        obs.toc(bytes, &summary, &other_data)?;
+    }
+    data(input, &mut entries, &mut summary, obs)?;
     summary.bytes = input.position();
     Ok(summary)
 }
@@ -130,6 +145,7 @@ fn toc<R: Read>(
     input: &mut Input<R>,
     header: &Header,
     summary: &mut DumpSummary,
+    other_data: &mut Vec<(i32, String)>,
 ) -> Result<HashMap<i32, Entry>, DumpError> {
     input.ctx = "the table of contents";
     let count_at = input.position();
@@ -150,8 +166,11 @@ fn toc<R: Read>(
         input.skip_string()?; // catalogId.oid
         let tag = input.text()?.unwrap_or_default();
         let desc = input.text()?.unwrap_or_default();
-        input.int()?; // section
+        let section = input.int()?;
         let table_data = desc == "TABLE DATA";
+        if section == SECTION_DATA && !table_data {
+            other_data.push((dump_id, desc.clone()));
+        }
         if desc == "ENCODING" {
             summary.encoding = input.text()?.as_deref().and_then(quoted_value);
         } else {
@@ -220,7 +239,9 @@ fn data<R: Read>(
     input: &mut Input<R>,
     entries: &mut HashMap<i32, Entry>,
     summary: &mut DumpSummary,
+    obs: &mut dyn Observer,
 ) -> Result<(), DumpError> {
+    let raw = obs.wants_raw();
     let mut los: Option<(i32, LoHasher)> = None;
     loop {
         input.ctx = "a data block header";
@@ -229,6 +250,9 @@ fn data<R: Read>(
             break;
         }
         let block_pos = input.position();
+        if raw {
+            input.record();
+        }
         let block_type = input.byte()?;
         let dump_id = input.int()?;
         let entry = i32::try_from(dump_id)
@@ -275,14 +299,28 @@ fn data<R: Read>(
                     });
                 }
                 input.ctx = "table data";
+                input.stop_recording();
+                obs.table_start(dump_id, &schema, &name, copy_stmt.as_deref().unwrap_or(""))?;
                 let mut h = RowHasher::new();
-                chunks(input, |s| h.update(s))?;
+                let mut failed = None;
+                chunks(input, |s| {
+                    h.update(s);
+                    if failed.is_none()
+                        && let Err(e) = obs.rows(s)
+                    {
+                        failed = Some(e);
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e.into());
+                }
                 if !h.terminated() || h.junk_after_terminator() {
                     return Err(input.malformed_at(
                         format!("the data of table {schema}.{name} does not end with the COPY end marker"),
                         block_pos,
                     ));
                 }
+                obs.table_end()?;
                 summary.tables.push(TableDigest {
                     dump_id,
                     schema,
@@ -294,12 +332,12 @@ fn data<R: Read>(
             }
             (BLK_DATA, Kind::Other(_)) => {
                 input.ctx = "a data block";
-                chunks(input, |_| {})?;
+                chunks_raw(input, |_| {}, obs)?;
             }
             (BLK_BLOBS, Kind::Blobs) => {
                 input.ctx = "large object data";
                 let lo = &mut los.get_or_insert_with(|| (dump_id, LoHasher::new())).1;
-                large_objects(input, lo)?;
+                large_objects(input, lo, obs)?;
             }
             (BLK_DATA | BLK_BLOBS, kind) => {
                 let desc = match kind {
@@ -344,16 +382,47 @@ fn chunks<R: Read>(input: &mut Input<R>, mut f: impl FnMut(&[u8])) -> Result<(),
     }
 }
 
+/// [`chunks`], handing what was recorded to the observer after each chunk (so a recording
+/// never holds more than one chunk); a no-op unless the observer wants raw bytes.
+fn chunks_raw<R: Read>(
+    input: &mut Input<R>,
+    mut f: impl FnMut(&[u8]),
+    obs: &mut dyn Observer,
+) -> Result<(), DumpError> {
+    let raw = obs.wants_raw();
+    loop {
+        let at = input.position();
+        let n = input.int()?;
+        if n < 0 {
+            return Err(input.malformed_at(format!("a data chunk of length {n}"), at));
+        }
+        input.consume(n as u64, &mut f)?;
+        if raw {
+            obs.other_data(&input.recorded())?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// A BLOBS body: `{ Int oid; chunks }` per object, until an OID of 0.
-fn large_objects<R: Read>(input: &mut Input<R>, lo: &mut LoHasher) -> Result<(), DumpError> {
+fn large_objects<R: Read>(
+    input: &mut Input<R>,
+    lo: &mut LoHasher,
+    obs: &mut dyn Observer,
+) -> Result<(), DumpError> {
     loop {
         // OIDs ≥ 2³¹ arrive as negative ints; the low 32 bits are the OID.
         let oid = input.int()? as u32;
         if oid == 0 {
+            if obs.wants_raw() {
+                obs.other_data(&input.recorded())?;
+            }
             return Ok(());
         }
         lo.begin(oid);
-        chunks(input, |s| lo.update(s))?;
+        chunks_raw(input, |s| lo.update(s), obs)?;
         lo.end();
     }
 }

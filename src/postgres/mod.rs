@@ -7,6 +7,7 @@ programs ([`binaries`]).
 pub mod binaries;
 pub mod client;
 pub mod conninfo;
+pub mod rawcopy;
 
 pub use binaries::PgProgram;
 pub use client::{ServerInfo, connect, server_info};

@@ -11,7 +11,7 @@ use offsitedb::cluster::ClusterOptions;
 use serde_json::Value;
 
 use crate::common::{Cli, DB_PASSWORD, Source, keygen, list_json, project_dir};
-use crate::roundtrip::RICH_SQL;
+use crate::roundtrip::{RICH_SQL, fingerprint};
 
 /// The npm server binaries of `major`.
 fn npm_server(major: u32) -> PathBuf {
@@ -603,4 +603,118 @@ fn drill_on_a_scratch_server() {
         "SELECT count(*) FROM pg_database WHERE datname LIKE 'offsitedb_drill%'",
     );
     assert_eq!(left, 0, "the drill database is dropped");
+}
+
+/// The streamed restore puts back everything pg_restore would (rows loaded in small batches on
+/// three connections, big tables read back in block ranges, sequences, large objects, indexes,
+/// triggers, the materialized view): the kept drill database fingerprints like the source.
+#[test]
+fn the_streamed_restore_is_complete() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db("app", RICH_SQL);
+    let scratch = source(15, &dirs);
+    let mut repo = Repo::new(&dirs);
+    repo.backup(&src.url("app"), "app");
+    repo.cli = repo
+        .cli
+        .clone_with("OFFSITEDB_DRILL_BATCH_KIB", "1")
+        .env("OFFSITEDB_DRILL_SPLIT_MIB", "0");
+    let (code, drill, stderr) = repo.drill(
+        "latest",
+        &[
+            "--drill-server",
+            &scratch.url("postgres"),
+            "--keep",
+            "-j",
+            "3",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_drill_matches_source(&drill, &src, "app");
+    assert_eq!(drill["jobs"], 3);
+    let kept: String = scratch
+        .client("postgres")
+        .query_one(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'offsitedb_drill%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(drill["notes"].to_string().contains(&kept), "{drill:#}");
+    assert_eq!(fingerprint(&scratch, &kept), fingerprint(&src, "app"));
+    for sql in [
+        "SELECT count(*) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal",
+        "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname IN ('app', 'audit log')",
+    ] {
+        assert_eq!(
+            scratch.scalar_i64(&kept, sql),
+            src.scalar_i64("app", sql),
+            "{sql}"
+        );
+    }
+    // Several connections shared the table: its rows are no longer in the dump's order.
+    let out_of_order = scratch.scalar_i64(
+        &kept,
+        "SELECT count(*) FROM (SELECT i4, lag(i4) OVER (ORDER BY ctid) AS prev FROM app.everything WHERE t LIKE 'row %') x WHERE i4 < prev",
+    );
+    assert!(
+        out_of_order > 0,
+        "app.everything was loaded on one connection"
+    );
+}
+
+/// A dump that pg_restore cannot load (a CHECK that depends on a database setting pg_dump does
+/// not carry) fails the drill, naming the table and the server's reason, both when the archive
+/// streams and when it is spooled (a snapshot with counted rows).
+#[test]
+fn a_table_that_does_not_load_fails_the_drill() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE FUNCTION allowed() RETURNS bool LANGUAGE sql STABLE \
+           AS $$ SELECT coalesce(current_setting('app.allow', true), '') = 'yes' $$;
+         CREATE TABLE guarded (id int, CHECK (public.allowed()));
+         CREATE TABLE plain (id int);
+         INSERT INTO plain SELECT generate_series(1, 100);",
+    );
+    src.client("postgres")
+        .batch_execute("ALTER DATABASE app SET app.allow = 'yes'")
+        .unwrap();
+    src.client("app")
+        .batch_execute("INSERT INTO guarded SELECT generate_series(1, 10)")
+        .unwrap();
+    let repo = Repo::new(&dirs);
+    let counted = repo.cli.clone_with("OFFSITEDB_VERIFY", "counts");
+    for cli in [&repo.cli, &counted] {
+        let b: Value = serde_json::from_str(
+            &cli.ok(&[
+                "backup",
+                "--source",
+                &src.url("app"),
+                "--name",
+                "app",
+                "--json",
+            ])
+            .stdout,
+        )
+        .unwrap();
+        let id = b["id"].as_str().unwrap();
+        let r = repo.cli.run(&["drill", id, "--json"]);
+        assert_eq!(r.code, 12, "{}", r.stderr);
+        let drill: Value = serde_json::from_str(&r.stdout).unwrap();
+        let problems = drill["problems"].to_string();
+        assert!(problems.contains("guarded"), "{problems}");
+        assert!(problems.contains("violates check constraint"), "{problems}");
+        assert!(!problems.contains("public.plain"), "{problems}");
+        let plain = drill["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "plain")
+            .unwrap();
+        assert_eq!(plain["restored_rows"], 100, "{drill:#}");
+    }
 }

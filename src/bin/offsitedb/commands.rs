@@ -71,6 +71,7 @@ pub fn run(cli: Cli) -> Result<()> {
             drill_server,
             work_dir,
             jobs,
+            keep,
             json,
         } => {
             let s = settings()?;
@@ -79,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 drill_server: drill_server.as_deref().map(ConnInfo::parse).transpose()?,
                 work_dir,
                 jobs,
+                keep,
                 progress: !json,
             };
             drill(&s, &snapshot, source, &opts, json)

@@ -121,12 +121,15 @@ enum Command {
         /// Restore into a temporary database on this server instead of a throwaway cluster
         #[arg(long, value_name = "URL")]
         drill_server: Option<String>,
-        /// Where the drill stages the archive and runs its cluster (default: $OFFSITEDB_TMPDIR or /tmp)
+        /// Where the drill runs its cluster (default: $OFFSITEDB_TMPDIR or /tmp)
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
-        /// pg_restore jobs and verify connections (default: one per core)
+        /// Connections that load and verify tables (default: one per core)
         #[arg(long, short = 'j', default_value_t = 0)]
         jobs: usize,
+        /// Keep the drill database on the --drill-server afterwards, to look into it
+        #[arg(long, requires = "drill_server")]
+        keep: bool,
         /// Print the drill record as JSON
         #[arg(long)]
         json: bool,

@@ -1,0 +1,575 @@
+//! Reading the restored database back: every table with `COPY … TO STDOUT` under pg_dump's
+//! session settings, hashed exactly as the inspector hashed the archive, and compared with the
+//! manifest. Tables are verified as they finish loading (a [`Pool`] takes them one by one), and
+//! a big table is read in block ranges on several connections at once: the digest is a sum, so
+//! the parts add up to the table.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use crate::catalog::Manifest;
+use crate::catalog::drill::TableCheck;
+use crate::catalog::manifest::TableRecord;
+use crate::dump::{self, LoHasher, RowHasher};
+use crate::error::{Error, Result};
+use crate::postgres::rawcopy::RawConn;
+use crate::postgres::{self, ConnInfo, client};
+
+use super::{quote_ident, quote_literal};
+
+/// Tables at least this big (on disk, after the restore) are read in block ranges, one per
+/// connection, on servers with TID range scans (14+). `OFFSITEDB_DRILL_SPLIT_MIB` changes it.
+const SPLIT_BYTES: u64 = 64 << 20;
+
+/// The session settings that make `COPY … TO STDOUT` print what pg_dump printed.
+pub(super) struct SessionSql {
+    sql: String,
+    lc_monetary: Option<String>,
+}
+
+impl SessionSql {
+    pub(super) fn new(m: &Manifest) -> Self {
+        let s = &m.verification.session;
+        // pg_dump's own settings (setup_connection), then what it inherits from the server.
+        let mut sql = String::from(
+            "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; \
+             SET search_path = ''; SET statement_timeout = 0; SET synchronize_seqscans = off;",
+        );
+        if !s.client_encoding.is_empty() {
+            sql.push_str(&format!(
+                " SET client_encoding = {};",
+                quote_literal(&s.client_encoding)
+            ));
+        }
+        if !s.timezone.is_empty() {
+            sql.push_str(&format!(" SET TimeZone = {};", quote_literal(&s.timezone)));
+        }
+        if !s.bytea_output.is_empty() {
+            sql.push_str(&format!(
+                " SET bytea_output = {};",
+                quote_literal(&s.bytea_output)
+            ));
+        }
+        SessionSql {
+            sql,
+            lc_monetary: (!s.lc_monetary.is_empty()).then(|| s.lc_monetary.clone()),
+        }
+    }
+
+    /// The same settings on a raw connection (a locale it lacks is reported by [`Self::apply`]).
+    fn apply_raw(&self, c: &mut RawConn) -> std::result::Result<(), String> {
+        c.execute(&self.sql).map_err(|e| e.to_string())?;
+        if let Some(lc) = &self.lc_monetary {
+            let _ = c.execute(&format!("SET lc_monetary = {}", quote_literal(lc)));
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply(&self, c: &mut client::Client) -> Result<Option<String>> {
+        c.batch_execute(&self.sql)
+            .map_err(|e| client::query_error("cannot set up the verify session", &e))?;
+        if let Some(lc) = &self.lc_monetary
+            && c.batch_execute(&format!("SET lc_monetary = {}", quote_literal(lc)))
+                .is_err()
+        {
+            return Ok(Some(format!(
+                "the drill server has no locale {lc:?} (the source's lc_monetary): money values may print differently"
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// A verify connection: the `postgres` client for queries, and for reading rows a raw
+/// connection when the target is a local socket that trusts us (a throwaway cluster).
+struct Conn {
+    c: client::Client,
+    raw: Option<RawConn>,
+}
+
+impl Conn {
+    fn open(target: &ConnInfo, settings: &SessionSql) -> Result<(Conn, Option<String>)> {
+        let mut c = postgres::connect(target, "the drill database")?;
+        let warning = settings.apply(&mut c)?;
+        let host = target.host();
+        let raw = if host.starts_with('/') && target.password().is_none() {
+            RawConn::connect(
+                std::path::Path::new(&host),
+                target.port(),
+                &target.user(),
+                &target.dbname(),
+            )
+            .ok()
+            .flatten()
+            .and_then(|mut r| settings.apply_raw(&mut r).ok().map(|_| r))
+        } else {
+            None
+        };
+        Ok((Conn { c, raw }, warning))
+    }
+
+    /// Runs a `COPY … TO STDOUT` and hashes its rows like the inspector hashed the archive.
+    fn hash_copy(&mut self, sql: &str) -> std::result::Result<(u64, u128), String> {
+        let mut h = RowHasher::new();
+        if let Some(raw) = &mut self.raw {
+            raw.copy_out(sql, |s| h.update(s))
+                .map_err(|e| format!("COPY failed: {e}"))?;
+            return Ok((h.rows(), h.digest()));
+        }
+        let mut reader = self
+            .c
+            .copy_out(sql)
+            .map_err(|e| client::query_error("COPY failed", &e).message().to_string())?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok((h.rows(), h.digest()))
+    }
+}
+
+enum Item {
+    Table(usize),
+    /// Heap blocks `[from, to)` of a table; `to` = None: to the end.
+    Part {
+        table: usize,
+        from: u64,
+        to: Option<u64>,
+    },
+}
+
+#[derive(Default)]
+struct Sum {
+    parts_left: usize,
+    rows: u64,
+    digest: u128,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Item>,
+    closed: bool,
+    sums: HashMap<usize, Sum>,
+    results: Vec<(usize, TableCheck, Option<String>)>,
+    warnings: Vec<String>,
+    errors: Vec<Error>,
+    first_start: Option<Instant>,
+    last_end: Option<Instant>,
+}
+
+/// Verifies the manifest's tables, given one by one (by index into
+/// `m.verification.tables`) as they become ready, on `jobs` connections ([`Pool::work`]).
+pub(super) struct Pool<'a> {
+    m: &'a Manifest,
+    target: &'a ConnInfo,
+    settings: &'a SessionSql,
+    /// Big tables are split (server 14+, and more than one connection).
+    split: bool,
+    split_bytes: u64,
+    jobs: usize,
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl<'a> Pool<'a> {
+    pub(super) fn new(
+        m: &'a Manifest,
+        target: &'a ConnInfo,
+        settings: &'a SessionSql,
+        server_major: u32,
+        jobs: usize,
+    ) -> Self {
+        let split_bytes = std::env::var("OFFSITEDB_DRILL_SPLIT_MIB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(SPLIT_BYTES, |mib| mib << 20);
+        Pool {
+            m,
+            target,
+            settings,
+            split: server_major >= 14 && jobs > 1,
+            split_bytes,
+            jobs,
+            state: Mutex::new(State::default()),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Queues a table (an index into the manifest's tables) whose data is in.
+    pub(super) fn push(&self, table: usize) {
+        let mut st = self.state.lock().unwrap();
+        st.queue.push_back(Item::Table(table));
+        self.ready.notify_one();
+    }
+
+    /// No more tables: the workers return when the queue is empty.
+    pub(super) fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// One verify connection: takes items until the pool is closed and empty. An error that
+    /// stops the connection itself is kept for [`Pool::finish`] and closes the pool.
+    pub(super) fn work(&self) {
+        if let Err(e) = self.work_inner() {
+            let mut st = self.state.lock().unwrap();
+            st.errors.push(e);
+            st.closed = true;
+            st.queue.clear();
+            self.ready.notify_all();
+        }
+    }
+
+    fn work_inner(&self) -> Result<()> {
+        let (mut c, warning) = Conn::open(self.target, self.settings)?;
+        if let Some(w) = warning {
+            self.state.lock().unwrap().warnings.push(w);
+        }
+        loop {
+            let item = {
+                let mut st = self.state.lock().unwrap();
+                loop {
+                    if let Some(item) = st.queue.pop_front() {
+                        st.first_start.get_or_insert_with(Instant::now);
+                        break item;
+                    }
+                    if st.closed {
+                        return Ok(());
+                    }
+                    st = self.ready.wait(st).unwrap();
+                }
+            };
+            match item {
+                Item::Table(i) => self.table(&mut c, i),
+                Item::Part { table, from, to } => {
+                    let t = &self.m.verification.tables[table];
+                    let read = range_digest(&mut c, t, from, to);
+                    self.add_part(table, read);
+                }
+            }
+            self.state.lock().unwrap().last_end = Some(Instant::now());
+        }
+    }
+
+    fn table(&self, c: &mut Conn, i: usize) {
+        let t = &self.m.verification.tables[i];
+        if let (true, Some(copy), Some(_)) = (self.split, &t.copy, &t.digest)
+            && copy_parts(copy).is_some()
+            && let Some(blocks) = heap_blocks(&mut c.c, t)
+                .filter(|&(b, size)| size >= self.split_bytes && b > 1)
+                .map(|(b, _)| b)
+        {
+            let n = (self.jobs as u64).min(blocks);
+            let step = blocks.div_ceil(n);
+            {
+                let mut st = self.state.lock().unwrap();
+                st.sums.insert(
+                    i,
+                    Sum {
+                        parts_left: n as usize,
+                        ..Sum::default()
+                    },
+                );
+                // The other parts go to the front, so idle connections take them at once.
+                for k in (1..n).rev() {
+                    let to = (k + 1 < n).then_some((k + 1) * step);
+                    st.queue.push_front(Item::Part {
+                        table: i,
+                        from: k * step,
+                        to,
+                    });
+                }
+                self.ready.notify_all();
+            }
+            let read = range_digest(c, t, 0, Some(step));
+            self.add_part(i, read);
+            return;
+        }
+        let read = match (&t.copy, &t.digest) {
+            (Some(copy), Some(_)) => copy_digest(c, copy),
+            _ => count_rows(&mut c.c, t).map(|n| (n, 0)),
+        };
+        let (check, problem) = judge(t, read);
+        self.state.lock().unwrap().results.push((i, check, problem));
+    }
+
+    fn add_part(&self, i: usize, read: std::result::Result<(u64, u128), String>) {
+        let mut st = self.state.lock().unwrap();
+        let sum = st.sums.get_mut(&i).expect("a split table has a sum");
+        match read {
+            Ok((rows, digest)) => {
+                sum.rows += rows;
+                sum.digest = sum.digest.wrapping_add(digest);
+            }
+            Err(e) => {
+                sum.error.get_or_insert(e);
+            }
+        }
+        sum.parts_left -= 1;
+        if sum.parts_left == 0 {
+            let sum = st.sums.remove(&i).unwrap();
+            let read = match sum.error {
+                Some(e) => Err(e),
+                None => Ok((sum.rows, sum.digest)),
+            };
+            let (check, problem) = judge(&self.m.verification.tables[i], read);
+            st.results.push((i, check, problem));
+        }
+    }
+
+    /// The checks in manifest order, their problems added to `problems`, and the seconds from
+    /// the first table taken to the last one done.
+    pub(super) fn finish(self, problems: &mut Vec<String>) -> Result<(Vec<TableCheck>, f64)> {
+        let st = self.state.into_inner().unwrap();
+        if let Some(e) = st.errors.into_iter().next() {
+            return Err(e);
+        }
+        let secs = match (st.first_start, st.last_end) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let mut results = st.results;
+        results.sort_by_key(|(i, _, _)| *i);
+        let mut checks = Vec::new();
+        for (_, check, problem) in results {
+            problems.extend(problem);
+            checks.push(check);
+        }
+        let mut w = st.warnings;
+        w.sort();
+        w.dedup();
+        if checks.iter().any(|c| !c.ok()) {
+            problems.extend(w);
+        }
+        Ok((checks, secs))
+    }
+}
+
+/// A table's rows and digest as read back, against the manifest.
+fn judge(
+    t: &TableRecord,
+    read: std::result::Result<(u64, u128), String>,
+) -> (TableCheck, Option<String>) {
+    let mut check = TableCheck {
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+        expected_rows: t.rows,
+        restored_rows: None,
+        digest_ok: None,
+    };
+    let (rows, digest) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                check,
+                Some(format!(
+                    "table {} could not be read back after the restore: {e}",
+                    t.qualified()
+                )),
+            );
+        }
+    };
+    check.restored_rows = Some(rows);
+    if let Some(want) = &t.digest {
+        check.digest_ok = Some(dump::digest_hex(digest) == *want);
+    }
+    let problem = if check.ok() {
+        None
+    } else if rows != t.rows {
+        Some(format!(
+            "table {}: expected {} rows, found {}",
+            t.qualified(),
+            t.rows,
+            rows
+        ))
+    } else {
+        Some(format!(
+            "table {}: {} rows as expected, but their content differs from the dump (digest {}, expected {})",
+            t.qualified(),
+            rows,
+            dump::digest_hex(digest),
+            t.digest.as_deref().unwrap_or("")
+        ))
+    };
+    (check, problem)
+}
+
+/// The table's heap size in blocks and bytes, or None when it cannot be had.
+fn heap_blocks(c: &mut client::Client, t: &TableRecord) -> Option<(u64, u64)> {
+    let row = c
+        .query_one(
+            "SELECT pg_catalog.pg_relation_size(pg_catalog.format('%I.%I', $1::text, $2::text)::regclass)::bigint, \
+                    pg_catalog.current_setting('block_size')::bigint",
+            &[&t.schema, &t.name],
+        )
+        .ok()?;
+    let (bytes, block): (i64, i64) = (row.get(0), row.get(1));
+    (block > 0 && bytes >= 0).then(|| ((bytes / block) as u64, bytes as u64))
+}
+
+/// `COPY "s"."t" (a, b) FROM stdin;` → (`"s"."t"`, `a, b`); None without a column list.
+pub(super) fn copy_parts(copy: &str) -> Option<(&str, &str)> {
+    let rest = copy
+        .trim_end()
+        .strip_prefix("COPY ")?
+        .strip_suffix("FROM stdin;")?;
+    let rest = rest.trim_end();
+    let mut quoted = false;
+    let open = rest.char_indices().find_map(|(i, ch)| {
+        match ch {
+            '"' => quoted = !quoted,
+            '(' if !quoted => return Some(i),
+            _ => {}
+        }
+        None
+    })?;
+    let cols = rest[open + 1..].strip_suffix(')')?;
+    Some((rest[..open].trim_end(), cols))
+}
+
+/// The rows of heap blocks `[from, to)` of a table, read and hashed like [`copy_digest`].
+fn range_digest(
+    c: &mut Conn,
+    t: &TableRecord,
+    from: u64,
+    to: Option<u64>,
+) -> std::result::Result<(u64, u128), String> {
+    let copy = t.copy.as_deref().unwrap_or_default();
+    let (table, cols) =
+        copy_parts(copy).ok_or_else(|| format!("unexpected COPY statement {copy:?}"))?;
+    let mut sql = format!(
+        "COPY (SELECT {cols} FROM ONLY {table} WHERE ctid >= {}::tid",
+        quote_literal(&format!("({from},0)"))
+    );
+    if let Some(to) = to {
+        sql.push_str(&format!(
+            " AND ctid < {}::tid",
+            quote_literal(&format!("({to},0)"))
+        ));
+    }
+    sql.push_str(") TO STDOUT");
+    c.hash_copy(&sql)
+}
+
+/// pg_dump's `COPY t (cols) FROM stdin;` turned around, read and hashed like the inspector did.
+fn copy_digest(c: &mut Conn, copy: &str) -> std::result::Result<(u64, u128), String> {
+    let stmt = copy
+        .trim_end()
+        .strip_suffix("FROM stdin;")
+        .ok_or_else(|| format!("unexpected COPY statement {copy:?}"))?;
+    c.hash_copy(&format!("{stmt}TO STDOUT"))
+}
+
+fn count_rows(c: &mut client::Client, t: &TableRecord) -> std::result::Result<u64, String> {
+    let sql = format!(
+        "SELECT count(*) FROM ONLY {}.{}",
+        quote_ident(&t.schema),
+        quote_ident(&t.name)
+    );
+    c.query_one(&sql, &[])
+        .map(|r| r.get::<_, i64>(0) as u64)
+        .map_err(|e| {
+            client::query_error("count failed", &e)
+                .message()
+                .to_string()
+        })
+}
+
+pub(super) fn verify_large_objects(
+    c: &mut client::Client,
+    lo: &TableRecord,
+) -> (TableCheck, Option<String>) {
+    let mut check = TableCheck {
+        schema: lo.schema.clone(),
+        name: lo.name.clone(),
+        expected_rows: lo.rows,
+        restored_rows: None,
+        digest_ok: None,
+    };
+    let read = (|| -> std::result::Result<(u64, u128), String> {
+        let oids: Vec<u32> = c
+            .query(
+                "SELECT oid FROM pg_catalog.pg_largeobject_metadata ORDER BY oid",
+                &[],
+            )
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|r| r.get::<_, u32>(0))
+            .collect();
+        let mut h = LoHasher::new();
+        const PIECE: i32 = 1 << 20;
+        for oid in oids {
+            h.begin(oid);
+            let mut offset: i64 = 0;
+            loop {
+                let row = c
+                    .query_one(
+                        "SELECT pg_catalog.lo_get($1, $2, $3)",
+                        &[
+                            &oid as &(dyn ::postgres::types::ToSql + Sync),
+                            &offset,
+                            &PIECE,
+                        ],
+                    )
+                    .map_err(|e| e.to_string())?;
+                let piece: Vec<u8> = row.get(0);
+                h.update(&piece);
+                offset += piece.len() as i64;
+                if piece.len() < PIECE as usize {
+                    break;
+                }
+            }
+            h.end();
+        }
+        Ok((h.rows(), h.digest()))
+    })();
+    let (rows, digest) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                check,
+                Some(format!("large objects could not be read back: {e}")),
+            );
+        }
+    };
+    check.restored_rows = Some(rows);
+    if let Some(want) = &lo.digest {
+        check.digest_ok = Some(dump::digest_hex(digest) == *want);
+    }
+    let problem = (!check.ok()).then(|| {
+        format!(
+            "large objects: expected {} (digest {}), found {} (digest {})",
+            lo.rows,
+            lo.digest.as_deref().unwrap_or("none"),
+            rows,
+            dump::digest_hex(digest)
+        )
+    });
+    (check, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_parts;
+
+    #[test]
+    fn splits_copy_statements() {
+        assert_eq!(
+            copy_parts("COPY public.events (id, created_at) FROM stdin;\n"),
+            Some(("public.events", "id, created_at"))
+        );
+        assert_eq!(
+            copy_parts("COPY \"we(ird\".\"t\"\"x\" (\"a)b\", c) FROM stdin;\n"),
+            Some(("\"we(ird\".\"t\"\"x\"", "\"a)b\", c"))
+        );
+        assert_eq!(copy_parts("COPY public.empty  FROM stdin;\n"), None);
+        assert_eq!(copy_parts("INSERT INTO t VALUES (1);"), None);
+    }
+}
