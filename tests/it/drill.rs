@@ -584,15 +584,21 @@ fn not_enough_disk_is_reported_up_front() {
     assert_eq!(list[0]["status"], "not_drilled");
 }
 
-/// A scratch server instead of a throwaway cluster: a temporary database, dropped afterwards.
-#[test]
-fn drill_on_a_scratch_server() {
+/// A PostgreSQL 15 source with the rich database "app" backed up, and a scratch server.
+fn rich_source_and_scratch() -> (Source, Source, Repo) {
     let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
     let src = source(15, &dirs);
     src.create_db("app", RICH_SQL);
     let scratch = source(15, &dirs);
     let repo = Repo::new(&dirs);
     repo.backup(&src.url("app"), "app");
+    (src, scratch, repo)
+}
+
+/// A scratch server instead of a throwaway cluster: a temporary database, dropped afterwards.
+#[test]
+fn drill_on_a_scratch_server() {
+    let (src, scratch, repo) = rich_source_and_scratch();
     let (code, drill, stderr) = repo.drill("latest", &["--drill-server", &scratch.url("postgres")]);
     assert_eq!(code, 0, "{stderr}");
     assert_drill_matches_source(&drill, &src, "app");
@@ -610,12 +616,7 @@ fn drill_on_a_scratch_server() {
 /// triggers, the materialized view): the kept drill database fingerprints like the source.
 #[test]
 fn the_streamed_restore_is_complete() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db("app", RICH_SQL);
-    let scratch = source(15, &dirs);
-    let mut repo = Repo::new(&dirs);
-    repo.backup(&src.url("app"), "app");
+    let (src, scratch, mut repo) = rich_source_and_scratch();
     repo.cli = repo
         .cli
         .clone_with("OFFSITEDB_DRILL_BATCH_KIB", "1")

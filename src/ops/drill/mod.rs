@@ -251,10 +251,17 @@ enum Attempt {
 }
 
 impl<S: WriteStore + ?Sized> Ctx<'_, S> {
-    fn target_label(&self) -> String {
-        match &self.opts.drill_server {
-            Some(ci) => ci.redacted(),
-            None => "throwaway cluster".to_string(),
+    /// An empty result naming the drill's target.
+    fn restored(&self, cluster: Option<&Cluster>) -> Restored {
+        Restored {
+            target_label: match &self.opts.drill_server {
+                Some(ci) => ci.redacted(),
+                None => "throwaway cluster".to_string(),
+            },
+            server_version: cluster
+                .map(|c| c.version().version.clone())
+                .unwrap_or_default(),
+            ..Restored::default()
         }
     }
 
@@ -397,14 +404,7 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
                 .unwrap_or_else(|| (Err(Error::internal("the download was joined twice")), 0.0))
         };
         let cluster = ctx.start_cluster()?;
-        let mut restored = Restored {
-            target_label: ctx.target_label(),
-            server_version: cluster
-                .as_ref()
-                .map(|c| c.version().version.clone())
-                .unwrap_or_default(),
-            ..Restored::default()
-        };
+        let mut restored = ctx.restored(cluster.as_ref());
         let Ok(toc) = toc_rx.recv() else {
             // The download ended before the table of contents.
             let (r, secs) = join_download();
@@ -661,15 +661,8 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
     });
     drop(progress);
     let cluster = cluster?;
-    let mut restored = Restored {
-        download_secs: ctx.t0.elapsed().as_secs_f64(),
-        target_label: ctx.target_label(),
-        server_version: cluster
-            .as_ref()
-            .map(|c| c.version().version.clone())
-            .unwrap_or_default(),
-        ..Restored::default()
-    };
+    let mut restored = ctx.restored(cluster.as_ref());
+    restored.download_secs = ctx.t0.elapsed().as_secs_f64();
     let inspected = match download {
         Ok(d) => d,
         Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key) => {

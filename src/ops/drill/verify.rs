@@ -156,6 +156,8 @@ struct Sum {
 struct State {
     queue: VecDeque<Item>,
     closed: bool,
+    /// Items being worked on.
+    active: usize,
     sums: HashMap<usize, Sum>,
     results: Vec<(usize, TableCheck, Option<String>)>,
     warnings: Vec<String>,
@@ -238,9 +240,11 @@ impl<'a> Pool<'a> {
                 loop {
                     if let Some(item) = st.queue.pop_front() {
                         st.first_start.get_or_insert_with(Instant::now);
+                        st.active += 1;
                         break item;
                     }
-                    if st.closed {
+                    // An item in progress may still queue parts of its table.
+                    if st.closed && st.active == 0 {
                         return Ok(());
                     }
                     st = self.ready.wait(st).unwrap();
@@ -254,7 +258,11 @@ impl<'a> Pool<'a> {
                     self.add_part(table, read);
                 }
             }
-            self.state.lock().unwrap().last_end = Some(Instant::now());
+            let mut st = self.state.lock().unwrap();
+            st.last_end = Some(Instant::now());
+            st.active -= 1;
+            // Waiting connections may leave now (or take parts this item queued).
+            self.ready.notify_all();
         }
     }
 
