@@ -14,7 +14,8 @@
 #
 # Targets: gzip <= 0.6 x classic; zstd <= 1.25 x raw; offsitedb peak RSS <= 64 MiB (backup);
 # drill <= 0.7 x naive.
-# Usage: bench/backup.sh   (ROWS=4500000 makes a ~1 GB dump; RUNS=3 rounds, medians reported)
+# Usage: bench/backup.sh   (ROWS=4500000 makes a ~1 GB dump; RUNS=3 rounds, medians reported;
+#                           DRILL_RUNS rounds of the two drills, default RUNS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -101,9 +102,20 @@ say "pg_dump -Fc -Z0 writes $((DUMP_BYTES / 1000000)) MB"
 # Rounds interleave the four runs, so that whatever else the machine does hits all of them alike;
 # each configuration's wall time is its median over the rounds, its RSS the maximum.
 declare -A WALLS RSSS
+# Each run starts on a quiet disk: what the previous run left dirty in the page cache (a drill
+# writes its whole database and WAL) is written back first, outside the timings, so that no run
+# pays for its predecessor's writeback.
+settle() {
+  sync
+  for _ in $(seq 1 60); do
+    awk '/^(Dirty|Writeback):/ {s += $2} END {exit !(s < 65536)}' /proc/meminfo && return
+    sleep 0.5
+  done
+}
 run_one() { # name command...
   local name=$1; shift
-  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+  settle
+  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
   read -r w m < "$WORK/time"
   WALLS[$name]+="$w "; RSSS[$name]+="$m "
   say "round $round: $name ${w} s, peak RSS $((m / 1024)) MiB"
@@ -133,9 +145,10 @@ ${RUNAS[*]} "$PGBIN/pg_ctl" -D "$WORK/naive" -m fast stop >/dev/null
 rm -rf "$WORK/naive"
 NAIVE
 chmod 755 "$WORK" "$WORK/naive.sh"
-for round in $(seq 1 "$RUNS"); do
+for round in $(seq 1 "${DRILL_RUNS:-$RUNS}"); do
   run_one naive bash "$WORK/naive.sh"
-  run_one drill "$BIN" drill latest --repo "s3://bench/gzip?endpoint=$ENDPOINT"
+  run_one drill "$BIN" drill latest --repo "s3://bench/gzip?endpoint=$ENDPOINT" --json
+  say "round $round: drill phases $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["timings"])' "$WORK/out")"
 done
 
 median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -149,13 +162,13 @@ STORED_ZS=$("$BIN" list --json --repo "s3://bench/zstd?endpoint=$ENDPOINT" | pyt
 python3 - "$DUMP_BYTES" "$STORED_GZ" "$STORED_ZS" "$(nproc)" \
   "${WALL[raw]}" "${WALL[classic]}" "${WALL[gzip]}" "${WALL[zstd]}" \
   "${RSS[raw]}" "${RSS[classic]}" "${RSS[gzip]}" "${RSS[zstd]}" "$RUNS" \
-  "${WALL[naive]}" "${WALL[drill]}" "${RSS[drill]}" <<'PY'
+  "${WALL[naive]}" "${WALL[drill]}" "${RSS[drill]}" "${DRILL_RUNS:-$RUNS}" <<'PY'
 import sys
 dump, gz, zs, cores = (int(x) for x in sys.argv[1:5])
 raw, classic, g, z = (float(x) for x in sys.argv[5:9])
 rss = [int(x) / 1024 for x in sys.argv[9:13]]
 print(f"\ndump {dump/1e6:.0f} MB on {cores} cores; stored: gzip {gz/1e6:.0f} MB, zstd {zs/1e6:.0f} MB")
-print(f"wall time: median of {sys.argv[13]} interleaved rounds; peak RSS: the largest seen\n")
+print(f"wall time: median of {sys.argv[13]} interleaved rounds ({sys.argv[17]} for the drills); peak RSS: the largest seen\n")
 print(f"{'run':<42}{'wall s':>8}{'peak RSS MiB':>14}")
 for name, w, m in [("pg_dump -Fc -Z0 > /dev/null", raw, rss[0]),
                    ("pg_dump | gzip > file && aws s3 cp", classic, rss[1]),
