@@ -103,7 +103,9 @@ pub fn run<S: WriteStore + ?Sized>(
         .clone()
         .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
         .unwrap_or_else(std::env::temp_dir);
-    check_space(&parent, &m, opts.drill_server.is_none())?;
+    // A streamed drill writes no spool file (a snapshot with counted rows is spooled).
+    let spool = m.verification.method != VerifyMethod::ArchiveDigest;
+    check_space(&parent, &m, opts.drill_server.is_none(), spool)?;
     let work = tempfile::Builder::new()
         .prefix("offsitedb-drill-")
         .tempdir_in(&parent)
@@ -740,27 +742,32 @@ fn round(s: f64) -> f64 {
     (s * 100.0).round() / 100.0
 }
 
-/// Disk the drill needs in `dir`: the spool file, and (for a throwaway cluster) the restored
-/// database (its tables and indexes, estimated at 1.5 times the dump) plus WAL and the
-/// cluster's own files.
-fn check_space(dir: &std::path::Path, m: &Manifest, cluster: bool) -> Result<()> {
+/// Disk the drill needs in `dir`: the spool file (when there is one), and (for a throwaway
+/// cluster) the restored database (its tables and indexes, estimated at 1.5 times the dump)
+/// plus WAL and the cluster's own files.
+fn check_space(dir: &std::path::Path, m: &Manifest, cluster: bool, spool: bool) -> Result<()> {
     let plain = m.sizes.plain_bytes;
+    let spool_bytes = if spool { plain } else { 0 };
     let need = if cluster {
-        plain + plain / 2 * 3 + (1 << 30)
+        spool_bytes + plain / 2 * 3 + (1 << 30)
     } else {
-        plain + (64 << 20)
+        spool_bytes + (64 << 20)
     };
     if let Some(free) = super::restore::free_space(dir)
         && free < need
     {
         return Err(Error::io(format!(
-            "not enough disk in {} for a drill of {}/{}: it needs about {} ({} archive{}), and {} is free",
+            "not enough disk in {} for a drill of {}/{}: it needs about {} (for a {} archive: {}), and {} is free",
             dir.display(),
             m.source.name,
             m.snapshot_id,
             crate::units::bytes(need),
             crate::units::bytes(plain),
-            if cluster { ", the restored database, WAL and the cluster" } else { "" },
+            match (spool, cluster) {
+                (true, true) => "its spooled copy, the restored database, WAL and the cluster",
+                (false, true) => "the restored database, WAL and the cluster",
+                _ => "its spooled copy",
+            },
             crate::units::bytes(free)
         ))
         .with_hint("free some space, or set OFFSITEDB_TMPDIR (or --work-dir) to a larger disk"));
