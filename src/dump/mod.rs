@@ -114,24 +114,18 @@ pub trait Observer {
         false
     }
     /// The header and table of contents exactly as in the archive, what they say (so far only
-    /// the header and TOC fields of `summary` are filled in), and the data-section entries that
-    /// are not TABLE DATA (sequence values, large objects), as (dump id, description).
+    /// the header and TOC fields of `summary` are filled in), and the dump ids of the
+    /// data-section entries that are not TABLE DATA (sequence values, large objects).
     fn toc(
         &mut self,
         _raw: Vec<u8>,
         _summary: &DumpSummary,
-        _other_data: &[(i32, String)],
+        _other_data: &[i32],
     ) -> std::io::Result<()> {
         Ok(())
     }
     /// A TABLE DATA block begins; its COPY text follows through [`Observer::rows`].
-    fn table_start(
-        &mut self,
-        _dump_id: i32,
-        _schema: &str,
-        _name: &str,
-        _copy_stmt: &str,
-    ) -> std::io::Result<()> {
+    fn table_start(&mut self, _schema: &str, _name: &str, _copy_stmt: &str) -> std::io::Result<()> {
         Ok(())
     }
     /// COPY text of the current table, in pieces of any size (rows may span pieces), ending

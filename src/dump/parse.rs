@@ -145,7 +145,7 @@ fn toc<R: Read>(
     input: &mut Input<R>,
     header: &Header,
     summary: &mut DumpSummary,
-    other_data: &mut Vec<(i32, String)>,
+    other_data: &mut Vec<i32>,
 ) -> Result<HashMap<i32, Entry>, DumpError> {
     input.ctx = "the table of contents";
     let count_at = input.position();
@@ -169,7 +169,7 @@ fn toc<R: Read>(
         let section = input.int()?;
         let table_data = desc == "TABLE DATA";
         if section == SECTION_DATA && !table_data {
-            other_data.push((dump_id, desc.clone()));
+            other_data.push(dump_id);
         }
         if desc == "ENCODING" {
             summary.encoding = input.text()?.as_deref().and_then(quoted_value);
@@ -300,17 +300,21 @@ fn data<R: Read>(
                 }
                 input.ctx = "table data";
                 input.stop_recording();
-                obs.table_start(dump_id, &schema, &name, copy_stmt.as_deref().unwrap_or(""))?;
+                obs.table_start(&schema, &name, copy_stmt.as_deref().unwrap_or(""))?;
                 let mut h = RowHasher::new();
                 let mut failed = None;
-                chunks(input, |s| {
-                    h.update(s);
-                    if failed.is_none()
-                        && let Err(e) = obs.rows(s)
-                    {
-                        failed = Some(e);
-                    }
-                })?;
+                chunks(
+                    input,
+                    |s| {
+                        h.update(s);
+                        if failed.is_none()
+                            && let Err(e) = obs.rows(s)
+                        {
+                            failed = Some(e);
+                        }
+                    },
+                    |_| Ok(()),
+                )?;
                 if let Some(e) = failed {
                     return Err(e.into());
                 }
@@ -332,7 +336,7 @@ fn data<R: Read>(
             }
             (BLK_DATA, Kind::Other(_)) => {
                 input.ctx = "a data block";
-                chunks_raw(input, |_| {}, obs)?;
+                chunks(input, |_| {}, |i| flush_raw(i, obs))?;
             }
             (BLK_BLOBS, Kind::Blobs) => {
                 input.ctx = "large object data";
@@ -368,28 +372,13 @@ fn data<R: Read>(
     Ok(())
 }
 
-/// A chunk sequence: `Int len` then `len` bytes, until `Int 0`.
-fn chunks<R: Read>(input: &mut Input<R>, mut f: impl FnMut(&[u8])) -> Result<(), DumpError> {
-    loop {
-        let at = input.position();
-        match input.int()? {
-            0 => return Ok(()),
-            n if n < 0 => {
-                return Err(input.malformed_at(format!("a data chunk of length {n}"), at));
-            }
-            n => input.consume(n as u64, &mut f)?,
-        }
-    }
-}
-
-/// [`chunks`], handing what was recorded to the observer after each chunk (so a recording
-/// never holds more than one chunk); a no-op unless the observer wants raw bytes.
-fn chunks_raw<R: Read>(
+/// A chunk sequence: `Int len` then `len` bytes, until `Int 0`. `after` runs after each chunk,
+/// the final empty one included.
+fn chunks<R: Read>(
     input: &mut Input<R>,
     mut f: impl FnMut(&[u8]),
-    obs: &mut dyn Observer,
+    mut after: impl FnMut(&mut Input<R>) -> Result<(), DumpError>,
 ) -> Result<(), DumpError> {
-    let raw = obs.wants_raw();
     loop {
         let at = input.position();
         let n = input.int()?;
@@ -397,13 +386,20 @@ fn chunks_raw<R: Read>(
             return Err(input.malformed_at(format!("a data chunk of length {n}"), at));
         }
         input.consume(n as u64, &mut f)?;
-        if raw {
-            obs.other_data(&input.recorded())?;
-        }
+        after(input)?;
         if n == 0 {
             return Ok(());
         }
     }
+}
+
+/// Hands the observer what was recorded (raw bytes of a block that is not table data), so a
+/// recording never holds more than one chunk.
+fn flush_raw<R: Read>(input: &mut Input<R>, obs: &mut dyn Observer) -> Result<(), DumpError> {
+    if obs.wants_raw() {
+        obs.other_data(&input.recorded())?;
+    }
+    Ok(())
 }
 
 /// A BLOBS body: `{ Int oid; chunks }` per object, until an OID of 0.
@@ -416,13 +412,10 @@ fn large_objects<R: Read>(
         // OIDs ≥ 2³¹ arrive as negative ints; the low 32 bits are the OID.
         let oid = input.int()? as u32;
         if oid == 0 {
-            if obs.wants_raw() {
-                obs.other_data(&input.recorded())?;
-            }
-            return Ok(());
+            return flush_raw(input, obs);
         }
         lo.begin(oid);
-        chunks_raw(input, |s| lo.update(s), obs)?;
+        chunks(input, |s| lo.update(s), |i| flush_raw(i, obs))?;
         lo.end();
     }
 }

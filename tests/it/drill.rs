@@ -617,6 +617,18 @@ fn drill_on_a_scratch_server() {
 #[test]
 fn the_streamed_restore_is_complete() {
     let (src, scratch, mut repo) = rich_source_and_scratch();
+    // A tuning knob that cannot be read is refused, not ignored.
+    let bad = repo
+        .cli
+        .clone_with("OFFSITEDB_DRILL_BATCH_KIB", "1MB")
+        .run(&["drill", "latest"]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr
+            .contains("OFFSITEDB_DRILL_BATCH_KIB must be a whole number"),
+        "{}",
+        bad.stderr
+    );
     repo.cli = repo
         .cli
         .clone_with("OFFSITEDB_DRILL_BATCH_KIB", "1")

@@ -82,11 +82,10 @@ pub fn run<S: WriteStore + ?Sized>(
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_restore = super::pick_pg_restore(&m, &dirs)?;
 
-    // Everything about the environment is checked before the download starts.
-    // (The cluster starts later, with the download; its programs are checked now.)
-    let _server_program = match &opts.drill_server {
-        Some(_) => None,
-        None => Some(binaries::server_dir(Some(m.server.major), &dirs).map_err(|e| {
+    // Everything about the environment is checked before the download starts (the cluster
+    // itself starts with the download).
+    if opts.drill_server.is_none() {
+        binaries::server_dir(Some(m.server.major), &dirs).map_err(|e| {
             e.context(format!(
                 "a drill restores into a throwaway PostgreSQL {} (the source's version)",
                 m.server.major
@@ -96,8 +95,8 @@ pub fn run<S: WriteStore + ?Sized>(
                  OFFSITEDB_PG_BIN_DIRS, or drill on a scratch server with --drill-server URL",
                 m.server.major, m.server.major
             ))
-        })?),
-    };
+        })?;
+    }
     let parent = opts
         .work_dir
         .clone()
@@ -125,6 +124,8 @@ pub fn run<S: WriteStore + ?Sized>(
         work: work.path(),
         started,
         t0,
+        batch_bytes: env_size("OFFSITEDB_DRILL_BATCH_KIB", 1 << 10, 1, stream::BATCH_BYTES)?,
+        split_bytes: env_size("OFFSITEDB_DRILL_SPLIT_MIB", 1 << 20, 0, verify::SPLIT_BYTES)?,
     };
     let mut notes = Vec::new();
     // An archive the backup could inspect is restored as it streams; anything else (counted
@@ -168,24 +169,23 @@ pub fn run<S: WriteStore + ?Sized>(
         created_by: format!("offsitedb {}", crate::VERSION),
     };
 
-    let mut restored = match attempt {
-        Attempt::Done(r) => r,
-        // A snapshot that cannot be read back is a failed drill, and recorded as one.
-        Attempt::Unreadable(error, mut r) => {
-            notes.append(&mut r.notes);
-            r.notes = notes;
-            r.problems.insert(0, error.message().to_string());
-            let record = finish(DrillResult::Failed, r);
-            repo.commit_drill(&record)?;
-            return Ok(DrillOutcome {
-                record,
-                failure: Some(error),
-            });
-        }
+    let (mut restored, unreadable) = match attempt {
+        Attempt::Done(r) => (r, None),
+        Attempt::Unreadable(error, r) => (r, Some(error)),
         Attempt::Fallback(_) => unreachable!("the spooled restore does not fall back"),
     };
     notes.append(&mut restored.notes);
     restored.notes = notes;
+    // A snapshot that cannot be read back is a failed drill, and recorded as one.
+    if let Some(error) = unreadable {
+        restored.problems.insert(0, error.message().to_string());
+        let record = finish(DrillResult::Failed, restored);
+        repo.commit_drill(&record)?;
+        return Ok(DrillOutcome {
+            record,
+            failure: Some(error),
+        });
+    }
     if m.verification.method == VerifyMethod::None {
         restored.notes.push(format!(
             "the manifest holds no row data ({}): only the restore itself was tested",
@@ -229,6 +229,29 @@ struct Ctx<'a, S: WriteStore + ?Sized> {
     work: &'a std::path::Path,
     started: Timestamp,
     t0: Instant,
+    /// Tuning (`OFFSITEDB_DRILL_BATCH_KIB`, `OFFSITEDB_DRILL_SPLIT_MIB`).
+    batch_bytes: u64,
+    split_bytes: u64,
+}
+
+/// A size from the environment in units of `unit` bytes, or `default`; anything but a whole
+/// number of at least `min` is refused (a tuning knob that silently does nothing misleads).
+fn env_size(name: &str, unit: u64, min: u64, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n >= min)
+            .and_then(|n| n.checked_mul(unit))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "{name} must be a whole number of at least {min}, not {v:?}"
+                ))
+                .with_hint(format!("unset {name} to use the default"))
+            }),
+    }
 }
 
 /// A restore and verification that ran (passed or not).
@@ -310,17 +333,11 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
                 }
                 c.batch_execute(&create_database_sql(&db, m))
                     .map_err(|e| client::query_error("cannot create the drill database", &e))?;
-                if self.opts.keep {
-                    notes.push(format!(
-                        "the drill database {db} is kept on the drill server (drop it with DROP DATABASE {})",
-                        quote_ident(&db)
-                    ));
-                }
                 Ok((
                     Some(ScratchDb {
                         admin: admin.clone(),
                         name: db.clone(),
-                        keep: self.opts.keep,
+                        keep: false,
                     }),
                     admin.with_dbname(&db),
                     info.version,
@@ -332,6 +349,19 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
                 Ok((None, cl.conninfo(&db), cl.version().version.clone()))
             }
             (None, None) => Err(Error::internal("a drill needs a cluster or a drill server")),
+        }
+    }
+
+    /// With --keep, the scratch database of a drill that ran to its end stays (one dropped
+    /// for a fallback must not, or the second attempt could not create it).
+    fn keep_scratch(&self, scratch: &mut Option<ScratchDb>, notes: &mut Vec<String>) {
+        if let Some(db) = scratch.as_mut().filter(|_| self.opts.keep) {
+            db.keep = true;
+            notes.push(format!(
+                "the drill database {} is kept on the drill server (drop it with DROP DATABASE {})",
+                db.name,
+                quote_ident(&db.name)
+            ));
         }
     }
 
@@ -357,10 +387,6 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
     }
 }
 
-fn major_of_target(server_version: &str) -> u32 {
-    major_of(server_version)
-}
-
 /// The streamed restore (see [`stream`]): pre-data as soon as the table of contents is in,
 /// rows loaded on `jobs` connections as they download, each table verified once loaded,
 /// post-data while the last tables are read back.
@@ -378,7 +404,7 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
         worker_txs,
         report_tx.clone(),
         other_tx,
-        stream::batch_bytes(),
+        ctx.batch_bytes as usize,
     );
     let counters = Counters::default();
     let progress = Progress::start("drill download", &counters, ctx.opts.progress);
@@ -420,7 +446,7 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
                 Ok(Ok(_)) => Err(Error::internal("the archive had no table of contents")),
             };
         };
-        let (_scratch, target, server_version) =
+        let (mut scratch, target, server_version) =
             ctx.prepare_target(cluster.as_ref(), &mut notes)?;
         restored.server_version = server_version.clone();
         ctx.before_restore(
@@ -468,8 +494,9 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
             m,
             &target,
             &settings,
-            major_of_target(&server_version),
+            major_of(&server_version),
             jobs,
+            ctx.split_bytes,
         );
         let by_name: HashMap<(&str, &str), usize> = m
             .verification
@@ -581,8 +608,11 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
                     None
                 };
                 let restore_end = Instant::now();
-                for i in held.into_iter().chain(0..pushed.len()) {
-                    push(i, &mut pushed);
+                // A snapshot that failed on the way is not worth reading back.
+                if post_exit.is_some() {
+                    for i in held.into_iter().chain(0..pushed.len()) {
+                        push(i, &mut pushed);
+                    }
                 }
                 pool.close();
                 Ok((download, download_secs, post_exit, other_exit, restore_end))
@@ -606,14 +636,10 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
         restored.restore_secs = restore_end.duration_since(t_restore).as_secs_f64();
         let (mut tables, verify_secs) = pool.finish(&mut problems)?;
         let t_lo = Instant::now();
-        if let Some(lo) = &m.verification.large_objects {
-            let mut c = postgres::connect(&target, "the drill database")?;
-            let (check, problem) = verify::verify_large_objects(&mut c, lo);
-            problems.extend(problem);
-            tables.push(check);
-        }
+        verify::large_objects(&target, m, &mut tables, &mut problems)?;
         restored.verify_secs = verify_secs + t_lo.elapsed().as_secs_f64();
         problems.dedup();
+        ctx.keep_scratch(&mut scratch, &mut notes);
         restored.tables = tables;
         restored.problems = problems;
         restored.notes = notes;
@@ -687,7 +713,7 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
             (Vec::new(), Vec::new())
         }
     };
-    let (_scratch, target, server_version) = ctx.prepare_target(cluster.as_ref(), &mut notes)?;
+    let (mut scratch, target, server_version) = ctx.prepare_target(cluster.as_ref(), &mut notes)?;
     restored.server_version = server_version.clone();
     ctx.before_restore(
         cluster.as_ref(),
@@ -713,7 +739,14 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
 
     let t_verify = Instant::now();
     let settings = SessionSql::new(m);
-    let pool = verify::Pool::new(m, &target, &settings, major_of(&server_version), ctx.jobs);
+    let pool = verify::Pool::new(
+        m,
+        &target,
+        &settings,
+        major_of(&server_version),
+        ctx.jobs,
+        ctx.split_bytes,
+    );
     for i in 0..m.verification.tables.len() {
         pool.push(i);
     }
@@ -724,13 +757,9 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
         }
     });
     let (mut tables, _) = pool.finish(&mut problems)?;
-    if let Some(lo) = &m.verification.large_objects {
-        let mut c = postgres::connect(&target, "the drill database")?;
-        let (check, problem) = verify::verify_large_objects(&mut c, lo);
-        problems.extend(problem);
-        tables.push(check);
-    }
+    verify::large_objects(&target, m, &mut tables, &mut problems)?;
     restored.verify_secs = t_verify.elapsed().as_secs_f64();
+    ctx.keep_scratch(&mut scratch, &mut notes);
     restored.tables = tables;
     restored.problems = problems;
     restored.notes = notes;

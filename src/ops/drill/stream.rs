@@ -22,9 +22,9 @@ use crate::dump::{DumpSummary, Observer};
 use crate::error::Result;
 use crate::postgres::{self, ConnInfo, client};
 
-/// Rows per message to a loading connection are cut at the first row end after this many bytes.
+/// Rows per message to a loading connection are cut at the last row end after this many bytes.
 /// `OFFSITEDB_DRILL_BATCH_KIB` changes it (tests make small tables spread over connections).
-const BATCH_BYTES: usize = 1 << 20;
+pub(super) const BATCH_BYTES: u64 = 1 << 20;
 /// Batches queued per connection: with 1 MiB batches, a few MiB of rows in flight each.
 const QUEUE: usize = 4;
 
@@ -64,14 +64,6 @@ pub(super) enum Report {
         table: usize,
         result: std::result::Result<u64, String>,
     },
-}
-
-pub(super) fn batch_bytes() -> usize {
-    std::env::var("OFFSITEDB_DRILL_BATCH_KIB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&k| k > 0)
-        .map_or(BATCH_BYTES, |k| k << 10)
 }
 
 /// The loading connections' queues, made before the download starts.
@@ -168,14 +160,14 @@ impl Observer for Feed {
         &mut self,
         raw: Vec<u8>,
         summary: &DumpSummary,
-        other_data: &[(i32, String)],
+        other_data: &[i32],
     ) -> std::io::Result<()> {
         let info = TocInfo {
             raw: Arc::new(raw),
             encoding: summary.encoding.clone(),
             owners: summary.owners.iter().cloned().collect(),
             extensions: summary.extensions.clone(),
-            other_data: other_data.iter().map(|(id, _)| *id).collect(),
+            other_data: other_data.to_vec(),
         };
         if other_data.is_empty() {
             self.other = None;
@@ -187,13 +179,7 @@ impl Observer for Feed {
             .map_err(|_| stopped())
     }
 
-    fn table_start(
-        &mut self,
-        _dump_id: i32,
-        schema: &str,
-        name: &str,
-        copy_stmt: &str,
-    ) -> std::io::Result<()> {
+    fn table_start(&mut self, schema: &str, name: &str, copy_stmt: &str) -> std::io::Result<()> {
         self.current = Some((schema.to_string(), name.to_string(), Arc::from(copy_stmt)));
         self.got.fill(false);
         self.batch.clear();

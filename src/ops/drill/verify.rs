@@ -21,7 +21,7 @@ use super::{quote_ident, quote_literal};
 
 /// Tables at least this big (on disk, after the restore) are read in block ranges, one per
 /// connection, on servers with TID range scans (14+). `OFFSITEDB_DRILL_SPLIT_MIB` changes it.
-const SPLIT_BYTES: u64 = 64 << 20;
+pub(super) const SPLIT_BYTES: u64 = 64 << 20;
 
 /// The session settings that make `COPY … TO STDOUT` print what pg_dump printed.
 pub(super) struct SessionSql {
@@ -187,11 +187,8 @@ impl<'a> Pool<'a> {
         settings: &'a SessionSql,
         server_major: u32,
         jobs: usize,
+        split_bytes: u64,
     ) -> Self {
-        let split_bytes = std::env::var("OFFSITEDB_DRILL_SPLIT_MIB")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(SPLIT_BYTES, |mib| mib << 20);
         Pool {
             m,
             target,
@@ -490,10 +487,23 @@ fn count_rows(c: &mut client::Client, t: &TableRecord) -> std::result::Result<u6
         })
 }
 
-pub(super) fn verify_large_objects(
-    c: &mut client::Client,
-    lo: &TableRecord,
-) -> (TableCheck, Option<String>) {
+/// The large objects, when the manifest has them, checked and added to `tables`.
+pub(super) fn large_objects(
+    target: &ConnInfo,
+    m: &Manifest,
+    tables: &mut Vec<TableCheck>,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    if let Some(lo) = &m.verification.large_objects {
+        let mut c = postgres::connect(target, "the drill database")?;
+        let (check, problem) = verify_large_objects(&mut c, lo);
+        problems.extend(problem);
+        tables.push(check);
+    }
+    Ok(())
+}
+
+fn verify_large_objects(c: &mut client::Client, lo: &TableRecord) -> (TableCheck, Option<String>) {
     let mut check = TableCheck {
         schema: lo.schema.clone(),
         name: lo.name.clone(),
