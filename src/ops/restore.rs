@@ -6,6 +6,11 @@ transaction: every byte is authenticated as it arrives, and if anything fails (a
 a missing role, a dropped connection) pg_restore is stopped and nothing is committed, so even a
 `--clean` restore leaves the target as it was. With `--jobs N` the archive is first written,
 verified, to a temporary file (pg_restore runs in parallel only from a file), then restored.
+
+pg_restore 17 and later open every connection with `SET transaction_timeout = 0`, which servers
+before 17 reject, and the archive of a pg_dump 17+ can only be read by a pg_restore 17+. For such
+a target pg_restore writes SQL instead, and `psql` of the same release runs it, without that one
+setting (see [`relay`]). That path has no parallel jobs.
 */
 
 use std::io::{Read, Write};
@@ -105,6 +110,32 @@ pub fn run<S: ReadStore + ?Sized>(
 
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_restore = super::pick_pg_restore(&m, &dirs)?;
+    let psql = if pg_restore.major >= 17 && info.major < 17 {
+        let psql = pg_restore.path.with_file_name("psql");
+        if !psql.exists() {
+            return Err(Error::tool(format!(
+                "restoring into PostgreSQL {} with pg_restore {} needs psql next to it ({} is missing)",
+                info.major,
+                pg_restore.version,
+                psql.display()
+            ))
+            .with_hint(format!(
+                "install the PostgreSQL {} client package, which has both",
+                pg_restore.major
+            )));
+        }
+        Some(psql)
+    } else {
+        None
+    };
+    let mut jobs = opts.jobs.max(1);
+    if jobs > 1 && psql.is_some() {
+        note(format!(
+            "restoring with one job: pg_restore {} cannot connect to PostgreSQL {} directly (it sets transaction_timeout), so its SQL goes through psql",
+            pg_restore.version, info.major
+        ));
+        jobs = 1;
+    }
 
     let mut cmd = crate::process::command(&pg_restore.path);
     cmd.args(["--no-password", "--exit-on-error"]);
@@ -117,38 +148,68 @@ pub fn run<S: ReadStore + ?Sized>(
     if opts.no_privileges {
         cmd.arg("--no-privileges");
     }
-    cmd.arg("--dbname")
-        .arg(target.to_conninfo_without_secrets());
-    postgres::child_env(&mut cmd, target);
-
     let counters = Counters::default();
-    if opts.jobs > 1 {
-        restore_from_spool(repo, &m, cmd, opts, &counters)?;
+    if let Some(psql) = psql {
+        cmd.args(["--single-transaction", "--file", "-"]);
+        let mut run_sql = crate::process::command(psql);
+        run_sql
+            .args(["--no-psqlrc", "--quiet", "--no-password"])
+            .args(["--set", "ON_ERROR_STOP=1", "--dbname"])
+            .arg(target.to_conninfo_without_secrets());
+        postgres::child_env(&mut run_sql, target);
+        restore_streaming(repo, &m, cmd, Some(run_sql), opts, &counters)?;
     } else {
-        cmd.arg("--single-transaction");
-        restore_streaming(repo, &m, cmd, opts, &counters)?;
+        cmd.arg("--dbname")
+            .arg(target.to_conninfo_without_secrets());
+        postgres::child_env(&mut cmd, target);
+        if jobs > 1 {
+            restore_from_spool(repo, &m, cmd, opts, &counters)?;
+        } else {
+            cmd.arg("--single-transaction");
+            restore_streaming(repo, &m, cmd, None, opts, &counters)?;
+        }
     }
     Ok(RestoreReport {
         snapshot: m.snapshot_id.to_string(),
         source: m.source.name.clone(),
         target: shown,
         pg_restore: pg_restore.version,
-        jobs: opts.jobs.max(1),
+        jobs,
         seconds: start.elapsed().as_secs_f64(),
         archive_bytes: m.sizes.plain_bytes,
     })
 }
 
+/// Streams the archive into `cmd` (pg_restore). With `sql`, pg_restore writes SQL, which [`relay`]
+/// hands to `sql` (psql) on a thread. Nothing is committed unless the whole snapshot authenticated
+/// and pg_restore succeeded: on any failure psql is killed first, then pg_restore.
 fn restore_streaming<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     m: &Manifest,
     cmd: Command,
+    sql: Option<Command>,
     opts: &RestoreOptions,
     counters: &Counters,
 ) -> Result<()> {
     let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
     let mut child = ChildProcess::spawn(cmd, "pg_restore", true)?;
-    child.drain_stdout();
+    let psql = match sql {
+        Some(sql) => {
+            let out = child.take_stdout();
+            let mut p = ChildProcess::spawn(sql, "psql", true)?;
+            p.drain_stdout();
+            let input = p.take_stdin();
+            let relay = std::thread::Builder::new()
+                .name("restore-sql".into())
+                .spawn(move || relay(out, input))
+                .map_err(|e| Error::process(format!("cannot start a thread: {e}")))?;
+            Some((p, relay))
+        }
+        None => {
+            child.drain_stdout();
+            None
+        }
+    };
     let mut stdin = child.take_stdin();
     let progress = Progress::start("restore", counters, opts.progress);
     let mut buf = vec![0u8; 256 * 1024];
@@ -157,44 +218,128 @@ fn restore_streaming<S: ReadStore + ?Sized>(
             break Err(e);
         }
         let n = match dump.read(&mut buf) {
-            Ok(0) => break Ok(()),
+            Ok(0) => break Ok(true),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             // A damaged snapshot: kill pg_restore before it can commit anything.
             Err(e) => break Err(Error::from_io(e, "cannot read the snapshot")),
         };
         if stdin.write_all(&buf[..n]).is_err() {
-            // pg_restore stopped reading: its own error says why (or a signal stopped it).
-            drop(stdin);
-            drop(progress);
-            let exit = child.wait_exit()?;
-            crate::interrupt::check()
-                .map_err(|e| e.context("restore stopped, nothing was committed"))?;
-            if !exit.status.success() {
-                return Err(pg_restore_error(&exit));
-            }
-            // pg_restore finished without the archive's last bytes: still authenticate them.
-            std::io::copy(&mut dump, &mut std::io::sink())
-                .map_err(|e| Error::from_io(e, "cannot read the snapshot"))?;
-            return super::finish_dump(dump, &handle, m)
-                .map_err(|e| e.context("pg_restore completed, but the end of the snapshot"));
+            // pg_restore stopped reading: its own error (or psql's) says why.
+            break Ok(false);
         }
         counters
             .output
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     };
     drop(progress);
-    let checked = fed.and_then(|_| super::finish_dump(dump, &handle, m));
-    if let Err(e) = checked {
-        child.kill();
-        return Err(e.context("restore stopped, nothing was committed"));
-    }
+    let checked = fed.and_then(|all| {
+        if all {
+            super::finish_dump(dump, &handle, m)?;
+            Ok(None)
+        } else {
+            Ok(Some((dump, handle)))
+        }
+    });
+    let rest = match checked {
+        Ok(rest) => rest,
+        Err(e) => {
+            if let Some((p, _)) = psql {
+                p.kill();
+            }
+            child.kill();
+            return Err(e.context("restore stopped, nothing was committed"));
+        }
+    };
     drop(stdin);
     let exit = child.wait_exit()?;
+    let psql = match psql {
+        None => None,
+        Some((p, relay)) => {
+            let relayed = relay.join().unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "the thread handing SQL to psql panicked",
+                ))
+            });
+            match relayed {
+                // psql stopped reading: it failed, and says why (pg_restore then could not write).
+                Err(_) => return Err(restore_error("psql", &p.kill())),
+                Ok(input) => Some((p, input)),
+            }
+        }
+    };
     if !exit.status.success() {
-        return Err(pg_restore_error(&exit));
+        if let Some((p, _)) = psql {
+            p.kill();
+        }
+        crate::interrupt::check()
+            .map_err(|e| e.context("restore stopped, nothing was committed"))?;
+        return Err(restore_error("pg_restore", &exit));
+    }
+    if let Some((mut dump, handle)) = rest {
+        // pg_restore finished without the archive's last bytes: still authenticate them.
+        let end = std::io::copy(&mut dump, &mut std::io::sink())
+            .map_err(|e| Error::from_io(e, "cannot read the snapshot"))
+            .and_then(|_| super::finish_dump(dump, &handle, m));
+        if let Err(e) = end {
+            if let Some((p, _)) = psql {
+                p.kill();
+            }
+            return Err(e.context("pg_restore completed, but the end of the snapshot"));
+        }
+    }
+    if let Some((p, input)) = psql {
+        drop(input);
+        let exit = p.wait_exit()?;
+        if !exit.status.success() {
+            return Err(restore_error("psql", &exit));
+        }
     }
     Ok(())
+}
+
+/// Copies pg_restore's SQL to psql, leaving out the `SET transaction_timeout = 0;` of its fixed
+/// session settings at the top (older servers reject it; the setting only turns a timeout off).
+/// Only lines of that leading block are looked at, so no statement or data is ever touched.
+/// Returns psql's stdin, still open, so the caller decides whether psql may see the end.
+fn relay(
+    from: std::process::ChildStdout,
+    mut to: std::process::ChildStdin,
+) -> std::io::Result<std::process::ChildStdin> {
+    use std::io::BufRead;
+    const LONGEST: u64 = 64 * 1024;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        (&mut r).take(LONGEST).read_until(b'\n', &mut line)?;
+        if line.is_empty() {
+            return Ok(to);
+        }
+        let text = line.trim_ascii_end();
+        if text != b"SET transaction_timeout = 0;" {
+            to.write_all(&line)?;
+        }
+        if !line.ends_with(b"\n") || !preamble_line(text) {
+            break;
+        }
+    }
+    std::io::copy(&mut r, &mut to)?;
+    Ok(to)
+}
+
+/// A line of the block pg_restore writes before its first statement.
+fn preamble_line(text: &[u8]) -> bool {
+    text.is_empty()
+        || [
+            &b"--"[..],
+            b"SET ",
+            b"SELECT pg_catalog.set_config(",
+            b"\\restrict ",
+            b"BEGIN;",
+        ]
+        .iter()
+        .any(|p| text.starts_with(p))
 }
 
 fn restore_from_spool<S: ReadStore + ?Sized>(
@@ -245,7 +390,7 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
     let exit = child.wait_exit()?;
     drop(file);
     if !exit.status.success() {
-        return Err(pg_restore_error(&exit));
+        return Err(restore_error("pg_restore", &exit));
     }
     Ok(())
 }
@@ -262,14 +407,19 @@ pub fn free_space(dir: &std::path::Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-fn pg_restore_error(exit: &Exit) -> Error {
+/// `tool` (pg_restore or psql) failed: its error line, without the tool's own prefix
+/// (`pg_restore: error: `, `psql:<stdin>:12: `).
+fn restore_error(tool: &str, exit: &Exit) -> Error {
     let text = exit.stderr_text();
     let reason = exit.reason();
-    let reason = reason
-        .strip_prefix("pg_restore: error: ")
-        .unwrap_or(&reason)
-        .to_string();
-    let err = Error::process(format!("pg_restore failed: {reason}"));
+    let reason = match reason.strip_prefix("pg_restore: error: ") {
+        Some(r) => r,
+        None => match reason.strip_prefix("psql:<stdin>:") {
+            Some(r) => r.split_once(": ").map_or(r, |(_, msg)| msg),
+            None => &reason,
+        },
+    };
+    let err = Error::process(format!("{tool} failed: {reason}"));
     if text.contains("role") && text.contains("does not exist") {
         err.with_hint(
             "create the missing role on the target first, or pass --no-owner --no-privileges",

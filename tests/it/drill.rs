@@ -250,6 +250,21 @@ fn matrix(major: u32) {
             .starts_with(&format!("{major}.")),
         "{drill:#}"
     );
+
+    // And `restore` puts it back into a server of the same major, whichever pg_restore it
+    // takes: pg_restore 18 cannot connect to a 16 server directly (it sets transaction_timeout),
+    // so there its SQL goes through psql, with one job.
+    src.create_db("back", "");
+    let r = repo
+        .cli
+        .ok(&["restore", "latest", "--to", &src.url("back"), "--jobs", "2"]);
+    assert_eq!(fingerprint(&src, "app"), fingerprint(&src, "back"));
+    assert_eq!(
+        r.stderr.contains("restoring with one job"),
+        major == 16,
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -396,6 +411,56 @@ fn a_damaged_object_fails_the_drill_and_is_recorded() {
     assert_eq!(drill["result"], "failed");
     let list = list_json(&repo.cli, &repo.path, &repo.key);
     assert_eq!(list[0]["status"], "drill_failed");
+}
+
+/// Restoring into a server older than its pg_restore goes through psql: a failing statement
+/// and a damaged object each end in one clear error, with nothing committed.
+#[test]
+fn a_restore_through_psql_commits_nothing_when_it_fails() {
+    let dirs = vec![npm_server(16), pypi_18()];
+    let src = source(16, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g;
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         CREATE TABLE w (id int);",
+    );
+    let repo = Repo::new(&dirs);
+    let b = repo.backup(&src.url("app"), "app");
+    let tables = |db: &str| {
+        src.scalar_i64(
+            db,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        )
+    };
+
+    // The target already has a function the snapshot creates: psql's error, named.
+    src.create_db(
+        "clash",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'",
+    );
+    let r = repo.cli.fails(
+        &["restore", "latest", "--to", &src.url("clash")],
+        10,
+        "psql failed: ERROR:  function \"f\" already exists",
+    );
+    assert!(!r.stderr.contains("transaction_timeout"), "{}", r.stderr);
+    assert_eq!(tables("clash"), 0, "a failed restore left tables behind");
+
+    // A flipped byte in the stored object: caught, nothing restored.
+    let data =
+        Path::new(&repo.path).join(format!("snapshots/app/{}/data", b["id"].as_str().unwrap()));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    src.create_db("empty", "");
+    repo.cli.fails(
+        &["restore", "latest", "--to", &src.url("empty")],
+        7,
+        "nothing was committed",
+    );
+    assert_eq!(tables("empty"), 0, "a damaged snapshot left tables behind");
 }
 
 /// A writer inserts throughout the backup: the manifest's counts are the dump's, not the live
