@@ -54,6 +54,47 @@ pub struct ConfigFile {
     /// Extra directories holding pg_dump, pg_restore and server programs.
     #[serde(default)]
     pub pg_bin_dirs: Vec<PathBuf>,
+    pub alerts: Option<AlertsSection>,
+    pub server: Option<ServerSection>,
+    pub state: Option<StateSection>,
+}
+
+/// Where alerts go. URLs can hold tokens (Slack, healthchecks.io), so they are secrets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    #[serde(default)]
+    pub webhook: Vec<Secret>,
+    #[serde(default)]
+    pub slack: Vec<Secret>,
+    pub email: Option<EmailSection>,
+    /// healthchecks.io-style URLs: `/start` when a job starts, the bare URL on success, `/fail`.
+    #[serde(default)]
+    pub heartbeat: Vec<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    /// `smtp://user:password@host:587` (STARTTLS), `smtps://...:465` (TLS from the start);
+    /// `?tls=none` only for a local relay.
+    pub smtp: Secret,
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Where `serve` answers /metrics and /healthz (default 127.0.0.1:8080).
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The state file (run history, alert state); default `state.db` in the state directory.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +119,18 @@ pub struct SourceSection {
     pub url: Secret,
     /// "gzip", "gzip:9", "zstd", "zstd:19".
     pub compression: Option<String>,
+    /// When `serve` runs this source's job: "hourly", "daily at 03:00", "every 6h", cron.
+    pub schedule: Option<String>,
+    /// IANA time zone of the schedule and of retention's days and months (default UTC).
+    pub timezone: Option<String>,
+    /// Retention (default: 7 daily, 4 weekly, 12 monthly).
+    pub keep: Option<crate::retention::Keep>,
+    /// Alert when no backup succeeded for this long (default: twice the schedule's interval).
+    pub stale_after: Option<String>,
+    /// Start each scheduled job up to this much later, at random (default 0s).
+    pub jitter: Option<String>,
+    /// Drill each new snapshot as part of the job (default true).
+    pub drill: Option<bool>,
 }
 
 /// What the command line says, before it is merged with the file and the environment.
@@ -103,6 +156,78 @@ pub struct SourceSpec {
     pub name: String,
     pub conninfo: ConnInfo,
     pub compression: Compression,
+    pub policy: Policy,
+}
+
+/// A source's job: when it runs, what it keeps, when silence means trouble.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub schedule: Option<crate::schedule::Schedule>,
+    pub tz: jiff::tz::TimeZone,
+    pub keep: crate::retention::Keep,
+    /// Explicit `stale_after`; otherwise twice the schedule's interval.
+    pub stale_after: Option<std::time::Duration>,
+    pub jitter: std::time::Duration,
+    pub drill: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            schedule: None,
+            tz: jiff::tz::TimeZone::UTC,
+            keep: crate::retention::Keep::default(),
+            stale_after: None,
+            jitter: std::time::Duration::ZERO,
+            drill: true,
+        }
+    }
+}
+
+impl Policy {
+    fn from_section(s: &SourceSection) -> Result<Policy> {
+        let ctx = |e: Error| e.context(format!("source {:?}", s.name));
+        let duration = |what: &str, v: &Option<String>| -> Result<Option<std::time::Duration>> {
+            v.as_deref()
+                .map(|t| {
+                    crate::schedule::parse_duration(t).map_err(|why| {
+                        Error::config(format!("invalid {what} {t:?}: {why}"))
+                            .with_hint("write it like \"30s\", \"15m\", \"3h\" or \"2d\"")
+                    })
+                })
+                .transpose()
+        };
+        let tz = match &s.timezone {
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+                ctx(Error::config(format!("unknown time zone {name:?}")).with_hint(
+                    "use an IANA name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\"",
+                ))
+            })?,
+            None => jiff::tz::TimeZone::UTC,
+        };
+        Ok(Policy {
+            schedule: s
+                .schedule
+                .as_deref()
+                .map(|t| crate::schedule::Schedule::parse(t, s.timezone.as_deref()))
+                .transpose()
+                .map_err(ctx)?,
+            tz,
+            keep: s.keep.unwrap_or_default(),
+            stale_after: duration("stale_after", &s.stale_after).map_err(ctx)?,
+            jitter: duration("jitter", &s.jitter)
+                .map_err(ctx)?
+                .unwrap_or_default(),
+            drill: s.drill.unwrap_or(true),
+        })
+    }
+
+    /// How long without a successful backup is too long: `stale_after`, else twice the
+    /// schedule's longest normal gap; `None` without either.
+    pub fn stale_after(&self, now: jiff::Timestamp) -> Option<std::time::Duration> {
+        self.stale_after
+            .or_else(|| self.schedule.as_ref().map(|s| s.interval(now) * 2))
+    }
 }
 
 impl Settings {
@@ -146,6 +271,11 @@ impl Settings {
                     if d.is_relative() {
                         *d = base.join(&*d);
                     }
+                }
+                if let Some(p) = file.state.as_mut().and_then(|s| s.path.as_mut())
+                    && p.is_relative()
+                {
+                    *p = base.join(&*p);
                 }
                 file
             }
@@ -244,6 +374,19 @@ impl Settings {
         &self.file.pg_bin_dirs
     }
 
+    /// The state file: `[state] path`, else `state.db` in the state directory.
+    pub fn state_path(&self) -> Result<PathBuf> {
+        self.file
+            .state
+            .as_ref()
+            .and_then(|s| s.path.clone())
+            .or_else(crate::state::State::default_path)
+            .ok_or_else(|| {
+                Error::config("no place for the state file: HOME is not set")
+                    .with_hint("set OFFSITEDB_STATE_DIR, or path under [state] in offsitedb.toml")
+            })
+    }
+
     /// The databases a backup command means: `--source URL --name NAME`; or `--name` picking a
     /// configured source; or every configured source.
     pub fn backup_sources(
@@ -263,6 +406,7 @@ impl Settings {
                 name: name.to_string(),
                 conninfo: ConnInfo::parse(url)?,
                 compression: flag_compression.unwrap_or_default(),
+                policy: Policy::default(),
             }]);
         }
         let configured: Vec<SourceSpec> = self
@@ -280,6 +424,7 @@ impl Settings {
                         (None, Some(c)) => c.parse()?,
                         (None, None) => Compression::default(),
                     },
+                    policy: Policy::from_section(s)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -337,8 +482,16 @@ pub fn parse(
         .try_into::<ConfigFile>()
         .map_err(|e| Error::config(format!("{origin}: {}", e.message().trim_end())))
         .and_then(|c| {
+            let mut seen = std::collections::BTreeSet::new();
             for s in &c.sources {
                 check_source_name(&s.name).map_err(|e| e.context(origin))?;
+                if !seen.insert(s.name.as_str()) {
+                    return Err(Error::config(format!(
+                        "{origin}: two sources are named {:?}",
+                        s.name
+                    )));
+                }
+                Policy::from_section(s).map_err(|e| e.context(origin))?;
             }
             Ok(c)
         })

@@ -27,6 +27,9 @@ pub mod ops;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;
+pub mod retention;
+pub mod schedule;
+pub mod state;
 pub mod storage;
 pub mod units;
 

@@ -38,7 +38,7 @@ use crate::storage::WriteStore;
 /// Incomplete uploads of a source older than this are leftovers of a crashed backup.
 const STALE_UPLOAD_HOURS: i64 = 48;
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
     pub pg_bin_dirs: Vec<PathBuf>,
     /// Show a progress line on a terminal.

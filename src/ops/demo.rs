@@ -165,6 +165,7 @@ pub fn run(
         name: "shop".into(),
         conninfo: cluster.conninfo("shop"),
         compression: Compression::default(),
+        policy: Default::default(),
     };
     let opts = super::backup::BackupOptions {
         pg_bin_dirs: pg_bin_dirs.clone(),

@@ -16,7 +16,9 @@ pub mod backup;
 pub mod decrypt;
 pub mod demo;
 pub mod drill;
+pub mod job;
 pub mod list;
+pub mod prune;
 pub mod restore;
 
 /// The pg_restore for a snapshot: at least as new as the pg_dump that wrote it.

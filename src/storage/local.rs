@@ -203,10 +203,20 @@ impl WriteStore for LocalStore {
     fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(storage_err("cannot delete", &path, &e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(storage_err("cannot delete", &path, &e)),
         }
+        // Folders emptied by the deletion go too (a pruned snapshot leaves nothing behind);
+        // remove_dir fails on a folder that still holds something, which ends the walk.
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.root) && *d != self.root) {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 
     fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {

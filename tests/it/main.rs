@@ -6,6 +6,7 @@ mod drill;
 mod dump;
 mod failures;
 mod foundation;
+mod jobs;
 mod proxy;
 mod roundtrip;
 mod secrets;

@@ -8,6 +8,7 @@ use offsitedb::config::{Overrides, Settings};
 use offsitedb::crypto::MasterKey;
 use offsitedb::ops;
 use offsitedb::postgres::ConnInfo;
+use offsitedb::state::State;
 use offsitedb::storage::ReadStore;
 use offsitedb::{Error, units};
 
@@ -86,7 +87,122 @@ pub fn run(cli: Cli) -> Result<()> {
             drill(&s, &snapshot, source, &opts, json)
         }
         Command::Demo { keep } => demo(&settings()?, keep),
+        Command::Run { source, json } => run_job(&settings()?, &source, json),
+        Command::Prune {
+            source,
+            keep,
+            dry_run,
+            json,
+        } => prune(&settings()?, source, keep, dry_run, json),
+        Command::History {
+            source,
+            limit,
+            json,
+        } => history(&settings()?, source, limit, json),
     }
+}
+
+fn run_job(s: &Settings, source: &str, json: bool) -> Result<()> {
+    let specs = s.backup_sources(None, Some(source), None)?;
+    let spec = &specs[0];
+    let state = State::open(&s.state_path()?)?;
+    let repo = Repository::open_for_writing(s.open_store()?, key(s)?)?;
+    let opts = ops::job::JobOptions {
+        backup: ops::backup::BackupOptions {
+            pg_bin_dirs: s.pg_bin_dirs().to_vec(),
+            progress: !json,
+            ..Default::default()
+        },
+        drill: ops::drill::DrillOptions {
+            pg_bin_dirs: s.pg_bin_dirs().to_vec(),
+            progress: !json,
+            ..Default::default()
+        },
+    };
+    let mut report = ops::job::run(&repo, spec, &state, &opts, &mut |n| output::note(&n))?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        output::job_report(&report);
+    }
+    match report
+        .backup_failure
+        .take()
+        .or(report.drill_failure.take())
+        .or(report.prune_failure.take())
+    {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn prune(
+    s: &Settings,
+    source: Option<String>,
+    keep: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    let rules = keep
+        .as_deref()
+        .map(offsitedb::retention::parse_rules)
+        .transpose()?;
+    let repo = Repository::open_for_writing(s.open_store()?, key(s)?)?;
+    // Configured sources carry their policy; with --keep any source in the repository will do.
+    let mut targets: Vec<(String, offsitedb::config::Policy)> = Vec::new();
+    match (&source, &rules) {
+        (Some(name), Some(_)) => targets.push((name.clone(), Default::default())),
+        _ => {
+            for spec in s.backup_sources(None, source.as_deref(), None)? {
+                targets.push((spec.name, spec.policy));
+            }
+        }
+    }
+    let state = State::open(&s.state_path()?).ok();
+    let mut reports = Vec::new();
+    for (name, policy) in targets {
+        let snapshots = ops::list::list(&repo, Some(&name), &mut |w| warn(&w))?;
+        let failing = match &state {
+            Some(st) => ops::job::failing(st, &name)?,
+            None => None,
+        };
+        let opts = ops::prune::PruneOptions {
+            keep: rules.unwrap_or(policy.keep),
+            tz: policy.tz.clone(),
+            dry_run,
+            failing,
+            grace: ops::prune::DEFAULT_GRACE,
+        };
+        let r = ops::prune::run(&repo, &name, &snapshots, &opts, jiff::Timestamp::now())?;
+        if !json {
+            output::prune_report(&r);
+        }
+        reports.push(r);
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
+}
+
+fn history(s: &Settings, source: Option<String>, limit: usize, json: bool) -> Result<()> {
+    let path = s.state_path()?;
+    if !path.exists() {
+        if json {
+            outln!("[]");
+        } else {
+            eprintln!("no runs recorded yet ({} does not exist)", path.display());
+        }
+        return Ok(());
+    }
+    let state = State::open(&path)?;
+    let runs = state.history(source.as_deref(), limit)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        output::history(&runs);
+    }
+    Ok(())
 }
 
 fn key(s: &Settings) -> Result<MasterKey> {

@@ -134,6 +134,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a source's job now: backup, drill, prune (what `serve` runs on its schedule)
+    Run {
+        /// A configured source
+        source: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete snapshots that the retention policy no longer keeps
+    Prune {
+        /// Only this source (default: every configured source)
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Retention for this run, e.g. "daily=7,weekly=4,monthly=12" (default: the source's keep)
+        #[arg(long, value_name = "RULES")]
+        keep: Option<String>,
+        /// Show what would be kept and deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past runs (backups, drills, prunes) on this machine, newest first
+    History {
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// How many runs
+        #[arg(long, default_value_t = 30)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up a sample database, restore it and compare: the whole story in a minute
     Demo {
         /// Keep the demo repository and its key in this (new or empty) folder

@@ -222,3 +222,125 @@ pub fn drill_report(d: &DrillRecord) {
     }
     outln!("  drill record {}", d.drill_id);
 }
+
+/// A job's steps, one line each.
+pub fn job_report(r: &offsitedb::ops::job::JobReport) {
+    let secs = |s: f64| units::duration(std::time::Duration::from_secs_f64(s));
+    match &r.backup.error {
+        None => outln!(
+            "backup  ok      {} in {}",
+            r.snapshot.as_deref().unwrap_or("-"),
+            secs(r.backup.seconds)
+        ),
+        Some(e) => outln!("backup  FAILED  {e}"),
+    }
+    if let Some(d) = &r.drill {
+        match &d.error {
+            None => outln!(
+                "drill   passed  tested restore time {}",
+                secs(r.restore_seconds.unwrap_or(d.seconds))
+            ),
+            Some(e) => outln!("drill   FAILED  {e}"),
+        }
+    }
+    if let Some(p) = &r.prune {
+        outln!(
+            "prune   ok      {} deleted, {} kept{}",
+            p.deleted.len(),
+            p.plan.decisions.iter().filter(|d| d.keep).count(),
+            p.plan
+                .held
+                .as_ref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(e) = &r.prune_error {
+        outln!("prune   FAILED  {e}");
+    }
+}
+
+/// What a prune keeps and why, and what it deletes.
+pub fn prune_report(r: &offsitedb::ops::prune::PruneReport) {
+    outln!("{}: keep {}", r.source, r.policy);
+    if let Some(h) = &r.plan.held {
+        outln!("  {h}");
+    }
+    let verb = if r.dry_run { "would delete" } else { "delete" };
+    for d in &r.plan.decisions {
+        if d.keep {
+            outln!(
+                "  keep          {}  {:<12} {}",
+                d.id,
+                d.status.label(),
+                d.reasons.join("; ")
+            );
+        } else {
+            outln!("  {verb:<13} {}  {}", d.id, d.status.label());
+        }
+    }
+    for s in &r.skipped {
+        outln!("  skipped       {s}");
+    }
+    for l in &r.leftovers_removed {
+        outln!("  {verb:<13} {l}  (interrupted upload, no manifest)");
+    }
+    for l in &r.leftovers_kept {
+        outln!("  keep          {l}");
+    }
+    if r.unfinished_uploads_aborted > 0 {
+        outln!(
+            "  {} {} unfinished multipart upload(s)",
+            if r.dry_run { "would abort" } else { "aborted" },
+            r.unfinished_uploads_aborted
+        );
+    }
+    let n = r.plan.deletions().count();
+    if r.dry_run {
+        outln!("{}: dry run, {n} snapshot(s) would be deleted", r.source);
+    } else {
+        outln!(
+            "{}: {} snapshot(s) deleted{}",
+            r.source,
+            r.deleted.len(),
+            if r.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", {} skipped", r.skipped.len())
+            }
+        );
+    }
+}
+
+/// Run history as a table, newest first.
+pub fn history(runs: &[offsitedb::state::Run]) {
+    if runs.is_empty() {
+        eprintln!("no runs recorded yet");
+        return;
+    }
+    outln!(
+        "{:<20}  {:<12}  {:<6}  {:<11}  {:>8}  {:<24}  error",
+        "started",
+        "source",
+        "job",
+        "result",
+        "took",
+        "snapshot"
+    );
+    for r in runs {
+        let took = r
+            .seconds
+            .map(|s| units::duration(std::time::Duration::from_secs_f64(s)))
+            .unwrap_or_else(|| "-".into());
+        outln!(
+            "{:<20}  {:<12}  {:<6}  {:<11}  {:>8}  {:<24}  {}",
+            r.started.strftime("%Y-%m-%d %H:%M:%S"),
+            r.source,
+            r.job,
+            r.result,
+            took,
+            r.snapshot.as_deref().unwrap_or("-"),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+}

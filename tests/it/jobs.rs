@@ -1,0 +1,216 @@
+//! Jobs (backup -> drill -> prune), retention on a repository of real snapshots, and the run
+//! history, through the `offsitedb` binary with a configuration file.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{Cli, Source, keygen};
+
+/// A folder with a key, a local repository and an `offsitedb.toml` for one source.
+struct Setup {
+    dir: tempfile::TempDir,
+    cli: Cli,
+}
+
+impl Setup {
+    fn new(url: &str, source_extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keygen(dir.path(), "master.key");
+        let s = Setup {
+            cli: Cli::new().cwd(dir.path()),
+            dir,
+        };
+        s.write_config(url, source_extra);
+        let _ = key;
+        s
+    }
+
+    fn write_config(&self, url: &str, source_extra: &str) {
+        std::fs::write(
+            self.dir.path().join("offsitedb.toml"),
+            format!(
+                "[repository]\nurl = \"repo\"\nkey_file = \"master.key\"\n\n\
+                 [[source]]\nname = \"app\"\nurl = \"{url}\"\n{source_extra}\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    fn repo(&self) -> std::path::PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.cli.ok(args).stdout).unwrap()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.json(&["list", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// Writes a snapshot folder with a data object and no manifest, as a killed upload leaves it.
+fn leftover(repo: &Path, id: &str) {
+    let d = repo.join("snapshots/app").join(id);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("data"), b"half an upload").unwrap();
+}
+
+#[test]
+fn jobs_prune_by_retention_and_never_while_backups_fail() {
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g",
+    );
+    let url = src.url("app");
+    let s = Setup::new(
+        &url,
+        "keep = { last = 2, daily = 0, weekly = 0, monthly = 0 }",
+    );
+
+    // Three jobs: each backs up, drills, and prunes down to the last two.
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let r = s.json(&["run", "app", "--json"]);
+        assert!(r["backup"]["error"].is_null(), "{r:#}");
+        assert!(r["drill"]["error"].is_null(), "{r:#}");
+        assert!(r["restore_seconds"].as_f64().unwrap() > 0.0, "{r:#}");
+        made.push(r["snapshot"].as_str().unwrap().to_string());
+    }
+    assert_eq!(s.ids(), made[1..], "the oldest snapshot is pruned");
+    let list = s.json(&["list", "--json"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "sealed")
+    );
+
+    // History agrees with the repository: three of each step, newest first.
+    let h = s.json(&["history", "--json"]);
+    let steps: Vec<(&str, &str)> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["job"].as_str().unwrap(), r["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps.len(), 9, "{h:#}");
+    assert!(steps.iter().all(|(_, r)| *r == "ok"), "{steps:?}");
+    assert_eq!(
+        &steps[..3],
+        [("prune", "ok"), ("drill", "ok"), ("backup", "ok")]
+    );
+    assert_eq!(h[2]["snapshot"], made[2].as_str());
+    assert!(h[2]["stored_bytes"].as_u64().unwrap() > 0);
+    let text = s.cli.ok(&["history", "--source", "app"]).stdout;
+    assert!(text.contains(&made[2]) && text.contains("backup"), "{text}");
+
+    // Interrupted uploads: an old one is removed, a fresh one may still be uploading.
+    let old = "20200101T000000Z-aaaaaa";
+    let fresh = format!(
+        "{}-bbbbbb",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    );
+    leftover(&s.repo(), old);
+    leftover(&s.repo(), &fresh);
+
+    // A dry run says what it would do and does nothing.
+    let dry = s
+        .cli
+        .ok(&["prune", "--keep", "last=1", "--source", "app", "--dry-run"])
+        .stdout;
+    assert!(dry.contains(&format!("would delete  {}", made[1])), "{dry}");
+    assert!(dry.contains(&format!("keep          {}", made[2])), "{dry}");
+    assert!(
+        dry.contains("newest snapshot; newest sealed snapshot; last 1 (1 of 1)"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains(old) && dry.contains("interrupted upload"),
+        "{dry}"
+    );
+    assert!(dry.contains("may still be uploading"), "{dry}");
+    assert_eq!(s.ids(), made[1..]);
+    assert!(s.repo().join("snapshots/app").join(old).exists());
+
+    // The source breaks: the next job's backup fails, and from then on nothing is pruned.
+    s.write_config(
+        "postgres://postgres@127.0.0.1:1/app",
+        "keep = { last = 2, daily = 0, weekly = 0, monthly = 0 }",
+    );
+    let r = s.cli.fails(&["run", "app"], 5, "");
+    assert!(r.stdout.contains("backup  FAILED"), "{}", r.stdout);
+    let p = s.json(&["prune", "--keep", "last=1", "--source", "app", "--json"]);
+    let p = &p[0];
+    assert!(
+        p["plan"]["held"]
+            .as_str()
+            .unwrap()
+            .contains("nothing is deleted while backups are failing (the last backup"),
+        "{p:#}"
+    );
+    assert!(p["deleted"].as_array().unwrap().is_empty());
+    assert!(
+        p["leftovers_removed"].as_array().unwrap().is_empty(),
+        "{p:#}"
+    );
+    assert!(s.repo().join("snapshots/app").join(old).exists());
+    assert_eq!(
+        s.ids(),
+        made[1..],
+        "a prune deleted snapshots while backups fail"
+    );
+    let h = s.json(&["history", "--json", "--limit", "1"]);
+    assert_eq!(h[0]["job"], "backup");
+    assert_eq!(h[0]["result"], "failed");
+    assert!(
+        h[0]["error"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{h:#}"
+    );
+
+    // Fixed again: a successful job prunes by the policy, leftovers past the grace period go.
+    s.write_config(
+        &url,
+        "keep = { last = 1, daily = 0, weekly = 0, monthly = 0 }",
+    );
+    let r = s.json(&["run", "app", "--json"]);
+    let newest = r["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(s.ids(), std::slice::from_ref(&newest));
+    let removed = r["prune"]["leftovers_removed"].as_array().unwrap();
+    assert_eq!(removed, &[Value::from(old)], "{r:#}");
+    assert!(!s.repo().join("snapshots/app").join(old).exists());
+    assert!(s.repo().join("snapshots/app").join(&fresh).exists());
+}
+
+#[test]
+fn bad_schedules_and_retention_are_config_errors() {
+    let s = Setup::new(
+        "postgres://x@127.0.0.1:1/app",
+        "schedule = \"every 5 fortnights\"",
+    );
+    s.cli.fails(
+        &["run", "app"],
+        3,
+        "invalid schedule \"every 5 fortnights\"",
+    );
+    s.write_config(
+        "postgres://x@127.0.0.1:1/app",
+        "timezone = \"Mars/Olympus\"",
+    );
+    s.cli.fails(&["list"], 3, "unknown time zone");
+    s.write_config("postgres://x@127.0.0.1:1/app", "keep = { dayly = 3 }");
+    s.cli.fails(&["list"], 3, "dayly");
+    s.write_config("postgres://x@127.0.0.1:1/app", "");
+    s.cli.fails(
+        &["prune", "--keep", "fortnightly=2"],
+        3,
+        "unknown kind \"fortnightly\"",
+    );
+}
