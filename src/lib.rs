@@ -16,10 +16,12 @@ Modules by concern (DESIGN.md section 9):
 - [`config`]: the TOML file, environment interpolation, and precedence of flags
 */
 
+pub mod alerts;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod dump;
 pub mod error;
 pub mod interrupt;

@@ -66,6 +66,8 @@ pub struct Run {
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
     pub error: Option<String>,
+    /// Stopped by a signal (a shutdown), not failed: recorded as "interrupted".
+    pub interrupted: bool,
     pub snapshot: Option<String>,
     pub plain_bytes: Option<u64>,
     pub stored_bytes: Option<u64>,
@@ -163,7 +165,11 @@ impl State {
                 params![
                     id,
                     at.to_string(),
-                    if o.error.is_some() { "failed" } else { "ok" },
+                    match (o.interrupted, o.error.is_some()) {
+                        (true, _) => "interrupted",
+                        (false, true) => "failed",
+                        (false, false) => "ok",
+                    },
                     o.error,
                     o.snapshot,
                     o.plain_bytes.map(|b| b as i64),
@@ -214,6 +220,22 @@ impl State {
                    AND (?3 IS NULL OR result = ?3)
                  ORDER BY id DESC LIMIT 1",
                 params![source, job, result],
+                row_to_run,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest step of `job` for `source` that ran to an end of its own (ok or failed, not
+    /// interrupted): what the scheduler counts as the last run.
+    pub fn last_attempt(&self, source: &str, job: &str) -> Result<Option<Run>> {
+        self.conn
+            .query_row(
+                "SELECT id, job, source, started, finished, result, error, snapshot, plain_bytes,
+                        stored_bytes, seconds, restore_seconds
+                 FROM runs WHERE source = ?1 AND job = ?2 AND result IN ('ok', 'failed')
+                 ORDER BY id DESC LIMIT 1",
+                params![source, job],
                 row_to_run,
             )
             .optional()

@@ -170,6 +170,7 @@ pub fn run<S: WriteStore + ?Sized>(
 
 fn failed(e: &Error) -> Outcome {
     Outcome {
+        interrupted: e.kind() == crate::error::ErrorKind::Interrupted,
         error: Some(match e.hint() {
             Some(h) => format!("{} (hint: {h})", e.message()),
             None => e.message().to_string(),
@@ -190,4 +191,24 @@ pub fn failing(state: &State, source: &str) -> Result<Option<String>> {
                 r.error.unwrap_or_default()
             )
         }))
+}
+
+/// The report of a job whose backup could not even start (no repository).
+pub fn failed_report(spec: &SourceSpec, e: Error) -> JobReport {
+    JobReport {
+        source: spec.name.clone(),
+        started: Timestamp::now(),
+        snapshot: None,
+        backup: Step {
+            seconds: 0.0,
+            error: Some(e.message().to_string()),
+        },
+        drill: None,
+        restore_seconds: None,
+        prune: None,
+        prune_error: None,
+        backup_failure: Some(e),
+        drill_failure: None,
+        prune_failure: None,
+    }
 }

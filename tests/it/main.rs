@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod daemon;
 mod drill;
 mod dump;
 mod failures;

@@ -88,6 +88,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { keep } => demo(&settings()?, keep),
         Command::Run { source, json } => run_job(&settings()?, &source, json),
+        Command::Serve { listen, log_format } => {
+            init_logs(log_format);
+            Ok(offsitedb::daemon::serve(settings()?, listen)?)
+        }
+        Command::AlertTest => alert_test(&settings()?),
         Command::Prune {
             source,
             keep,
@@ -102,11 +107,73 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn init_logs(format: crate::LogFormat) {
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        crate::LogFormat::Json => b.json().init(),
+        crate::LogFormat::Human => b.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn dispatcher(s: &Settings) -> Result<offsitedb::alerts::Dispatcher> {
+    let channels = offsitedb::alerts::Channels::from_config(s.file.alerts.as_ref())?;
+    Ok(offsitedb::alerts::Dispatcher::start(channels, |d| {
+        warn(&format!(
+            "alert delivery to {} failed after {} attempts: {}",
+            d.channel,
+            d.attempts,
+            d.error.as_deref().unwrap_or("")
+        ))
+    }))
+}
+
+fn alert_test(s: &Settings) -> Result<()> {
+    let channels = offsitedb::alerts::Channels::from_config(s.file.alerts.as_ref())?;
+    if channels.is_empty() {
+        return Err(Error::config("no alert channel is configured")
+            .with_hint("add webhook, slack, email or heartbeat under [alerts] in offsitedb.toml")
+            .into());
+    }
+    let a = offsitedb::alerts::Alert::new(
+        offsitedb::alerts::Event::Test,
+        true,
+        "test",
+        "a test alert from offsitedb alert-test: if you read this, alerts reach you".into(),
+    );
+    let mut results = offsitedb::alerts::deliver(&channels, &a);
+    results.extend(offsitedb::alerts::ping(
+        &channels,
+        offsitedb::alerts::Ping::Success,
+    ));
+    let mut failed = 0;
+    for d in &results {
+        if d.ok {
+            outln!("ok      {}", d.channel);
+        } else {
+            failed += 1;
+            outln!(
+                "FAILED  {}: {}",
+                d.channel,
+                d.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if failed > 0 {
+        return Err(Error::new(
+            offsitedb::ErrorKind::Storage,
+            format!("{failed} of {} alert channels failed", results.len()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn run_job(s: &Settings, source: &str, json: bool) -> Result<()> {
     let specs = s.backup_sources(None, Some(source), None)?;
     let spec = &specs[0];
-    let state = State::open(&s.state_path()?)?;
-    let repo = Repository::open_for_writing(s.open_store()?, key(s)?)?;
+    let dispatcher = dispatcher(s)?;
     let opts = ops::job::JobOptions {
         backup: ops::backup::BackupOptions {
             pg_bin_dirs: s.pg_bin_dirs().to_vec(),
@@ -119,7 +186,19 @@ fn run_job(s: &Settings, source: &str, json: bool) -> Result<()> {
             ..Default::default()
         },
     };
-    let mut report = ops::job::run(&repo, spec, &state, &opts, &mut |n| output::note(&n))?;
+    let state_path = s.state_path()?;
+    let result = offsitedb::daemon::job_with_alerts(
+        s,
+        spec,
+        &state_path,
+        &opts,
+        &dispatcher,
+        None,
+        &mut |n| output::note(&n),
+    );
+    // Alerts and pings go out before the process ends.
+    dispatcher.finish(std::time::Duration::from_secs(60));
+    let mut report = result?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

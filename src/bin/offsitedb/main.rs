@@ -141,6 +141,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every scheduled source's job on its schedule, alert, and serve /metrics
+    Serve {
+        /// Address for /metrics and /healthz (default: [server] listen, else 127.0.0.1:8080)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Log lines as human text or JSON objects
+        #[arg(
+            long,
+            value_enum,
+            env = "OFFSITEDB_LOG_FORMAT",
+            default_value = "human"
+        )]
+        log_format: LogFormat,
+    },
+    /// Send a test alert to every configured channel and ping every heartbeat URL
+    AlertTest,
     /// Delete snapshots that the retention policy no longer keeps
     Prune {
         /// Only this source (default: every configured source)
@@ -171,6 +187,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,211 @@
+/*!
+What `serve` reports at `/metrics` (Prometheus text format) and `/healthz`, from a small HTTP
+server on the configured address (127.0.0.1:8080 by default: metrics are not for the internet).
+*/
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::error::{Error, Result};
+
+/// One source's numbers.
+#[derive(Clone, Debug, Default)]
+pub struct SourceMetrics {
+    pub last_success: Option<Timestamp>,
+    pub last_attempt: Option<Timestamp>,
+    pub last_attempt_ok: Option<bool>,
+    pub snapshots: u64,
+    pub stored_bytes: u64,
+    pub backup_seconds: Option<f64>,
+    pub drill_seconds: Option<f64>,
+    pub drill_ok: Option<bool>,
+    pub tested_restore_seconds: Option<f64>,
+    pub stale: bool,
+    pub next_run: Option<Timestamp>,
+    pub jobs_ok: u64,
+    pub jobs_failed: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sources: BTreeMap<String, SourceMetrics>,
+}
+
+pub type Shared = Arc<Mutex<Metrics>>;
+
+fn gauge(out: &mut String, name: &str, help: &str, values: &[(&str, Option<f64>)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (source, v) in values {
+        if let Some(v) = v {
+            let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", escape(source));
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        type Pick = fn(&SourceMetrics) -> Option<f64>;
+        let series: Vec<(&str, &str, Pick)> = vec![
+            (
+                "offsitedb_last_success_timestamp_seconds",
+                "Time of the last successful backup.",
+                |m| m.last_success.map(|t| t.as_millisecond() as f64 / 1000.0),
+            ),
+            (
+                "offsitedb_last_attempt_timestamp_seconds",
+                "Time of the last backup attempt.",
+                |m| m.last_attempt.map(|t| t.as_millisecond() as f64 / 1000.0),
+            ),
+            (
+                "offsitedb_last_attempt_success",
+                "1 if the last backup attempt succeeded.",
+                |m| m.last_attempt_ok.map(|b| b as u8 as f64),
+            ),
+            ("offsitedb_snapshots", "Snapshots in the repository.", |m| {
+                Some(m.snapshots as f64)
+            }),
+            (
+                "offsitedb_snapshot_bytes",
+                "Stored bytes of all snapshots in the repository.",
+                |m| Some(m.stored_bytes as f64),
+            ),
+            (
+                "offsitedb_backup_duration_seconds",
+                "Duration of the last backup.",
+                |m| m.backup_seconds,
+            ),
+            (
+                "offsitedb_drill_duration_seconds",
+                "Duration of the last restore drill.",
+                |m| m.drill_seconds,
+            ),
+            (
+                "offsitedb_last_drill_success",
+                "1 if the last restore drill passed.",
+                |m| m.drill_ok.map(|b| b as u8 as f64),
+            ),
+            (
+                "offsitedb_tested_restore_seconds",
+                "Tested restore time of the last drill.",
+                |m| m.tested_restore_seconds,
+            ),
+            (
+                "offsitedb_stale",
+                "1 while no backup succeeded for longer than stale_after.",
+                |m| Some(m.stale as u8 as f64),
+            ),
+            (
+                "offsitedb_next_run_timestamp_seconds",
+                "When the next job is due.",
+                |m| m.next_run.map(|t| t.as_millisecond() as f64 / 1000.0),
+            ),
+            (
+                "offsitedb_jobs_succeeded",
+                "Jobs that succeeded since the daemon started.",
+                |m| Some(m.jobs_ok as f64),
+            ),
+            (
+                "offsitedb_jobs_failed",
+                "Jobs that failed since the daemon started.",
+                |m| Some(m.jobs_failed as f64),
+            ),
+        ];
+        for (name, help, pick) in series {
+            let values: Vec<(&str, Option<f64>)> = self
+                .sources
+                .iter()
+                .map(|(s, m)| (s.as_str(), pick(m)))
+                .collect();
+            gauge(&mut out, name, help, &values);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP offsitedb_info Version of the running daemon.\n# TYPE offsitedb_info gauge\noffsitedb_info{{version=\"{}\"}} 1",
+            crate::VERSION
+        );
+        out
+    }
+}
+
+/// Binds `listen` and answers `/metrics` and `/healthz` on a thread.
+pub fn serve(listen: &str, metrics: Shared) -> Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(listen).map_err(|e| {
+        Error::config(format!(
+            "cannot listen on {listen}: {}",
+            crate::error::describe_io(&e)
+        ))
+        .with_hint(
+            "set listen under [server] in offsitedb.toml to a free address, e.g. 127.0.0.1:9187",
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let m = metrics.clone();
+                let _ = std::thread::Builder::new()
+                    .name("http-conn".into())
+                    .spawn(move || answer(conn, &m));
+            }
+        })
+        .map_err(|e| Error::internal(format!("cannot start the HTTP thread: {e}")))?;
+    Ok(addr)
+}
+
+fn answer(conn: TcpStream, metrics: &Shared) {
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut reader = BufReader::new(&conn);
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    // Headers up to the blank line (bounded).
+    let mut line = String::new();
+    for _ in 0..100 {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line.trim().is_empty() => break,
+            _ => {}
+        }
+    }
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.lock().map(|m| m.render()).unwrap_or_default(),
+        ),
+        ("GET", "/healthz") => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+    };
+    let mut w = &conn;
+    let _ = write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}

@@ -1,0 +1,454 @@
+/*!
+`offsitedb serve`: runs each source's job on its schedule, alerts when jobs fail and when backups
+silently stop, and answers `/metrics` and `/healthz`.
+
+- One job per source at a time: a job still running when the next one is due makes that one
+  skipped (and logged), never queued behind it.
+- A run missed while the daemon was down (the schedule came due after the last recorded backup)
+  runs once at start.
+- The dead man's switch is checked every second whether or not any job runs: no successful backup
+  for longer than `stale_after` fires `no_recent_backup`, with the last success time.
+- SIGTERM / SIGINT: no new job starts, running jobs stop at their next buffer (an upload is
+  aborted, so no partial snapshot becomes visible), and the daemon exits within
+  [`SHUTDOWN_LIMIT`].
+
+[`job_with_alerts`] is also what `offsitedb run SOURCE` runs: the same path, in the foreground.
+*/
+
+pub mod metrics;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tracing::{error, info, warn};
+
+use crate::alerts::{self, Dispatcher, Event, Ping};
+use crate::catalog::Repository;
+use crate::config::{Settings, SourceSpec};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ops::job::{self, JobOptions, JobReport};
+use crate::state::State;
+
+/// How long running jobs get to stop after SIGTERM.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Default address of `/metrics`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Runs one job for `spec` with everything around it: heartbeat pings, the state file, alerts
+/// on changes, and the metrics.
+pub fn job_with_alerts(
+    settings: &Settings,
+    spec: &SourceSpec,
+    state_path: &std::path::Path,
+    opts: &JobOptions,
+    dispatcher: &Dispatcher,
+    metrics: Option<&metrics::Shared>,
+    note: &mut dyn FnMut(String),
+) -> Result<JobReport> {
+    dispatcher.ping(Ping::Start);
+    let state = State::open(state_path)?;
+    info!(source = %spec.name, target = %spec.conninfo.redacted(), "job started");
+    let report = match settings
+        .open_store()
+        .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
+    {
+        Ok(repo) => job::run(&repo, spec, &state, opts, note)?,
+        Err(e) => {
+            // No repository, no backup: recorded like a failed backup.
+            let id = state.start("backup", &spec.name, Timestamp::now())?;
+            state.finish(
+                id,
+                Timestamp::now(),
+                &crate::state::Outcome {
+                    error: Some(e.message().to_string()),
+                    ..Default::default()
+                },
+            )?;
+            job::failed_report(spec, e)
+        }
+    };
+
+    let name = spec.name.as_str();
+    if report
+        .failure()
+        .is_some_and(|e| e.kind() == ErrorKind::Interrupted)
+    {
+        // Our own shutdown is not a failure to alert about.
+        info!(source = name, "job interrupted");
+        return Ok(report);
+    }
+    // Alerts: one per change of each condition.
+    let send = |event: Event, firing: bool, message: String| -> Result<()> {
+        if let Some(mut a) = alerts::transition(&state, name, event, firing, &message)? {
+            a.last_success = state
+                .last(name, "backup", Some("ok"))?
+                .and_then(|r| r.finished);
+            warn!(
+                source = name,
+                event = event.key(),
+                status = a.status,
+                "{}",
+                a.message
+            );
+            dispatcher.send(a);
+        }
+        Ok(())
+    };
+    match &report.backup_failure {
+        Some(e) => {
+            let event = if e.kind() == ErrorKind::Storage {
+                Event::StorageUnreachable
+            } else {
+                Event::BackupFailed
+            };
+            error!(source = name, error = %e.message(), "backup failed");
+            send(
+                event,
+                true,
+                format!("the backup of {name} failed: {}", e.message()),
+            )?;
+        }
+        None => {
+            let snap = report.snapshot.clone().unwrap_or_default();
+            info!(source = name, snapshot = %snap, seconds = report.backup.seconds, "backup done");
+            send(
+                Event::BackupFailed,
+                false,
+                format!("backups of {name} succeed again ({snap})"),
+            )?;
+            send(
+                Event::StorageUnreachable,
+                false,
+                format!("the repository is reachable again ({snap})"),
+            )?;
+            send(
+                Event::NoRecentBackup,
+                false,
+                format!("{name} has a new backup ({snap})"),
+            )?;
+        }
+    }
+    if let Some(d) = &report.drill {
+        match &report.drill_failure {
+            Some(e) => {
+                error!(source = name, error = %e.message(), "drill failed");
+                send(
+                    Event::DrillFailed,
+                    true,
+                    format!(
+                        "the restore drill of {name} {} failed: {}",
+                        report.snapshot.as_deref().unwrap_or(""),
+                        e.message()
+                    ),
+                )?;
+            }
+            None => {
+                info!(source = name, seconds = d.seconds, restore_seconds = ?report.restore_seconds, "drill passed");
+                send(
+                    Event::DrillFailed,
+                    false,
+                    format!("restore drills of {name} pass again"),
+                )?;
+            }
+        }
+    }
+    match &report.prune_failure {
+        Some(e) => {
+            error!(source = name, error = %e.message(), "prune failed");
+            send(
+                Event::PruneFailed,
+                true,
+                format!("pruning {name} failed: {}", e.message()),
+            )?;
+        }
+        None if report.prune.is_some() => {
+            if let Some(p) = &report.prune {
+                info!(source = name, deleted = p.deleted.len(), held = ?p.plan.held, "prune done");
+            }
+            send(
+                Event::PruneFailed,
+                false,
+                format!("pruning {name} works again"),
+            )?;
+        }
+        None => {}
+    }
+    dispatcher.ping(if report.failure().is_some() {
+        Ping::Fail
+    } else {
+        Ping::Success
+    });
+
+    if let Some(m) = metrics {
+        let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+        let s = m.sources.entry(spec.name.clone()).or_default();
+        let ok = report.backup_failure.is_none();
+        s.last_attempt = Some(report.started);
+        s.last_attempt_ok = Some(ok);
+        if ok {
+            s.last_success = state
+                .last(&spec.name, "backup", Some("ok"))?
+                .and_then(|r| r.finished);
+            s.backup_seconds = Some(report.backup.seconds);
+        }
+        if let Some(d) = &report.drill {
+            s.drill_seconds = Some(d.seconds);
+            s.drill_ok = Some(d.error.is_none());
+            if report.restore_seconds.is_some() {
+                s.tested_restore_seconds = report.restore_seconds;
+            }
+        }
+        if report.failure().is_some() {
+            s.jobs_failed += 1;
+        } else {
+            s.jobs_ok += 1;
+        }
+    }
+    if let Some(m) = metrics {
+        refresh_repository_metrics(settings, &spec.name, m);
+    }
+    Ok(report)
+}
+
+/// Snapshot count and bytes from the repository listing (no manifest reads).
+fn refresh_repository_metrics(settings: &Settings, source: &str, m: &metrics::Shared) {
+    let listed = settings.open_store().and_then(|store| {
+        let repo = Repository::open(store, settings.master_key(&mut |_| {})?)?;
+        repo.entries(Some(source))
+    });
+    match listed {
+        Ok(entries) => {
+            let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+            let s = m.sources.entry(source.to_string()).or_default();
+            s.snapshots = entries.len() as u64;
+            s.stored_bytes = entries.iter().filter_map(|e| e.data_size).sum();
+        }
+        Err(e) => warn!(source, error = %e.message(), "cannot list the repository for metrics"),
+    }
+}
+
+struct Slot {
+    spec: SourceSpec,
+    next: Timestamp,
+    running: Option<JoinHandle<()>>,
+    stale_after: Option<Duration>,
+}
+
+/// Runs until SIGTERM / SIGINT.
+pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
+    let settings = Arc::new(settings);
+    let specs: Vec<SourceSpec> = settings
+        .backup_sources(None, None, None)?
+        .into_iter()
+        .filter(|s| {
+            if s.policy.schedule.is_none() {
+                warn!(source = %s.name, "no schedule: this source is not run by serve");
+            }
+            s.policy.schedule.is_some()
+        })
+        .collect();
+    if specs.is_empty() {
+        return Err(Error::config("no source has a schedule").with_hint(
+            "add schedule = \"hourly\" (or \"daily at 03:00\", a cron expression...) to a [[source]] in offsitedb.toml",
+        ));
+    }
+    let state_path = settings.state_path()?;
+    let state = State::open(&state_path)?;
+    let interrupted = state.close_interrupted()?;
+    if interrupted > 0 {
+        warn!(
+            steps = interrupted,
+            "steps that were running when offsitedb last stopped are marked interrupted"
+        );
+    }
+    // Fail fast on a wrong key or an unreadable repository (a new one is fine).
+    settings.master_key(&mut |w| warn!("{w}"))?;
+    let channels = alerts::Channels::from_config(settings.file.alerts.as_ref())?;
+    let dispatcher = Arc::new(Dispatcher::start(channels, |d| {
+        error!(channel = %d.channel, attempts = d.attempts, error = d.error.as_deref().unwrap_or(""), "alert delivery failed");
+    }));
+    let metrics: metrics::Shared = Arc::new(Mutex::new(metrics::Metrics::default()));
+    let listen = listen
+        .or_else(|| settings.file.server.as_ref().and_then(|s| s.listen.clone()))
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let addr = metrics::serve(&listen, metrics.clone())?;
+    info!(%addr, "serving /metrics and /healthz");
+
+    let started = Timestamp::now();
+    let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+    for spec in specs {
+        let schedule = spec.policy.schedule.clone().expect("filtered on schedule");
+        let last = state.last_attempt(&spec.name, "backup")?;
+        let ok = state.last(&spec.name, "backup", Some("ok"))?;
+        let missed = last
+            .as_ref()
+            .is_some_and(|r| schedule.next_after(r.started) <= started);
+        let next = if missed {
+            info!(source = %spec.name, "a scheduled run was missed while offsitedb was down: running it now");
+            started
+        } else {
+            jittered(schedule.next_after(started), spec.policy.jitter)
+        };
+        {
+            let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+            let s = m.sources.entry(spec.name.clone()).or_default();
+            s.last_success = ok.and_then(|r| r.finished);
+            s.last_attempt = last.as_ref().map(|r| r.started);
+            s.last_attempt_ok = last.as_ref().map(|r| r.result == "ok");
+            s.next_run = Some(next);
+        }
+        refresh_repository_metrics(&settings, &spec.name, &metrics);
+        info!(source = %spec.name, schedule = %schedule, next = %next, "scheduled");
+        slots.insert(
+            spec.name.clone(),
+            Slot {
+                stale_after: spec.policy.stale_after(started),
+                spec,
+                next,
+                running: None,
+            },
+        );
+    }
+
+    while crate::interrupt::check().is_ok() {
+        let now = Timestamp::now();
+        for slot in slots.values_mut() {
+            if slot.running.as_ref().is_some_and(|h| h.is_finished()) {
+                let _ = slot.running.take().map(|h| h.join());
+            }
+            if now >= slot.next {
+                let schedule = slot.spec.policy.schedule.as_ref().expect("scheduled");
+                if slot.running.is_some() {
+                    warn!(source = %slot.spec.name, "the previous job is still running: this run is skipped");
+                } else {
+                    slot.running = Some(spawn_job(
+                        &settings,
+                        &slot.spec,
+                        &state_path,
+                        &dispatcher,
+                        &metrics,
+                    ));
+                }
+                slot.next = jittered(schedule.next_after(now), slot.spec.policy.jitter);
+                let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+                m.sources
+                    .entry(slot.spec.name.clone())
+                    .or_default()
+                    .next_run = Some(slot.next);
+            }
+            dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now)?;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    info!("stopping: no new jobs; running jobs stop at their next buffer");
+    let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
+    for slot in slots.values_mut() {
+        if let Some(h) = slot.running.take() {
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                error!(source = %slot.spec.name, "the job did not stop in time");
+            }
+        }
+    }
+    if let Ok(d) = Arc::try_unwrap(dispatcher) {
+        d.finish(Duration::from_secs(10));
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn spawn_job(
+    settings: &Arc<Settings>,
+    spec: &SourceSpec,
+    state_path: &std::path::Path,
+    dispatcher: &Arc<Dispatcher>,
+    metrics: &metrics::Shared,
+) -> JoinHandle<()> {
+    let (settings, spec, state_path, dispatcher, metrics) = (
+        settings.clone(),
+        spec.clone(),
+        PathBuf::from(state_path),
+        dispatcher.clone(),
+        metrics.clone(),
+    );
+    std::thread::Builder::new()
+        .name(format!("job-{}", spec.name))
+        .spawn(move || {
+            let opts = JobOptions {
+                backup: crate::ops::backup::BackupOptions {
+                    pg_bin_dirs: settings.pg_bin_dirs().to_vec(),
+                    ..Default::default()
+                },
+                drill: crate::ops::drill::DrillOptions {
+                    pg_bin_dirs: settings.pg_bin_dirs().to_vec(),
+                    ..Default::default()
+                },
+            };
+            let name = spec.name.clone();
+            let mut note = |n: String| info!(source = %name, "{n}");
+            if let Err(e) = job_with_alerts(&settings, &spec, &state_path, &opts, &dispatcher, Some(&metrics), &mut note) {
+                error!(source = %spec.name, error = %e.message(), "the job could not record its result");
+            }
+        })
+        .expect("spawn a job thread")
+}
+
+/// Fires `no_recent_backup` when the last success (or the daemon's start, if none is known) is
+/// older than `stale_after`.
+fn dead_mans_switch(
+    slot: &Slot,
+    state: &State,
+    dispatcher: &Dispatcher,
+    metrics: &metrics::Shared,
+    started: Timestamp,
+    now: Timestamp,
+) -> Result<()> {
+    let Some(limit) = slot.stale_after else {
+        return Ok(());
+    };
+    let name = slot.spec.name.as_str();
+    let last = state
+        .last(name, "backup", Some("ok"))?
+        .and_then(|r| r.finished);
+    let since = last.unwrap_or(started);
+    let age = now.duration_since(since);
+    let stale = age.as_secs_f64() > limit.as_secs_f64();
+    if stale {
+        let message = format!(
+            "no successful backup of {name} for {} (stale_after {}); last successful backup: {}",
+            crate::units::duration(Duration::from_secs(age.as_secs().max(0) as u64)),
+            crate::units::duration(limit),
+            last.map_or("none recorded".to_string(), |t| t.to_string())
+        );
+        if let Some(mut a) = alerts::transition(state, name, Event::NoRecentBackup, true, &message)?
+        {
+            a.last_success = last;
+            warn!(source = name, event = "no_recent_backup", "{message}");
+            dispatcher.send(a);
+        }
+    }
+    let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+    m.sources.entry(name.to_string()).or_default().stale = stale;
+    Ok(())
+}
+
+/// `t` plus a random delay below `jitter`.
+fn jittered(t: Timestamp, jitter: Duration) -> Timestamp {
+    if jitter.is_zero() {
+        return t;
+    }
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    let ms = u64::from_le_bytes(b) % (jitter.as_millis() as u64).max(1);
+    t + Duration::from_millis(ms)
+}
