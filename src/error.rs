@@ -37,6 +37,8 @@ pub enum ErrorKind {
     Io,
     /// A restore drill ran and the snapshot failed it (the drill record says why).
     DrillFailed,
+    /// An alert channel could not be reached (`alert-test`).
+    Alert,
     /// The operation was interrupted (signal).
     Interrupted,
 }
@@ -56,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Process => 10,
             ErrorKind::Io => 11,
             ErrorKind::DrillFailed => 12,
+            ErrorKind::Alert => 13,
             ErrorKind::Interrupted => 130,
         }
     }
@@ -73,6 +76,7 @@ impl ErrorKind {
             ErrorKind::Process => "process",
             ErrorKind::Io => "io",
             ErrorKind::DrillFailed => "drill_failed",
+            ErrorKind::Alert => "alert",
             ErrorKind::Interrupted => "interrupted",
         }
     }
@@ -251,6 +255,8 @@ mod tests {
             ErrorKind::Tool,
             ErrorKind::Process,
             ErrorKind::Io,
+            ErrorKind::DrillFailed,
+            ErrorKind::Alert,
             ErrorKind::Interrupted,
         ];
         let codes: HashSet<i32> = kinds.iter().map(|k| k.exit_code()).collect();

@@ -162,7 +162,7 @@ fn alert_test(s: &Settings) -> Result<()> {
     }
     if failed > 0 {
         return Err(Error::new(
-            offsitedb::ErrorKind::Storage,
+            offsitedb::ErrorKind::Alert,
             format!("{failed} of {} alert channels failed", results.len()),
         )
         .into());

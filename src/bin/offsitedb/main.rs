@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
     about = "Encrypted PostgreSQL backups into a bucket you own, proven by restoring them",
     after_help = "Exit codes: 0 ok, 1 internal, 2 usage, 3 config, 4 key, 5 database, 6 storage, \
                   7 integrity, 8 not found, 9 missing tool, 10 child process failed, 11 local i/o, \
-                  12 drill failed, 130 interrupted, 141 output pipe closed."
+                  12 drill failed, 13 alert channel failed, 130 interrupted, 141 output pipe closed."
 )]
 struct Cli {
     /// Configuration file (default: ./offsitedb.toml if present)
