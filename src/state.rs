@@ -109,22 +109,32 @@ impl State {
             .map_err(bad)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(bad)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(bad)?;
-        if version as usize > SCHEMA.len() {
-            return Err(Error::config(format!(
-                "state file {} was written by a newer offsitedb (schema {version})",
-                path.display()
-            ))
-            .with_hint("upgrade offsitedb, or point [state] path at another file"));
-        }
-        for (i, sql) in SCHEMA.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))
-            .map_err(bad)?;
+        // Several processes may open a new file at once (the daemon, `history`): the schema is
+        // created under a write lock, after reading the version again inside it.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(bad)?;
+        let migrated = (|| -> Result<()> {
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(bad)?;
+            if version as usize > SCHEMA.len() {
+                return Err(Error::config(format!(
+                    "state file {} was written by a newer offsitedb (schema {version})",
+                    path.display()
+                ))
+                .with_hint("upgrade offsitedb, or point [state] path at another file"));
+            }
+            for (i, sql) in SCHEMA.iter().enumerate().skip(version as usize) {
+                conn.execute_batch(&format!("{sql}; PRAGMA user_version = {};", i + 1))
+                    .map_err(bad)?;
+            }
+            Ok(())
+        })();
+        match migrated {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(bad)?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
         }
         Ok(State {
             conn,
@@ -363,6 +373,28 @@ mod tests {
         };
         s.set_alert("app", "backup_failed", &st).unwrap();
         assert_eq!(s.alert("app", "backup_failed").unwrap(), Some(st));
+    }
+
+    #[test]
+    fn processes_opening_a_new_file_at_once_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || State::open(&p).map(|_| ()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert!(
+            State::open(&path)
+                .unwrap()
+                .history(None, 1)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -392,3 +392,49 @@ fn retry(channel: &str, mut f: impl FnMut() -> std::result::Result<(), String>) 
         attempts: ATTEMPTS,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_alert_per_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("s.db")).unwrap();
+        let t = |firing: bool| {
+            transition(&st, "app", Event::DrillFailed, firing, "m")
+                .unwrap()
+                .map(|a| a.status)
+        };
+        assert_eq!(t(false), None, "nothing to recover from");
+        assert_eq!(t(true), Some("firing"));
+        assert_eq!(t(true), None);
+        assert_eq!(t(true), None);
+        assert_eq!(t(false), Some("resolved"));
+        assert_eq!(t(false), None);
+        assert_eq!(t(true), Some("firing"));
+        // Conditions and sources are independent.
+        assert!(
+            transition(&st, "app", Event::PruneFailed, true, "m")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            transition(&st, "other", Event::DrillFailed, true, "m")
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn urls_are_redacted_for_logs() {
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T000/B000/XXXX"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_url("https://u:p@hc-ping.com/uuid?x=1"),
+            "https://hc-ping.com/…"
+        );
+    }
+}

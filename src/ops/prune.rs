@@ -152,7 +152,8 @@ pub fn run<S: WriteStore + ?Sized>(
             .started
             .as_deref()
             .and_then(|s| s.parse::<Timestamp>().ok())
-            .is_none_or(|t| now.duration_since(t).as_secs() >= opts.grace.as_secs() as i64);
+            // An upload of unknown age may be a backup running right now: left alone.
+            .is_some_and(|t| now.duration_since(t).as_secs() >= opts.grace.as_secs() as i64);
         if old && !hold {
             if !opts.dry_run {
                 store.abort_incomplete(&u)?;
@@ -193,9 +194,12 @@ fn delete_snapshot<S: WriteStore + ?Sized>(
     Ok(None)
 }
 
+/// The store refused because of Object Lock (S3 answers "Access Denied because object protected
+/// by object lock"). A plain access denied (a key without delete permission) stays an error: a
+/// retention that can never delete must not look like one that works.
 fn locked(e: &Error) -> bool {
     e.kind() == ErrorKind::Storage && {
         let m = e.message().to_ascii_lowercase();
-        m.contains("access denied") || m.contains("lock") || m.contains("retention")
+        m.contains("object lock") || m.contains("objectlock") || m.contains("retention")
     }
 }

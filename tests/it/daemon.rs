@@ -316,9 +316,9 @@ fn serve_runs_two_sources_and_history_metrics_and_repository_agree() {
         &sw.repo_url("serve"),
         &format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [[source]]\nname = \"a\"\nurl = \"{}\"\nschedule = \"every 2s\"\n\
+             [[source]]\nname = \"a\"\nurl = \"{}\"\nschedule = \"every 2s\"\nstale_after = \"1m\"\n\
              keep = {{ last = 2, daily = 0, weekly = 0, monthly = 0 }}\n\n\
-             [[source]]\nname = \"b\"\nurl = \"{}\"\nschedule = \"*/3 * * * * *\"\ndrill = false\n\
+             [[source]]\nname = \"b\"\nurl = \"{}\"\nschedule = \"*/3 * * * * *\"\ndrill = false\nstale_after = \"1m\"\n\
              keep = {{ last = 2, daily = 0, weekly = 0, monthly = 0 }}\n",
             src.url("a"),
             src.url("b")
@@ -681,4 +681,57 @@ fn shutdown_during_an_upload_leaves_no_partial_snapshot() {
     assert!(d.log().contains("missed"), "{}", d.log());
     assert_eq!(d.stop(Duration::from_secs(30)), 0);
     assert_eq!(list_ids(&s.cli, "big").len(), 1);
+}
+
+/// The storage goes away and comes back: `storage_unreachable` fires once, then resolves.
+#[test]
+fn an_unreachable_repository_alerts_and_recovers() {
+    let mut sw = SeaweedFs::start();
+    let src = Source::start();
+    src.create_db("app", "CREATE TABLE t (id int)");
+    let hooks = Receiver::start();
+    let s = setup(
+        &sw.repo_url("gone"),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[alerts]\nwebhook = [\"{}\"]\n\n\
+             [[source]]\nname = \"app\"\nurl = \"{}\"\nschedule = \"every 1s\"\ndrill = false\nstale_after = \"1h\"\n",
+            free_port(),
+            hooks.url("/hook"),
+            src.url("app")
+        ),
+    );
+    let mut d = Daemon::start(&s.cli, s.dir.path(), &[]);
+    wait_for(&d, Duration::from_secs(60), "a backup", || {
+        count(&history(&s.cli), "app", "backup", "ok") >= 1
+    });
+    sw.kill();
+    wait_for(&d, Duration::from_secs(90), "the storage alert", || {
+        !hooks.bodies("/hook").is_empty()
+    });
+    sw.restart();
+    wait_for(&d, Duration::from_secs(90), "the recovery", || {
+        hooks.bodies("/hook").len() >= 2
+    });
+    assert_eq!(d.stop(Duration::from_secs(60)), 0);
+    let hook: Vec<Value> = hooks
+        .bodies("/hook")
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str)> = hook
+        .iter()
+        .map(|v| (v["event"].as_str().unwrap(), v["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("storage_unreachable", "firing"),
+            ("storage_unreachable", "resolved")
+        ],
+        "{hook:#?}"
+    );
+    assert!(
+        hook[0]["message"].as_str().unwrap().contains("127.0.0.1"),
+        "{hook:#?}"
+    );
 }

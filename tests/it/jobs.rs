@@ -187,6 +187,16 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
     assert_eq!(removed, &[Value::from(old)], "{r:#}");
     assert!(!s.repo().join("snapshots/app").join(old).exists());
     assert!(s.repo().join("snapshots/app").join(&fresh).exists());
+
+    // The state file is only history: without it every backup is still there and restores.
+    let state = s.cli.state_dir().join("state.db");
+    assert!(state.exists());
+    std::fs::remove_file(&state).unwrap();
+    assert_eq!(s.ids(), std::slice::from_ref(&newest));
+    assert_eq!(s.json(&["history", "--json"]), Value::Array(vec![]));
+    src.create_db("back", "");
+    s.cli.ok(&["restore", "latest", "--to", &src.url("back")]);
+    assert_eq!(src.scalar_i64("back", "SELECT count(*) FROM t"), 2000);
 }
 
 #[test]

@@ -229,8 +229,14 @@ fn prune(
     let repo = Repository::open_for_writing(s.open_store()?, key(s)?)?;
     // Configured sources carry their policy; with --keep any source in the repository will do.
     let mut targets: Vec<(String, offsitedb::config::Policy)> = Vec::new();
+    let configured = s
+        .file
+        .sources
+        .iter()
+        .any(|c| Some(&c.name) == source.as_ref());
     match (&source, &rules) {
-        (Some(name), Some(_)) => targets.push((name.clone(), Default::default())),
+        // A source only in the repository, pruned by the rules given.
+        (Some(name), Some(_)) if !configured => targets.push((name.clone(), Default::default())),
         _ => {
             for spec in s.backup_sources(None, source.as_deref(), None)? {
                 targets.push((spec.name, spec.policy));
