@@ -297,7 +297,19 @@ pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
         {
             let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
             let s = m.sources.entry(spec.name.clone()).or_default();
+            s.backup_seconds = ok.as_ref().and_then(|r| r.seconds);
             s.last_success = ok.and_then(|r| r.finished);
+            // The last drill, as recorded before this start.
+            if let Some(d) = state
+                .last(&spec.name, "drill", None)?
+                .filter(|r| r.result != "interrupted")
+            {
+                s.drill_seconds = d.seconds;
+                s.drill_ok = Some(d.result == "ok");
+                s.tested_restore_seconds = state
+                    .last(&spec.name, "drill", Some("ok"))?
+                    .and_then(|r| r.restore_seconds);
+            }
             s.last_attempt = last.as_ref().map(|r| r.started);
             s.last_attempt_ok = last.as_ref().map(|r| r.result == "ok");
             s.next_run = Some(next);
@@ -451,4 +463,21 @@ fn jittered(t: Timestamp, jitter: Duration) -> Timestamp {
     let _ = getrandom::fill(&mut b);
     let ms = u64::from_le_bytes(b) % (jitter.as_millis() as u64).max(1);
     t + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        let t: Timestamp = "2026-11-21T03:00:00Z".parse().unwrap();
+        assert_eq!(jittered(t, Duration::ZERO), t);
+        let j = Duration::from_secs(30);
+        let runs: Vec<Timestamp> = (0..200).map(|_| jittered(t, j)).collect();
+        assert!(runs.iter().all(|r| *r >= t && *r < t + j));
+        // Spread out, not one fixed offset.
+        let distinct: std::collections::BTreeSet<_> = runs.iter().collect();
+        assert!(distinct.len() > 100, "{}", distinct.len());
+    }
 }

@@ -735,3 +735,74 @@ fn an_unreachable_repository_alerts_and_recovers() {
         "{hook:#?}"
     );
 }
+
+/// A snapshot that does not restore: the job's drill fails, the alert goes out once over two
+/// jobs, the prune deletes nothing, and a passing drill resolves it. Through `offsitedb run`,
+/// the same path as `serve`.
+#[test]
+fn a_failing_drill_alerts_once_and_holds_the_prune() {
+    let src = Source::start();
+    // A CHECK that depends on a database setting pg_dump does not carry: the rows dump, but do
+    // not load anywhere else.
+    src.create_db(
+        "app",
+        "CREATE FUNCTION allowed() RETURNS bool LANGUAGE sql STABLE \
+           AS $$ SELECT coalesce(current_setting('app.allow', true), '') = 'yes' $$;
+         CREATE TABLE guarded (id int, CHECK (public.allowed()));",
+    );
+    src.client("postgres")
+        .batch_execute("ALTER DATABASE app SET app.allow = 'yes'")
+        .unwrap();
+    src.client("app")
+        .batch_execute("INSERT INTO guarded SELECT generate_series(1, 10)")
+        .unwrap();
+    let hooks = Receiver::start();
+    let s = setup(
+        "repo",
+        &format!(
+            "[alerts]\nwebhook = [\"{}\"]\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\n\
+             keep = {{ last = 1, daily = 0, weekly = 0, monthly = 0 }}\n",
+            hooks.url("/hook"),
+            src.url("app")
+        ),
+    );
+    for _ in 0..2 {
+        let r = s.cli.fails(&["run", "app"], 12, "did not load");
+        assert!(r.stdout.contains("drill   FAILED"), "{}", r.stdout);
+        assert!(
+            r.stdout
+                .contains("nothing is deleted while backups are failing"),
+            "{}",
+            r.stdout
+        );
+    }
+    assert_eq!(
+        list_ids(&s.cli, "app").len(),
+        2,
+        "the prune deleted a snapshot"
+    );
+    // The data is fixed: the next drill passes, the alert resolves, the prune catches up.
+    src.client("app")
+        .batch_execute("ALTER TABLE guarded DROP CONSTRAINT guarded_check")
+        .unwrap();
+    s.cli.ok(&["run", "app"]);
+    assert_eq!(list_ids(&s.cli, "app").len(), 1);
+    let hook: Vec<Value> = hooks
+        .bodies("/hook")
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str)> = hook
+        .iter()
+        .map(|v| (v["event"].as_str().unwrap(), v["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("drill_failed", "firing"), ("drill_failed", "resolved")],
+        "{hook:#?}"
+    );
+    assert!(
+        hook[0]["message"].as_str().unwrap().contains("guarded"),
+        "{hook:#?}"
+    );
+}
