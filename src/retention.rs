@@ -34,6 +34,18 @@ pub struct Keep {
     pub yearly: u32,
 }
 
+impl Keep {
+    /// Keeps nothing by period (the newest snapshots are still kept by the fixed rules).
+    pub const NONE: Keep = Keep {
+        last: 0,
+        hourly: 0,
+        daily: 0,
+        weekly: 0,
+        monthly: 0,
+        yearly: 0,
+    };
+}
+
 impl Default for Keep {
     /// 7 daily, 4 weekly, 12 monthly.
     fn default() -> Self {
@@ -72,14 +84,7 @@ impl std::fmt::Display for Keep {
 
 /// Parses "daily=7,weekly=4" (kinds not named keep none).
 pub fn parse_rules(text: &str) -> crate::error::Result<Keep> {
-    let mut k = Keep {
-        last: 0,
-        hourly: 0,
-        daily: 0,
-        weekly: 0,
-        monthly: 0,
-        yearly: 0,
-    };
+    let mut k = Keep::NONE;
     let bad = |why: String| {
         crate::error::Error::config(format!("invalid retention {text:?}: {why}"))
             .with_hint("write it like \"last=3,daily=7,weekly=4,monthly=12,yearly=2\"")
@@ -299,14 +304,7 @@ mod tests {
     }
 
     fn keep(f: impl FnOnce(&mut Keep)) -> Keep {
-        let mut k = Keep {
-            last: 0,
-            hourly: 0,
-            daily: 0,
-            weekly: 0,
-            monthly: 0,
-            yearly: 0,
-        };
+        let mut k = Keep::NONE;
         f(&mut k);
         k
     }

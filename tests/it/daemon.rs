@@ -64,6 +64,25 @@ impl Receiver {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// JSON alerts received on `path`, and their (event, status) pairs in order.
+    pub fn alerts(&self, path: &str) -> (Vec<Value>, Vec<(String, String)>) {
+        let all: Vec<Value> = self
+            .bodies(path)
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect();
+        let seen = all
+            .iter()
+            .map(|v| {
+                (
+                    v["event"].as_str().unwrap().to_string(),
+                    v["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (all, seen)
+    }
+
     /// Bodies received on `path`.
     pub fn bodies(&self, path: &str) -> Vec<String> {
         self.hits
@@ -475,20 +494,7 @@ fn alerts_fire_once_per_change_and_the_dead_mans_switch_names_the_last_success()
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(d.stop(Duration::from_secs(30)), 0);
 
-    let hook: Vec<Value> = hooks
-        .bodies("/hook")
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
-    let seen: Vec<(String, String)> = hook
-        .iter()
-        .map(|v| {
-            (
-                v["event"].as_str().unwrap().into(),
-                v["status"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let (hook, seen) = hooks.alerts("/hook");
     let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
     for k in &seen {
         *by.entry(k.clone()).or_default() += 1;
@@ -713,15 +719,8 @@ fn an_unreachable_repository_alerts_and_recovers() {
         hooks.bodies("/hook").len() >= 2
     });
     assert_eq!(d.stop(Duration::from_secs(60)), 0);
-    let hook: Vec<Value> = hooks
-        .bodies("/hook")
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
-    let seen: Vec<(&str, &str)> = hook
-        .iter()
-        .map(|v| (v["event"].as_str().unwrap(), v["status"].as_str().unwrap()))
-        .collect();
+    let (hook, seen) = hooks.alerts("/hook");
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(e, s)| (e.as_str(), s.as_str())).collect();
     assert_eq!(
         seen,
         [
@@ -744,18 +743,7 @@ fn a_failing_drill_alerts_once_and_holds_the_prune() {
     let src = Source::start();
     // A CHECK that depends on a database setting pg_dump does not carry: the rows dump, but do
     // not load anywhere else.
-    src.create_db(
-        "app",
-        "CREATE FUNCTION allowed() RETURNS bool LANGUAGE sql STABLE \
-           AS $$ SELECT coalesce(current_setting('app.allow', true), '') = 'yes' $$;
-         CREATE TABLE guarded (id int, CHECK (public.allowed()));",
-    );
-    src.client("postgres")
-        .batch_execute("ALTER DATABASE app SET app.allow = 'yes'")
-        .unwrap();
-    src.client("app")
-        .batch_execute("INSERT INTO guarded SELECT generate_series(1, 10)")
-        .unwrap();
+    crate::drill::guarded_database(&src, "");
     let hooks = Receiver::start();
     let s = setup(
         "repo",
@@ -787,15 +775,8 @@ fn a_failing_drill_alerts_once_and_holds_the_prune() {
         .unwrap();
     s.cli.ok(&["run", "app"]);
     assert_eq!(list_ids(&s.cli, "app").len(), 1);
-    let hook: Vec<Value> = hooks
-        .bodies("/hook")
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
-    let seen: Vec<(&str, &str)> = hook
-        .iter()
-        .map(|v| (v["event"].as_str().unwrap(), v["status"].as_str().unwrap()))
-        .collect();
+    let (hook, seen) = hooks.alerts("/hook");
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(e, s)| (e.as_str(), s.as_str())).collect();
     assert_eq!(
         seen,
         [("drill_failed", "firing"), ("drill_failed", "resolved")],

@@ -400,12 +400,7 @@ fn a_damaged_object_fails_the_drill_and_is_recorded() {
     );
     let repo = Repo::new(&dirs);
     let b = repo.backup(&src.url("app"), "app");
-    let data =
-        Path::new(&repo.path).join(format!("snapshots/app/{}/data", b["id"].as_str().unwrap()));
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&data, bytes).unwrap();
+    flip_a_byte(&repo, b["id"].as_str().unwrap());
     let (code, drill, stderr) = repo.drill("latest", &[]);
     assert_eq!(code, 7, "{stderr}");
     assert_eq!(drill["result"], "failed");
@@ -448,12 +443,7 @@ fn a_restore_through_psql_commits_nothing_when_it_fails() {
     assert_eq!(tables("clash"), 0, "a failed restore left tables behind");
 
     // A flipped byte in the stored object: caught, nothing restored.
-    let data =
-        Path::new(&repo.path).join(format!("snapshots/app/{}/data", b["id"].as_str().unwrap()));
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&data, bytes).unwrap();
+    flip_a_byte(&repo, b["id"].as_str().unwrap());
     src.create_db("empty", "");
     repo.cli.fails(
         &["restore", "latest", "--to", &src.url("empty")],
@@ -746,17 +736,16 @@ fn the_streamed_restore_is_complete() {
 /// A dump that pg_restore cannot load (a CHECK that depends on a database setting pg_dump does
 /// not carry) fails the drill, naming the table and the server's reason, both when the archive
 /// streams and when it is spooled (a snapshot with counted rows).
-#[test]
-fn a_table_that_does_not_load_fails_the_drill() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
+/// Database `app` with a table whose CHECK depends on a database setting pg_dump does not carry:
+/// its rows dump, but load nowhere else. `extra` is more SQL for `app`.
+pub fn guarded_database(src: &Source, extra: &str) {
     src.create_db(
         "app",
-        "CREATE FUNCTION allowed() RETURNS bool LANGUAGE sql STABLE \
-           AS $$ SELECT coalesce(current_setting('app.allow', true), '') = 'yes' $$;
-         CREATE TABLE guarded (id int, CHECK (public.allowed()));
-         CREATE TABLE plain (id int);
-         INSERT INTO plain SELECT generate_series(1, 100);",
+        &format!(
+            "CREATE FUNCTION allowed() RETURNS bool LANGUAGE sql STABLE \
+               AS $$ SELECT coalesce(current_setting('app.allow', true), '') = 'yes' $$;
+             CREATE TABLE guarded (id int, CHECK (public.allowed())); {extra}"
+        ),
     );
     src.client("postgres")
         .batch_execute("ALTER DATABASE app SET app.allow = 'yes'")
@@ -764,6 +753,25 @@ fn a_table_that_does_not_load_fails_the_drill() {
     src.client("app")
         .batch_execute("INSERT INTO guarded SELECT generate_series(1, 10)")
         .unwrap();
+}
+
+/// Flips one bit in the middle of a local repository's snapshot data object.
+fn flip_a_byte(repo: &Repo, id: &str) {
+    let data = Path::new(&repo.path).join(format!("snapshots/app/{id}/data"));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+}
+
+#[test]
+fn a_table_that_does_not_load_fails_the_drill() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    guarded_database(
+        &src,
+        "CREATE TABLE plain (id int); INSERT INTO plain SELECT generate_series(1, 100);",
+    );
     let repo = Repo::new(&dirs);
     let counted = repo.cli.clone_with("OFFSITEDB_VERIFY", "counts");
     for cli in [&repo.cli, &counted] {
