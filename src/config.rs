@@ -656,6 +656,27 @@ url = "${FLY_DATABASE_URL}"
     }
 
     #[test]
+    fn keep_names_what_it_keeps() {
+        let c = parse(
+            "[[source]]\nname = \"a\"\nurl = \"x\"\nkeep = { last = 3 }\n\
+             [[source]]\nname = \"b\"\nurl = \"x\"\n",
+            "f",
+            &env,
+        )
+        .unwrap();
+        let a = Policy::from_section(&c.sources[0]).unwrap();
+        assert_eq!(
+            a.keep,
+            crate::retention::Keep {
+                last: 3,
+                ..crate::retention::Keep::NONE
+            }
+        );
+        let b = Policy::from_section(&c.sources[1]).unwrap();
+        assert_eq!(b.keep, crate::retention::Keep::default());
+    }
+
+    #[test]
     fn invalid_source_names_are_rejected() {
         let e = parse("[[source]]\nname = \"a/b\"\nurl = \"x\"\n", "f", &env).unwrap_err();
         assert!(e.message().contains("invalid source name"), "{e:?}");

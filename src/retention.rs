@@ -22,15 +22,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Status;
 
-/// How many of each kind to keep. Zero keeps none of that kind.
+/// How many of each kind to keep. Zero keeps none of that kind; a kind not named in a `keep`
+/// table is zero (only a source with no `keep` at all gets the default policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Keep {
+    #[serde(default)]
     pub last: u32,
+    #[serde(default)]
     pub hourly: u32,
+    #[serde(default)]
     pub daily: u32,
+    #[serde(default)]
     pub weekly: u32,
+    #[serde(default)]
     pub monthly: u32,
+    #[serde(default)]
     pub yearly: u32,
 }
 
@@ -89,7 +96,16 @@ pub fn parse_rules(text: &str) -> crate::error::Result<Keep> {
         crate::error::Error::config(format!("invalid retention {text:?}: {why}"))
             .with_hint("write it like \"last=3,daily=7,weekly=4,monthly=12,yearly=2\"")
     };
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    let parts: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        // An unset variable must not become "keep nothing".
+        return Err(bad("no rule given".into()));
+    }
+    for part in parts {
         let (kind, n) = part
             .split_once('=')
             .ok_or_else(|| bad(format!("{part:?} is not KIND=N")))?;
@@ -186,12 +202,14 @@ pub fn plan(snaps: &[Candidate], keep: &Keep, tz: &TimeZone, failing: Option<&st
         }
         // Periods newest first, each with its snapshots newest first.
         let mut periods: Vec<(String, Vec<&Candidate>)> = Vec::new();
+        let mut last_key = None;
         for c in &order {
-            let label = kind.label(c.time, tz);
+            let (key, label) = kind.label(c.time, tz);
             match periods.last_mut() {
-                Some((l, v)) if *l == label => v.push(c),
+                Some((_, v)) if last_key.as_ref() == Some(&key) => v.push(c),
                 _ => periods.push((label, vec![c])),
             }
+            last_key = Some(key);
         }
         for (label, members) in periods.iter().take(n as usize) {
             let best = members
@@ -255,12 +273,20 @@ impl Period {
         }
     }
 
-    /// The period holding `t` in `tz`, e.g. "2026-11-21", "2026-W47".
-    fn label(self, t: Timestamp, tz: &TimeZone) -> String {
+    /// The period holding `t` in `tz`: a key that tells periods apart, and its label, e.g.
+    /// "2026-11-21", "2026-W47". The hour repeated when clocks go back is two hours (its key
+    /// holds the UTC offset; its label says it only then).
+    fn label(self, t: Timestamp, tz: &TimeZone) -> (String, String) {
         let z = t.to_zoned(tz.clone());
         let d = z.date();
-        match self {
-            Period::Hour => format!("{d} {:02}h", z.hour()),
+        if let Period::Hour = self {
+            let label = format!("{d} {:02}h", z.hour());
+            let key = format!("{label}{}", z.offset());
+            let repeated = tz.to_ambiguous_zoned(z.datetime()).is_ambiguous();
+            return (key.clone(), if repeated { key } else { label });
+        }
+        let label = match self {
+            Period::Hour => unreachable!("handled above"),
             Period::Day => d.to_string(),
             Period::Week => {
                 let w = d.iso_week_date();
@@ -268,7 +294,8 @@ impl Period {
             }
             Period::Month => format!("{:04}-{:02}", d.year(), d.month()),
             Period::Year => format!("{:04}", d.year()),
-        }
+        };
+        (label.clone(), label)
     }
 }
 
@@ -487,9 +514,22 @@ mod tests {
                 k.last = 2;
             })
         );
-        for bad in ["daily", "daily=x", "fortnightly=2"] {
+        for bad in ["daily", "daily=x", "fortnightly=2", "", " ", ","] {
             assert!(parse_rules(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_hour_repeated_when_clocks_go_back_is_two_hours() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // 2026-10-25: 02:00-03:00 happens in CEST (00:00-01:00 UTC), then again in CET.
+        let snaps = vec![
+            sealed("summer", "2026-10-25T00:30:00Z"),
+            sealed("winter", "2026-10-25T01:30:00Z"),
+        ];
+        let p = plan(&snaps, &keep(|k| k.hourly = 5), &berlin, None);
+        assert_eq!(kept(&p), ["summer", "winter"]);
+        assert_eq!(why(&p, "summer"), ["hourly 2026-10-25 02h+02"]);
     }
 
     #[test]

@@ -6,8 +6,8 @@ default), and how long a gap between backups is normal (for the dead man's switc
 Cron follows Vixie cron: `*`, lists, ranges, steps (`0-59/15`, `1-30/5`, also after a star), month and weekday names,
 weekday 0 or 7 for Sunday, and when both day-of-month and day-of-week are restricted a day
 matching either runs. Across a daylight-saving change a time that does not exist (02:30 on the
-spring-forward night) runs at the first instant after the gap, and a time that happens twice runs
-once, the first time. `every N` counts from the Unix epoch, so `every 6h` runs at 00:00, 06:00,
+spring-forward night) runs as much later as the clocks jumped (03:30), and a time that happens
+twice runs once, the first time. `every N` counts from the Unix epoch, so `every 6h` runs at 00:00, 06:00,
 12:00 and 18:00 UTC whatever the zone.
 */
 
@@ -91,12 +91,17 @@ impl Schedule {
             };
             Kind::Cron(Cron::parse(expr).map_err(|e| bad(&e))?)
         };
-        Ok(Schedule {
+        let s = Schedule {
             text: text.trim().to_string(),
             tz: zone,
             tz_name,
             kind,
-        })
+        };
+        // "0 0 30 2 *" parses, but February 30th never comes.
+        if s.next_after(Timestamp::now()) == Timestamp::MAX {
+            return Err(bad("it never comes due (a date that does not exist?)"));
+        }
+        Ok(s)
     }
 
     /// The first time strictly after `t` at which the job is due.
@@ -208,19 +213,21 @@ impl Cron {
             days,
             months,
             weekdays: weekdays as u8,
-            days_star: rest[2] == "*" || rest[2] == "?",
-            weekdays_star: rest[4] == "*" || rest[4] == "?",
+            // Vixie cron: a field starting with "*" (also "*/2") does not restrict the day.
+            days_star: rest[2].starts_with('*') || rest[2] == "?",
+            weekdays_star: rest[4].starts_with('*') || rest[4] == "?",
         })
     }
 
     fn day_matches(&self, d: Date) -> bool {
         let dom = self.days & (1 << d.day()) != 0;
         let dow = self.weekdays & (1 << d.weekday().to_sunday_zero_offset()) != 0;
-        match (self.days_star, self.weekdays_star) {
-            (true, true) => true,
-            (false, true) => dom,
-            (true, false) => dow,
-            (false, false) => dom || dow,
+        // Vixie cron: both fields must match when either starts with "*" (a plain "*" matches
+        // every day anyway); when both are restricted, either will do.
+        if self.days_star || self.weekdays_star {
+            dom && dow
+        } else {
+            dom || dow
         }
     }
 
@@ -422,6 +429,11 @@ mod tests {
                 "2026-12-01T00:00:00Z"
             ]
         );
+        // A stepped star restricts nothing for the OR rule: odd days that are Mondays.
+        assert_eq!(
+            runs("0 0 */2 * 1", None, from, 2),
+            ["2026-11-23T00:00:00Z", "2026-12-07T00:00:00Z"]
+        );
         // 7 is Sunday too; names are case-insensitive; lists and stepped ranges.
         assert_eq!(runs("0 0 * * 7", None, from, 1), ["2026-11-22T00:00:00Z"]);
         assert_eq!(
@@ -456,8 +468,8 @@ mod tests {
                 "2026-03-30T01:00:00Z"
             ]
         );
-        // 02:30 does not exist on 2026-03-29 in Berlin: it runs right after the gap (03:00
-        // CEST = 01:00 UTC), once.
+        // 02:30 does not exist on 2026-03-29 in Berlin: it runs as much later as the clocks
+        // jumped, at 03:30 CEST (01:30 UTC), once.
         assert_eq!(
             runs(
                 "30 2 * * *",
@@ -519,6 +531,7 @@ mod tests {
             ("0 0 31-1 * *", "runs backwards"),
             ("*/0 * * * *", "step"),
             ("0 0 * foo *", "month \"foo\""),
+            ("0 0 30 2 *", "never comes due"),
         ] {
             let e = Schedule::parse(text, None).unwrap_err();
             assert!(e.message().contains(why), "{text}: {}", e.message());

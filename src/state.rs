@@ -166,7 +166,8 @@ impl State {
             .conn
             .query_row("SELECT started FROM runs WHERE id = ?1", [id], |r| r.get(0))
             .map_err(|e| self.err(e))?;
-        let seconds = at.duration_since(parse_ts(started)).as_secs_f64();
+        // Wall-clock times: a clock stepped back mid-run must not make a negative duration.
+        let seconds = at.duration_since(parse_ts(started)).as_secs_f64().max(0.0);
         self.conn
             .execute(
                 "UPDATE runs SET finished = ?2, result = ?3, error = ?4, snapshot = ?5,

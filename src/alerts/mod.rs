@@ -207,8 +207,9 @@ impl Channels {
 /// A URL for logs: scheme, host and path start only (tokens live in paths and queries).
 pub fn redact_url(u: &str) -> String {
     let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(host);
+    // User info ends at the last "@" (it may hold "/" unescaped); the host ends at the path.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     format!("{scheme}://{host}/…")
 }
 
@@ -357,11 +358,13 @@ fn post(agent: &ureq::Agent, url: &str, body: &str) -> std::result::Result<(), S
     {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("answered HTTP {}", r.status().as_u16())),
-        // ureq's errors can quote the URL; describe the failure without it.
+        // ureq's messages can quote the URL, token and all: only the kind of failure is said.
         Err(ureq::Error::Io(e)) => Err(crate::error::describe_io(&e)),
         Err(ureq::Error::Timeout(_)) => Err("timed out".into()),
         Err(ureq::Error::HostNotFound) => Err("host not found".into()),
-        Err(e) => Err(format!("{}", e).replace(url, &redact_url(url))),
+        Err(ureq::Error::ConnectionFailed) => Err("cannot connect".into()),
+        Err(ureq::Error::Tls(_)) => Err("TLS handshake failed".into()),
+        Err(_) => Err("the request failed".into()),
     }
 }
 

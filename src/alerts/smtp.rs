@@ -89,12 +89,14 @@ impl Mail {
             "smtps" => Tls::Implicit,
             _ => return Err(bad("the scheme must be smtp or smtps")),
         };
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let rest = rest.trim_end_matches('/');
-        let (auth, hostport) = match rest.rsplit_once('@') {
+        // The user info ends at the last "@" (a password may hold "?", "/" or "@" unescaped),
+        // so nothing of it can end up in the host, the query, or a message.
+        let (auth, rest) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
             None => (None, rest),
         };
+        let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hostport = hostport.trim_end_matches('/');
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (
                 h.to_string(),
@@ -288,15 +290,20 @@ fn reply(s: &mut dyn Stream) -> std::result::Result<(u16, String, Vec<String>), 
                 line.push(b[0]);
             }
         }
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        if text.len() < 3 {
-            return Err(format!("unexpected reply {text:?}"));
-        }
-        let code: u16 = text[..3]
-            .parse()
-            .map_err(|_| format!("unexpected reply {text:?}"))?;
-        let more = text.as_bytes().get(3) == Some(&b'-');
-        lines.push(text.get(4..).unwrap_or("").to_string());
+        // The code is three ASCII digits; whatever follows is text, maybe not UTF-8.
+        let digits = line.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit));
+        let Some(digits) = digits else {
+            return Err(format!(
+                "unexpected reply {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            ));
+        };
+        let code = digits
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        let more = line.get(3) == Some(&b'-');
+        let text = String::from_utf8_lossy(line.get(4..).unwrap_or(&[]));
+        lines.push(text.trim_end().to_string());
         if !more {
             let last = lines.last().cloned().unwrap_or_default();
             return Ok((code, last, lines));

@@ -330,8 +330,11 @@ pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
     while crate::interrupt::check().is_ok() {
         let now = Timestamp::now();
         for slot in slots.values_mut() {
-            if slot.running.as_ref().is_some_and(|h| h.is_finished()) {
-                let _ = slot.running.take().map(|h| h.join());
+            if slot.running.as_ref().is_some_and(|h| h.is_finished())
+                && let Some(Err(_)) = slot.running.take().map(|h| h.join())
+            {
+                error!(source = %slot.spec.name, "the job crashed (a bug: please report it)");
+                dispatcher.ping(Ping::Fail);
             }
             if now >= slot.next {
                 let schedule = slot.spec.policy.schedule.as_ref().expect("scheduled");
@@ -353,7 +356,11 @@ pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
                     .or_default()
                     .next_run = Some(slot.next);
             }
-            dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now)?;
+            // A state file that cannot be read or written (a full disk) must not stop the
+            // daemon: the other sources' jobs go on, and the next check tries again.
+            if let Err(e) = dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now) {
+                error!(source = %slot.spec.name, error = %e.message(), "cannot check for a recent backup");
+            }
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -408,8 +415,18 @@ fn spawn_job(
             };
             let name = spec.name.clone();
             let mut note = |n: String| info!(source = %name, "{n}");
-            if let Err(e) = job_with_alerts(&settings, &spec, &state_path, &opts, &dispatcher, Some(&metrics), &mut note) {
-                error!(source = %spec.name, error = %e.message(), "the job could not record its result");
+if let Err(e) = job_with_alerts(
+                &settings,
+                &spec,
+                &state_path,
+                &opts,
+                &dispatcher,
+                Some(&metrics),
+                &mut note,
+            ) {
+                // Only the state file fails this way: the job may not have run at all.
+                error!(source = %spec.name, error = %e.message(), "the job could not run or record its result (state file)");
+                dispatcher.ping(Ping::Fail);
             }
         })
         .expect("spawn a job thread")
@@ -462,7 +479,7 @@ fn jittered(t: Timestamp, jitter: Duration) -> Timestamp {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     let ms = u64::from_le_bytes(b) % (jitter.as_millis() as u64).max(1);
-    t + Duration::from_millis(ms)
+    t.checked_add(Duration::from_millis(ms)).unwrap_or(t)
 }
 
 #[cfg(test)]

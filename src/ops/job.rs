@@ -141,6 +141,11 @@ pub fn run<S: WriteStore + ?Sized>(
         });
         report.drill_failure = failure;
     }
+    // Stopping: no prune after a shutdown was asked for.
+    if let Err(e) = crate::interrupt::check() {
+        report.prune_failure = Some(e);
+        return Ok(report);
+    }
 
     let id = state.start("prune", &spec.name, Timestamp::now())?;
     let pruned = (|| {
@@ -149,7 +154,11 @@ pub fn run<S: WriteStore + ?Sized>(
             keep: spec.policy.keep,
             tz: spec.policy.tz.clone(),
             dry_run: false,
-            failing: None,
+            // A drill that could not run (no server programs, no disk) proves nothing either.
+            failing: report
+                .drill_failure
+                .as_ref()
+                .map(|e| format!("the drill of the new snapshot failed: {}", e.message())),
             grace: prune::DEFAULT_GRACE,
         };
         prune::run(repo, &spec.name, &snapshots, &popts, Timestamp::now())
@@ -179,10 +188,11 @@ fn failed(e: &Error) -> Outcome {
     }
 }
 
-/// Why a source's newest backups count as failing, from its history: its last backup failed.
+/// Why a source's newest backups count as failing, from its history: its last backup that ran
+/// to an end (a shutdown's interrupted one does not count) failed.
 pub fn failing(state: &State, source: &str) -> Result<Option<String>> {
     Ok(state
-        .last(source, "backup", None)?
+        .last_attempt(source, "backup")?
         .filter(|r| r.result == "failed")
         .map(|r| {
             format!(

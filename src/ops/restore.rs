@@ -150,11 +150,18 @@ pub fn run<S: ReadStore + ?Sized>(
     }
     let counters = Counters::default();
     if let Some(psql) = psql {
-        cmd.args(["--single-transaction", "--file", "-"]);
+        // psql, not pg_restore, makes the transaction: it commits only at the end of its input,
+        // which it sees only once the whole snapshot authenticated and pg_restore succeeded.
+        cmd.args(["--file", "-"]);
         let mut run_sql = crate::process::command(psql);
         run_sql
-            .args(["--no-psqlrc", "--quiet", "--no-password"])
-            .args(["--set", "ON_ERROR_STOP=1", "--dbname"])
+            .args([
+                "--no-psqlrc",
+                "--quiet",
+                "--no-password",
+                "--single-transaction",
+            ])
+            .args(["--set", "ON_ERROR_STOP=1", "--file", "-", "--dbname"])
             .arg(target.to_conninfo_without_secrets());
         postgres::child_env(&mut run_sql, target);
         restore_streaming(repo, &m, cmd, Some(run_sql), opts, &counters)?;
@@ -336,7 +343,6 @@ fn preamble_line(text: &[u8]) -> bool {
             b"SET ",
             b"SELECT pg_catalog.set_config(",
             b"\\restrict ",
-            b"BEGIN;",
         ]
         .iter()
         .any(|p| text.starts_with(p))

@@ -336,9 +336,9 @@ fn serve_runs_two_sources_and_history_metrics_and_repository_agree() {
         &format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
              [[source]]\nname = \"a\"\nurl = \"{}\"\nschedule = \"every 2s\"\nstale_after = \"1m\"\n\
-             keep = {{ last = 2, daily = 0, weekly = 0, monthly = 0 }}\n\n\
+             keep = {{ last = 2 }}\n\n\
              [[source]]\nname = \"b\"\nurl = \"{}\"\nschedule = \"*/3 * * * * *\"\ndrill = false\nstale_after = \"1m\"\n\
-             keep = {{ last = 2, daily = 0, weekly = 0, monthly = 0 }}\n",
+             keep = {{ last = 2 }}\n",
             src.url("a"),
             src.url("b")
         ),
@@ -749,7 +749,7 @@ fn a_failing_drill_alerts_once_and_holds_the_prune() {
         "repo",
         &format!(
             "[alerts]\nwebhook = [\"{}\"]\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\n\
-             keep = {{ last = 1, daily = 0, weekly = 0, monthly = 0 }}\n",
+             keep = {{ last = 1 }}\n",
             hooks.url("/hook"),
             src.url("app")
         ),

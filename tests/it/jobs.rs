@@ -70,10 +70,7 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g",
     );
     let url = src.url("app");
-    let s = Setup::new(
-        &url,
-        "keep = { last = 2, daily = 0, weekly = 0, monthly = 0 }",
-    );
+    let s = Setup::new(&url, "keep = { last = 2 }");
 
     // Three jobs: each backs up, drills, and prunes down to the last two.
     let mut made = Vec::new();
@@ -141,10 +138,7 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
     assert!(s.repo().join("snapshots/app").join(old).exists());
 
     // The source breaks: the next job's backup fails, and from then on nothing is pruned.
-    s.write_config(
-        "postgres://postgres@127.0.0.1:1/app",
-        "keep = { last = 2, daily = 0, weekly = 0, monthly = 0 }",
-    );
+    s.write_config("postgres://postgres@127.0.0.1:1/app", "keep = { last = 2 }");
     let r = s.cli.fails(&["run", "app"], 5, "");
     assert!(r.stdout.contains("backup  FAILED"), "{}", r.stdout);
     let p = s.json(&["prune", "--keep", "last=1", "--source", "app", "--json"]);
@@ -176,10 +170,7 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
     );
 
     // Fixed again: a successful job prunes by the policy, leftovers past the grace period go.
-    s.write_config(
-        &url,
-        "keep = { last = 1, daily = 0, weekly = 0, monthly = 0 }",
-    );
+    s.write_config(&url, "keep = { last = 1 }");
     let r = s.json(&["run", "app", "--json"]);
     let newest = r["snapshot"].as_str().unwrap().to_string();
     assert_eq!(s.ids(), std::slice::from_ref(&newest));

@@ -243,7 +243,18 @@ fn prune(
             }
         }
     }
-    let state = State::open(&s.state_path()?).ok();
+    // The history says whether backups are failing (then nothing is deleted): a state file that
+    // exists but cannot be read stops the prune rather than lose that protection.
+    let state_path = s.state_path()?;
+    let state = if state_path.exists() {
+        Some(State::open(&state_path)?)
+    } else {
+        warn(&format!(
+            "no run history on this machine ({}): only the repository can show failing backups (a newest snapshot that failed its drill)",
+            state_path.display()
+        ));
+        None
+    };
     let mut reports = Vec::new();
     for (name, policy) in targets {
         let snapshots = ops::list::list(&repo, Some(&name), &mut |w| warn(&w))?;

@@ -330,7 +330,7 @@ pub fn history(runs: &[offsitedb::state::Run]) {
     for r in runs {
         let took = r
             .seconds
-            .map(|s| units::duration(std::time::Duration::from_secs_f64(s)))
+            .map(|s| units::duration(std::time::Duration::from_secs_f64(s.max(0.0))))
             .unwrap_or_else(|| "-".into());
         outln!(
             "{:<20}  {:<12}  {:<6}  {:<11}  {:>8}  {:<24}  {}",

@@ -180,6 +180,7 @@ pub fn run<S: WriteStore + ?Sized>(
     if let Some(error) = unreadable {
         restored.problems.insert(0, error.message().to_string());
         let record = finish(DrillResult::Failed, restored);
+        stopped()?;
         repo.commit_drill(&record)?;
         return Ok(DrillOutcome {
             record,
@@ -204,6 +205,7 @@ pub fn run<S: WriteStore + ?Sized>(
     for n in &record.notes {
         note(n.clone());
     }
+    stopped()?;
     repo.commit_drill(&record)?;
     let failure = (!record.passed()).then(|| {
         Error::new(
@@ -657,7 +659,11 @@ fn download_streamed<S: WriteStore + ?Sized>(
     mut feed: stream::Feed,
 ) -> Result<std::result::Result<DumpSummary, String>> {
     let (mut dump_reader, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
-    let inspected = dump::inspect_observed(&mut dump_reader, dump::OnError::Stop, &mut feed);
+    let inspected = dump::inspect_observed(
+        &mut Interruptible(&mut dump_reader),
+        dump::OnError::Stop,
+        &mut feed,
+    );
     drop(feed);
     match inspected {
         Ok(summary) => {
@@ -667,6 +673,25 @@ fn download_streamed<S: WriteStore + ?Sized>(
         // A read error is the snapshot's (or the store's); the restore stopping is not.
         Err(dump::DumpError::Io(e)) => Err(Error::from_io(e, "cannot read the snapshot")),
         Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+/// A drill stopped by a signal proves nothing either way: no record is written (a Ctrl-C or a
+/// service manager's SIGTERM also reaches pg_restore and the throwaway server, which would
+/// otherwise make a good snapshot look like a failed one).
+fn stopped() -> Result<()> {
+    crate::interrupt::check().map_err(|e| e.context("drill stopped, nothing recorded"))
+}
+
+/// Reads until a signal arrives, then fails: the download stops at its next buffer.
+struct Interruptible<'a, R: Read>(&'a mut R);
+
+impl<R: Read> Read for Interruptible<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if crate::interrupt::check().is_err() {
+            return Err(std::io::Error::other("interrupted by a signal"));
+        }
+        self.0.read(buf)
     }
 }
 
@@ -825,7 +850,7 @@ fn download<S: WriteStore + ?Sized>(
     let write_err = std::cell::Cell::new(None::<std::io::Error>);
     let inspected = {
         let mut tee = Tee {
-            inner: &mut dump_reader,
+            inner: &mut Interruptible(&mut dump_reader),
             out: &mut out,
             write_err: &write_err,
         };
