@@ -131,6 +131,9 @@ pub struct SourceSection {
     pub jitter: Option<String>,
     /// Drill each new snapshot as part of the job (default true).
     pub drill: Option<bool>,
+    /// This source's own heartbeat URLs (pinged besides `[alerts] heartbeat`).
+    #[serde(default)]
+    pub heartbeat: Vec<Secret>,
 }
 
 /// What the command line says, before it is merged with the file and the environment.
@@ -169,6 +172,7 @@ pub struct Policy {
     pub stale_after: Option<std::time::Duration>,
     pub jitter: std::time::Duration,
     pub drill: bool,
+    pub heartbeat: Vec<Secret>,
 }
 
 impl Default for Policy {
@@ -180,6 +184,7 @@ impl Default for Policy {
             stale_after: None,
             jitter: std::time::Duration::ZERO,
             drill: true,
+            heartbeat: Vec::new(),
         }
     }
 }
@@ -219,6 +224,7 @@ impl Policy {
                 .map_err(ctx)?
                 .unwrap_or_default(),
             drill: s.drill.unwrap_or(true),
+            heartbeat: s.heartbeat.clone(),
         })
     }
 

@@ -224,7 +224,7 @@ pub struct Delivery {
 
 enum Job {
     Alert(Alert),
-    Ping(Ping),
+    Ping(Ping, Vec<Secret>),
 }
 
 /// Delivers alerts and pings on a thread, in order, each retried with backoff.
@@ -248,7 +248,7 @@ impl Dispatcher {
                 for job in rx {
                     let results = match job {
                         Job::Alert(a) => deliver(&channels, &a),
-                        Job::Ping(p) => ping(&channels, p),
+                        Job::Ping(p, extra) => ping(&channels, p, &extra),
                     };
                     for d in results {
                         if !d.ok {
@@ -272,9 +272,10 @@ impl Dispatcher {
         }
     }
 
-    pub fn ping(&self, p: Ping) {
+    /// Pings the configured heartbeat URLs, and `extra` (a source's own).
+    pub fn ping(&self, p: Ping, extra: &[Secret]) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Job::Ping(p));
+            let _ = tx.send(Job::Ping(p, extra.to_vec()));
         }
     }
 
@@ -331,11 +332,12 @@ pub fn deliver(c: &Channels, a: &Alert) -> Vec<Delivery> {
     out
 }
 
-/// Pings every heartbeat URL: `/start`, the URL itself, or `/fail`.
-pub fn ping(c: &Channels, p: Ping) -> Vec<Delivery> {
+/// Pings every heartbeat URL (and `extra`): `/start`, the URL itself, or `/fail`.
+pub fn ping(c: &Channels, p: Ping, extra: &[Secret]) -> Vec<Delivery> {
     let agent = agent();
     c.heartbeat
         .iter()
+        .chain(extra)
         .map(|u| {
             let base = u.expose().trim_end_matches('/');
             let url = match p {

@@ -50,7 +50,7 @@ pub fn job_with_alerts(
     metrics: Option<&metrics::Shared>,
     note: &mut dyn FnMut(String),
 ) -> Result<JobReport> {
-    dispatcher.ping(Ping::Start);
+    dispatcher.ping(Ping::Start, &spec.policy.heartbeat);
     let state = State::open(state_path)?;
     info!(source = %spec.name, target = %spec.conninfo.redacted(), "job started");
     let report = match settings
@@ -178,11 +178,14 @@ pub fn job_with_alerts(
         }
         None => {}
     }
-    dispatcher.ping(if report.failure().is_some() {
-        Ping::Fail
-    } else {
-        Ping::Success
-    });
+    dispatcher.ping(
+        if report.failure().is_some() {
+            Ping::Fail
+        } else {
+            Ping::Success
+        },
+        &spec.policy.heartbeat,
+    );
 
     if let Some(m) = metrics {
         let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -334,7 +337,7 @@ pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
                 && let Some(Err(_)) = slot.running.take().map(|h| h.join())
             {
                 error!(source = %slot.spec.name, "the job crashed (a bug: please report it)");
-                dispatcher.ping(Ping::Fail);
+                dispatcher.ping(Ping::Fail, &slot.spec.policy.heartbeat);
             }
             if now >= slot.next {
                 let schedule = slot.spec.policy.schedule.as_ref().expect("scheduled");
@@ -426,7 +429,7 @@ if let Err(e) = job_with_alerts(
             ) {
                 // Only the state file fails this way: the job may not have run at all.
                 error!(source = %spec.name, error = %e.message(), "the job could not run or record its result (state file)");
-                dispatcher.ping(Ping::Fail);
+                dispatcher.ping(Ping::Fail, &spec.policy.heartbeat);
             }
         })
         .expect("spawn a job thread")

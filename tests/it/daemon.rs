@@ -331,15 +331,18 @@ fn serve_runs_two_sources_and_history_metrics_and_repository_agree() {
         "CREATE TABLE u AS SELECT g AS id, md5(g::text) FROM generate_series(1, 500) g",
     );
     let port = free_port();
+    let hb = Receiver::start();
     let s = setup(
         &sw.repo_url("serve"),
         &format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
              [[source]]\nname = \"a\"\nurl = \"{}\"\nschedule = \"every 2s\"\nstale_after = \"1m\"\n\
+             heartbeat = [\"{}\"]\n\
              keep = {{ last = 2 }}\n\n\
              [[source]]\nname = \"b\"\nurl = \"{}\"\nschedule = \"*/3 * * * * *\"\ndrill = false\nstale_after = \"1m\"\n\
              keep = {{ last = 2 }}\n",
             src.url("a"),
+            hb.url("/hb-a"),
             src.url("b")
         ),
     );
@@ -400,6 +403,13 @@ fn serve_runs_two_sources_and_history_metrics_and_repository_agree() {
         );
         assert_eq!(metric(&page, "offsitedb_stale", source), Some(0.0));
     }
+    // Source a's own heartbeat hears a's jobs only (b's would double the count).
+    let a_jobs = count(&h, "a", "backup", "ok");
+    let pinged = hb.bodies("/hb-a").len();
+    assert!(
+        pinged >= a_jobs && pinged <= a_jobs + 1,
+        "{pinged} pings, {a_jobs} jobs of a"
+    );
     // Source a drills, b does not.
     assert!(metric(&page, "offsitedb_tested_restore_seconds", "a").unwrap() > 0.0);
     assert_eq!(metric(&page, "offsitedb_tested_restore_seconds", "b"), None);

@@ -131,7 +131,7 @@ fn dispatcher(s: &Settings) -> Result<offsitedb::alerts::Dispatcher> {
 
 fn alert_test(s: &Settings) -> Result<()> {
     let channels = offsitedb::alerts::Channels::from_config(s.file.alerts.as_ref())?;
-    if channels.is_empty() {
+    if channels.is_empty() && s.file.sources.iter().all(|src| src.heartbeat.is_empty()) {
         return Err(Error::config("no alert channel is configured")
             .with_hint("add webhook, slack, email or heartbeat under [alerts] in offsitedb.toml")
             .into());
@@ -143,9 +143,16 @@ fn alert_test(s: &Settings) -> Result<()> {
         "a test alert from offsitedb alert-test: if you read this, alerts reach you".into(),
     );
     let mut results = offsitedb::alerts::deliver(&channels, &a);
+    let own: Vec<_> = s
+        .file
+        .sources
+        .iter()
+        .flat_map(|src| src.heartbeat.iter().cloned())
+        .collect();
     results.extend(offsitedb::alerts::ping(
         &channels,
         offsitedb::alerts::Ping::Success,
+        &own,
     ));
     let mut failed = 0;
     for d in &results {
