@@ -160,6 +160,8 @@ pub struct SourceSpec {
     pub conninfo: ConnInfo,
     pub compression: Compression,
     pub policy: Policy,
+    /// What was changed in the URL for its provider (a Neon pooled host made direct).
+    pub notes: Vec<String>,
 }
 
 /// A source's job: when it runs, what it keeps, when silence means trouble.
@@ -408,11 +410,13 @@ impl Settings {
                     .with_hint("name the source, e.g. --name app-db: snapshots are grouped by name")
             })?;
             check_source_name(name)?;
+            let (conninfo, notes) = crate::postgres::provider::prepare(&ConnInfo::parse(url)?);
             return Ok(vec![SourceSpec {
                 name: name.to_string(),
-                conninfo: ConnInfo::parse(url)?,
+                conninfo,
                 compression: flag_compression.unwrap_or_default(),
                 policy: Policy::default(),
+                notes,
             }]);
         }
         let configured: Vec<SourceSpec> = self
@@ -421,10 +425,14 @@ impl Settings {
             .iter()
             .filter(|s| name.is_none_or(|n| n == s.name))
             .map(|s| {
+                let (conninfo, notes) = crate::postgres::provider::prepare(
+                    &ConnInfo::parse(s.url.expose())
+                        .map_err(|e| e.context(format!("source {:?}", s.name)))?,
+                );
                 Ok(SourceSpec {
                     name: s.name.clone(),
-                    conninfo: ConnInfo::parse(s.url.expose())
-                        .map_err(|e| e.context(format!("source {:?}", s.name)))?,
+                    conninfo,
+                    notes,
                     compression: match (&flag_compression, &s.compression) {
                         (Some(c), _) => *c,
                         (None, Some(c)) => c.parse()?,

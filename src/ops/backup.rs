@@ -63,9 +63,17 @@ pub fn run<S: WriteStore + ?Sized>(
 
     // Our own connection first: a wrong password or a missing database is reported plainly,
     // before anything is uploaded.
+    for n in &source.notes {
+        note(n.clone());
+    }
     let mut client = postgres::connect(ci, "the source database")?;
     let info = postgres::server_info(&mut client)?;
     let session = session_settings(&mut client)?;
+    // A pooler in transaction mode would scatter pg_dump's session over server sessions: said
+    // before anything is dumped, with the fix.
+    if let Some(evidence) = postgres::provider::detect_pooler(ci)? {
+        return Err(postgres::provider::pooler_error(&target, &evidence));
+    }
 
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_dump = binaries::pick(
@@ -426,6 +434,13 @@ fn pg_dump_error(exit: &Exit, target: &str) -> Error {
     if text.contains("permission denied") {
         return Error::source_db(format!("pg_dump cannot read everything in {target}: {reason}"))
             .with_hint("the backup role needs SELECT on every table and sequence (PostgreSQL 14+: GRANT pg_read_all_data TO the role)");
+    }
+    if text.contains("prepared statement")
+        || text.contains("invalid snapshot identifier")
+        || text.contains("unsupported startup parameter")
+        || text.contains("transaction blocks not allowed")
+    {
+        return postgres::provider::pooler_error(target, &format!("pg_dump: {reason}"));
     }
     if text.contains("server version mismatch") {
         return Error::tool(format!("pg_dump is older than the server at {target}: {reason}"))

@@ -166,6 +166,7 @@ pub fn run(
         conninfo: cluster.conninfo("shop"),
         compression: Compression::default(),
         policy: Default::default(),
+        notes: Vec::new(),
     };
     let opts = super::backup::BackupOptions {
         pg_bin_dirs: pg_bin_dirs.clone(),

@@ -263,6 +263,15 @@ impl ServerCertVerifier for ChainOnly {
 
 /// Turns a connection failure into one line that says what happened and what to do.
 fn connect_error(ci: &ConnInfo, what: &str, e: &postgres::Error, timeout: u64) -> Error {
+    let err = connect_error_plain(ci, what, e, timeout);
+    // A name that only exists inside a private network says so, whatever else went wrong.
+    match super::provider::unreachable_hint(&ci.host()) {
+        Some(h) if e.as_db_error().is_none() => err.with_hint(h),
+        _ => err,
+    }
+}
+
+fn connect_error_plain(ci: &ConnInfo, what: &str, e: &postgres::Error, timeout: u64) -> Error {
     let target = ci.redacted();
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();

@@ -11,4 +11,5 @@ mod jobs;
 mod proxy;
 mod roundtrip;
 mod secrets;
+mod setup;
 mod storage;

@@ -1,0 +1,264 @@
+/*!
+Where the database lives, from its host name and from how it answers, and what that changes:
+
+- Neon: a pooled host (`ep-...-pooler.REGION.aws.neon.tech`) goes through PgBouncer in
+  transaction mode, which pg_dump cannot use; the direct host is the same name without `-pooler`,
+  so it is switched, with a note.
+- Fly.io: `*.internal` and `*.flycast` names exist only inside Fly's private network; when one does
+  not resolve or answer, the error says so and gives both ways out.
+- Hosted providers (Neon, Supabase, Render, AWS RDS, Azure, DigitalOcean, Aiven, Crunchy Bridge,
+  Timescale, Heroku, Railway) require TLS: `sslmode` defaults to `require` there when the URL does
+  not say. `verify-full` with `sslrootcert=FILE` checks the certificate and the host name.
+- Any connection pooler in transaction or statement mode (PgBouncer, Supavisor, RDS Proxy pinning
+  aside): [`detect_pooler`] proves from the server's answers that consecutive statements of one
+  client land in different server sessions, which breaks pg_dump's session settings.
+*/
+
+use crate::error::{Error, Result};
+
+use super::ConnInfo;
+
+/// A hosted provider recognised from the host name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Neon,
+    Fly,
+    Supabase,
+    Render,
+    Rds,
+    Azure,
+    DigitalOcean,
+    Aiven,
+    Crunchy,
+    Timescale,
+    Heroku,
+    Railway,
+    Other,
+}
+
+impl Provider {
+    pub fn of_host(host: &str) -> Provider {
+        let h = host.trim_end_matches('.').to_ascii_lowercase();
+        let ends = |s: &str| h.ends_with(s);
+        if ends(".neon.tech") {
+            Provider::Neon
+        } else if ends(".internal") || ends(".flycast") || ends(".fly.dev") {
+            Provider::Fly
+        } else if ends(".supabase.co") || ends(".supabase.com") {
+            Provider::Supabase
+        } else if ends(".render.com") {
+            Provider::Render
+        } else if ends(".rds.amazonaws.com") {
+            Provider::Rds
+        } else if ends(".postgres.database.azure.com") {
+            Provider::Azure
+        } else if ends(".ondigitalocean.com") {
+            Provider::DigitalOcean
+        } else if ends(".aivencloud.com") {
+            Provider::Aiven
+        } else if ends(".db.postgresbridge.com") {
+            Provider::Crunchy
+        } else if ends(".tsdb.cloud.timescale.com") {
+            Provider::Timescale
+        } else if ends(".compute-1.amazonaws.com") || ends(".compute.amazonaws.com") {
+            Provider::Heroku
+        } else if ends(".rlwy.net") || ends(".railway.app") {
+            Provider::Railway
+        } else {
+            Provider::Other
+        }
+    }
+
+    /// Providers that accept only TLS connections from outside.
+    fn requires_tls(self) -> bool {
+        !matches!(self, Provider::Fly | Provider::Other)
+    }
+}
+
+/// The connection OffsiteDB should use for `ci`, and a note for every change made.
+pub fn prepare(ci: &ConnInfo) -> (ConnInfo, Vec<String>) {
+    let mut out = ci.clone();
+    let mut notes = Vec::new();
+    let Some(host) = ci.get("host").map(str::to_string) else {
+        return (out, notes);
+    };
+    if host.contains(',') {
+        return (out, notes);
+    }
+    let provider = Provider::of_host(&host);
+    if provider == Provider::Neon
+        && let Some((first, rest)) = host.split_once('.')
+        && let Some(direct) = first.strip_suffix("-pooler")
+    {
+        let direct = format!("{direct}.{rest}");
+        notes.push(format!(
+            "{host} is Neon's pooled endpoint (PgBouncer in transaction mode, which pg_dump cannot use): connecting to the direct endpoint {direct} instead"
+        ));
+        out.set("host", &direct);
+    }
+    if provider.requires_tls()
+        && ci.get("sslmode").is_none()
+        && std::env::var_os("PGSSLMODE").is_none()
+    {
+        out.set("sslmode", "require");
+    }
+    (out, notes)
+}
+
+/// A hint for a host that did not resolve or answer, when its name says why.
+pub fn unreachable_hint(host: &str) -> Option<String> {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    if h.ends_with(".internal") || h.ends_with(".flycast") {
+        Some(format!(
+            "{host} is a Fly.io private address: it resolves only inside Fly's private network. Either run OffsiteDB as a Fly app in the same organization (docs/DEPLOY.md), or give the database a public address (fly ips allocate-v4 -a APP, expose port 5432) and use APP.fly.dev; for a one-off, fly proxy 5432 -a APP and connect to localhost"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The error for a database behind a pooler in transaction or statement mode.
+pub fn pooler_error(target: &str, evidence: &str) -> Error {
+    Error::source_db(format!(
+        "{target} is behind a connection pooler in transaction or statement mode ({evidence}): pg_dump needs one server session for the whole dump"
+    ))
+    .with_hint(
+        "use the database's direct address instead of the pooler's (Neon: the host without -pooler; Supabase: db.PROJECT.supabase.co:5432; PgBouncer: the server it points to, or a pool in session mode)",
+    )
+}
+
+/// Proves whether statements of one client connection may run in different server sessions, as
+/// behind a pooler in transaction or statement mode: connection A holds a server session in a
+/// transaction while B sets a session variable; after A lets go, a pooler hands B the session A
+/// released (PgBouncer reuses the most recent one), where B's variable is not set. A direct
+/// connection, or a pooler in session mode, keeps it. Returns the evidence when pooled.
+pub fn detect_pooler(ci: &ConnInfo) -> Result<Option<String>> {
+    let mut a = super::connect(ci, "the source database")?;
+    let mut b = super::connect(ci, "the source database")?;
+    let q = |c: &mut postgres::Client, sql: &str| -> Result<Option<String>> {
+        c.simple_query(sql)
+            .map_err(|e| super::client::query_error("cannot probe the connection", &e))
+            .map(|msgs| {
+                msgs.into_iter().find_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+            })
+    };
+    if let Err(e) = a.simple_query("BEGIN") {
+        let msg = e.to_string();
+        if msg.contains("statement mode") || msg.contains("transaction blocks not allowed") {
+            return Ok(Some(format!("it refused BEGIN: {msg}")));
+        }
+        return Err(super::client::query_error(
+            "cannot probe the connection",
+            &e,
+        ));
+    }
+    let a_pid = q(&mut a, "SELECT pg_backend_pid()")?;
+    let b_pid = q(&mut b, "SELECT pg_backend_pid()")?;
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let nonce = crate::units::hex(&nonce);
+    q(&mut b, &format!("SET offsitedb.probe = '{nonce}'"))?;
+    q(&mut a, "COMMIT")?;
+    let b_pid_after = q(&mut b, "SELECT pg_backend_pid()")?;
+    let kept = q(&mut b, "SELECT current_setting('offsitedb.probe', true)")?;
+    if b_pid != b_pid_after || kept.as_deref() != Some(nonce.as_str()) {
+        let released = a_pid == b_pid_after;
+        return Ok(Some(format!(
+            "one client's statements ran in server sessions {} and {}{}",
+            b_pid.unwrap_or_default(),
+            b_pid_after.unwrap_or_default(),
+            if released {
+                " (the one another client had just released)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prep(url: &str) -> (String, String, Vec<String>) {
+        let (c, notes) = prepare(&ConnInfo::parse(url).unwrap());
+        (
+            c.get("host").unwrap_or("").to_string(),
+            c.get("sslmode").unwrap_or("").to_string(),
+            notes,
+        )
+    }
+
+    #[test]
+    fn neon_pooled_hosts_become_direct_and_keep_tls() {
+        let (host, ssl, notes) = prep(
+            "postgres://u:p@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require",
+        );
+        assert_eq!(host, "ep-cool-darkness-123456.us-east-2.aws.neon.tech");
+        assert_eq!(ssl, "require");
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].contains("direct endpoint ep-cool-darkness-123456.us-east-2.aws.neon.tech")
+        );
+        assert!(!notes[0].contains(":p@"));
+        // A direct Neon host is left alone, and gets TLS when the URL does not say.
+        let (host, ssl, notes) = prep("postgres://u@ep-x-1.eu-central-1.aws.neon.tech/db");
+        assert_eq!(
+            (host.as_str(), ssl.as_str()),
+            ("ep-x-1.eu-central-1.aws.neon.tech", "require")
+        );
+        assert!(notes.is_empty());
+        // An explicit sslmode wins.
+        let (_, ssl, _) = prep("postgres://u@ep-x-1.aws.neon.tech/db?sslmode=verify-full");
+        assert_eq!(ssl, "verify-full");
+    }
+
+    #[test]
+    fn providers_from_host_names() {
+        for (host, p) in [
+            ("db.abcdefgh.supabase.co", Provider::Supabase),
+            ("aws-0-eu-central-1.pooler.supabase.com", Provider::Supabase),
+            ("dpg-abc-a.oregon-postgres.render.com", Provider::Render),
+            ("mydb.c9akciq32.eu-west-1.rds.amazonaws.com", Provider::Rds),
+            ("srv.postgres.database.azure.com", Provider::Azure),
+            (
+                "db-postgresql-nyc1-1.b.db.ondigitalocean.com",
+                Provider::DigitalOcean,
+            ),
+            ("pg-1.aivencloud.com", Provider::Aiven),
+            ("p.abc.db.postgresbridge.com", Provider::Crunchy),
+            ("x.y.tsdb.cloud.timescale.com", Provider::Timescale),
+            ("ec2-1-2-3-4.compute-1.amazonaws.com", Provider::Heroku),
+            ("roundhouse.proxy.rlwy.net", Provider::Railway),
+            ("my-db.internal", Provider::Fly),
+            ("my-db.flycast", Provider::Fly),
+            ("db.example.com", Provider::Other),
+            ("127.0.0.1", Provider::Other),
+        ] {
+            assert_eq!(Provider::of_host(host), p, "{host}");
+        }
+        // TLS by default for hosted providers, not for Fly's private network or unknown hosts.
+        assert_eq!(
+            prep("postgres://u@db.abc.supabase.co/postgres").1,
+            "require"
+        );
+        assert_eq!(prep("postgres://u@my-db.internal:5432/app").1, "");
+        assert_eq!(prep("postgres://u@db.example.com/app").1, "");
+    }
+
+    #[test]
+    fn fly_private_names_explain_themselves() {
+        let h = unreachable_hint("my-db.internal").unwrap();
+        assert!(
+            h.contains("Fly.io private address") && h.contains("fly ips allocate-v4"),
+            "{h}"
+        );
+        assert!(unreachable_hint("top2.nearest.of.my-db.internal.").is_some());
+        assert!(unreachable_hint("my-db.flycast").is_some());
+        assert!(unreachable_hint("db.example.com").is_none());
+    }
+}
