@@ -13,6 +13,7 @@ use crate::pipeline::{Decoder, MeasureHandle, MeasureReader, Measured, decompres
 use crate::storage::ReadStore;
 
 pub mod backup;
+pub mod check;
 pub mod decrypt;
 pub mod demo;
 pub mod drill;

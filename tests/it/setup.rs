@@ -124,3 +124,155 @@ fn a_pooler_in_transaction_mode_is_named_with_the_fix_and_the_direct_url_works()
     cli.ok(&["backup", "--source", &via(session.port), "--name", "app"]);
     cli.ok(&["backup", "--source", &src.url("app"), "--name", "app"]);
 }
+
+/// A config with one source `app` at `url` and the repository `repo`, in a new folder.
+fn config(dir: &std::path::Path, url: &str, repo: &str, key: &std::path::Path) {
+    std::fs::write(
+        dir.join("offsitedb.toml"),
+        format!(
+            "[repository]\nurl = \"{repo}\"\nkey_file = \"{}\"\n\n[[source]]\nname = \"app\"\nurl = \"{url}\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+}
+
+fn items(cli: &Cli) -> (i32, Vec<serde_json::Value>) {
+    let r = cli.run(&["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", r.stdout, r.stderr));
+    (r.code, v.as_array().unwrap().clone())
+}
+
+fn status<'a>(items: &'a [serde_json::Value], subject: &str, check: &str) -> &'a serde_json::Value {
+    items
+        .iter()
+        .find(|i| i["subject"] == subject && i["check"] == check)
+        .unwrap_or_else(|| panic!("no {subject}/{check} in {items:#?}"))
+}
+
+#[test]
+fn check_names_each_failure_with_its_fix() {
+    let sw = crate::common::SeaweedFs::start();
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE open (id int); CREATE TABLE secret (id int); CREATE SEQUENCE s;
+         CREATE ROLE reader LOGIN PASSWORD 'reader-pw';
+         CREATE ROLE writer LOGIN PASSWORD 'writer-pw';
+         GRANT SELECT ON open TO reader; GRANT SELECT ON s TO reader;
+         GRANT SELECT ON open, secret TO writer; GRANT SELECT ON s TO writer;
+         GRANT INSERT ON open TO writer;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let other_key = keygen(dir.path(), "other.key");
+    let repo = sw.repo_url("check");
+    let cli = Cli::new().s3().cwd(dir.path());
+    let port = src.cluster.port();
+    let url = |user: &str, pw: &str| format!("postgres://{user}:{pw}@127.0.0.1:{port}/app");
+
+    // All good (the superuser is warned about).
+    config(dir.path(), &src.url("app"), &repo, &key);
+    let (code, all) = items(&cli);
+    assert_eq!(code, 0, "{all:#?}");
+    for c in ["dns", "tcp", "login", "server", "pooler", "read"] {
+        assert_eq!(status(&all, "app", c)["status"], "ok", "{c}: {all:#?}");
+    }
+    assert_eq!(status(&all, "app", "tls")["status"], "warn");
+    assert_eq!(status(&all, "app", "write")["status"], "warn");
+    assert!(
+        status(&all, "app", "server")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pg_dump 15")
+    );
+    for c in ["write", "read", "list", "delete", "key"] {
+        assert_eq!(
+            status(&all, "repository", c)["status"],
+            "ok",
+            "{c}: {all:#?}"
+        );
+    }
+    let text = cli.ok(&["check"]).stdout;
+    assert!(
+        text.contains("✓ login")
+            && text.contains("! write")
+            && text.contains("fix: a read-only role"),
+        "{text}"
+    );
+
+    // A wrong password: login fails, named, with the fix; later steps skipped.
+    config(dir.path(), &url("reader", "nope"), &repo, &key);
+    let r = cli.fails(&["check"], 5, "app login");
+    assert!(
+        r.stdout.contains("✗ login") && r.stdout.contains("refused the password"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("fix: check the password"), "{}", r.stdout);
+    assert!(r.stdout.contains("- read"), "{}", r.stdout);
+    assert!(!r.stdout.contains("nope") && !r.stderr.contains("nope"));
+
+    // Nothing listens on the port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    config(
+        dir.path(),
+        &format!("postgres://u:p@127.0.0.1:{closed}/app"),
+        &repo,
+        &key,
+    );
+    let r = cli.fails(&["check"], 5, "app tcp");
+    assert!(
+        r.stdout.contains("nothing answers on 127.0.0.1"),
+        "{}",
+        r.stdout
+    );
+
+    // A role that cannot read one table: the table is named.
+    config(dir.path(), &url("reader", "reader-pw"), &repo, &key);
+    let r = cli.fails(&["check"], 5, "app read");
+    assert!(
+        r.stdout.contains("cannot read 1 relation: public.secret"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("pg_read_all_data"), "{}", r.stdout);
+    let (_, all) = items(&cli);
+    assert_eq!(status(&all, "app", "write")["status"], "ok");
+
+    // A role that can write: a warning, not a failure.
+    config(dir.path(), &url("writer", "writer-pw"), &repo, &key);
+    let (code, all) = items(&cli);
+    assert_eq!(code, 0, "{all:#?}");
+    assert_eq!(status(&all, "app", "write")["status"], "warn");
+    assert!(
+        status(&all, "app", "write")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("can change 1 table")
+    );
+
+    // A wrong secret for the bucket.
+    config(dir.path(), &src.url("app"), &repo, &key);
+    let wrong = cli.clone_with("AWS_SECRET_ACCESS_KEY", "wrong-secret");
+    let r = wrong.fails(&["check"], 6, "repository write");
+    assert!(r.stdout.contains("✗ write"), "{}", r.stdout);
+    assert!(!r.stdout.contains("wrong-secret") && !r.stderr.contains("wrong-secret"));
+
+    // A key that is not the repository's (the repository exists after one backup).
+    cli.ok(&["backup"]);
+    config(dir.path(), &src.url("app"), &repo, &other_key);
+    let r = cli.fails(&["check"], 4, "repository key");
+    assert!(r.stdout.contains("✗ key"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("fix: use the key file this repository was created with"),
+        "{}",
+        r.stdout
+    );
+}

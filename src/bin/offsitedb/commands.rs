@@ -88,6 +88,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { keep } => demo(&settings()?, keep),
         Command::Run { source, json } => run_job(&settings()?, &source, json),
+        Command::Check { source, json } => check(&settings()?, source, json),
         Command::Serve { listen, log_format } => {
             init_logs(log_format);
             Ok(offsitedb::daemon::serve(settings()?, listen)?)
@@ -104,6 +105,46 @@ pub fn run(cli: Cli) -> Result<()> {
             limit,
             json,
         } => history(&settings()?, source, limit, json),
+    }
+}
+
+fn check(s: &Settings, source: Option<String>, json: bool) -> Result<()> {
+    let specs = if source.is_none() && s.file.sources.is_empty() {
+        Vec::new()
+    } else {
+        s.backup_sources(None, source.as_deref(), None)?
+    };
+    let mut items = Vec::new();
+    for spec in &specs {
+        items.extend(ops::check::source(spec, s.pg_bin_dirs()));
+    }
+    items.extend(ops::check::repository(s, &mut |w| warn(&w)));
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        if specs.is_empty() {
+            output::note("no source configured: checking the repository only");
+        }
+        output::checklist(&items);
+    }
+    let failed: Vec<_> = items
+        .iter()
+        .filter(|i| i.status == ops::check::Status::Fail)
+        .collect();
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::new(
+            first.kind.unwrap_or(offsitedb::ErrorKind::Config),
+            format!(
+                "{} check{} failed; the first: {} {}: {}",
+                failed.len(),
+                if failed.len() == 1 { "" } else { "s" },
+                first.subject,
+                first.check,
+                first.detail
+            ),
+        )
+        .into()),
     }
 }
 

@@ -134,6 +134,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Test everything a backup needs (network, TLS, login, privileges, repository, key), with a fix for each failure
+    Check {
+        /// Only this configured source (default: every one)
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a source's job now: backup, drill, prune (what `serve` runs on its schedule)
     Run {
         /// A configured source

@@ -344,3 +344,25 @@ pub fn history(runs: &[offsitedb::state::Run]) {
         );
     }
 }
+
+/// `check`'s list: one line per step, the fix under each failure or warning.
+pub fn checklist(items: &[offsitedb::ops::check::Item]) {
+    use offsitedb::ops::check::Status;
+    let mut subject = "";
+    for i in items {
+        if i.subject != subject {
+            subject = &i.subject;
+            outln!("{subject}");
+        }
+        let mark = match i.status {
+            Status::Ok => "✓",
+            Status::Warn => "!",
+            Status::Fail => "✗",
+            Status::Skip => "-",
+        };
+        outln!("  {mark} {:<8} {}", i.check, i.detail);
+        if let Some(f) = &i.fix {
+            outln!("    {:<8} fix: {f}", "");
+        }
+    }
+}

@@ -1,0 +1,399 @@
+/*!
+`offsitedb check`: everything a backup needs, tested one step at a time, each failure with its
+fix. For a source: the address (and what its provider changes), DNS, TCP, TLS, login, server
+version and the pg_dump that will be used, poolers, and the role's privileges (every table and
+sequence readable; a warning when it can write). For the repository: write, read, list and delete
+a probe object, and whether the key is the repository's.
+
+Steps after a failed one that depends on it are skipped, so the first failure is the one to fix.
+*/
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::catalog::Repository;
+use crate::config::{Settings, SourceSpec};
+use crate::error::{Error, ErrorKind};
+use crate::postgres::{self, binaries, provider};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+/// One line of the checklist.
+#[derive(Clone, Debug, Serialize)]
+pub struct Item {
+    /// The source's name, or "repository".
+    pub subject: String,
+    pub check: &'static str,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+    /// The kind of error a failure is (for the exit code).
+    #[serde(skip)]
+    pub kind: Option<ErrorKind>,
+}
+
+struct List<'a> {
+    subject: &'a str,
+    items: Vec<Item>,
+}
+
+impl List<'_> {
+    fn push(&mut self, check: &'static str, status: Status, detail: String, fix: Option<String>) {
+        self.items.push(Item {
+            subject: self.subject.to_string(),
+            check,
+            status,
+            detail,
+            fix,
+            kind: None,
+        });
+    }
+    fn ok(&mut self, check: &'static str, detail: String) {
+        self.push(check, Status::Ok, detail, None);
+    }
+    fn warn(&mut self, check: &'static str, detail: String, fix: &str) {
+        self.push(check, Status::Warn, detail, Some(fix.to_string()));
+    }
+    fn fail(&mut self, check: &'static str, e: &Error) {
+        self.items.push(Item {
+            subject: self.subject.to_string(),
+            check,
+            status: Status::Fail,
+            detail: e.message().to_string(),
+            fix: e.hint().map(str::to_string),
+            kind: Some(e.kind()),
+        });
+    }
+    fn skip(&mut self, checks: &[&'static str]) {
+        for c in checks {
+            self.push(
+                c,
+                Status::Skip,
+                "skipped: an earlier step failed".into(),
+                None,
+            );
+        }
+    }
+}
+
+/// Checks one source.
+pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item> {
+    let mut l = List {
+        subject: &spec.name,
+        items: Vec::new(),
+    };
+    let ci = &spec.conninfo;
+    let target = ci.redacted();
+    l.ok("address", target.clone());
+    for n in &spec.notes {
+        l.push("address", Status::Warn, n.clone(), None);
+    }
+    const AFTER_NET: [&str; 6] = ["tls", "login", "server", "pooler", "read", "write"];
+    if !ci.is_unix_socket() {
+        let host = ci.host();
+        let port = ci.port();
+        let hint = provider::unreachable_hint(&host);
+        let literal = host.parse::<std::net::IpAddr>().is_ok();
+        let addrs: Vec<SocketAddr> = match (host.as_str(), port).to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                l.fail(
+                    "dns",
+                    &Error::source_db(format!("{host} does not resolve: {e}")).with_hint(
+                        hint.clone()
+                            .unwrap_or_else(|| "check the host name in the URL".into()),
+                    ),
+                );
+                l.skip(&["tcp"]);
+                l.skip(&AFTER_NET);
+                return l.items;
+            }
+        };
+        l.ok(
+            "dns",
+            if literal {
+                format!("{host} is an IP address (no lookup)")
+            } else {
+                format!(
+                    "{host} is {}",
+                    addrs
+                        .iter()
+                        .map(|a| a.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        );
+        let t = Instant::now();
+        let Some(stream) = addrs
+            .iter()
+            .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(10)).ok())
+        else {
+            l.fail(
+                "tcp",
+                &Error::source_db(format!("nothing answers on {host}:{port}")).with_hint(
+                    hint.unwrap_or_else(|| {
+                        "check the port, that the server runs, and that a firewall lets this machine in".into()
+                    }),
+                ),
+            );
+            l.skip(&AFTER_NET);
+            return l.items;
+        };
+        l.ok(
+            "tcp",
+            format!("{host}:{port} answers ({} ms)", t.elapsed().as_millis()),
+        );
+        let sslmode = ci.sslmode();
+        match offers_tls(stream) {
+            Ok(true) => l.ok("tls", format!("the server offers TLS; sslmode={sslmode}")),
+            Ok(false) if matches!(sslmode.as_str(), "require" | "verify-ca" | "verify-full") => {
+                l.fail(
+                    "tls",
+                    &Error::source_db(format!(
+                        "the server does not offer TLS, and sslmode={sslmode} requires it"
+                    ))
+                    .with_hint("enable ssl on the server, or (on a private network only) set sslmode=disable"),
+                );
+                l.skip(&AFTER_NET[1..]);
+                return l.items;
+            }
+            Ok(false) => l.warn(
+                "tls",
+                "the server does not offer TLS: the dump crosses the network unencrypted".into(),
+                "enable ssl on the server when it is not on a private network",
+            ),
+            Err(e) => l.warn(
+                "tls",
+                format!("cannot tell whether the server offers TLS: {e}"),
+                "the login step below shows whether connecting works",
+            ),
+        }
+    }
+
+    let mut client = match postgres::connect(ci, "the source database") {
+        Ok(c) => c,
+        Err(e) => {
+            l.fail("login", &e);
+            l.skip(&AFTER_NET[2..]);
+            return l.items;
+        }
+    };
+    l.ok("login", format!("logged in as {}", ci.user()));
+    match postgres::server_info(&mut client) {
+        Ok(info) => {
+            let dirs = binaries::search_dirs(pg_bin_dirs);
+            match binaries::pick(
+                "pg_dump",
+                info.major,
+                &dirs,
+                &format!("the server runs PostgreSQL {}", info.version),
+            ) {
+                Ok(p) => l.ok(
+                    "server",
+                    format!(
+                        "PostgreSQL {}; pg_dump {} ({}) will be used",
+                        info.version,
+                        p.version,
+                        p.path.display()
+                    ),
+                ),
+                Err(e) => l.fail("server", &e),
+            }
+        }
+        Err(e) => l.fail("server", &e),
+    }
+    match provider::detect_pooler(ci) {
+        Ok(None) => l.ok(
+            "pooler",
+            "one server session per connection (no pooler in transaction mode)".into(),
+        ),
+        Ok(Some(evidence)) => l.fail("pooler", &provider::pooler_error(&target, &evidence)),
+        Err(e) => l.fail("pooler", &e),
+    }
+    privileges(&mut client, &mut l);
+    l.items
+}
+
+/// Sends PostgreSQL's SSLRequest: the server answers `S` (TLS) or `N`.
+fn offers_tls(mut s: TcpStream) -> std::io::Result<bool> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b)?;
+    match b[0] {
+        b'S' => Ok(true),
+        b'N' => Ok(false),
+        other => Err(std::io::Error::other(format!(
+            "unexpected answer {other:#04x}: is this a PostgreSQL server?"
+        ))),
+    }
+}
+
+const USER_RELATIONS: &str = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'm', 'S', 'f')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// Every table and sequence readable (pg_dump reads them all); a warning when the role can
+/// change anything.
+fn privileges(client: &mut ::postgres::Client, l: &mut List<'_>) {
+    let unreadable = client.query(
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname) {USER_RELATIONS}
+               AND NOT (has_schema_privilege(n.oid, 'USAGE')
+                        AND CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'SELECT')
+                                 ELSE has_table_privilege(c.oid, 'SELECT') END)
+             ORDER BY 1"
+        ),
+        &[],
+    );
+    match unreadable {
+        Ok(rows) if rows.is_empty() => {
+            l.ok("read", "the role can read every table and sequence".into())
+        }
+        Ok(rows) => {
+            let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let shown = if names.len() > 20 {
+                format!("{} and {} more", names[..20].join(", "), names.len() - 20)
+            } else {
+                names.join(", ")
+            };
+            l.fail(
+                "read",
+                &Error::source_db(format!(
+                    "the role cannot read {} relation{}: {shown}",
+                    names.len(),
+                    if names.len() == 1 { "" } else { "s" }
+                ))
+                .with_hint(
+                    "grant SELECT on them (PostgreSQL 14+: GRANT pg_read_all_data TO the role); offsitedb role-sql prints a read-only backup role",
+                ),
+            );
+        }
+        Err(e) => l.fail(
+            "read",
+            &postgres::client::query_error("cannot list the relations", &e),
+        ),
+    }
+    let writes = client.query_one(
+        &format!(
+            "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+                    (SELECT count(*) {USER_RELATIONS} AND c.relkind IN ('r', 'p')
+                       AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+                            OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE')))"
+        ),
+        &[],
+    );
+    match writes {
+        Ok(r) => {
+            let superuser: bool = r.get(0);
+            let writable: i64 = r.get(1);
+            if superuser {
+                l.warn(
+                    "write",
+                    "the role is a superuser: it can change anything".into(),
+                    "a read-only role is enough for backups: offsitedb role-sql prints one",
+                );
+            } else if writable > 0 {
+                l.warn(
+                    "write",
+                    format!("the role can change {writable} table(s)"),
+                    "a read-only role is enough for backups: offsitedb role-sql prints one",
+                );
+            } else {
+                l.ok(
+                    "write",
+                    "the role cannot change any table (read-only)".into(),
+                );
+            }
+        }
+        Err(e) => l.fail(
+            "write",
+            &postgres::client::query_error("cannot check write privileges", &e),
+        ),
+    }
+}
+
+/// Checks the repository: the store answers every operation a backup and a prune use, and the
+/// key is the repository's.
+pub fn repository(settings: &Settings, note: &mut dyn FnMut(String)) -> Vec<Item> {
+    let mut l = List {
+        subject: "repository",
+        items: Vec::new(),
+    };
+    let store = match settings.open_store() {
+        Ok(s) => s,
+        Err(e) => {
+            l.fail("store", &e);
+            l.skip(&["write", "read", "list", "delete", "key"]);
+            return l.items;
+        }
+    };
+    let loc = store.location();
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let key = format!("probes/check-{}", crate::units::hex(&nonce));
+    let body = format!("offsitedb check {}", crate::units::hex(&nonce));
+    if let Err(e) = store.put(&key, body.as_bytes()) {
+        l.fail("write", &e);
+        l.skip(&["read", "list", "delete", "key"]);
+        return l.items;
+    }
+    l.ok("write", format!("wrote {key} in {loc}"));
+    match store.get_bytes(&key) {
+        Ok(b) if b == body.as_bytes() => l.ok("read", "read it back, unchanged".into()),
+        Ok(_) => l.fail(
+            "read",
+            &Error::storage("the probe object came back changed")
+                .with_hint("check the store (a proxy or a cache rewriting objects?)"),
+        ),
+        Err(e) => l.fail("read", &e),
+    }
+    match store.list("probes/") {
+        Ok(objs) if objs.iter().any(|o| o.key == key) => l.ok("list", "listing finds it".into()),
+        Ok(_) => l.fail(
+            "list",
+            &Error::storage("the listing does not show the probe object").with_hint(
+                "the credentials need the list permission (s3:ListBucket) on the bucket",
+            ),
+        ),
+        Err(e) => l.fail("list", &e),
+    }
+    match store.delete(&key) {
+        Ok(()) => l.ok("delete", "deleted it (prune can remove old snapshots)".into()),
+        Err(e) => l.fail(
+            "delete",
+            &Error::new(e.kind(), e.message().to_string()).with_hint(
+                "prune needs the delete permission (s3:DeleteObject; B2: deleteFiles); without it no retention works",
+            ),
+        ),
+    }
+    match settings.master_key(note) {
+        Err(e) => l.fail("key", &e),
+        Ok(k) => {
+            let id = k.id().to_string();
+            match Repository::open(store, k) {
+                Ok(_) => l.ok("key", format!("the key (id {id}) opens the repository")),
+                Err(e) if e.kind() == ErrorKind::NotFound => l.ok(
+                    "key",
+                    format!(
+                        "no repository yet: the first backup creates it with this key (id {id})"
+                    ),
+                ),
+                Err(e) => l.fail("key", &e),
+            }
+        }
+    }
+    l.items
+}
