@@ -21,6 +21,7 @@ pub mod job;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod role_sql;
 
 /// The pg_restore for a snapshot: at least as new as the pg_dump that wrote it.
 pub(crate) fn pick_pg_restore(

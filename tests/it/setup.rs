@@ -276,3 +276,85 @@ fn check_names_each_failure_with_its_fix() {
         r.stdout
     );
 }
+
+/// role-sql's SQL, applied to a real server by a superuser, makes a role that backs up and
+/// drills, and cannot write: on 15 (pg_read_all_data) and 13 (grants per schema).
+fn role_sql_round_trip(major: u32) {
+    let dirs = vec![crate::drill::npm_server(major), crate::drill::pypi_18()];
+    let src = crate::drill::source(major, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g;
+         CREATE SCHEMA sales; CREATE TABLE sales.orders (id serial PRIMARY KEY, total numeric);
+         INSERT INTO sales.orders (total) SELECT g FROM generate_series(1, 50) g;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    config(
+        dir.path(),
+        &src.url("app"),
+        dir.path().join("repo").to_str().unwrap(),
+        &key,
+    );
+    let cli = Cli::new()
+        .cwd(dir.path())
+        .env("OFFSITEDB_PG_BIN_DIRS", &crate::drill::join_dirs(&dirs));
+    let sql = cli.ok(&["role-sql", "app"]).stdout;
+    assert_eq!(sql.contains("pg_read_all_data TO"), major >= 14, "{sql}");
+    src.cluster.execute("app", &sql).unwrap();
+    let password = sql
+        .split("PASSWORD '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap()
+        .to_string();
+    let url = format!(
+        "postgres://offsitedb_backup:{password}@127.0.0.1:{}/app",
+        src.cluster.port()
+    );
+    config(
+        dir.path(),
+        &url,
+        dir.path().join("repo").to_str().unwrap(),
+        &key,
+    );
+    let (code, all) = items(&cli);
+    assert_eq!(code, 0, "{all:#?}");
+    assert_eq!(status(&all, "app", "read")["status"], "ok");
+    assert_eq!(status(&all, "app", "write")["status"], "ok", "{all:#?}");
+    cli.ok(&["backup"]);
+    let r = cli.ok(&["drill", "latest", "--json"]);
+    let d: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(d["result"], "passed");
+    assert_eq!(d["tables"].as_array().unwrap().len(), 2);
+    // And it cannot write, even when it asks for a read-write transaction.
+    let mut c = postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=offsitedb_backup password={password} dbname=app",
+            src.cluster.port()
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let e = c
+        .batch_execute("BEGIN READ WRITE; INSERT INTO t VALUES (0); COMMIT")
+        .unwrap_err();
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("permission denied"), "{msg}");
+    c.batch_execute("ROLLBACK").unwrap();
+    let e = c
+        .batch_execute("INSERT INTO sales.orders (total) VALUES (1)")
+        .unwrap_err();
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("read-only transaction"), "{msg}");
+}
+
+#[test]
+fn role_sql_makes_a_read_only_role_that_backs_up_on_15() {
+    role_sql_round_trip(15);
+}
+
+#[test]
+fn role_sql_makes_a_read_only_role_that_backs_up_on_13() {
+    role_sql_round_trip(13);
+}

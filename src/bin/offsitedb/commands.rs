@@ -89,6 +89,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo { keep } => demo(&settings()?, keep),
         Command::Run { source, json } => run_job(&settings()?, &source, json),
         Command::Check { source, json } => check(&settings()?, source, json),
+        Command::RoleSql {
+            source,
+            role,
+            schemas,
+            major,
+        } => role_sql(&settings()?, source, role, schemas, major),
         Command::Serve { listen, log_format } => {
             init_logs(log_format);
             Ok(offsitedb::daemon::serve(settings()?, listen)?)
@@ -106,6 +112,44 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         } => history(&settings()?, source, limit, json),
     }
+}
+
+fn role_sql(
+    s: &Settings,
+    source: Option<String>,
+    role: String,
+    schemas: Vec<String>,
+    major: Option<u32>,
+) -> Result<()> {
+    let mut schemas: Vec<String> = schemas.into_iter().filter(|s| !s.is_empty()).collect();
+    let (major, database) = match (major, &source) {
+        (Some(m), None) => (m, None),
+        _ => {
+            if source.is_none() && s.file.sources.len() != 1 {
+                return Err(Error::config("which server is the role for?")
+                    .with_hint("name a configured source (offsitedb role-sql SOURCE), or give its version: --major 16")
+                    .into());
+            }
+            let spec = s.backup_sources(None, source.as_deref(), None)?.remove(0);
+            let mut client = offsitedb::postgres::connect(&spec.conninfo, "the source database")?;
+            let info = offsitedb::postgres::server_info(&mut client)?;
+            let major = major.unwrap_or(info.major);
+            if major < 14 && schemas.is_empty() {
+                // No pg_read_all_data: every schema the database has gets its grants.
+                schemas = ops::role_sql::schemas_of(&mut client)?;
+            }
+            (major, Some(info.database))
+        }
+    };
+    let sql = ops::role_sql::sql(&ops::role_sql::RoleSpec {
+        role,
+        schemas,
+        major,
+        database,
+        password: ops::role_sql::generate_password()?,
+    })?;
+    output::stdout_write(sql.as_bytes());
+    Ok(())
 }
 
 fn check(s: &Settings, source: Option<String>, json: bool) -> Result<()> {

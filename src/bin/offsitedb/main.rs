@@ -141,6 +141,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the SQL for a read-only backup role, for the server's version
+    RoleSql {
+        /// A configured source: its server's version and database decide the SQL
+        source: Option<String>,
+        /// The role's name
+        #[arg(long, default_value = "offsitedb_backup")]
+        role: String,
+        /// Only these schemas, comma-separated (default: all)
+        #[arg(long, value_delimiter = ',')]
+        schemas: Vec<String>,
+        /// The server's major version, without connecting (e.g. 13)
+        #[arg(long, value_name = "N")]
+        major: Option<u32>,
+    },
     /// Run a source's job now: backup, drill, prune (what `serve` runs on its schedule)
     Run {
         /// A configured source
