@@ -16,8 +16,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_install postgresql postgresql-contrib
 fi
 command -v gzip >/dev/null || apt_install gzip
-# PgBouncer: a real pooler in transaction mode for the provider tests.
+# PgBouncer: a real pooler in transaction mode for the provider tests; systemd-analyze verifies
+# the deploy recipe's unit.
 [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+command -v systemd-analyze >/dev/null || apt_install systemd
 
 # Python tools: SeaweedFS (the S3 server), cryptography (for the reference decryptor and test
 # certificates) and aiosmtpd (a real SMTP server for the email alert tests).

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod daemon;
+mod deploy;
 mod drill;
 mod dump;
 mod failures;

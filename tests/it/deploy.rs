@@ -1,0 +1,108 @@
+//! The deploy recipes in deploy/, as far as this machine can test them: the systemd unit passes
+//! systemd's own verifier, the Fly configuration ships a configuration file OffsiteDB accepts, and
+//! the binary needs nothing at run time beyond glibc (no OpenSSL, no libpq).
+
+use std::process::Command;
+
+use crate::common::{offsitedb_bin, project_dir};
+
+#[test]
+fn the_binary_needs_only_glibc() {
+    let out = Command::new("ldd").arg(offsitedb_bin()).output().unwrap();
+    assert!(out.status.success(), "ldd failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let allowed = [
+        "linux-vdso",
+        "libgcc_s",
+        "libm",
+        "libc",
+        "ld-linux",
+        "libpthread",
+        "libdl",
+        "librt",
+    ];
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let name = line.split_whitespace().next().unwrap();
+        let base = name.rsplit('/').next().unwrap();
+        assert!(
+            allowed.iter().any(|a| base.starts_with(a)),
+            "the binary links {base}: only glibc is allowed\n{text}"
+        );
+    }
+    assert!(text.contains("libc.so"), "{text}");
+}
+
+/// `systemd-analyze verify` on the unit (with the paths of this machine).
+fn verify(unit_text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("offsitedb.service");
+    std::fs::write(&unit, unit_text).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is needed to verify the unit");
+    (
+        out.status.success() && out.stderr.is_empty(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_systemd_unit_is_valid() {
+    let text = std::fs::read_to_string(project_dir().join("deploy/offsitedb.service")).unwrap();
+    assert!(text.contains("ExecStart=/usr/local/bin/offsitedb serve"));
+    assert!(
+        text.contains("KillMode=mixed"),
+        "offsitedb must get SIGTERM alone"
+    );
+    let here = text.replace(
+        "/usr/local/bin/offsitedb",
+        offsitedb_bin().to_str().unwrap(),
+    );
+    let (ok, err) = verify(&here);
+    assert!(ok, "{err}");
+    // The verifier does catch mistakes.
+    let (ok, err) = verify(&here.replace("KillMode=mixed", "KillMode=sometimes"));
+    assert!(!ok, "a bad KillMode passed: {err}");
+}
+
+#[test]
+fn the_fly_app_ships_a_configuration_offsitedb_accepts() {
+    let root = project_dir();
+    let fly: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("deploy/fly.toml")).unwrap()).unwrap();
+    let file = &fly["files"][0];
+    assert_eq!(
+        file["guest_path"].as_str(),
+        Some("/etc/offsitedb/offsitedb.toml")
+    );
+    assert_eq!(
+        fly["env"]["OFFSITEDB_CONFIG"].as_str(),
+        file["guest_path"].as_str()
+    );
+    // State and drills live on the volume.
+    let mount = fly["mounts"]["destination"].as_str().unwrap();
+    for k in ["OFFSITEDB_STATE_DIR", "OFFSITEDB_TMPDIR"] {
+        assert!(fly["env"][k].as_str().unwrap().starts_with(mount), "{k}");
+    }
+    // The configuration parses, with its ${VAR}s set as `fly secrets` would.
+    let text = std::fs::read_to_string(root.join(file["local_path"].as_str().unwrap())).unwrap();
+    let env = |k: &str| match k {
+        "B2_KEY_ID" | "B2_APPLICATION_KEY" => Some("x".to_string()),
+        "FLY_DATABASE_URL" => Some("postgres://backup:pw@my-db.flycast:5432/app".to_string()),
+        "HEARTBEAT_URL" => Some("https://hc-ping.com/uuid".to_string()),
+        _ => None,
+    };
+    let c = offsitedb::config::parse(&text, "deploy/fly/offsitedb.toml", &env).unwrap();
+    assert_eq!(c.sources[0].schedule.as_deref(), Some("hourly"));
+    assert_eq!(c.server.unwrap().listen.as_deref(), Some("[::]:8080"));
+    // The metrics port is the one the daemon listens on.
+    assert_eq!(fly["metrics"]["port"].as_integer(), Some(8080));
+
+    // The image: the same release build as CI, PostgreSQL from PGDG, not root.
+    let docker = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    assert!(docker.contains("cargo build --release --locked"));
+    assert!(docker.contains("USER offsitedb"));
+    assert!(docker.contains("OFFSITEDB_STATE_DIR=/data/state"));
+}
