@@ -17,6 +17,7 @@ pub mod check;
 pub mod decrypt;
 pub mod demo;
 pub mod drill;
+pub mod init;
 pub mod job;
 pub mod list;
 pub mod prune;

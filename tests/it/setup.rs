@@ -358,3 +358,92 @@ fn role_sql_makes_a_read_only_role_that_backs_up_on_15() {
 fn role_sql_makes_a_read_only_role_that_backs_up_on_13() {
     role_sql_round_trip(13);
 }
+
+#[test]
+fn init_writes_a_configuration_that_checks_and_backs_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let sw = crate::common::SeaweedFs::start();
+    let src = Source::start();
+    src.create_db("shop", "CREATE TABLE t AS SELECT 1 AS x");
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new().s3().cwd(dir.path());
+
+    // Without a terminal, the missing values are named.
+    cli.fails(&["init"], 3, "missing --source-url and --repo");
+
+    // All flags: the file, the key, then the check, all in one go.
+    let r = cli.ok(&[
+        "init",
+        "--source-url",
+        &src.url("shop"),
+        "--repo",
+        &sw.repo_url("init"),
+        "--schedule",
+        "hourly",
+        "--keep",
+        "daily=3,weekly=2",
+    ]);
+    assert!(
+        r.stdout.contains("✓ login") && r.stdout.contains("✓ key"),
+        "{}",
+        r.stdout
+    );
+    let conf = dir.path().join("offsitedb.toml");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.contains("name = \"shop\"") && text.contains("keep = { daily = 3, weekly = 2 }"),
+        "{text}"
+    );
+    // It holds the database password and the S3 secret: only its owner reads it.
+    assert_eq!(
+        std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(dir.path().join("master.key").exists());
+    cli.ok(&["run", "shop"]);
+    cli.fails(
+        &["init", "--source-url", &src.url("shop"), "--repo", "x"],
+        3,
+        "already exists",
+    );
+
+    // Asked, one answer at a time; a bad answer is asked again.
+    let other = tempfile::tempdir().unwrap();
+    let mut child = cli
+        .clone_with("AWS_ACCESS_KEY_ID", "")
+        .cwd(other.path())
+        .command(crate::common::offsitedb_bin())
+        .args(["init", "--interactive", "--no-check"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answers = format!(
+        "{}\n{}\n\nsometimes\nevery 6h\n\n",
+        src.url("shop"),
+        other.path().join("repo").display()
+    );
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("invalid schedule \"sometimes\""), "{err}");
+    let text = std::fs::read_to_string(other.path().join("offsitedb.toml")).unwrap();
+    assert!(
+        text.contains("schedule = \"every 6h\"") && text.contains("name = \"shop\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("keep = { daily = 7, weekly = 4, monthly = 12 }"),
+        "{text}"
+    );
+    // A folder repository needs no S3 keys: none were asked or written.
+    assert!(!text.contains("access_key_id"), "{text}");
+}

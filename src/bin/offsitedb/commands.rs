@@ -24,6 +24,32 @@ pub fn run(cli: Cli) -> Result<()> {
         })
     };
     match cli.command {
+        Command::Init {
+            source_url,
+            name,
+            access_key_id,
+            secret_access_key,
+            schedule,
+            keep,
+            force,
+            no_check,
+            interactive,
+        } => crate::init::run(
+            crate::init::Flags {
+                config: cli.config.clone(),
+                repo: cli.repo.clone(),
+                key_file: cli.key_file.clone(),
+                source_url,
+                name,
+                access_key_id,
+                secret_access_key,
+                schedule,
+                keep,
+                force,
+                interactive,
+            },
+            !no_check,
+        ),
         Command::Keygen { output } => keygen(output),
         Command::Backup {
             source,
@@ -152,7 +178,7 @@ fn role_sql(
     Ok(())
 }
 
-fn check(s: &Settings, source: Option<String>, json: bool) -> Result<()> {
+pub fn check(s: &Settings, source: Option<String>, json: bool) -> Result<()> {
     let specs = if source.is_none() && s.file.sources.is_empty() {
         Vec::new()
     } else {

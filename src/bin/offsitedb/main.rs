@@ -2,6 +2,7 @@
 //! the `offsitedb` library crate; this file only translates between it and a terminal.
 
 mod commands;
+mod init;
 mod output;
 
 use std::path::PathBuf;
@@ -133,6 +134,36 @@ enum Command {
         /// Print the drill record as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Write a first offsitedb.toml (source, repository, new key, schedule, retention), then check it
+    Init {
+        /// The database URL (postgres://user:password@host:5432/db)
+        #[arg(long, value_name = "URL")]
+        source_url: Option<String>,
+        /// A name for the source (default: the database's name)
+        #[arg(long)]
+        name: Option<String>,
+        /// S3 access key id (default: AWS_ACCESS_KEY_ID, else not written)
+        #[arg(long)]
+        access_key_id: Option<String>,
+        /// S3 secret access key (default: AWS_SECRET_ACCESS_KEY, else not written)
+        #[arg(long)]
+        secret_access_key: Option<String>,
+        /// When backups run
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Retention, e.g. "daily=7,weekly=4,monthly=12"
+        #[arg(long)]
+        keep: Option<String>,
+        /// Replace an existing configuration file
+        #[arg(long)]
+        force: bool,
+        /// Do not run check afterwards
+        #[arg(long)]
+        no_check: bool,
+        /// Ask for missing values even when standard input is not a terminal
+        #[arg(long)]
+        interactive: bool,
     },
     /// Test everything a backup needs (network, TLS, login, privileges, repository, key), with a fix for each failure
     Check {
