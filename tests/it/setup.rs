@@ -447,3 +447,66 @@ fn init_writes_a_configuration_that_checks_and_backs_up() {
     // A folder repository needs no S3 keys: none were asked or written.
     assert!(!text.contains("access_key_id"), "{text}");
 }
+
+/// A source that speaks TLS with a certificate from a private CA: `sslmode=verify-full` with
+/// `sslrootcert` backs up (our connection and pg_dump both check it), another CA is refused.
+#[test]
+fn verify_full_with_a_ca_file() {
+    use std::os::unix::fs::MetadataExt;
+    let src = Source::start();
+    src.create_db("app", "CREATE TABLE t AS SELECT 1 AS x");
+    let certs = tempfile::tempdir().unwrap();
+    let ok = Command::new(crate::common::venv_tool("python"))
+        .arg(crate::common::project_dir().join("tests/fixtures/certs.py"))
+        .arg(certs.path())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "certificate generation failed");
+    // The server reads its certificate and key from its data folder, as its own user.
+    let data = src.cluster.path().join("data");
+    let owner = std::fs::metadata(&data).unwrap();
+    for f in ["server.crt", "server.key"] {
+        let to = data.join(f);
+        std::fs::copy(certs.path().join(f), &to).unwrap();
+        std::os::unix::fs::chown(&to, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // One statement at a time: ALTER SYSTEM refuses to run in a multi-statement transaction.
+    for sql in [
+        "ALTER SYSTEM SET ssl = on",
+        "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+        "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+        "SELECT pg_reload_conf()",
+    ] {
+        src.cluster.execute("postgres", sql).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let url = |ca: &str| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            src.url("app"),
+            certs.path().join(ca).display()
+        )
+    };
+    let cli = Cli::new()
+        .env("OFFSITEDB_REPO", dir.path().join("repo").to_str().unwrap())
+        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
+    cli.ok(&["backup", "--source", &url("ca.pem"), "--name", "app"]);
+    let r = cli.fails(
+        &["backup", "--source", &url("other-ca.pem"), "--name", "app"],
+        5,
+        "tls failed",
+    );
+    assert!(r.stderr.contains("sslrootcert"), "{}", r.stderr);
+    config(
+        dir.path(),
+        &url("ca.pem"),
+        dir.path().join("repo").to_str().unwrap(),
+        &key,
+    );
+    let (code, all) = items(&Cli::new().cwd(dir.path()));
+    assert_eq!(code, 0, "{all:#?}");
+    assert_eq!(status(&all, "app", "tls")["status"], "ok");
+}
