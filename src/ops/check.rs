@@ -3,7 +3,7 @@
 fix. For a source: the address (and what its provider changes), DNS, TCP, TLS, login, server
 version and the pg_dump that will be used, poolers, and the role's privileges (every table and
 sequence readable; a warning when it can write). For the repository: write, read, list and delete
-a probe object, and whether the key is the repository's.
+a probe object, the bucket's Object Lock setting, and whether the key is the repository's.
 
 Steps after a failed one that depends on it are skipped, so the first failure is the one to fix.
 */
@@ -336,7 +336,7 @@ pub fn repository(settings: &Settings, note: &mut dyn FnMut(String)) -> Vec<Item
         Ok(s) => s,
         Err(e) => {
             l.fail("store", &e);
-            l.skip(&["write", "read", "list", "delete", "key"]);
+            l.skip(&["write", "read", "list", "delete", "lock", "key"]);
             return l.items;
         }
     };
@@ -347,7 +347,7 @@ pub fn repository(settings: &Settings, note: &mut dyn FnMut(String)) -> Vec<Item
     let body = format!("offsitedb check {}", crate::units::hex(&nonce));
     if let Err(e) = store.put(&key, body.as_bytes()) {
         l.fail("write", &e);
-        l.skip(&["read", "list", "delete", "key"]);
+        l.skip(&["read", "list", "delete", "lock", "key"]);
         return l.items;
     }
     l.ok("write", format!("wrote {key} in {loc}"));
@@ -377,6 +377,28 @@ pub fn repository(settings: &Settings, note: &mut dyn FnMut(String)) -> Vec<Item
             &Error::new(e.kind(), e.message().to_string()).with_hint(
                 "prune needs the delete permission (s3:DeleteObject; B2: deleteFiles); without it no retention works",
             ),
+        ),
+    }
+    match store.object_lock() {
+        Ok(None) => l.ok("lock", "a folder: no Object Lock".into()),
+        Ok(Some(lock)) if !lock.enabled => l.ok(
+            "lock",
+            "Object Lock is off: a pruned snapshot is gone at once (enable it on the bucket to keep backups safe from deletion)".into(),
+        ),
+        Ok(Some(lock)) => l.ok(
+            "lock",
+            format!(
+                "Object Lock is on{}: a pruned snapshot's objects stay as old versions until their retention ends",
+                match (&lock.mode, &lock.retention) {
+                    (Some(m), Some(r)) => format!(" ({m}, {r} by default)"),
+                    _ => " (no default retention)".to_string(),
+                }
+            ),
+        ),
+        Err(e) => l.warn(
+            "lock",
+            format!("cannot read the bucket's Object Lock setting: {}", e.message()),
+            "nothing to do unless you rely on Object Lock: then give the credentials s3:GetBucketObjectLockConfiguration",
         ),
     }
     match settings.master_key(note) {

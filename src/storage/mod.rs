@@ -78,6 +78,11 @@ pub trait WriteStore: ReadStore {
     /// Removes one leftover returned by [`WriteStore::incomplete_uploads`].
     fn abort_incomplete(&self, upload: &IncompleteUpload) -> Result<()>;
 
+    /// The bucket's Object Lock setting; `None` where the store has no such thing (a folder).
+    fn object_lock(&self) -> Result<Option<ObjectLock>> {
+        Ok(None)
+    }
+
     /// Aborts uploads that an earlier process failed to abort (the store was unreachable then).
     /// Returns how many it cleaned.
     fn clean_abandoned(&self) -> Result<usize> {
@@ -92,6 +97,16 @@ pub struct IncompleteUpload {
     pub id: String,
     /// RFC 3339, when the store reports it.
     pub started: Option<String>,
+}
+
+/// A bucket's Object Lock configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub enabled: bool,
+    /// GOVERNANCE or COMPLIANCE, for the default retention.
+    pub mode: Option<String>,
+    /// The default retention, e.g. "30 days".
+    pub retention: Option<String>,
 }
 
 /// An object being written. Nothing is visible under its key until `finish` succeeds.

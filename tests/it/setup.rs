@@ -187,13 +187,20 @@ fn check_names_each_failure_with_its_fix() {
             .unwrap()
             .contains("pg_dump 15")
     );
-    for c in ["write", "read", "list", "delete", "key"] {
+    for c in ["write", "read", "list", "delete", "lock", "key"] {
         assert_eq!(
             status(&all, "repository", c)["status"],
             "ok",
             "{c}: {all:#?}"
         );
     }
+    assert!(
+        status(&all, "repository", "lock")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Object Lock is off"),
+        "{all:#?}"
+    );
     let text = cli.ok(&["check"]).stdout;
     assert!(
         text.contains("✓ login")

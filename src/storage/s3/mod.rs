@@ -558,6 +558,41 @@ impl WriteStore for S3Store {
         }
     }
 
+    fn object_lock(&self) -> Result<Option<crate::storage::ObjectLock>> {
+        let req = Req::new(http::Method::GET, None).query("object-lock", "");
+        match self.inner.call_xml(&req) {
+            Ok(root) => {
+                let rule = root.child("Rule").and_then(|r| r.child("DefaultRetention"));
+                let text = |name: &str| {
+                    rule.map(|r| r.text_of(name).to_string())
+                        .filter(|t| !t.is_empty())
+                };
+                Ok(Some(crate::storage::ObjectLock {
+                    enabled: root.text_of("ObjectLockEnabled") == "Enabled",
+                    mode: text("Mode"),
+                    retention: text("Days")
+                        .map(|d| format!("{d} day{}", if d == "1" { "" } else { "s" }))
+                        .or_else(|| {
+                            text("Years")
+                                .map(|y| format!("{y} year{}", if y == "1" { "" } else { "s" }))
+                        }),
+                }))
+            }
+            // No configuration: the bucket has no Object Lock.
+            Err(e)
+                if e.message().contains("ObjectLockConfigurationNotFound")
+                    || e.kind() == crate::ErrorKind::NotFound =>
+            {
+                Ok(Some(crate::storage::ObjectLock {
+                    enabled: false,
+                    mode: None,
+                    retention: None,
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
         let full_prefix = self.inner.full_prefix(prefix);
         let mut out = Vec::new();
