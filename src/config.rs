@@ -115,8 +115,12 @@ pub struct RepositorySection {
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
     pub name: String,
-    /// A connection URL; may hold a password, so it is a secret.
-    pub url: Secret,
+    /// "postgres" (the default) or "directory".
+    pub kind: Option<String>,
+    /// A connection URL (postgres sources); may hold a password, so it is a secret.
+    pub url: Option<Secret>,
+    /// The folder (directory sources).
+    pub path: Option<PathBuf>,
     /// "gzip", "gzip:9", "zstd", "zstd:19".
     pub compression: Option<String>,
     /// When `serve` runs this source's job: "hourly", "daily at 03:00", "every 6h", cron.
@@ -162,6 +166,30 @@ pub struct SourceSpec {
     pub policy: Policy,
     /// What was changed in the URL for its provider (a Neon pooled host made direct).
     pub notes: Vec<String>,
+    /// A directory source's folder (then `conninfo` is unused).
+    pub dir: Option<PathBuf>,
+}
+
+impl SourceSpec {
+    /// A directory source: `path` backed up as a tar stream.
+    pub fn directory(name: &str, path: PathBuf, compression: Compression) -> SourceSpec {
+        SourceSpec {
+            name: name.to_string(),
+            conninfo: ConnInfo::default(),
+            compression,
+            policy: Policy::default(),
+            notes: Vec::new(),
+            dir: Some(path),
+        }
+    }
+
+    /// What it backs up, for messages (passwords redacted).
+    pub fn target(&self) -> String {
+        match &self.dir {
+            Some(d) => d.display().to_string(),
+            None => self.conninfo.redacted(),
+        }
+    }
 }
 
 /// A source's job: when it runs, what it keeps, when silence means trouble.
@@ -284,6 +312,13 @@ impl Settings {
                     && p.is_relative()
                 {
                     *p = base.join(&*p);
+                }
+                for src in &mut file.sources {
+                    if let Some(p) = src.path.as_mut()
+                        && p.is_relative()
+                    {
+                        *p = base.join(&*p);
+                    }
                 }
                 file
             }
@@ -417,6 +452,7 @@ impl Settings {
                 compression: flag_compression.unwrap_or_default(),
                 policy: Policy::default(),
                 notes,
+                dir: None,
             }]);
         }
         let configured: Vec<SourceSpec> = self
@@ -425,14 +461,24 @@ impl Settings {
             .iter()
             .filter(|s| name.is_none_or(|n| n == s.name))
             .map(|s| {
-                let (conninfo, notes) = crate::postgres::provider::prepare(
-                    &ConnInfo::parse(s.url.expose())
-                        .map_err(|e| e.context(format!("source {:?}", s.name)))?,
-                );
+                let (conninfo, notes, dir) = match (s.kind.as_deref(), &s.url, &s.path) {
+                    (None | Some("postgres"), Some(url), None) => {
+                        let (c, n) = crate::postgres::provider::prepare(
+                            &ConnInfo::parse(url.expose())
+                                .map_err(|e| e.context(format!("source {:?}", s.name)))?,
+                        );
+                        (c, n, None)
+                    }
+                    (Some("directory"), None, Some(path)) => {
+                        (ConnInfo::default(), Vec::new(), Some(path.clone()))
+                    }
+                    _ => return Err(source_shape_error(s)),
+                };
                 Ok(SourceSpec {
                     name: s.name.clone(),
                     conninfo,
                     notes,
+                    dir,
                     compression: match (&flag_compression, &s.compression) {
                         (Some(c), _) => *c,
                         (None, Some(c)) => c.parse()?,
@@ -460,6 +506,15 @@ impl Settings {
         }
         Ok(configured)
     }
+}
+
+/// A `[[source]]` whose keys do not fit its kind.
+fn source_shape_error(s: &SourceSection) -> Error {
+    Error::config(format!(
+        "source {:?}: a database source has url (and no path), a directory source has kind = \"directory\" and path (and no url)",
+        s.name
+    ))
+    .with_hint("kind is \"postgres\" (the default) or \"directory\"")
 }
 
 /// Where OffsiteDB keeps local state (never backups): `OFFSITEDB_STATE_DIR`, else
@@ -506,6 +561,13 @@ pub fn parse(
                     )));
                 }
                 Policy::from_section(s).map_err(|e| e.context(origin))?;
+                let shape_ok = matches!(
+                    (s.kind.as_deref(), &s.url, &s.path),
+                    (None | Some("postgres"), Some(_), None) | (Some("directory"), None, Some(_))
+                );
+                if !shape_ok {
+                    return Err(source_shape_error(s).context(origin));
+                }
             }
             Ok(c)
         })
@@ -615,7 +677,7 @@ url = "${FLY_DATABASE_URL}"
         assert_eq!(r.secret_access_key.unwrap().expose(), "K004secret");
         assert_eq!(c.sources[0].name, "fly-db");
         assert_eq!(
-            c.sources[0].url.expose(),
+            c.sources[0].url.as_ref().unwrap().expose(),
             "postgres://u:pw@db.internal:5432/app"
         );
         // Secrets never show in Debug.

@@ -19,8 +19,15 @@ pub struct Manifest {
     pub manifest_version: u32,
     pub snapshot_id: SnapshotId,
     pub source: SourceInfo,
+    /// The database server (empty, and left out, for a directory snapshot).
+    #[serde(default, skip_serializing_if = "ServerRecord::is_empty")]
     pub server: ServerRecord,
+    /// How the database was dumped (empty, and left out, for a directory snapshot).
+    #[serde(default, skip_serializing_if = "DumpRecord::is_empty")]
     pub dump: DumpRecord,
+    /// A directory snapshot's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesRecord>,
     /// When the dump started: the snapshot's point in time, to within pg_dump's start-up.
     pub started: Timestamp,
     pub finished: Timestamp,
@@ -39,7 +46,7 @@ pub struct Manifest {
 #[serde(deny_unknown_fields)]
 pub struct SourceInfo {
     pub name: String,
-    /// Always "postgres" for now; "directory" sources come later.
+    /// "postgres", or "directory" (then host is the machine's name, database the folder).
     pub kind: String,
     pub host: String,
     pub port: u16,
@@ -47,7 +54,7 @@ pub struct SourceInfo {
     pub user: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerRecord {
     pub version: String,
@@ -57,7 +64,7 @@ pub struct ServerRecord {
     pub in_recovery: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DumpRecord {
     pub tool: String,
@@ -113,6 +120,8 @@ pub enum VerifyMethod {
     /// Neither was possible: a drill can only prove the archive restores.
     #[default]
     None,
+    /// A directory snapshot: every file's size and SHA-256 (in `files`).
+    FileDigests,
 }
 
 impl VerifyMethod {
@@ -121,6 +130,7 @@ impl VerifyMethod {
             VerifyMethod::ArchiveDigest => "rows and content digests from the archive",
             VerifyMethod::SnapshotCounts => "row counts in the dump's snapshot",
             VerifyMethod::None => "none",
+            VerifyMethod::FileDigests => "every file's size and SHA-256",
         }
     }
 }
@@ -173,6 +183,47 @@ pub struct TableRecord {
     pub copy: Option<String>,
 }
 
+impl ServerRecord {
+    pub fn is_empty(&self) -> bool {
+        self.version.is_empty()
+    }
+}
+
+impl DumpRecord {
+    pub fn is_empty(&self) -> bool {
+        self.tool.is_empty()
+    }
+}
+
+/// A directory snapshot: a tar stream of the folder, and what it held.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesRecord {
+    /// The folder backed up.
+    pub root: String,
+    /// Regular files (hard links to an earlier file not counted again) and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub hard_links: u64,
+    /// What was left out (sockets, devices, fifos, unreadable entries), one line each.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    /// Every regular file, in archive order.
+    pub list: Vec<FileRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    /// Relative to the root; bytes that are not UTF-8 (and `%`) written as `%XX`.
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+}
+
 impl TableRecord {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
@@ -186,13 +237,20 @@ impl Manifest {
             .unwrap_or(0.0)
     }
 
-    /// The file name a decrypted artifact should have, e.g. `app-20261121T031500Z-k3f9qa.dump.gz`.
+    /// The file name a decrypted artifact should have, e.g. `app-20261121T031500Z-k3f9qa.dump.gz`
+    /// (`.tar.gz` for a directory).
     pub fn artifact_name(&self) -> String {
         format!(
-            "{}-{}.dump.{}",
+            "{}-{}.{}.{}",
             self.source.name,
             self.snapshot_id,
+            if self.is_directory() { "tar" } else { "dump" },
             self.compression.extension()
         )
+    }
+
+    /// A snapshot of a folder, not of a database.
+    pub fn is_directory(&self) -> bool {
+        self.source.kind == "directory"
     }
 }

@@ -50,6 +50,26 @@ pub struct BackupOptions {
     pub counts_only: bool,
 }
 
+/// Backs up one source, a database or a folder, and returns the committed manifest.
+pub fn run_source<S: WriteStore + ?Sized>(
+    repo: &Repository<S>,
+    source: &SourceSpec,
+    opts: &BackupOptions,
+    note: &mut dyn FnMut(String),
+) -> Result<Manifest> {
+    match &source.dir {
+        Some(dir) => super::directory::backup(
+            repo,
+            &source.name,
+            dir,
+            source.compression,
+            opts.progress,
+            note,
+        ),
+        None => run(repo, source, opts, note),
+    }
+}
+
 /// Backs up one database into the repository and returns the committed manifest.
 /// `note` receives remarks worth a line on stderr (cleanups, fallbacks).
 pub fn run<S: WriteStore + ?Sized>(
@@ -212,6 +232,7 @@ pub fn run<S: WriteStore + ?Sized>(
             in_recovery: info.in_recovery,
         },
         dump: dump_record(&pg_dump, arguments),
+        files: None,
         started,
         finished: Timestamp::now(),
         sizes: Sizes {

@@ -92,6 +92,21 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
         subject: &spec.name,
         items: Vec::new(),
     };
+    if let Some(dir) = &spec.dir {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => l.ok(
+                "folder",
+                format!("{} is readable ({} entries at the top)", dir.display(), entries.count()),
+            ),
+            Err(e) => l.fail(
+                "folder",
+                &Error::io_at("cannot read the folder", dir, &e).with_hint(
+                    "check the path, and that the user running offsitedb may read it (a Docker volume: /var/lib/docker/volumes/NAME/_data, readable by root)",
+                ),
+            ),
+        }
+        return l.items;
+    }
     let ci = &spec.conninfo;
     let target = ci.redacted();
     l.ok("address", target.clone());

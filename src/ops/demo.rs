@@ -167,6 +167,7 @@ pub fn run(
         compression: Compression::default(),
         policy: Default::default(),
         notes: Vec::new(),
+        dir: None,
     };
     let opts = super::backup::BackupOptions {
         pg_bin_dirs: pg_bin_dirs.clone(),

@@ -165,7 +165,7 @@ mod tests {
         let text = render(&answers()).unwrap();
         let c = crate::config::parse(&text, "t", &|_| None).unwrap();
         assert_eq!(
-            c.sources[0].url.expose(),
+            c.sources[0].url.as_ref().unwrap().expose(),
             "postgres://u:p\"w$@db.example.com/app"
         );
         let r = c.repository.unwrap();

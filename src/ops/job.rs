@@ -90,7 +90,7 @@ pub fn run<S: WriteStore + ?Sized>(
 
     let id = state.start("backup", &spec.name, started)?;
     let t = std::time::Instant::now();
-    let manifest = backup::run(repo, spec, &opts.backup, note);
+    let manifest = backup::run_source(repo, spec, &opts.backup, note);
     report.backup.seconds = t.elapsed().as_secs_f64();
     let manifest = match manifest {
         Ok(m) => {

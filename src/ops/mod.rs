@@ -16,6 +16,7 @@ pub mod backup;
 pub mod check;
 pub mod decrypt;
 pub mod demo;
+pub mod directory;
 pub mod drill;
 pub mod init;
 pub mod job;

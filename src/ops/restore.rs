@@ -73,6 +73,13 @@ pub fn run<S: ReadStore + ?Sized>(
 ) -> Result<RestoreReport> {
     let start = Instant::now();
     let m = repo.manifest(&entry.source, &entry.id)?;
+    if m.is_directory() {
+        return Err(Error::config(format!(
+            "snapshot {} is a backup of the folder {}, not of a database",
+            m.snapshot_id, m.source.database
+        ))
+        .with_hint("restore it into a folder: --to-dir DIR"));
+    }
     let shown = target.redacted();
 
     let mut client = postgres::connect(target, "the target database").map_err(|e| {

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod daemon;
 mod deploy;
+mod directory;
 mod drill;
 mod dump;
 mod failures;

@@ -53,10 +53,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keygen { output } => keygen(output),
         Command::Backup {
             source,
+            dir,
             name,
             compression,
             json,
-        } => backup(&settings()?, source, name, compression, json),
+        } => backup(&settings()?, source, dir, name, compression, json),
         Command::List { source, json } => list(&settings()?, source, json),
         Command::Show {
             snapshot,
@@ -72,6 +73,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore {
             snapshot,
             to,
+            to_dir,
+            force,
             source,
             clean,
             jobs,
@@ -90,7 +93,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 pg_bin_dirs: s.pg_bin_dirs().to_vec(),
                 progress: true,
             };
-            restore(&s, &snapshot, source, &to, &opts, json)
+            match (to, to_dir) {
+                (Some(to), _) => restore(&s, &snapshot, source, &to, &opts, json),
+                (None, Some(dir)) => restore_dir(&s, &snapshot, source, &dir, force, json),
+                (None, None) => unreachable!("clap requires one"),
+            }
         }
         Command::Drill {
             snapshot,
@@ -456,11 +463,28 @@ fn keygen(output: Option<std::path::PathBuf>) -> Result<()> {
 fn backup(
     s: &Settings,
     source: Option<String>,
+    dir: Option<std::path::PathBuf>,
     name: Option<String>,
     compression: Option<String>,
     json: bool,
 ) -> Result<()> {
-    let specs = s.backup_sources(source.as_deref(), name.as_deref(), compression.as_deref())?;
+    let specs = match dir {
+        Some(d) => {
+            let name = name.ok_or_else(|| {
+                Error::config("--name is required with --dir").with_hint(
+                    "name the source, e.g. --name uploads: snapshots are grouped by name",
+                )
+            })?;
+            offsitedb::catalog::check_source_name(&name)?;
+            let c = compression
+                .as_deref()
+                .map(str::parse::<offsitedb::pipeline::Compression>)
+                .transpose()?
+                .unwrap_or_default();
+            vec![offsitedb::config::SourceSpec::directory(&name, d, c)]
+        }
+        None => s.backup_sources(source.as_deref(), name.as_deref(), compression.as_deref())?,
+    };
     let key = key(s)?;
     let repo = Repository::open_for_writing(s.open_store()?, key)?;
     let opts = ops::backup::BackupOptions {
@@ -475,7 +499,7 @@ fn backup(
         if specs.len() > 1 {
             eprintln!("backing up {}", spec.name);
         }
-        match ops::backup::run(&repo, spec, &opts, &mut |n| output::note(&n)) {
+        match ops::backup::run_source(&repo, spec, &opts, &mut |n| output::note(&n)) {
             Ok(m) => {
                 let entry = Entry {
                     source: spec.name.clone(),
@@ -582,6 +606,34 @@ fn decrypt(
             lock.flush()
                 .map_err(|e| Error::from_io(e, "cannot write to standard output"))?;
         }
+    }
+    Ok(())
+}
+
+fn restore_dir(
+    s: &Settings,
+    reference: &str,
+    source: Option<String>,
+    dir: &std::path::Path,
+    force: bool,
+    json: bool,
+) -> Result<()> {
+    let repo = open_read(s)?;
+    let entry = repo.resolve(reference, source.as_deref())?;
+    let m = repo.manifest(&entry.source, &entry.id)?;
+    let report = ops::directory::restore(&repo, &m, dir, force, !json)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "restored {}/{} into {}: {} files, {}, every one checked against the manifest, in {}",
+            report.source,
+            report.snapshot,
+            report.target,
+            report.files,
+            units::bytes(report.bytes),
+            units::duration(std::time::Duration::from_secs_f64(report.seconds))
+        );
     }
     Ok(())
 }

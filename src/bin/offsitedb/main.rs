@@ -46,7 +46,10 @@ enum Command {
         /// Database URL (postgres://user:password@host:5432/db); default: the configured sources
         #[arg(long, value_name = "URL")]
         source: Option<String>,
-        /// Name of the source (required with --source; selects a configured source otherwise)
+        /// A folder to back up instead of a database (with --name)
+        #[arg(long, value_name = "PATH", conflicts_with = "source")]
+        dir: Option<PathBuf>,
+        /// Name of the source (required with --source or --dir; selects a configured source otherwise)
         #[arg(long)]
         name: Option<String>,
         /// gzip (default), gzip:LEVEL, zstd, zstd:LEVEL
@@ -91,8 +94,19 @@ enum Command {
         /// Snapshot id, a unique prefix of one, or "latest"
         snapshot: String,
         /// Target database URL
-        #[arg(long, value_name = "URL")]
-        to: String,
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "to_dir",
+            conflicts_with = "to_dir"
+        )]
+        to: Option<String>,
+        /// Target folder, for a directory snapshot
+        #[arg(long, value_name = "DIR")]
+        to_dir: Option<PathBuf>,
+        /// With --to-dir: write into a folder that is not empty
+        #[arg(long, requires = "to_dir")]
+        force: bool,
         #[arg(long, value_name = "NAME")]
         source: Option<String>,
         /// Drop the snapshot's objects in the target before restoring them

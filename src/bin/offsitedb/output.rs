@@ -193,6 +193,25 @@ pub fn manifest(m: &Manifest, s: &Summary, drill: Option<&DrillRecord>) {
 /// A drill's result for people: the verdict, the timings, and every mismatch.
 pub fn drill_report(d: &DrillRecord) {
     let secs = |s: f64| units::duration(std::time::Duration::from_secs_f64(s));
+    if d.method == offsitedb::catalog::manifest::VerifyMethod::FileDigests {
+        outln!(
+            "{} {}/{}: extracted into {} and checked against the manifest ({} problems)",
+            if d.passed() { "PASSED" } else { "FAILED" },
+            d.source,
+            d.snapshot_id,
+            d.target,
+            d.problems.len()
+        );
+        for n in &d.notes {
+            outln!("  {n}");
+        }
+        outln!("  tested restore time {}", secs(d.timings.total));
+        for p in d.problems.iter().take(20) {
+            outln!("  problem: {p}");
+        }
+        outln!("  drill record {}", d.drill_id);
+        return;
+    }
     let bad: Vec<_> = d.tables.iter().filter(|t| !t.ok()).collect();
     outln!(
         "{} {}/{}: {} tables checked ({}), {} mismatched",

@@ -74,6 +74,9 @@ pub fn run<S: WriteStore + ?Sized>(
     let started = Timestamp::now();
     let t0 = Instant::now();
     let m = repo.manifest(&entry.source, &entry.id)?;
+    if m.is_directory() {
+        return directory_drill(repo, &m, opts, started, note);
+    }
     let jobs = if opts.jobs == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -674,6 +677,125 @@ fn download_streamed<S: WriteStore + ?Sized>(
         Err(dump::DumpError::Io(e)) => Err(Error::from_io(e, "cannot read the snapshot")),
         Err(e) => Ok(Err(e.to_string())),
     }
+}
+
+/// A directory snapshot's drill: extract it into a temporary folder (checked against the
+/// manifest's sizes up front), compare every file's size and SHA-256 with the manifest, and
+/// record the result.
+fn directory_drill<S: WriteStore + ?Sized>(
+    repo: &Repository<S>,
+    m: &Manifest,
+    opts: &DrillOptions,
+    started: Timestamp,
+    note: &mut dyn FnMut(String),
+) -> Result<DrillOutcome> {
+    let t0 = Instant::now();
+    let rec = m.files.clone().unwrap_or_default();
+    let parent = opts
+        .work_dir
+        .clone()
+        .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
+        .unwrap_or_else(std::env::temp_dir);
+    let need = rec.bytes + (64 << 20);
+    if let Some(free) = super::restore::free_space(&parent)
+        && free < need
+    {
+        return Err(Error::io(format!(
+            "not enough space in {} to extract the snapshot: needs {}, has {}",
+            parent.display(),
+            crate::units::bytes(need),
+            crate::units::bytes(free)
+        ))
+        .with_hint("pass --work-dir on a larger disk (or set OFFSITEDB_TMPDIR)"));
+    }
+    let work = tempfile::Builder::new()
+        .prefix("offsitedb-drill-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?;
+    let counters = Counters::default();
+    let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
+    let progress = Progress::start("drill", &counters, opts.progress);
+    let extracted = super::directory::extract(&mut Interruptible(&mut dump), work.path());
+    drop(progress);
+    let restore_secs = t0.elapsed().as_secs_f64();
+    let mut problems = Vec::new();
+    let failure_of_read = match extracted {
+        Ok(got) => {
+            let tail = std::io::copy(&mut dump, &mut std::io::sink())
+                .map_err(|e| Error::from_io(e, "cannot read the snapshot"))
+                .and_then(|_| super::finish_dump(dump, &handle, m));
+            problems.extend(super::directory::compare(&rec, &got));
+            tail.err()
+        }
+        Err(e) => Some(e),
+    };
+    if let Some(e) = &failure_of_read {
+        problems.insert(0, e.message().to_string());
+    }
+    let verify_secs = t0.elapsed().as_secs_f64() - restore_secs;
+    drop(work);
+    let mut notes = vec![format!(
+        "{} files ({}), {} folders, {} symlinks, {} hard links extracted and checked",
+        rec.files,
+        crate::units::bytes(rec.bytes),
+        rec.directories,
+        rec.symlinks,
+        rec.hard_links
+    )];
+    if !rec.skipped.is_empty() {
+        notes.push(format!(
+            "{} entries were left out or changed during the backup (see the manifest)",
+            rec.skipped.len()
+        ));
+    }
+    let result = if problems.is_empty() {
+        DrillResult::Passed
+    } else {
+        DrillResult::Failed
+    };
+    let record = DrillRecord {
+        drill_version: DRILL_VERSION,
+        drill_id: SnapshotId::new(started).unwrap_or_else(|_| m.snapshot_id.clone()),
+        snapshot_id: m.snapshot_id.clone(),
+        source: m.source.name.clone(),
+        result,
+        started,
+        finished: Timestamp::now(),
+        timings: Timings {
+            download: round(restore_secs),
+            restore: round(restore_secs),
+            verify: round(verify_secs),
+            total: round(t0.elapsed().as_secs_f64()),
+        },
+        target: "a temporary folder".into(),
+        server_version: String::new(),
+        pg_restore_version: String::new(),
+        jobs: 1,
+        method: VerifyMethod::FileDigests,
+        tables: Vec::new(),
+        problems,
+        notes,
+        created_by: format!("offsitedb {}", crate::VERSION),
+    };
+    for n in &record.notes {
+        note(n.clone());
+    }
+    stopped()?;
+    repo.commit_drill(&record)?;
+    let failure = (!record.passed()).then(|| {
+        failure_of_read.unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::DrillFailed,
+                format!(
+                    "drill of {}/{} failed: {}",
+                    record.source,
+                    record.snapshot_id,
+                    record.problems.first().map(String::as_str).unwrap_or("")
+                ),
+            )
+        })
+    });
+    Ok(DrillOutcome { record, failure })
 }
 
 /// A drill stopped by a signal proves nothing either way: no record is written (a Ctrl-C or a

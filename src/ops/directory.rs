@@ -1,0 +1,765 @@
+/*!
+Directory sources: a folder (a Docker volume, uploads) backed up as a tar stream through the same
+compress → seal → upload pipeline as a database, with a manifest of every file's size and SHA-256;
+restored by extracting it, and drilled by extracting it into a temporary folder and checking every
+file against the manifest.
+
+The tar stream is POSIX (ustar with GNU long names): permissions, ownership (numeric), modification
+times, symlinks, hard links (by device and inode), and extended attributes (PAX `SCHILY.xattr.`
+records, as GNU tar and bsdtar write them). Sockets, devices and fifos are skipped, each named in
+the manifest. Entries are written in sorted order, so the same folder gives the same stream. A
+file that changes while it is read is stored as read (padded or cut to the size it had when its
+header was written) and named in the manifest's `skipped` list, so a drill does not pass a copy
+that differs from the live file silently.
+*/
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::manifest::{
+    DataObject, Encryption, FileRecord, FilesRecord, MANIFEST_VERSION, Sizes, SourceInfo,
+};
+use crate::catalog::repo::data_key;
+use crate::catalog::{Manifest, Repository, SnapshotId};
+use crate::crypto::seal::DEFAULT_CHUNK_SIZE;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::{Compression, Counters, Progress, sink};
+use crate::storage::WriteStore;
+
+/// `%XX` for bytes that are not UTF-8, and for `%` itself: reversible, and JSON-safe.
+pub fn encode_path(p: &[u8]) -> String {
+    let mut out = String::with_capacity(p.len());
+    let mut rest = p;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                push_escaped(&mut out, s);
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                push_escaped(&mut out, std::str::from_utf8(good).expect("valid prefix"));
+                let n = e.error_len().unwrap_or(bad.len());
+                for b in &bad[..n] {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+                rest = &bad[n..];
+            }
+        }
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if c == '%' {
+            out.push_str("%25");
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    n: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Sends what is written, in 1 MiB buffers, to the pipeline.
+struct ChannelWriter {
+    tx: SyncSender<Arc<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        crate::interrupt::check().map_err(|_| io::Error::other("interrupted by a signal"))?;
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let b = std::mem::replace(&mut self.buf, Vec::with_capacity(1 << 20));
+            self.tx
+                .send(Arc::new(b))
+                .map_err(|_| io::Error::other("the upload stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The extended attributes of `p` (not following symlinks); empty where unsupported.
+fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return Vec::new();
+    };
+    // SAFETY: llistxattr/lgetxattr with a valid path and buffers of the sizes given.
+    unsafe {
+        let n = libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0);
+        if n <= 0 {
+            return Vec::new();
+        }
+        let mut names = vec![0u8; n as usize];
+        let n = libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len());
+        if n <= 0 {
+            return Vec::new();
+        }
+        names.truncate(n as usize);
+        let mut out = Vec::new();
+        for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let Ok(cn) = CString::new(name) else { continue };
+            let len = libc::lgetxattr(c.as_ptr(), cn.as_ptr(), std::ptr::null_mut(), 0);
+            if len < 0 {
+                continue;
+            }
+            let mut v = vec![0u8; len as usize];
+            let len = libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len());
+            if len < 0 {
+                continue;
+            }
+            v.truncate(len as usize);
+            out.push((name.to_vec(), v));
+        }
+        out
+    }
+}
+
+/// A PAX extended header entry carrying `records` for the entry that follows.
+fn append_pax(
+    b: &mut tar::Builder<ChannelWriter>,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> io::Result<()> {
+    let mut data = Vec::new();
+    for (k, v) in records {
+        // "LEN KEY=VALUE\n", where LEN counts itself.
+        let body = 3 + k.len() + v.len();
+        let mut len = body + 1;
+        while len.to_string().len() + body != len {
+            len = len.to_string().len() + body;
+        }
+        data.extend_from_slice(len.to_string().as_bytes());
+        data.push(b' ');
+        data.extend_from_slice(k);
+        data.push(b'=');
+        data.extend_from_slice(v);
+        data.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_path("././@PaxHeader")?;
+    h.set_cksum();
+    b.append(&h, data.as_slice())
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    b: tar::Builder<ChannelWriter>,
+    rec: FilesRecord,
+    /// (device, inode) of files with several links → their first path in the archive.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Walk<'_> {
+    fn header(&self, m: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(m.mode() & 0o7777);
+        h.set_uid(m.uid() as u64);
+        h.set_gid(m.gid() as u64);
+        h.set_mtime(m.mtime().max(0) as u64);
+        h.set_size(0);
+        h
+    }
+
+    fn dir(&mut self, rel: &Path) -> io::Result<()> {
+        let abs = self.root.join(rel);
+        let mut names: Vec<OsString> = match fs::read_dir(&abs) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) => {
+                self.rec.skipped.push(format!(
+                    "{}: cannot list: {}",
+                    encode_path(rel.as_os_str().as_bytes()),
+                    crate::error::describe_io(&e)
+                ));
+                return Ok(());
+            }
+        };
+        names.sort();
+        for name in names {
+            let rel = rel.join(&name);
+            self.entry(&rel)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, rel: &Path) -> io::Result<()> {
+        let abs = self.root.join(rel);
+        let shown = encode_path(rel.as_os_str().as_bytes());
+        let m = match fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            Err(e) => {
+                self.rec
+                    .skipped
+                    .push(format!("{shown}: {}", crate::error::describe_io(&e)));
+                return Ok(());
+            }
+        };
+        let ft = m.file_type();
+        let attrs = if ft.is_symlink() {
+            Vec::new()
+        } else {
+            xattrs(&abs)
+        };
+        let pax: Vec<(Vec<u8>, Vec<u8>)> = attrs
+            .into_iter()
+            .map(|(k, v)| ([b"SCHILY.xattr.".as_slice(), &k].concat(), v))
+            .collect();
+        if ft.is_dir() {
+            if !pax.is_empty() {
+                append_pax(&mut self.b, &pax)?;
+            }
+            let mut h = self.header(&m, tar::EntryType::Directory);
+            self.b.append_data(&mut h, rel, io::empty())?;
+            self.rec.directories += 1;
+            return self.dir(rel);
+        }
+        if ft.is_symlink() {
+            let target = fs::read_link(&abs)?;
+            let mut h = self.header(&m, tar::EntryType::Symlink);
+            self.b.append_link(&mut h, rel, &target)?;
+            self.rec.symlinks += 1;
+            return Ok(());
+        }
+        if !ft.is_file() {
+            self.rec.skipped.push(format!(
+                "{shown}: not a file, folder or symlink (socket, device or fifo)"
+            ));
+            return Ok(());
+        }
+        if m.nlink() > 1 {
+            let id = (m.dev(), m.ino());
+            if let Some(first) = self.links.get(&id).cloned() {
+                let mut h = self.header(&m, tar::EntryType::Link);
+                self.b.append_link(&mut h, rel, &first)?;
+                self.rec.hard_links += 1;
+                return Ok(());
+            }
+            self.links.insert(id, rel.to_path_buf());
+        }
+        let file = match fs::File::open(&abs) {
+            Ok(f) => f,
+            Err(e) => {
+                self.rec.skipped.push(format!(
+                    "{shown}: cannot read: {}",
+                    crate::error::describe_io(&e)
+                ));
+                return Ok(());
+            }
+        };
+        if !pax.is_empty() {
+            append_pax(&mut self.b, &pax)?;
+        }
+        let size = m.len();
+        let mut h = self.header(&m, tar::EntryType::Regular);
+        h.set_size(size);
+        let mut r = Hashing {
+            inner: file.take(size),
+            hash: Sha256::new(),
+            n: 0,
+        };
+        // The header promised `size` bytes: a file that shrank meanwhile is padded with zeros
+        // (hashed too, so the drill compares what was stored), and named.
+        let mut padded = PadTo {
+            inner: &mut r,
+            left: size,
+            padded: 0,
+        };
+        self.b.append_data(&mut h, rel, &mut padded)?;
+        let short = padded.padded;
+        if short > 0 {
+            self.rec.skipped.push(format!(
+                "{shown}: changed while it was read ({short} bytes shorter than when it started): its copy is padded with zeros"
+            ));
+        } else if fs::metadata(&abs)
+            .map(|n| n.len() != size || n.mtime() != m.mtime())
+            .unwrap_or(false)
+        {
+            self.rec.skipped.push(format!(
+                "{shown}: changed while it was read: its copy may mix old and new content"
+            ));
+        }
+        self.rec.files += 1;
+        self.rec.bytes += size;
+        self.rec.list.push(FileRecord {
+            path: shown,
+            size,
+            sha256: crate::units::hex(&r.hash.finalize_reset()),
+        });
+        Ok(())
+    }
+}
+
+/// Reads `left` bytes from `inner`, then zeros if it ended early.
+struct PadTo<'a, R> {
+    inner: &'a mut Hashing<R>,
+    left: u64,
+    padded: u64,
+}
+
+impl<R: Read> Read for PadTo<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n > 0 {
+            self.left -= n as u64;
+            return Ok(n);
+        }
+        buf[..max].fill(0);
+        self.inner.hash.update(&buf[..max]);
+        self.left -= max as u64;
+        self.padded += max as u64;
+        Ok(max)
+    }
+}
+
+/// Backs up the folder `root` as snapshot of source `name`.
+pub fn backup<S: WriteStore + ?Sized>(
+    repo: &Repository<S>,
+    name: &str,
+    root: &Path,
+    compression: Compression,
+    progress: bool,
+    note: &mut dyn FnMut(String),
+) -> Result<Manifest> {
+    let meta = fs::metadata(root).map_err(|e| {
+        Error::io_at("cannot read the folder", root, &e)
+            .with_hint("check the path of the directory source")
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::config(format!("{} is not a folder", root.display())));
+    }
+    let root = root
+        .canonicalize()
+        .map_err(|e| Error::io_at("cannot resolve", root, &e))?;
+    repo.ensure_created()?;
+    let started = Timestamp::now();
+    let id = SnapshotId::new(started)?;
+    let key = data_key(name, &id);
+    let upload = repo.store().upload(&key, None)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+    let walker_root = root.clone();
+    let walker = std::thread::Builder::new()
+        .name("dir-walk".into())
+        .spawn(move || -> io::Result<FilesRecord> {
+            let mut w = Walk {
+                root: &walker_root,
+                b: tar::Builder::new(ChannelWriter {
+                    tx,
+                    buf: Vec::with_capacity(1 << 20),
+                }),
+                rec: FilesRecord {
+                    root: walker_root.display().to_string(),
+                    ..Default::default()
+                },
+                links: HashMap::new(),
+            };
+            w.b.mode(tar::HeaderMode::Complete);
+            w.dir(Path::new(""))?;
+            let mut out = w.b.into_inner()?;
+            out.flush()?;
+            Ok(w.rec)
+        })
+        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+    let counters = Counters::default();
+    let shown = Progress::start("backup", &counters, progress);
+    let spec = sink::SinkSpec {
+        upload,
+        key: repo.key(),
+        compression,
+        threads: 0,
+        counters,
+    };
+    let mut reader = crate::pipeline::TapReader::new(rx);
+    // Commit only once the walk finished without an error.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let result = {
+        let check = move || -> Result<()> {
+            let r = walker
+                .join()
+                .map_err(|_| Error::internal("the folder walk panicked"))?;
+            let rec = r.map_err(|e| Error::from_io(e, "cannot read the folder"))?;
+            let _ = done_tx.send(rec);
+            Ok(())
+        };
+        sink::run(spec, &mut reader, None, check)
+    };
+    drop(shown);
+    let r = result.map_err(|e| {
+        if crate::interrupt::check().is_err() {
+            Error::new(
+                ErrorKind::Interrupted,
+                "interrupted: the backup stopped and its upload was aborted; nothing was stored",
+            )
+        } else {
+            e
+        }
+    })?;
+    let rec = done_rx
+        .recv()
+        .map_err(|_| Error::internal("the folder walk ended without a result"))?;
+    for s in rec.skipped.iter().take(20) {
+        note(format!("left out or changed: {s}"));
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        snapshot_id: id,
+        source: SourceInfo {
+            name: name.to_string(),
+            kind: "directory".into(),
+            host,
+            port: 0,
+            database: root.display().to_string(),
+            user: meta.uid().to_string(),
+        },
+        server: Default::default(),
+        dump: Default::default(),
+        files: Some(rec),
+        started,
+        finished: Timestamp::now(),
+        sizes: Sizes {
+            plain_bytes: r.plain.bytes,
+            compressed_bytes: r.compressed.bytes,
+            stored_bytes: r.stored.bytes,
+        },
+        compression,
+        encryption: Encryption {
+            format: crate::crypto::seal::FORMAT_VERSION,
+            algorithm: "AES-256-GCM".into(),
+            key_id: repo.key().id().to_string(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        },
+        data: DataObject {
+            key,
+            salt: crate::units::hex(&r.salt),
+            sha256_stored: r.stored.sha256,
+            sha256_compressed: r.compressed.sha256,
+        },
+        verification: Default::default(),
+        created_by: format!("offsitedb {}", crate::VERSION),
+    };
+    repo.commit_manifest(&manifest)?;
+    Ok(manifest)
+}
+
+/// What an extraction found: every regular file's digest, by encoded path.
+pub struct Extracted {
+    pub files: HashMap<String, (u64, String)>,
+    pub problems: Vec<String>,
+}
+
+/// Extracts the tar stream `r` into `dest` (which must exist): files, folders, symlinks, hard
+/// links, permissions, times, extended attributes, and ownership when running as root. Paths
+/// that would leave `dest` are refused.
+pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
+    let mut archive = tar::Archive::new(r);
+    let mut out = Extracted {
+        files: HashMap::new(),
+        problems: Vec::new(),
+    };
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    let bad = |e: io::Error| Error::from_io(e, "cannot read the archive");
+    for entry in archive.entries().map_err(bad)? {
+        crate::interrupt::check()?;
+        let mut entry = entry.map_err(bad)?;
+        let raw = entry.path_bytes().into_owned();
+        let rel = PathBuf::from(OsStr::from_bytes(&raw));
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(Error::integrity(format!(
+                "the archive holds a path outside its folder: {}",
+                encode_path(&raw)
+            )));
+        }
+        let shown = encode_path(&raw);
+        let target = dest.join(&rel);
+        let h = entry.header().clone();
+        let mode = h.mode().unwrap_or(0o644);
+        let mtime = h.mtime().unwrap_or(0);
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> = match entry.pax_extensions() {
+            Ok(Some(exts)) => exts
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.key_bytes()
+                        .strip_prefix(b"SCHILY.xattr.")
+                        .map(|k| (k.to_vec(), e.value_bytes().to_vec()))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let io_err = |e: io::Error| Error::io_at("cannot write", &target, &e);
+        // Over an existing folder (restore --force): what stands where an entry goes is replaced,
+        // never written through (a symlink or a hard link there must not redirect the write).
+        if !matches!(h.entry_type(), tar::EntryType::Directory)
+            && let Ok(old) = fs::symlink_metadata(&target)
+        {
+            if old.is_dir() {
+                return Err(Error::io(format!(
+                    "cannot restore {}: a folder of that name is in the way",
+                    target.display()
+                )));
+            }
+            fs::remove_file(&target).map_err(io_err)?;
+        }
+        match h.entry_type() {
+            tar::EntryType::Directory => {
+                fs::create_dir_all(&target).map_err(io_err)?;
+                dirs.push((target.clone(), mode, mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(p) = target.parent() {
+                    fs::create_dir_all(p).map_err(io_err)?;
+                }
+                let f = fs::File::create(&target).map_err(io_err)?;
+                let mut w = io::BufWriter::with_capacity(1 << 20, f);
+                let mut hr = Hashing {
+                    inner: &mut entry,
+                    hash: Sha256::new(),
+                    n: 0,
+                };
+                io::copy(&mut hr, &mut w).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof
+                        || e.kind() == io::ErrorKind::InvalidData
+                    {
+                        bad(e)
+                    } else {
+                        io_err(e)
+                    }
+                })?;
+                w.flush().map_err(io_err)?;
+                let sha = crate::units::hex(&hr.hash.finalize_reset());
+                out.files.insert(shown.clone(), (hr.n, sha));
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io_err)?;
+            }
+            tar::EntryType::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                if let Some(p) = target.parent() {
+                    fs::create_dir_all(p).map_err(io_err)?;
+                }
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(io_err)?;
+            }
+            tar::EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let first = PathBuf::from(OsString::from_vec(link.clone()));
+                if first.is_absolute()
+                    || first
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(Error::integrity(format!(
+                        "the archive links outside its folder: {}",
+                        encode_path(&link)
+                    )));
+                }
+                fs::hard_link(dest.join(&first), &target).map_err(io_err)?;
+            }
+            tar::EntryType::XHeader
+            | tar::EntryType::XGlobalHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => continue,
+            other => {
+                out.problems
+                    .push(format!("{shown}: entry type {other:?} not extracted"));
+                continue;
+            }
+        }
+        let is_link = matches!(h.entry_type(), tar::EntryType::Symlink);
+        for (k, v) in &xattrs {
+            if let (Ok(p), Ok(k)) = (
+                CString::new(target.as_os_str().as_bytes()),
+                CString::new(k.clone()),
+            ) {
+                // SAFETY: valid C strings and a buffer of the given length.
+                let rc = unsafe {
+                    libc::lsetxattr(p.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+                };
+                if rc != 0 {
+                    out.problems.push(format!(
+                        "{shown}: cannot set extended attribute {}: {}",
+                        String::from_utf8_lossy(k.as_bytes()),
+                        io::Error::last_os_error()
+                    ));
+                }
+            }
+        }
+        if root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
+            let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
+        }
+        if !is_link && !matches!(h.entry_type(), tar::EntryType::Directory) {
+            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+            let _ = filetime::set_file_mtime(&target, t);
+        }
+    }
+    // Folders last, deepest first: writing into them changed their times, and a read-only
+    // folder must stay writable until its content is in.
+    for (d, mode, mtime) in dirs.into_iter().rev() {
+        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(mode));
+        let _ = filetime::set_file_mtime(&d, filetime::FileTime::from_unix_time(mtime as i64, 0));
+    }
+    Ok(out)
+}
+
+/// Compares an extraction with the manifest: every file there, with its size and digest, and
+/// nothing else.
+pub fn compare(rec: &FilesRecord, got: &Extracted) -> Vec<String> {
+    let mut problems = got.problems.clone();
+    let mut seen = 0;
+    for f in &rec.list {
+        match got.files.get(&f.path) {
+            None => problems.push(format!("{}: missing from the archive", f.path)),
+            Some((size, sha)) => {
+                seen += 1;
+                if *size != f.size || *sha != f.sha256 {
+                    problems.push(format!(
+                        "{}: {} bytes with SHA-256 {}, the manifest says {} bytes with {}",
+                        f.path, size, sha, f.size, f.sha256
+                    ));
+                }
+            }
+        }
+    }
+    if got.files.len() != seen {
+        problems.push(format!(
+            "the archive holds {} files, the manifest lists {}",
+            got.files.len(),
+            rec.list.len()
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_encode_reversibly_and_as_json() {
+        assert_eq!(encode_path(b"a/b.txt"), "a/b.txt");
+        assert_eq!(encode_path("ünï/100%".as_bytes()), "ünï/100%25");
+        assert_eq!(encode_path(b"bad\xff\xfename"), "bad%FF%FEname");
+    }
+}
+
+/// How a folder restore went.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DirRestoreReport {
+    pub snapshot: String,
+    pub source: String,
+    pub target: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// True when `dir` does not exist or holds nothing.
+fn empty_or_missing(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io_at("cannot read", dir, &e)),
+    }
+}
+
+/// Restores a directory snapshot into `dest`: refused when `dest` holds anything, unless `force`
+/// (then files of the snapshot replace those of the same name; others stay). Every file is checked
+/// against the manifest as it is written.
+pub fn restore<S: crate::storage::ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    m: &Manifest,
+    dest: &Path,
+    force: bool,
+    progress: bool,
+) -> Result<DirRestoreReport> {
+    let t = std::time::Instant::now();
+    let Some(rec) = &m.files else {
+        return Err(
+            Error::config(format!("snapshot {} is a database backup", m.snapshot_id))
+                .with_hint("restore it into a database with --to URL"),
+        );
+    };
+    if !force && !empty_or_missing(dest)? {
+        return Err(
+            Error::config(format!("{} is not empty", dest.display())).with_hint(
+                "restore into an empty or new folder, or pass --force to write over what is there",
+            ),
+        );
+    }
+    fs::create_dir_all(dest).map_err(|e| Error::io_at("cannot create", dest, &e))?;
+    let counters = Counters::default();
+    let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
+    let shown = Progress::start("restore", &counters, progress);
+    let got = extract(&mut dump, dest);
+    drop(shown);
+    let got = got?;
+    // The tar stream's zero blocks and the rest of the object: read, so all of it authenticated.
+    io::copy(&mut dump, &mut io::sink())
+        .map_err(|e| Error::from_io(e, "cannot read the snapshot"))?;
+    super::finish_dump(dump, &handle, m)?;
+    let problems = compare(rec, &got);
+    if let Some(first) = problems.first() {
+        return Err(Error::integrity(format!(
+            "the restored folder differs from the snapshot's manifest in {} place{}; the first: {first}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(DirRestoreReport {
+        snapshot: m.snapshot_id.to_string(),
+        source: m.source.name.clone(),
+        target: dest.display().to_string(),
+        files: rec.files,
+        bytes: rec.bytes,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
