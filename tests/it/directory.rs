@@ -231,4 +231,17 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
         "{d:#}"
     );
     assert_eq!(d["problems"].as_array().unwrap().len(), 1, "{d:#}");
+
+    // Once, from the command line, without a configuration entry.
+    let once = cli.ok(&["backup", "--dir", src.to_str().unwrap(), "--name", "adhoc"]);
+    assert!(once.stdout.trim().len() > 20, "{}", once.stdout);
+    cli.ok(&["drill", "latest", "--source", "adhoc"]);
+
+    // The same job as a database's: `run` backs up, drills and prunes the folder.
+    let r: Value = serde_json::from_str(&cli.ok(&["run", "uploads", "--json"]).stdout).unwrap();
+    assert!(r["drill"]["error"].is_null(), "{r:#}");
+    assert!(
+        r["prune"]["plan"]["decisions"].as_array().unwrap().len() >= 2,
+        "{r:#}"
+    );
 }

@@ -517,3 +517,29 @@ fn verify_full_with_a_ca_file() {
     assert_eq!(code, 0, "{all:#?}");
     assert_eq!(status(&all, "app", "tls")["status"], "ok");
 }
+
+#[test]
+fn a_fly_private_name_says_where_it_resolves_and_both_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let cli = Cli::new()
+        .env("OFFSITEDB_REPO", dir.path().join("repo").to_str().unwrap())
+        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
+    let r = cli.fails(
+        &[
+            "backup",
+            "--source",
+            "postgres://u:pw@my-db.internal:5432/app",
+            "--name",
+            "app",
+        ],
+        5,
+        "my-db.internal",
+    );
+    assert!(r.stderr.contains("Fly.io private address"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("same organization") && r.stderr.contains("fly ips allocate-v4"),
+        "{}",
+        r.stderr
+    );
+}
