@@ -500,6 +500,9 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
     };
     let root = unsafe { libc::geteuid() } == 0;
     let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    // Folders under `dest` known to be real folders (not symlinks), so that no entry is ever
+    // written through a symlink, whether the archive made it or it was already there.
+    let mut real: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let bad = |e: io::Error| Error::from_io(e, "cannot read the archive");
     for entry in archive.entries().map_err(bad)? {
         crate::interrupt::check()?;
@@ -518,6 +521,29 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
         }
         let shown = encode_path(&raw);
         let target = dest.join(&rel);
+        if let Some(parent) = rel.parent() {
+            let mut at = PathBuf::new();
+            for c in parent.components() {
+                at.push(c);
+                if real.contains(&at) {
+                    continue;
+                }
+                match fs::symlink_metadata(dest.join(&at)) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(Error::io(format!(
+                            "cannot restore {shown}: {} is a symlink, and nothing is written through one",
+                            encode_path(at.as_os_str().as_bytes())
+                        ))
+                        .with_hint("restore into an empty folder"));
+                    }
+                    Ok(m) if m.is_dir() => {
+                        real.insert(at.clone());
+                    }
+                    // Not there yet (created below), or a file in the way (creation fails).
+                    _ => {}
+                }
+            }
+        }
         let h = entry.header().clone();
         let mode = h.mode().unwrap_or(0o644);
         let mtime = h.mtime().unwrap_or(0);

@@ -185,6 +185,30 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
         std::fs::read_to_string(out.join("a/notes.md")).unwrap(),
         "# notes\n"
     );
+    // Nothing is written through a symlink that stands where a folder of the snapshot goes.
+    let trap = dir.path().join("trap");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&trap).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, trap.join("a")).unwrap();
+    cli.fails(
+        &[
+            "restore",
+            "latest",
+            "--source",
+            "uploads",
+            "--to-dir",
+            trap.to_str().unwrap(),
+            "--force",
+        ],
+        11,
+        "is a symlink, and nothing is written through one",
+    );
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written through the symlink"
+    );
     // A folder snapshot is not restored into a database, and says how.
     cli.fails(
         &["restore", "latest", "--to", "postgres://x@127.0.0.1:1/x"],
