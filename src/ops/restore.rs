@@ -362,11 +362,7 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
     opts: &RestoreOptions,
     counters: &Counters,
 ) -> Result<()> {
-    let dir = opts
-        .spool_dir
-        .clone()
-        .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
-        .unwrap_or_else(std::env::temp_dir);
+    let dir = super::work_parent(opts.spool_dir.clone())?;
     let need = m.sizes.plain_bytes + (64 << 20);
     if let Some(free) = free_space(&dir)
         && free < need

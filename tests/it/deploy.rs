@@ -67,6 +67,59 @@ fn the_systemd_unit_is_valid() {
     assert!(!ok, "a bad KillMode passed: {err}");
 }
 
+/// The container's entrypoint, run here for real as root: it makes the data folders the service
+/// user's and runs offsitedb as that user.
+#[test]
+fn the_entrypoint_drops_root_and_owns_the_volume() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test needs root (the CI machines run as root)");
+    }
+    let script = std::fs::read_to_string(project_dir().join("deploy/entrypoint.sh")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    // The script as the image has it, with this machine's paths: the data folder, the binary,
+    // and the `postgres` user standing in for `offsitedb`.
+    let fake = bin.path().join("offsitedb");
+    std::fs::write(&fake, "#!/bin/sh\necho \"$(id -un) $*\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let script = script
+        .replace("/data", data.path().to_str().unwrap())
+        .replace("/usr/local/bin/offsitedb", fake.to_str().unwrap())
+        .replace("offsitedb:offsitedb", "postgres:postgres")
+        .replace(
+            "--reuid=offsitedb --regid=offsitedb",
+            "--reuid=postgres --regid=postgres",
+        );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg("entrypoint")
+        .args(["serve", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "postgres serve --log-format json"
+    );
+    let owner = |p: &str| {
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(data.path().join(p)).unwrap())
+    };
+    let pg = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(data.path()).unwrap());
+    assert_eq!(owner("state"), pg);
+    assert_eq!(owner("tmp"), pg);
+    assert_ne!(pg, 0);
+}
+
 #[test]
 fn the_fly_app_ships_a_configuration_offsitedb_accepts() {
     let root = project_dir();
@@ -103,6 +156,10 @@ fn the_fly_app_ships_a_configuration_offsitedb_accepts() {
     // The image: the same release build as CI, PostgreSQL from PGDG, not root.
     let docker = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
     assert!(docker.contains("cargo build --release --locked"));
-    assert!(docker.contains("USER offsitedb"));
+    assert!(docker.contains("ENTRYPOINT [\"/usr/local/bin/offsitedb-entrypoint\"]"));
+    assert!(
+        !docker.contains("\nUSER "),
+        "the entrypoint must start as root to own /data"
+    );
     assert!(docker.contains("OFFSITEDB_STATE_DIR=/data/state"));
 }

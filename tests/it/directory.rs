@@ -216,8 +216,15 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
         "is a backup of the folder",
     );
 
-    // The drill extracts and checks every file.
-    let d: Value = serde_json::from_str(&cli.ok(&["drill", "latest", "--json"]).stdout).unwrap();
+    // The drill extracts and checks every file (in a work folder it creates when missing).
+    let work = dir.path().join("not/yet/there");
+    let d: Value = serde_json::from_str(
+        &cli.clone_with("OFFSITEDB_TMPDIR", work.to_str().unwrap())
+            .ok(&["drill", "latest", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "the drill left files behind");
     assert_eq!(d["result"], "passed", "{d:#}");
     assert_eq!(d["method"], "file_digests");
     let list_json: Value = serde_json::from_str(&cli.ok(&["list", "--json"]).stdout).unwrap();

@@ -100,11 +100,7 @@ pub fn run<S: WriteStore + ?Sized>(
             ))
         })?;
     }
-    let parent = opts
-        .work_dir
-        .clone()
-        .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
-        .unwrap_or_else(std::env::temp_dir);
+    let parent = super::work_parent(opts.work_dir.clone())?;
     // A streamed drill writes no spool file (a snapshot with counted rows is spooled).
     let spool = m.verification.method != VerifyMethod::ArchiveDigest;
     check_space(&parent, &m, opts.drill_server.is_none(), spool)?;
@@ -691,11 +687,7 @@ fn directory_drill<S: WriteStore + ?Sized>(
 ) -> Result<DrillOutcome> {
     let t0 = Instant::now();
     let rec = m.files.clone().unwrap_or_default();
-    let parent = opts
-        .work_dir
-        .clone()
-        .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
-        .unwrap_or_else(std::env::temp_dir);
+    let parent = super::work_parent(opts.work_dir.clone())?;
     let need = rec.bytes + (64 << 20);
     if let Some(free) = super::restore::free_space(&parent)
         && free < need
