@@ -183,6 +183,8 @@ struct Walk<'a> {
     rec: FilesRecord,
     /// (device, inode) of files with several links → their first path in the archive.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Entries that could not be read: the backup fails rather than store a folder with holes.
+    unreadable: Vec<String>,
 }
 
 impl Walk<'_> {
@@ -199,17 +201,28 @@ impl Walk<'_> {
 
     fn dir(&mut self, rel: &Path) -> io::Result<()> {
         let abs = self.root.join(rel);
-        let mut names: Vec<OsString> = match fs::read_dir(&abs) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+        let shown = encode_path(rel.as_os_str().as_bytes());
+        let mut names: Vec<OsString> = Vec::new();
+        match fs::read_dir(&abs) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => names.push(e.file_name()),
+                        Err(e) => self.unreadable.push(format!(
+                            "{shown}: cannot list: {}",
+                            crate::error::describe_io(&e)
+                        )),
+                    }
+                }
+            }
             Err(e) => {
-                self.rec.skipped.push(format!(
-                    "{}: cannot list: {}",
-                    encode_path(rel.as_os_str().as_bytes()),
+                self.unreadable.push(format!(
+                    "{shown}: cannot list: {}",
                     crate::error::describe_io(&e)
                 ));
                 return Ok(());
             }
-        };
+        }
         names.sort();
         for name in names {
             let rel = rel.join(&name);
@@ -223,9 +236,10 @@ impl Walk<'_> {
         let shown = encode_path(rel.as_os_str().as_bytes());
         let m = match fs::symlink_metadata(&abs) {
             Ok(m) => m,
+            // Gone since the listing: nothing to keep.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                self.rec
-                    .skipped
+                self.unreadable
                     .push(format!("{shown}: {}", crate::error::describe_io(&e)));
                 return Ok(());
             }
@@ -250,7 +264,15 @@ impl Walk<'_> {
             return self.dir(rel);
         }
         if ft.is_symlink() {
-            let target = fs::read_link(&abs)?;
+            let target = match fs::read_link(&abs) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => {
+                    self.unreadable
+                        .push(format!("{shown}: {}", crate::error::describe_io(&e)));
+                    return Ok(());
+                }
+            };
             let mut h = self.header(&m, tar::EntryType::Symlink);
             self.b.append_link(&mut h, rel, &target)?;
             self.rec.symlinks += 1;
@@ -262,26 +284,43 @@ impl Walk<'_> {
             ));
             return Ok(());
         }
-        if m.nlink() > 1 {
-            let id = (m.dev(), m.ino());
-            if let Some(first) = self.links.get(&id).cloned() {
-                let mut h = self.header(&m, tar::EntryType::Link);
-                self.b.append_link(&mut h, rel, &first)?;
-                self.rec.hard_links += 1;
-                return Ok(());
-            }
-            self.links.insert(id, rel.to_path_buf());
+        let id = (m.dev(), m.ino());
+        if m.nlink() > 1
+            && let Some(first) = self.links.get(&id).cloned()
+        {
+            let mut h = self.header(&m, tar::EntryType::Link);
+            self.b.append_link(&mut h, rel, &first)?;
+            self.rec.hard_links += 1;
+            return Ok(());
         }
-        let file = match fs::File::open(&abs) {
+        // Not following a symlink swapped in since the listing, and not waiting on a fifo.
+        let opened = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&abs)
+        };
+        let file = match opened {
             Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
-                self.rec.skipped.push(format!(
+                self.unreadable.push(format!(
                     "{shown}: cannot read: {}",
                     crate::error::describe_io(&e)
                 ));
                 return Ok(());
             }
         };
+        match file.metadata() {
+            Ok(now) if now.is_file() && (now.dev(), now.ino()) == id => {}
+            _ => {
+                self.rec.skipped.push(format!(
+                    "{shown}: replaced by something else while the folder was read: left out"
+                ));
+                return Ok(());
+            }
+        }
         if !pax.is_empty() {
             append_pax(&mut self.b, &pax)?;
         }
@@ -313,6 +352,9 @@ impl Walk<'_> {
             self.rec.skipped.push(format!(
                 "{shown}: changed while it was read: its copy may mix old and new content"
             ));
+        }
+        if m.nlink() > 1 {
+            self.links.insert(id, rel.to_path_buf());
         }
         self.rec.files += 1;
         self.rec.bytes += size;
@@ -391,9 +433,23 @@ pub fn backup<S: WriteStore + ?Sized>(
                     ..Default::default()
                 },
                 links: HashMap::new(),
+                unreadable: Vec::new(),
             };
             w.b.mode(tar::HeaderMode::Complete);
             w.dir(Path::new(""))?;
+            if !w.unreadable.is_empty() {
+                // Failing here aborts the upload: a snapshot with holes is never committed.
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} entr{} of {} could not be read; the first: {}",
+                        w.unreadable.len(),
+                        if w.unreadable.len() == 1 { "y" } else { "ies" },
+                        walker_root.display(),
+                        w.unreadable[0]
+                    ),
+                ));
+            }
             let mut out = w.b.into_inner()?;
             out.flush()?;
             Ok(w.rec)
@@ -416,7 +472,15 @@ pub fn backup<S: WriteStore + ?Sized>(
             let r = walker
                 .join()
                 .map_err(|_| Error::internal("the folder walk panicked"))?;
-            let rec = r.map_err(|e| Error::from_io(e, "cannot read the folder"))?;
+            let rec = r.map_err(|e| {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    Error::io(format!("cannot back up the folder: {e}")).with_hint(
+                        "run offsitedb as a user who can read the whole folder (for a Docker volume, root); nothing was stored",
+                    )
+                } else {
+                    Error::from_io(e, "cannot read the folder")
+                }
+            })?;
             let _ = done_tx.send(rec);
             Ok(())
         };
@@ -486,7 +550,11 @@ pub fn backup<S: WriteStore + ?Sized>(
 /// What an extraction found: every regular file's digest, by encoded path.
 pub struct Extracted {
     pub files: HashMap<String, (u64, String)>,
+    /// Content that is not what the archive says (a hard link to nothing, an unknown entry).
     pub problems: Vec<String>,
+    /// Metadata this machine could not apply (extended attributes on a file system without
+    /// them): said, but the content is right.
+    pub notes: Vec<String>,
 }
 
 /// Extracts the tar stream `r` into `dest` (which must exist): files, folders, symlinks, hard
@@ -497,6 +565,7 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
     let mut out = Extracted {
         files: HashMap::new(),
         problems: Vec::new(),
+        notes: Vec::new(),
     };
     let root = unsafe { libc::geteuid() } == 0;
     let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
@@ -574,6 +643,12 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
         }
         match h.entry_type() {
             tar::EntryType::Directory => {
+                if fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(Error::io(format!(
+                        "cannot restore {shown}: a symlink stands where the folder goes, and nothing is written through one"
+                    ))
+                    .with_hint("restore into an empty folder"));
+                }
                 fs::create_dir_all(&target).map_err(io_err)?;
                 dirs.push((target.clone(), mode, mtime));
             }
@@ -600,7 +675,8 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                 w.flush().map_err(io_err)?;
                 let sha = crate::units::hex(&hr.hash.finalize_reset());
                 out.files.insert(shown.clone(), (hr.n, sha));
-                fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io_err)?;
+                // Mode last (below), after ownership and attributes, as tar does: chown
+                // clears setuid bits, and a read-only file refuses attributes.
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -628,7 +704,14 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                         encode_path(&link)
                     )));
                 }
-                fs::hard_link(dest.join(&first), &target).map_err(io_err)?;
+                if let Err(e) = fs::hard_link(dest.join(&first), &target) {
+                    out.problems.push(format!(
+                        "{shown}: cannot link to {}: {}",
+                        encode_path(&link),
+                        crate::error::describe_io(&e)
+                    ));
+                    continue;
+                }
             }
             tar::EntryType::XHeader
             | tar::EntryType::XGlobalHeader
@@ -641,6 +724,9 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
             }
         }
         let is_link = matches!(h.entry_type(), tar::EntryType::Symlink);
+        if root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
+            let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
+        }
         for (k, v) in &xattrs {
             if let (Ok(p), Ok(k)) = (
                 CString::new(target.as_os_str().as_bytes()),
@@ -651,7 +737,7 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                     libc::lsetxattr(p.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0)
                 };
                 if rc != 0 {
-                    out.problems.push(format!(
+                    out.notes.push(format!(
                         "{shown}: cannot set extended attribute {}: {}",
                         String::from_utf8_lossy(k.as_bytes()),
                         io::Error::last_os_error()
@@ -659,8 +745,11 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                 }
             }
         }
-        if root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
-            let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
+        if matches!(
+            h.entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io_err)?;
         }
         if !is_link && !matches!(h.entry_type(), tar::EntryType::Directory) {
             let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
@@ -674,6 +763,18 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
         let _ = filetime::set_file_mtime(&d, filetime::FileTime::from_unix_time(mtime as i64, 0));
     }
     Ok(out)
+}
+
+/// Gives the owner write access to every folder under `dir`, so that a copy with read-only
+/// folders can be removed (a drill's temporary folder).
+pub fn make_removable(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            make_removable(&e.path());
+        }
+    }
 }
 
 /// Compares an extraction with the manifest: every file there, with its size and digest, and
@@ -726,6 +827,8 @@ pub struct DirRestoreReport {
     pub files: u64,
     pub bytes: u64,
     pub seconds: f64,
+    /// Metadata that could not be applied here (extended attributes).
+    pub notes: Vec<String>,
 }
 
 /// True when `dir` does not exist or holds nothing.
@@ -787,5 +890,6 @@ pub fn restore<S: crate::storage::ReadStore + ?Sized>(
         files: rec.files,
         bytes: rec.bytes,
         seconds: t.elapsed().as_secs_f64(),
+        notes: got.notes,
     })
 }

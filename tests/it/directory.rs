@@ -202,7 +202,7 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
             "--force",
         ],
         11,
-        "is a symlink, and nothing is written through one",
+        "and nothing is written through one",
     );
     assert_eq!(
         std::fs::read_dir(&elsewhere).unwrap().count(),
@@ -224,7 +224,11 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "the drill left files behind");
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "the drill left files behind"
+    );
     assert_eq!(d["result"], "passed", "{d:#}");
     assert_eq!(d["method"], "file_digests");
     let list_json: Value = serde_json::from_str(&cli.ok(&["list", "--json"]).stdout).unwrap();
@@ -275,4 +279,73 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
         r["prune"]["plan"]["decisions"].as_array().unwrap().len() >= 2,
         "{r:#}"
     );
+}
+
+/// A file the backup cannot read fails the backup (nothing stored) instead of storing a folder
+/// with a hole: run as an unprivileged user over a root-only file.
+#[test]
+fn an_unreadable_file_fails_the_backup_and_stores_nothing() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let src = dir.path().join("data");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(src.join("public.txt"), "anyone").unwrap();
+    std::fs::write(src.join("root-only"), "secret").unwrap();
+    std::fs::set_permissions(
+        src.join("root-only"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let key = keygen(dir.path(), "master.key");
+    std::os::unix::fs::chown(&key, Some(postgres_uid()), None).unwrap();
+    let repo = dir.path().join("repo");
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(crate::common::offsitedb_bin())
+        .args(["backup", "--dir", src.to_str().unwrap(), "--name", "data"])
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--key-file")
+        .arg(&key)
+        .env("OFFSITEDB_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(
+        err.contains("1 entry of") && err.contains("root-only: cannot read"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was stored"), "{err}");
+    let stored: Vec<_> = walk(&repo.join("snapshots"));
+    assert!(stored.is_empty(), "{stored:?}");
+}
+
+fn postgres_uid() -> u32 {
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .flat_map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path())
+            } else {
+                vec![e.path()]
+            }
+        })
+        .collect()
 }

@@ -622,6 +622,9 @@ fn restore_dir(
     let entry = repo.resolve(reference, source.as_deref())?;
     let m = repo.manifest(&entry.source, &entry.id)?;
     let report = ops::directory::restore(&repo, &m, dir, force, !json)?;
+    for n in report.notes.iter().take(20) {
+        warn(n);
+    }
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

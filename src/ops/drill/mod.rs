@@ -711,20 +711,30 @@ fn directory_drill<S: WriteStore + ?Sized>(
     drop(progress);
     let restore_secs = t0.elapsed().as_secs_f64();
     let mut problems = Vec::new();
+    let mut extra_notes = Vec::new();
     let failure_of_read = match extracted {
         Ok(got) => {
             let tail = std::io::copy(&mut dump, &mut std::io::sink())
                 .map_err(|e| Error::from_io(e, "cannot read the snapshot"))
                 .and_then(|_| super::finish_dump(dump, &handle, m));
             problems.extend(super::directory::compare(&rec, &got));
+            extra_notes.extend(got.notes.iter().take(20).cloned());
             tail.err()
         }
         Err(e) => Some(e),
     };
+    // Only the snapshot's own faults fail it; this machine's (a full disk) are errors.
+    if let Some(e) = &failure_of_read
+        && !matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key)
+    {
+        super::directory::make_removable(work.path());
+        return Err(failure_of_read.expect("checked above"));
+    }
     if let Some(e) = &failure_of_read {
         problems.insert(0, e.message().to_string());
     }
     let verify_secs = t0.elapsed().as_secs_f64() - restore_secs;
+    super::directory::make_removable(work.path());
     drop(work);
     let mut notes = vec![format!(
         "{} files ({}), {} folders, {} symlinks, {} hard links extracted and checked",
@@ -734,6 +744,7 @@ fn directory_drill<S: WriteStore + ?Sized>(
         rec.symlinks,
         rec.hard_links
     )];
+    notes.extend(extra_notes);
     if !rec.skipped.is_empty() {
         notes.push(format!(
             "{} entries were left out or changed during the backup (see the manifest)",
