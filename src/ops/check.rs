@@ -301,6 +301,35 @@ fn privileges(client: &mut ::postgres::Client, l: &mut List<'_>) {
             &postgres::client::query_error("cannot list the relations", &e),
         ),
     }
+    // pg_dump turns row security off and fails on a table whose policies would hide rows.
+    let hidden = client.query(
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname) {USER_RELATIONS}
+               AND c.relrowsecurity AND NOT pg_has_role(c.relowner, 'USAGE')
+               AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+             ORDER BY 1"
+        ),
+        &[],
+    );
+    match hidden {
+        Ok(rows) if rows.is_empty() => {}
+        Ok(rows) => {
+            let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            l.fail(
+                "rls",
+                &Error::source_db(format!(
+                    "row-level security hides rows of {} from the role, and pg_dump refuses such tables: {}",
+                    names.len(),
+                    names.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
+                ))
+                .with_hint("as a superuser: ALTER ROLE <role> BYPASSRLS (it reads past the policies and still writes nothing)"),
+            );
+        }
+        Err(e) => l.fail(
+            "rls",
+            &postgres::client::query_error("cannot check row-level security", &e),
+        ),
+    }
     let writes = client.query_one(
         &format!(
             "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),

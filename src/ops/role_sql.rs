@@ -69,12 +69,17 @@ pub fn sql(spec: &RoleSpec) -> Result<String> {
     let r = ident(&spec.role);
     let mut s = format!(
         "-- A read-only role for OffsiteDB backups (PostgreSQL {}).\n\
-         -- Run as a superuser or the database owner, e.g.: psql \"$ADMIN_URL\" -f backup-role.sql\n\
+         -- Run as a superuser, e.g.: psql \"$ADMIN_URL\" -f backup-role.sql\n\
+         -- The password appears in the server log if it logs DDL: then set it with \\password.\n\
          -- Keep the password in your secret store; the backup URL is then\n\
          --   postgres://{}:PASSWORD@HOST:5432/{}\n\n\
          CREATE ROLE {r} LOGIN PASSWORD {};\n\
          -- Its transactions are read-only unless it asks otherwise (pg_dump reads only).\n\
-         ALTER ROLE {r} SET default_transaction_read_only = on;\n",
+         ALTER ROLE {r} SET default_transaction_read_only = on;\n\
+         -- pg_dump reads every row and refuses a table whose row-level security policies would\n\
+         -- hide some; BYPASSRLS lets the role read past them (it still writes nothing). Setting\n\
+         -- it takes a superuser.\n\
+         ALTER ROLE {r} BYPASSRLS;\n",
         spec.major,
         spec.role,
         spec.database.as_deref().unwrap_or("DBNAME"),
@@ -144,6 +149,7 @@ mod tests {
         );
         assert!(s.contains("PASSWORD 'pw''x'"), "{s}");
         assert!(s.contains("GRANT CONNECT ON DATABASE \"app\""), "{s}");
+        assert!(s.contains("BYPASSRLS"), "{s}");
         assert!(!s.contains("ON ALL TABLES"), "{s}");
         let s = sql(&spec(13, &[])).unwrap();
         assert!(!s.contains("pg_read_all_data TO"), "{s}");

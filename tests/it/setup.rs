@@ -264,6 +264,28 @@ fn check_names_each_failure_with_its_fix() {
             .contains("can change 1 table")
     );
 
+    // Row-level security that would hide rows: named, with the fix; BYPASSRLS mends it.
+    src.cluster
+        .execute(
+            "app",
+            "CREATE TABLE guarded (id int); ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY nobody ON guarded USING (false);
+             CREATE ROLE rls_reader LOGIN PASSWORD 'rls-pw';
+             GRANT SELECT ON open, secret, guarded, s TO rls_reader;",
+        )
+        .unwrap();
+    config(dir.path(), &url("rls_reader", "rls-pw"), &repo, &key);
+    let r = cli.fails(&["check"], 5, "app rls");
+    assert!(
+        r.stdout.contains("public.guarded") && r.stdout.contains("BYPASSRLS"),
+        "{}",
+        r.stdout
+    );
+    src.cluster
+        .execute("postgres", "ALTER ROLE rls_reader BYPASSRLS")
+        .unwrap();
+    cli.ok(&["check"]);
+
     // A wrong secret for the bucket.
     config(dir.path(), &src.url("app"), &repo, &key);
     let wrong = cli.clone_with("AWS_SECRET_ACCESS_KEY", "wrong-secret");
@@ -293,7 +315,11 @@ fn role_sql_round_trip(major: u32) {
         "app",
         "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g;
          CREATE SCHEMA sales; CREATE TABLE sales.orders (id serial PRIMARY KEY, total numeric);
-         INSERT INTO sales.orders (total) SELECT g FROM generate_series(1, 50) g;",
+         INSERT INTO sales.orders (total) SELECT g FROM generate_series(1, 50) g;
+         CREATE TABLE private_notes (id int, owner text);
+         INSERT INTO private_notes VALUES (1, 'alice'), (2, 'bob');
+         ALTER TABLE private_notes ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY own ON private_notes USING (owner = current_user);",
     );
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "master.key");
@@ -333,7 +359,8 @@ fn role_sql_round_trip(major: u32) {
     let r = cli.ok(&["drill", "latest", "--json"]);
     let d: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(d["result"], "passed");
-    assert_eq!(d["tables"].as_array().unwrap().len(), 2);
+    // Every row, past the row-level security policy.
+    assert_eq!(d["tables"].as_array().unwrap().len(), 3, "{d:#}");
     // And it cannot write, even when it asks for a read-write transaction.
     let mut c = postgres::Client::connect(
         &format!(
