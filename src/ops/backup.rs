@@ -91,8 +91,14 @@ pub fn run<S: WriteStore + ?Sized>(
     let session = session_settings(&mut client)?;
     // A pooler in transaction mode would scatter pg_dump's session over server sessions: said
     // before anything is dumped, with the fix.
-    if let Some(evidence) = postgres::provider::detect_pooler(ci)? {
-        return Err(postgres::provider::pooler_error(&target, &evidence));
+    match postgres::provider::detect_pooler_within(ci, std::time::Duration::from_secs(15))? {
+        postgres::provider::Pooling::Session => {}
+        postgres::provider::Pooling::Pooled(evidence) => {
+            return Err(postgres::provider::pooler_error(&target, &evidence));
+        }
+        postgres::provider::Pooling::Unknown(why) => note(format!(
+            "cannot tell whether {target} is behind a pooler ({why}); if pg_dump fails, use the database's direct address"
+        )),
     }
 
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);

@@ -228,14 +228,22 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
         }
         Err(e) => l.fail("server", &e),
     }
-    match provider::detect_pooler(ci) {
-        Ok(None) => l.ok(
+    match provider::detect_pooler_within(ci, Duration::from_secs(15)) {
+        Ok(provider::Pooling::Session) => l.ok(
             "pooler",
             "one server session per connection (no pooler in transaction mode)".into(),
         ),
-        Ok(Some(evidence)) => l.fail("pooler", &provider::pooler_error(&target, &evidence)),
+        Ok(provider::Pooling::Pooled(evidence)) => {
+            l.fail("pooler", &provider::pooler_error(&target, &evidence))
+        }
+        Ok(provider::Pooling::Unknown(why)) => l.warn(
+            "pooler",
+            format!("cannot tell whether a pooler is in front: {why}"),
+            "if pg_dump fails, use the database's direct address",
+        ),
         Err(e) => l.fail("pooler", &e),
     }
+
     privileges(&mut client, &mut l);
     l.items
 }

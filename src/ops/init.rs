@@ -123,8 +123,10 @@ pub fn write(config: &Path, a: &Answers, force: bool) -> Result<String> {
         k.write_new_file(&key_path)?;
         k.id().to_string()
     };
-    let secret =
-        ConnInfo::parse(&a.source_url)?.get("password").is_some() || a.secret_access_key.is_some();
+    let ci = ConnInfo::parse(&a.source_url)?;
+    let secret = ci.get("password").is_some()
+        || ci.get("sslpassword").is_some()
+        || a.secret_access_key.is_some();
     write_file(config, &text, if secret { 0o600 } else { 0o644 })?;
     Ok(key_id)
 }

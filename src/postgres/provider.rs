@@ -7,7 +7,7 @@ Where the database lives, from its host name and from how it answers, and what t
 - Fly.io: `*.internal` and `*.flycast` names exist only inside Fly's private network; when one does
   not resolve or answer, the error says so and gives both ways out.
 - Hosted providers (Neon, Supabase, Render, AWS RDS, Azure, DigitalOcean, Aiven, Crunchy Bridge,
-  Timescale, Heroku, Railway) require TLS: `sslmode` defaults to `require` there when the URL does
+  Timescale, Railway) require TLS: `sslmode` defaults to `require` there when the URL does
   not say. `verify-full` with `sslrootcert=FILE` checks the certificate and the host name.
 - Any connection pooler in transaction or statement mode (PgBouncer, Supavisor, RDS Proxy pinning
   aside): [`detect_pooler`] proves from the server's answers that consecutive statements of one
@@ -31,7 +31,6 @@ pub enum Provider {
     Aiven,
     Crunchy,
     Timescale,
-    Heroku,
     Railway,
     Other,
 }
@@ -42,7 +41,7 @@ impl Provider {
         let ends = |s: &str| h.ends_with(s);
         if ends(".neon.tech") {
             Provider::Neon
-        } else if ends(".internal") || ends(".flycast") || ends(".fly.dev") {
+        } else if is_fly_private(&h) || ends(".fly.dev") {
             Provider::Fly
         } else if ends(".supabase.co") || ends(".supabase.com") {
             Provider::Supabase
@@ -60,8 +59,6 @@ impl Provider {
             Provider::Crunchy
         } else if ends(".tsdb.cloud.timescale.com") {
             Provider::Timescale
-        } else if ends(".compute-1.amazonaws.com") || ends(".compute.amazonaws.com") {
-            Provider::Heroku
         } else if ends(".rlwy.net") || ends(".railway.app") {
             Provider::Railway
         } else {
@@ -105,10 +102,21 @@ pub fn prepare(ci: &ConnInfo) -> (ConnInfo, Vec<String>) {
     (out, notes)
 }
 
+/// Fly's private names: `APP.flycast`, `APP.internal` and its `REGION.APP.internal`,
+/// `top1.nearest.of.APP.internal` forms; not AWS's `*.ec2.internal` / `*.compute.internal` or
+/// Google Cloud's `*.c.PROJECT.internal`.
+fn is_fly_private(h: &str) -> bool {
+    h.ends_with(".flycast")
+        || (h.ends_with(".internal")
+            && !h.ends_with(".ec2.internal")
+            && !h.ends_with(".compute.internal")
+            && !h.contains(".c."))
+}
+
 /// A hint for a host that did not resolve or answer, when its name says why.
 pub fn unreachable_hint(host: &str) -> Option<String> {
     let h = host.trim_end_matches('.').to_ascii_lowercase();
-    if h.ends_with(".internal") || h.ends_with(".flycast") {
+    if is_fly_private(&h) {
         Some(format!(
             "{host} is a Fly.io private address: it resolves only inside Fly's private network. Either run OffsiteDB as a Fly app in the same organization (docs/DEPLOY.md), or give the database a public address (fly ips allocate-v4 -a APP, expose port 5432) and use APP.fly.dev; for a one-off, fly proxy 5432 -a APP and connect to localhost"
         ))
@@ -132,6 +140,40 @@ pub fn pooler_error(target: &str, evidence: &str) -> Error {
 /// transaction while B sets a session variable; after A lets go, a pooler hands B the session A
 /// released (PgBouncer reuses the most recent one), where B's variable is not set. A direct
 /// connection, or a pooler in session mode, keeps it. Returns the evidence when pooled.
+/// What the pooler probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// One server session per connection (direct, or a pooler in session mode).
+    Session,
+    /// Statements of one connection ran in different sessions: the evidence.
+    Pooled(String),
+    /// The probe could not tell (a pool with no second connection free): why.
+    Unknown(String),
+}
+
+/// [`probe`] with a time limit: behind a pooler whose pool is full the second connection waits
+/// for the first, which waits for the probe; that is no reason to fail a backup.
+pub fn detect_pooler_within(ci: &ConnInfo, limit: std::time::Duration) -> Result<Pooling> {
+    let ci = ci.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("pooler-probe".into())
+        .spawn(move || {
+            let _ = tx.send(detect_pooler(&ci));
+        })
+        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+    match rx.recv_timeout(limit) {
+        Ok(Ok(None)) => Ok(Pooling::Session),
+        Ok(Ok(Some(evidence))) => Ok(Pooling::Pooled(evidence)),
+        Ok(Err(e)) => Err(e),
+        // The probe thread stays blocked until its connections time out or the process ends.
+        Err(_) => Ok(Pooling::Unknown(format!(
+            "a second connection did not get a server session within {}s",
+            limit.as_secs()
+        ))),
+    }
+}
+
 pub fn detect_pooler(ci: &ConnInfo) -> Result<Option<String>> {
     let mut a = super::connect(ci, "the source database")?;
     let mut b = super::connect(ci, "the source database")?;
@@ -232,7 +274,10 @@ mod tests {
             ("pg-1.aivencloud.com", Provider::Aiven),
             ("p.abc.db.postgresbridge.com", Provider::Crunchy),
             ("x.y.tsdb.cloud.timescale.com", Provider::Timescale),
-            ("ec2-1-2-3-4.compute-1.amazonaws.com", Provider::Heroku),
+            // A self-hosted server on EC2 is not a provider that forces TLS.
+            ("ec2-1-2-3-4.compute-1.amazonaws.com", Provider::Other),
+            ("ip-10-0-0-5.ec2.internal", Provider::Other),
+            ("db.us-central1-a.c.my-project.internal", Provider::Other),
             ("roundhouse.proxy.rlwy.net", Provider::Railway),
             ("my-db.internal", Provider::Fly),
             ("my-db.flycast", Provider::Fly),
@@ -260,5 +305,6 @@ mod tests {
         assert!(unreachable_hint("top2.nearest.of.my-db.internal.").is_some());
         assert!(unreachable_hint("my-db.flycast").is_some());
         assert!(unreachable_hint("db.example.com").is_none());
+        assert!(unreachable_hint("ip-10-0-0-5.ec2.internal").is_none());
     }
 }
