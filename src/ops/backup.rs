@@ -241,29 +241,43 @@ pub fn run<S: WriteStore + ?Sized>(
         files: None,
         started,
         finished: Timestamp::now(),
-        sizes: Sizes {
-            plain_bytes: r.plain.bytes,
-            compressed_bytes: r.compressed.bytes,
-            stored_bytes: r.stored.bytes,
-        },
+        sizes: sizes(&r),
         compression: source.compression,
-        encryption: Encryption {
-            format: crate::crypto::seal::FORMAT_VERSION,
-            algorithm: "AES-256-GCM".into(),
-            key_id: repo.key().id().to_string(),
-            chunk_size: DEFAULT_CHUNK_SIZE,
-        },
-        data: DataObject {
-            key,
-            salt: crate::units::hex(&r.salt),
-            sha256_stored: r.stored.sha256,
-            sha256_compressed: r.compressed.sha256,
-        },
+        encryption: encryption(repo.key()),
+        data: data_object(key, r),
         verification,
         created_by: format!("offsitedb {}", crate::VERSION),
     };
     repo.commit_manifest(&manifest)?;
     Ok(manifest)
+}
+
+/// What the pipeline measured at each stage, for the manifest.
+pub(crate) fn sizes(r: &sink::SinkResult) -> Sizes {
+    Sizes {
+        plain_bytes: r.plain.bytes,
+        compressed_bytes: r.compressed.bytes,
+        stored_bytes: r.stored.bytes,
+    }
+}
+
+pub(crate) fn encryption(key: &crate::crypto::MasterKey) -> Encryption {
+    Encryption {
+        format: crate::crypto::seal::FORMAT_VERSION,
+        algorithm: "AES-256-GCM".into(),
+        key_id: key.id().to_string(),
+        chunk_size: DEFAULT_CHUNK_SIZE,
+    }
+}
+
+/// The data object as the pipeline stored it.
+pub(crate) fn data_object(key: String, r: sink::SinkResult) -> DataObject {
+    DataObject {
+        key,
+        salt: crate::units::hex(&r.salt),
+        sha256_stored: r.stored.sha256,
+        sha256_compressed: r.compressed.sha256,
+    }
 }
 
 /// The settings that shape COPY text and that pg_dump leaves as the server has them.

@@ -26,12 +26,9 @@ use std::sync::mpsc::SyncSender;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::manifest::{
-    DataObject, Encryption, FileRecord, FilesRecord, MANIFEST_VERSION, Sizes, SourceInfo,
-};
+use crate::catalog::manifest::{FileRecord, FilesRecord, MANIFEST_VERSION, SourceInfo};
 use crate::catalog::repo::data_key;
 use crate::catalog::{Manifest, Repository, SnapshotId};
-use crate::crypto::seal::DEFAULT_CHUNK_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::{Compression, Counters, Progress, sink};
 use crate::storage::WriteStore;
@@ -522,24 +519,10 @@ pub fn backup<S: WriteStore + ?Sized>(
         files: Some(rec),
         started,
         finished: Timestamp::now(),
-        sizes: Sizes {
-            plain_bytes: r.plain.bytes,
-            compressed_bytes: r.compressed.bytes,
-            stored_bytes: r.stored.bytes,
-        },
+        sizes: super::backup::sizes(&r),
         compression,
-        encryption: Encryption {
-            format: crate::crypto::seal::FORMAT_VERSION,
-            algorithm: "AES-256-GCM".into(),
-            key_id: repo.key().id().to_string(),
-            chunk_size: DEFAULT_CHUNK_SIZE,
-        },
-        data: DataObject {
-            key,
-            salt: crate::units::hex(&r.salt),
-            sha256_stored: r.stored.sha256,
-            sha256_compressed: r.compressed.sha256,
-        },
+        encryption: super::backup::encryption(repo.key()),
+        data: super::backup::data_object(key, r),
         verification: Default::default(),
         created_by: format!("offsitedb {}", crate::VERSION),
     };

@@ -206,17 +206,7 @@ pub fn run<S: WriteStore + ?Sized>(
     }
     stopped()?;
     repo.commit_drill(&record)?;
-    let failure = (!record.passed()).then(|| {
-        Error::new(
-            ErrorKind::DrillFailed,
-            format!(
-                "drill of {}/{} failed: {}",
-                record.source,
-                record.snapshot_id,
-                record.problems.first().map(String::as_str).unwrap_or("")
-            ),
-        )
-    });
+    let failure = (!record.passed()).then(|| failed(&record));
     Ok(DrillOutcome { record, failure })
 }
 
@@ -785,20 +775,21 @@ fn directory_drill<S: WriteStore + ?Sized>(
     }
     stopped()?;
     repo.commit_drill(&record)?;
-    let failure = (!record.passed()).then(|| {
-        failure_of_read.unwrap_or_else(|| {
-            Error::new(
-                ErrorKind::DrillFailed,
-                format!(
-                    "drill of {}/{} failed: {}",
-                    record.source,
-                    record.snapshot_id,
-                    record.problems.first().map(String::as_str).unwrap_or("")
-                ),
-            )
-        })
-    });
+    let failure = (!record.passed()).then(|| failure_of_read.unwrap_or_else(|| failed(&record)));
     Ok(DrillOutcome { record, failure })
+}
+
+/// The error of a drill that ran and found problems: its first one.
+fn failed(record: &DrillRecord) -> Error {
+    Error::new(
+        ErrorKind::DrillFailed,
+        format!(
+            "drill of {}/{} failed: {}",
+            record.source,
+            record.snapshot_id,
+            record.problems.first().map(String::as_str).unwrap_or("")
+        ),
+    )
 }
 
 /// A drill stopped by a signal proves nothing either way: no record is written (a Ctrl-C or a
