@@ -117,16 +117,19 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
         "{m:#}"
     );
 
+    // `restore latest --source uploads --to-dir DIR`, with more arguments.
+    let restore_args = |to: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["restore", "latest", "--source", "uploads", "--to-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.push(to.to_str().unwrap().to_string());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
     // Restored into a new folder: identical, to the byte and the link.
     let out = dir.path().join("restored");
-    cli.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "uploads",
-        "--to-dir",
-        out.to_str().unwrap(),
-    ]);
+    cli.ok(&args(&restore_args(&out, &[])));
     std::fs::remove_file(src.join("pipe")).unwrap();
     let diff = Command::new("diff")
         .args(["-r", "--no-dereference"])
@@ -159,28 +162,9 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
     }
 
     // A folder with something in it is left alone, unless --force.
-    cli.fails(
-        &[
-            "restore",
-            "latest",
-            "--source",
-            "uploads",
-            "--to-dir",
-            out.to_str().unwrap(),
-        ],
-        3,
-        "is not empty",
-    );
+    cli.fails(&args(&restore_args(&out, &[])), 3, "is not empty");
     std::fs::write(out.join("a/notes.md"), "changed").unwrap();
-    cli.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "uploads",
-        "--to-dir",
-        out.to_str().unwrap(),
-        "--force",
-    ]);
+    cli.ok(&args(&restore_args(&out, &["--force"])));
     assert_eq!(
         std::fs::read_to_string(out.join("a/notes.md")).unwrap(),
         "# notes\n"
@@ -192,15 +176,7 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, trap.join("a")).unwrap();
     cli.fails(
-        &[
-            "restore",
-            "latest",
-            "--source",
-            "uploads",
-            "--to-dir",
-            trap.to_str().unwrap(),
-            "--force",
-        ],
+        &args(&restore_args(&trap, &["--force"])),
         11,
         "and nothing is written through one",
     );
@@ -348,4 +324,8 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
             }
         })
         .collect()
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

@@ -164,6 +164,13 @@ fn role_sql(
                     .into());
             }
             let spec = s.backup_sources(None, source.as_deref(), None)?.remove(0);
+            if spec.dir.is_some() {
+                return Err(Error::config(format!(
+                    "source {:?} is a folder: it has no database role",
+                    spec.name
+                ))
+                .into());
+            }
             let mut client = offsitedb::postgres::connect(&spec.conninfo, "the source database")?;
             let info = offsitedb::postgres::server_info(&mut client)?;
             let major = major.unwrap_or(info.major);
