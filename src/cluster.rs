@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::postgres::{ConnInfo, PgProgram, binaries, client};
 use crate::process::ChildProcess;
 
+mod template;
+
 pub const SUPERUSER: &str = "postgres";
 
 #[derive(Clone, Debug, Default)]
@@ -30,6 +32,9 @@ pub struct ClusterOptions {
     /// Also listen on 127.0.0.1 (port [`Cluster::port`]), with password (SCRAM) authentication
     /// for TCP connections. For tests that need a server reached like a remote one.
     pub tcp: bool,
+    /// Where freshly initialized data folders are kept for the next start (see
+    /// `cluster/template.rs`); `None`: `OFFSITEDB_CACHE_DIR`, else the user's cache folder.
+    pub template_cache: Option<PathBuf>,
 }
 
 pub struct Cluster {
@@ -152,24 +157,21 @@ impl Cluster {
             chown_tree(&socket_dir, w)?;
         }
 
-        let mut initdb = crate::process::command(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-            ])
-            .args(["-E", "UTF8", "--locale=C", "-N"])
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA");
-        as_user(&mut initdb, &who);
-        let mut c = ChildProcess::spawn(initdb, "initdb", false)?;
-        c.drain_stdout();
-        c.wait()
-            .map_err(|e| e.context("cannot create a throwaway cluster"))?;
+        let template = opts
+            .template_cache
+            .clone()
+            .or_else(template::default_root)
+            .and_then(|root| template::entry(&root, &bin));
+        let owner = who.as_ref().map(|w| (w.uid, w.gid));
+        if !template
+            .as_deref()
+            .is_some_and(|t| template::restore(t, &data, owner))
+        {
+            initdb(&bin, &data, &who)?;
+            if let Some(t) = &template {
+                template::save(t, &data);
+            }
+        }
 
         let port = free_port();
         let listen = if opts.tcp { "127.0.0.1" } else { "" };
@@ -183,7 +185,8 @@ impl Cluster {
                 "fsync = off\nfull_page_writes = off\nsynchronous_commit = off\n\
                  wal_level = minimal\nmax_wal_senders = 0\nmax_wal_size = '4GB'\n\
                  checkpoint_timeout = '30min'\nmaintenance_work_mem = '512MB'\n\
-                 autovacuum = off\n",
+                 autovacuum = off\n\
+                 wal_init_zero = off\nwal_recycle = off\nwal_buffers = '64MB'\njit = off\n",
             );
         }
         let conf_path = data.join("postgresql.conf");
@@ -227,7 +230,7 @@ impl Cluster {
                 Err(e) if Instant::now() > deadline => {
                     return Err(e.context("the throwaway cluster did not become ready in 60s"));
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => std::thread::sleep(Duration::from_millis(25)),
             }
         }
     }
@@ -313,6 +316,29 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A new data folder. Its arguments are part of the template cache's key (`template::FORMAT`).
+fn initdb(bin: &Path, data: &Path, who: &Option<RunAs>) -> Result<()> {
+    let mut initdb = crate::process::command(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(data)
+        .args([
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        ])
+        .args(["-E", "UTF8", "--locale=C", "-N"])
+        .env("LC_ALL", "C")
+        .env_remove("PGDATA");
+    as_user(&mut initdb, who);
+    let mut c = ChildProcess::spawn(initdb, "initdb", false)?;
+    c.drain_stdout();
+    c.wait()
+        .map_err(|e| e.context("cannot create a throwaway cluster"))?;
+    Ok(())
 }
 
 fn as_user(cmd: &mut Command, who: &Option<RunAs>) {

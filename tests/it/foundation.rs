@@ -794,3 +794,67 @@ fn restore_clean_puts_back_what_the_snapshot_holds() {
         "the restored database differs from the source"
     );
 }
+
+#[test]
+fn a_cached_template_starts_clusters_and_a_bad_cache_is_ignored() {
+    let cache = tempfile::tempdir().unwrap();
+    let opts = ClusterOptions {
+        template_cache: Some(cache.path().to_path_buf()),
+        ..Default::default()
+    };
+    let cluster_name = |c: &Cluster| {
+        let mut conn = c.connect("postgres").unwrap();
+        conn.query_one("SHOW cluster_name", &[])
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    // The first start runs initdb and keeps its result.
+    let first = Cluster::start(&opts).unwrap();
+    assert_eq!(cluster_name(&first), "");
+    drop(first);
+    let root = cache.path().join("initdb");
+    let entries: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    let template_conf = entry.join("data/postgresql.conf");
+    assert!(entry.join("data/global/pg_control").is_file());
+
+    // The next start copies it (a mark put into the template shows), owned right for the server.
+    let mut conf = std::fs::read_to_string(&template_conf).unwrap();
+    conf.push_str("\ncluster_name = 'from the cache'\n");
+    std::fs::write(&template_conf, &conf).unwrap();
+    let second = Cluster::start(&opts).unwrap();
+    assert_eq!(cluster_name(&second), "from the cache");
+    second
+        .execute("postgres", "CREATE TABLE t AS SELECT 1 AS x")
+        .unwrap();
+    drop(second);
+
+    // A cache folder others may write to is not used.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = Cluster::start(&opts).unwrap();
+    assert_eq!(
+        cluster_name(&open),
+        "",
+        "a cache writable by others was used"
+    );
+    drop(open);
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A damaged entry is not used, and is made again from the next initdb.
+    std::fs::remove_file(entry.join("data/global/pg_control")).unwrap();
+    let fresh = Cluster::start(&opts).unwrap();
+    assert_eq!(cluster_name(&fresh), "");
+    drop(fresh);
+    assert!(entry.join("data/global/pg_control").is_file());
+    let conf = std::fs::read_to_string(&template_conf).unwrap();
+    assert!(
+        !conf.contains("from the cache"),
+        "the damaged entry was kept"
+    );
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+    assert_eq!(left.len(), 1, "temporary entries were left behind");
+}

@@ -292,7 +292,7 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
             bin_dirs: self.opts.pg_bin_dirs.clone(),
             tuned_for_restore: true,
             parent_dir: Some(self.work.to_path_buf()),
-            tcp: false,
+            ..Default::default()
         })
         .map(Some)
     }

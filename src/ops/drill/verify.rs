@@ -19,9 +19,11 @@ use crate::postgres::{self, ConnInfo, client};
 
 use super::{quote_ident, quote_literal};
 
-/// Tables at least this big (on disk, after the restore) are read in block ranges, one per
-/// connection, on servers with TID range scans (14+). `OFFSITEDB_DRILL_SPLIT_MIB` changes it.
+/// Tables at least this big (on disk, after the restore) are read in block ranges on several
+/// connections, on servers with TID range scans (14+). `OFFSITEDB_DRILL_SPLIT_MIB` changes it.
 pub(super) const SPLIT_BYTES: u64 = 64 << 20;
+/// A split table is read in this many block ranges per connection.
+const PARTS_PER_JOB: u64 = 4;
 
 /// The session settings that make `COPY … TO STDOUT` print what pg_dump printed.
 pub(super) struct SessionSql {
@@ -271,7 +273,9 @@ impl<'a> Pool<'a> {
                 .filter(|&(b, size)| size >= self.split_bytes && b > 1)
                 .map(|(b, _)| b)
         {
-            let n = (self.jobs as u64).min(blocks);
+            // Several parts per connection, taken as connections come free, so that they all
+            // finish at about the same time (ranges of equal size do not read equally fast).
+            let n = (self.jobs as u64 * PARTS_PER_JOB).min(blocks);
             let step = blocks.div_ceil(n);
             {
                 let mut st = self.state.lock().unwrap();
