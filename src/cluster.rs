@@ -1,7 +1,7 @@
 /*!
-Throwaway PostgreSQL clusters: `initdb` into a private temporary folder, a server listening on a
-unix socket only (no TCP), stopped and deleted when the value is dropped. The demo, the drills and
-every test use them.
+Throwaway PostgreSQL clusters: `initdb` into a private temporary folder (or a copy of what initdb
+made before, see `cluster/template.rs`), a server listening on a unix socket only (no TCP), stopped
+and deleted when the value is dropped. The demo, the drills and every test use them.
 
 PostgreSQL refuses to run as root, so when we are root the cluster runs as an unprivileged user
 (`postgres`, or `OFFSITEDB_CLUSTER_USER`) and its folder belongs to that user.

@@ -6,7 +6,8 @@ The cache is a private folder (`OFFSITEDB_CACHE_DIR`, else `$XDG_CACHE_HOME/offs
 `~/.cache/offsitedb`; `OFFSITEDB_CACHE_DIR=none` turns it off). An entry is keyed by the server
 programs' paths, sizes and times, written in full (and synced) before it is renamed into place,
 and used only as a whole. Anything wrong with the cache (missing, not ours, writable by others,
-unwritable, damaged) means `initdb` runs as before: the cache can only save time.
+unwritable, damaged) means `initdb` runs as before: the cache can only save time. Entries not
+used for 30 days (an upgraded server leaves its old one behind) are removed when a new one is made.
 */
 
 use std::io;
@@ -75,7 +76,10 @@ pub(super) fn restore(entry: &Path, data: &Path, owner: Option<(u32, u32)>) -> b
     let source = entry.join("data");
     let copied = source.join("global/pg_control").is_file()
         && copy_tree(&source, data, owner, false).is_ok();
-    if !copied {
+    if copied {
+        // Its time says when it was last used, for the clean-up in `save`.
+        let _ = filetime::set_file_mtime(entry, filetime::FileTime::now());
+    } else {
         let _ = std::fs::remove_dir_all(data);
         let _ = std::fs::remove_dir_all(entry);
     }
@@ -100,6 +104,29 @@ pub(super) fn save(entry: &Path, data: &Path) {
         .and_then(|()| std::fs::rename(&tmp, entry));
     if made.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if let Some(root) = entry.parent() {
+        remove_unused(root, entry);
+    }
+}
+
+/// Removes the entries (and leftovers of interrupted saves) of `root` other than `keep` that
+/// were not used for 30 days.
+fn remove_unused(root: &Path, keep: &Path) {
+    let Ok(list) = std::fs::read_dir(root) else {
+        return;
+    };
+    let month = std::time::Duration::from_secs(30 * 24 * 3600);
+    for e in list.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > month);
+        if old && e.path() != keep {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

@@ -844,7 +844,15 @@ fn a_cached_template_starts_clusters_and_a_bad_cache_is_ignored() {
     drop(open);
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
 
-    // A damaged entry is not used, and is made again from the next initdb.
+    // A damaged entry is not used, and is made again from the next initdb; making it removes
+    // what was not used for 30 days (another build's entry), not what was.
+    let stale = root.join("0123456789abcdef01234567");
+    let recent = root.join("89abcdef0123456789abcdef");
+    for (dir, days) in [(&stale, 31), (&recent, 29)] {
+        std::fs::create_dir_all(dir.join("data/global")).unwrap();
+        let when = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+        filetime::set_file_mtime(dir, filetime::FileTime::from_system_time(when)).unwrap();
+    }
     std::fs::remove_file(entry.join("data/global/pg_control")).unwrap();
     let fresh = Cluster::start(&opts).unwrap();
     assert_eq!(cluster_name(&fresh), "");
@@ -855,6 +863,12 @@ fn a_cached_template_starts_clusters_and_a_bad_cache_is_ignored() {
         !conf.contains("from the cache"),
         "the damaged entry was kept"
     );
-    let left: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
-    assert_eq!(left.len(), 1, "temporary entries were left behind");
+    let mut left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    left.sort();
+    let mut want = vec![entry.clone(), recent];
+    want.sort();
+    assert_eq!(left, want, "stale or temporary entries were left behind");
 }
