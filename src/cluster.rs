@@ -111,6 +111,22 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
+        let mut cached = None;
+        match Cluster::start_from(opts, &mut cached) {
+            // A cached data folder the server could not start from (damaged in a way the copy
+            // could not see) is thrown away, and initdb makes a new one.
+            Err(_) if cached.is_some() => {
+                let entry = cached.take().expect("just checked");
+                let _ = std::fs::remove_dir_all(&entry);
+                Cluster::start_from(opts, &mut None)
+            }
+            r => r,
+        }
+    }
+
+    /// Starts a cluster; `cached` is set to the template cache entry its data folder was
+    /// copied from, if it was.
+    fn start_from(opts: &ClusterOptions, cached: &mut Option<PathBuf>) -> Result<Cluster> {
         let dirs = binaries::search_dirs(&opts.bin_dirs);
         let program = binaries::server_dir(opts.major, &dirs)?;
         let bin = program
@@ -163,10 +179,12 @@ impl Cluster {
             .or_else(template::default_root)
             .and_then(|root| template::entry(&root, &bin));
         let owner = who.as_ref().map(|w| (w.uid, w.gid));
-        if !template
+        if let Some(t) = template
             .as_deref()
-            .is_some_and(|t| template::restore(t, &data, owner))
+            .filter(|t| template::restore(t, &data, owner))
         {
+            *cached = Some(t.to_path_buf());
+        } else {
             initdb(&bin, &data, &who)?;
             if let Some(t) = &template {
                 template::save(t, &data);

@@ -6,7 +6,8 @@ The cache is a private folder (`OFFSITEDB_CACHE_DIR`, else `$XDG_CACHE_HOME/offs
 `~/.cache/offsitedb`; `OFFSITEDB_CACHE_DIR=none` turns it off). An entry is keyed by the server
 programs' paths, sizes and times, written in full (and synced) before it is renamed into place,
 and used only as a whole. Anything wrong with the cache (missing, not ours, writable by others,
-unwritable, damaged) means `initdb` runs as before: the cache can only save time. Entries not
+unwritable, damaged, or a copy the server will not start from) means `initdb` runs as before: the
+cache can only save time. Entries not
 used for 30 days (an upgraded server leaves its old one behind) are removed when a new one is made.
 */
 

@@ -863,6 +863,16 @@ fn a_cached_template_starts_clusters_and_a_bad_cache_is_ignored() {
         !conf.contains("from the cache"),
         "the damaged entry was kept"
     );
+    // An entry the server cannot start from is thrown away: the cluster starts from initdb.
+    std::fs::remove_file(entry.join("data/PG_VERSION")).unwrap();
+    let retried = Cluster::start(&opts).unwrap();
+    retried.execute("postgres", "SELECT 1").unwrap();
+    drop(retried);
+    assert!(
+        entry.join("data/PG_VERSION").is_file(),
+        "the entry was not made again"
+    );
+
     let mut left: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
