@@ -143,29 +143,9 @@ pub fn run<S: WriteStore + ?Sized>(
         attempt = classic_restore(&ctx)?;
     }
 
-    let finish = |result: DrillResult, r: Restored| DrillRecord {
-        drill_version: DRILL_VERSION,
-        drill_id: SnapshotId::new(started).unwrap_or_else(|_| m.snapshot_id.clone()),
-        snapshot_id: m.snapshot_id.clone(),
-        source: m.source.name.clone(),
-        result,
-        started,
-        finished: Timestamp::now(),
-        timings: Timings {
-            download: round(r.download_secs),
-            restore: round(r.restore_secs),
-            verify: round(r.verify_secs),
-            total: round(t0.elapsed().as_secs_f64()),
-        },
-        target: r.target_label,
-        server_version: r.server_version,
-        pg_restore_version: pg_restore.version.clone(),
-        jobs,
-        method: m.verification.method,
-        tables: r.tables,
-        problems: r.problems,
-        notes: r.notes,
-        created_by: format!("offsitedb {}", crate::VERSION),
+    let finish = |r: Restored| {
+        let version = pg_restore.version.clone();
+        record(&m, started, t0, r, version, jobs, m.verification.method)
     };
 
     let (mut restored, unreadable) = match attempt {
@@ -178,7 +158,7 @@ pub fn run<S: WriteStore + ?Sized>(
     // A snapshot that cannot be read back is a failed drill, and recorded as one.
     if let Some(error) = unreadable {
         restored.problems.insert(0, error.message().to_string());
-        let record = finish(DrillResult::Failed, restored);
+        let record = finish(restored);
         stopped()?;
         repo.commit_drill(&record)?;
         return Ok(DrillOutcome {
@@ -195,12 +175,7 @@ pub fn run<S: WriteStore + ?Sized>(
                 .unwrap_or("no reason recorded")
         ));
     }
-    let result = if restored.problems.is_empty() {
-        DrillResult::Passed
-    } else {
-        DrillResult::Failed
-    };
-    let record = finish(result, restored);
+    let record = finish(restored);
     for n in &record.notes {
         note(n.clone());
     }
@@ -741,35 +716,24 @@ fn directory_drill<S: WriteStore + ?Sized>(
             rec.skipped.len()
         ));
     }
-    let result = if problems.is_empty() {
-        DrillResult::Passed
-    } else {
-        DrillResult::Failed
-    };
-    let record = DrillRecord {
-        drill_version: DRILL_VERSION,
-        drill_id: SnapshotId::new(started).unwrap_or_else(|_| m.snapshot_id.clone()),
-        snapshot_id: m.snapshot_id.clone(),
-        source: m.source.name.clone(),
-        result,
-        started,
-        finished: Timestamp::now(),
-        timings: Timings {
-            download: round(restore_secs),
-            restore: round(restore_secs),
-            verify: round(verify_secs),
-            total: round(t0.elapsed().as_secs_f64()),
-        },
-        target: "a temporary folder".into(),
-        server_version: String::new(),
-        pg_restore_version: String::new(),
-        jobs: 1,
-        method: VerifyMethod::FileDigests,
-        tables: Vec::new(),
+    let restored = Restored {
+        download_secs: restore_secs,
+        restore_secs,
+        verify_secs,
+        target_label: "a temporary folder".into(),
         problems,
         notes,
-        created_by: format!("offsitedb {}", crate::VERSION),
+        ..Restored::default()
     };
+    let record = record(
+        m,
+        started,
+        t0,
+        restored,
+        String::new(),
+        1,
+        VerifyMethod::FileDigests,
+    );
     for n in &record.notes {
         note(n.clone());
     }
@@ -777,6 +741,46 @@ fn directory_drill<S: WriteStore + ?Sized>(
     repo.commit_drill(&record)?;
     let failure = (!record.passed()).then(|| failure_of_read.unwrap_or_else(|| failed(&record)));
     Ok(DrillOutcome { record, failure })
+}
+
+/// The drill object of a restore that ran: passed when it found no problem.
+fn record(
+    m: &Manifest,
+    started: Timestamp,
+    t0: Instant,
+    r: Restored,
+    pg_restore_version: String,
+    jobs: usize,
+    method: VerifyMethod,
+) -> DrillRecord {
+    DrillRecord {
+        drill_version: DRILL_VERSION,
+        drill_id: SnapshotId::new(started).unwrap_or_else(|_| m.snapshot_id.clone()),
+        snapshot_id: m.snapshot_id.clone(),
+        source: m.source.name.clone(),
+        result: if r.problems.is_empty() {
+            DrillResult::Passed
+        } else {
+            DrillResult::Failed
+        },
+        started,
+        finished: Timestamp::now(),
+        timings: Timings {
+            download: round(r.download_secs),
+            restore: round(r.restore_secs),
+            verify: round(r.verify_secs),
+            total: round(t0.elapsed().as_secs_f64()),
+        },
+        target: r.target_label,
+        server_version: r.server_version,
+        pg_restore_version,
+        jobs,
+        method,
+        tables: r.tables,
+        problems: r.problems,
+        notes: r.notes,
+        created_by: format!("offsitedb {}", crate::VERSION),
+    }
 }
 
 /// The error of a drill that ran and found problems: its first one.
