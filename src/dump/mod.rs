@@ -7,8 +7,9 @@ so that a dump spooled from a pipe can be given the offsets pg_dump writes into 
 ([`rewrite_offsets`]), which `pg_restore -j` needs to be fast.
 
 It costs the source database nothing and is exactly consistent with the dump. It holds one row
-at most (usually not even that) and the names of the tables, never a table. The format, version
-by version, is in PGDUMP-FORMAT.md; archives of pg_dump 13 to 18 (1.14 to 1.16) are understood.
+at most (usually not even that) and the names of the tables, never a table. The format is
+defined, version by version, by pg_dump's source (src/bin/pg_dump/pg_backup_archiver.c and
+pg_backup_custom.c); archives of pg_dump 13 to 18 (1.14 to 1.16) are understood.
 Anything else is [`DumpError::Unsupported`] (the backup then counts rows in the database
 instead) or [`DumpError::Malformed`]; either way [`inspect`] reads its input to the end, so the
 stream it observes still reaches the repository whole.

@@ -8,7 +8,8 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::*;
 
-/// Writes the archive primitives (PGDUMP-FORMAT.md section 1) with intSize 4, offSize 8.
+/// Writes the archive primitives (pg_backup_archiver.c's `WriteInt`, `WriteStr`) with intSize 4,
+/// offSize 8.
 struct W {
     b: Vec<u8>,
     minor: u8,
@@ -203,7 +204,8 @@ fn rows(text: &[&[u8]]) -> (u64, u128) {
 
 #[test]
 fn reads_every_part_of_a_sample_archive() {
-    for minor in [14, 16] {
+    // 1.14: pg_dump 13-15; 1.15: 16 (compression byte); 1.16: 17-18 (relkind in the TOC).
+    for minor in [14, 15, 16] {
         let (bytes, fields, blocks) = sample(minor, 40_000);
         let s = inspect(&bytes[..]).unwrap();
         assert_eq!(s.archive_version, format!("1.{minor}.0"));
@@ -302,7 +304,8 @@ fn every_truncation_is_an_error_or_ends_at_a_block() {
 
 #[test]
 fn corruption_anywhere_never_panics_and_is_read_through() {
-    for minor in [14, 16] {
+    // 1.14: pg_dump 13-15; 1.15: 16 (compression byte); 1.16: 17-18 (relkind in the TOC).
+    for minor in [14, 15, 16] {
         let (bytes, _, _) = sample(minor, 10);
         for i in 0..bytes.len() {
             for flip in [0x01, 0x80, 0xff] {

@@ -8,9 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use offsitedb::cluster::ClusterOptions;
+use offsitedb::storage::s3::S3Store;
+use offsitedb::storage::{ReadStore, WriteStore};
 use serde_json::Value;
 
-use crate::common::{Cli, DB_PASSWORD, Source, keygen, list_json, project_dir};
+use crate::common::{Cli, DB_PASSWORD, SeaweedFs, Source, keygen, list_json, project_dir};
 use crate::roundtrip::{RICH_SQL, fingerprint};
 
 /// The npm server binaries of `major`.
@@ -55,9 +57,11 @@ pub(crate) fn source(major: u32, dirs: &[PathBuf]) -> Source {
     src
 }
 
-/// A local repository with its key, and a CLI that finds every installed PostgreSQL.
+/// A repository in a SeaweedFS bucket with its key, and a CLI that finds every installed
+/// PostgreSQL.
 struct Repo {
     _dir: tempfile::TempDir,
+    weed: SeaweedFs,
     path: String,
     key: PathBuf,
     cli: Cli,
@@ -67,17 +71,25 @@ impl Repo {
     fn new(bin_dirs: &[PathBuf]) -> Repo {
         let dir = tempfile::tempdir().unwrap();
         let key = keygen(dir.path(), "master.key");
-        let path = dir.path().join("repo").display().to_string();
+        let weed = SeaweedFs::start();
+        let path = weed.repo_url("drills");
         let cli = Cli::new()
+            .s3()
             .env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(bin_dirs))
             .env("OFFSITEDB_REPO", &path)
             .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
         Repo {
             _dir: dir,
+            weed,
             path,
             key,
             cli,
         }
+    }
+
+    /// The repository's objects, through the library (to tamper with them).
+    fn store(&self) -> S3Store {
+        self.weed.store("drills")
     }
 
     fn backup(&self, url: &str, name: &str) -> Value {
@@ -305,7 +317,7 @@ fn a_source_newer_than_every_pg_dump_is_refused() {
         "no pg_dump of PostgreSQL 18 or newer",
     );
     assert!(r.stderr.contains("postgresql-client-18"), "{}", r.stderr);
-    assert!(!Path::new(&repo.path).join("offsitedb.repo").exists());
+    assert_eq!(repo.store().list("").unwrap().len(), 0, "nothing stored");
 }
 
 /// A manifest that describes a different dump (the database changed in between) fails the
@@ -337,21 +349,22 @@ fn a_manifest_from_another_dump_fails_the_drill() {
 
     // The second snapshot's manifest gets the first one's view of the data.
     let key = MasterKey::load_file(&repo.key, &mut |_| {}).unwrap();
-    let manifest_path =
-        |id: &str| Path::new(&repo.path).join(format!("snapshots/app/{id}/manifest"));
+    let store = repo.store();
+    let manifest_key = |id: &str| format!("snapshots/app/{id}/manifest");
     let read = |id: &str| -> Value {
-        let sealed = std::fs::read(manifest_path(id)).unwrap();
+        let sealed = store.get_bytes(&manifest_key(id)).unwrap();
         serde_json::from_slice(&unseal_bytes(&key, &sealed).unwrap()).unwrap()
     };
     let a = read(first["id"].as_str().unwrap());
     let second_id = second["id"].as_str().unwrap();
     let mut b = read(second_id);
     b["verification"] = a["verification"].clone();
-    std::fs::write(
-        manifest_path(second_id),
-        seal_bytes(&key, &serde_json::to_vec(&b).unwrap()).unwrap(),
-    )
-    .unwrap();
+    store
+        .put(
+            &manifest_key(second_id),
+            &seal_bytes(&key, &serde_json::to_vec(&b).unwrap()).unwrap(),
+        )
+        .unwrap();
 
     let (code, drill, stderr) = repo.drill(second_id, &[]);
     assert_eq!(code, 12, "{stderr}");
@@ -554,6 +567,7 @@ fn a_missing_extension_is_named_with_its_package() {
 
     // Where the extension exists, the same snapshot passes.
     let repo_pypi_first = Cli::new()
+        .s3()
         .env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(&[pypi]))
         .env("OFFSITEDB_REPO", &repo.path)
         .env("OFFSITEDB_KEY_FILE", repo.key.to_str().unwrap());
@@ -604,7 +618,9 @@ fn not_enough_disk_is_reported_up_front() {
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g",
     );
     let repo = Repo::new(&dirs);
-    repo.backup(&src.url("app"), "app");
+    let b = repo.backup(&src.url("app"), "app");
+    let m = repo.manifest(b["id"].as_str().unwrap());
+    let plain = m["sizes"]["plain_bytes"].as_u64().unwrap();
 
     let small = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("mount")
@@ -634,6 +650,14 @@ fn not_enough_disk_is_reported_up_front() {
         "not enough disk",
     );
     assert!(r.stderr.contains("is free"), "{}", r.stderr);
+    // The need is worked out from the manifest's sizes: 1.5 times the archive plus 1 GiB.
+    let need = plain / 2 * 3 + (1 << 30);
+    let sizes = format!(
+        "needs about {} (for a {} archive",
+        offsitedb::units::bytes(need),
+        offsitedb::units::bytes(plain)
+    );
+    assert!(r.stderr.contains(&sizes), "{sizes}: {}", r.stderr);
     assert_eq!(std::fs::read_dir(small.path()).unwrap().count(), 0);
     let list = list_json(&repo.cli, &repo.path, &repo.key);
     assert_eq!(list[0]["status"], "not_drilled");
@@ -755,13 +779,14 @@ pub fn guarded_database(src: &Source, extra: &str) {
         .unwrap();
 }
 
-/// Flips one bit in the middle of a local repository's snapshot data object.
+/// Flips one bit in the middle of a snapshot's stored data object.
 fn flip_a_byte(repo: &Repo, id: &str) {
-    let data = Path::new(&repo.path).join(format!("snapshots/app/{id}/data"));
-    let mut bytes = std::fs::read(&data).unwrap();
+    let store = repo.store();
+    let key = format!("snapshots/app/{id}/data");
+    let mut bytes = store.get_bytes(&key).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
-    std::fs::write(&data, bytes).unwrap();
+    store.put(&key, &bytes).unwrap();
 }
 
 #[test]
@@ -803,4 +828,71 @@ fn a_table_that_does_not_load_fails_the_drill() {
             .unwrap();
         assert_eq!(plain["restored_rows"], 100, "{drill:#}");
     }
+}
+
+/// PostgreSQL 18's pg_dump, pg_restore and server are found through the configuration's
+/// `pg_bin_dirs`, and through PATH; with neither, the source is refused (Debian's 15 is too old).
+#[test]
+fn programs_are_found_through_pg_bin_dirs_and_path() {
+    let pypi = pypi_18();
+    let src = source(18, std::slice::from_ref(&pypi));
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let config = |bin_dirs: &str| {
+        format!(
+            "{bin_dirs}\n[repository]\nurl = \"{}/repo\"\nkey_file = \"{}\"\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\n",
+            dir.path().display(),
+            key.display(),
+            src.url("app")
+        )
+    };
+    let with_dirs = dir.path().join("with-dirs.toml");
+    std::fs::write(
+        &with_dirs,
+        config(&format!("pg_bin_dirs = [\"{}\"]", pypi.display())),
+    )
+    .unwrap();
+    let without = dir.path().join("without.toml");
+    std::fs::write(&without, config("")).unwrap();
+    // The system's PATH: /usr/bin/pg_dump is Debian's wrapper, which runs PostgreSQL 15's.
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let cli = Cli::new().env("PATH", path);
+
+    cli.fails(
+        &["--config", without.to_str().unwrap(), "backup"],
+        9,
+        "no pg_dump of PostgreSQL 18 or newer",
+    );
+
+    let cfg = with_dirs.to_str().unwrap();
+    cli.ok(&["--config", cfg, "backup"]);
+    let r = cli.ok(&["--config", cfg, "drill", "latest", "--json"]);
+    let drill: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(drill["result"], "passed");
+    assert!(
+        drill["server_version"].as_str().unwrap().starts_with("18."),
+        "{drill:#}"
+    );
+    assert!(
+        drill["pg_restore_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("18."),
+        "{drill:#}"
+    );
+
+    let on_path = Cli::new().env("PATH", &format!("{}:{path}", pypi.display()));
+    let w = without.to_str().unwrap();
+    on_path.ok(&["--config", w, "backup"]);
+    let r = on_path.ok(&["--config", w, "drill", "latest", "--json"]);
+    let drill: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(drill["result"], "passed");
+    assert!(
+        drill["server_version"].as_str().unwrap().starts_with("18."),
+        "{drill:#}"
+    );
 }

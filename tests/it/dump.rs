@@ -117,7 +117,7 @@ fn quote(ident: &str) -> String {
 /// Every table, its rows (COPY text) and large objects checked against the database itself.
 fn check_against_database(src: &Source, db: &str, s: &DumpSummary) {
     let mut c = src.client(db);
-    // pg_dump's settings (PGDUMP-FORMAT.md section 6); TimeZone is the server's for both.
+    // pg_dump's settings (`setup_connection` in pg_dump.c); TimeZone is the server's for both.
     c.batch_execute(
         "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3",
     )

@@ -750,6 +750,36 @@ fn a_throwaway_cluster_listens_on_no_port_and_leaves_nothing() {
     assert!(!tcp_dir.exists());
 }
 
+/// A drill's cluster: tuned for restore speed (what the server reports, not what was written),
+/// and still on a unix socket only.
+#[test]
+fn a_cluster_tuned_for_restore_runs_with_the_restore_settings() {
+    let c = Cluster::start(&ClusterOptions {
+        tuned_for_restore: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut conn = c.connect("postgres").unwrap();
+    let show = |conn: &mut offsitedb::postgres::client::Client, name: &str| -> String {
+        conn.query_one(&format!("SHOW {name}"), &[]).unwrap().get(0)
+    };
+    for (name, want) in [
+        ("fsync", "off"),
+        ("full_page_writes", "off"),
+        ("synchronous_commit", "off"),
+        ("wal_level", "minimal"),
+        ("maintenance_work_mem", "512MB"),
+        ("autovacuum", "off"),
+        ("listen_addresses", ""),
+    ] {
+        assert_eq!(show(&mut conn, name), want, "{name}");
+    }
+    assert!(
+        !listens_on_tcp(postmaster_pid(&c)),
+        "a drill cluster listens on TCP"
+    );
+}
+
 #[test]
 fn restore_clean_puts_back_what_the_snapshot_holds() {
     let f = Local::new("app", SMALL_SQL);

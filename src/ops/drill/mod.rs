@@ -2,9 +2,15 @@
 `offsitedb drill`: prove a snapshot restores, and that what comes back is what was dumped.
 
 ```text
-download ─► unseal ─► decompress ─┬─► spool file (TOC offsets filled in) ─► pg_restore -j N ─► verify
-                                  └─► dump inspector (the archive still matches its manifest?)
+download ─► unseal ─► decompress ─► dump inspector ─┬─ TOC ─────► pg_restore --section=pre-data
+                                                    ├─ rows ────► COPY … FROM STDIN on N connections
+                                                    └─ other ───► pg_restore (large objects, sequences)
+then pg_restore -j N --section=post-data, while each loaded table is read back and compared
 ```
+
+That streamed restore ([`stream`]) is the drill. A snapshot whose rows were counted rather than
+inspected, or an archive the inspector cannot follow, is instead spooled to a file (TOC offsets
+filled in) and restored by `pg_restore -j N`, then verified the same way.
 
 The drill restores into a throwaway cluster of the source's major version (initdb'd while the
 download runs, tuned for restore speed, unix socket only), or into a temporary database on a
