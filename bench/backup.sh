@@ -101,7 +101,7 @@ say "pg_dump -Fc -Z0 writes $((DUMP_BYTES / 1000000)) MB"
 
 # Rounds interleave the four runs, so that whatever else the machine does hits all of them alike;
 # each configuration's wall time is its median over the rounds, its RSS the maximum.
-declare -A WALLS RSSS
+declare -A WALLS RSSS OWN
 # Each run starts on a quiet disk: what the previous run left dirty in the page cache (a drill
 # writes its whole database and WAL) is written back first, outside the timings, so that no run
 # pays for its predecessor's writeback.
@@ -115,10 +115,20 @@ settle() {
 run_one() { # name command...
   local name=$1; shift
   settle
-  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" &
+  # time's %M is the largest process it waited for: for a drill, a PostgreSQL backend of the
+  # throwaway server (shared buffers). OffsiteDB's own peak is its VmHWM, read while it runs.
+  local tp=$! pid= hwm=0 v
+  while kill -0 "$tp" 2>/dev/null; do
+    [ -n "$pid" ] || pid=$(pgrep -P "$tp" | head -1 || true)
+    v=$([ -n "$pid" ] && awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$v" ] && [ "$v" -gt "$hwm" ] && hwm=$v
+    sleep 0.1
+  done
+  wait "$tp" || { cat "$WORK/err" >&2; exit 1; }
   read -r w m < "$WORK/time"
-  WALLS[$name]+="$w "; RSSS[$name]+="$m "
-  say "round $round: $name ${w} s, peak RSS $((m / 1024)) MiB"
+  WALLS[$name]+="$w "; RSSS[$name]+="$m "; OWN[$name]+="$hwm "
+  say "round $round: $name ${w} s, peak RSS $((m / 1024)) MiB (the command itself: $((hwm / 1024)) MiB)"
 }
 for round in $(seq 1 "$RUNS"); do
   run_one raw bash -c "'$PGDUMP' -Fc -Z0 -d '$URL' > /dev/null"
@@ -155,6 +165,7 @@ median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/
 maximum() { printf '%s\n' $1 | sort -g | tail -1; }
 declare -A WALL RSS
 for n in raw classic gzip zstd naive drill; do WALL[$n]=$(median "${WALLS[$n]}"); RSS[$n]=$(maximum "${RSSS[$n]}"); done
+DRILL_OWN=$(maximum "${OWN[drill]}")
 
 STORED_GZ=$("$BIN" list --json --repo "s3://bench/gzip?endpoint=$ENDPOINT" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')
 STORED_ZS=$("$BIN" list --json --repo "s3://bench/zstd?endpoint=$ENDPOINT" | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')
@@ -162,7 +173,8 @@ STORED_ZS=$("$BIN" list --json --repo "s3://bench/zstd?endpoint=$ENDPOINT" | pyt
 python3 - "$DUMP_BYTES" "$STORED_GZ" "$STORED_ZS" "$(nproc)" \
   "${WALL[raw]}" "${WALL[classic]}" "${WALL[gzip]}" "${WALL[zstd]}" \
   "${RSS[raw]}" "${RSS[classic]}" "${RSS[gzip]}" "${RSS[zstd]}" "$RUNS" \
-  "${WALL[naive]}" "${WALL[drill]}" "${RSS[drill]}" "${DRILL_RUNS:-$RUNS}" <<'PY'
+  "${WALL[naive]}" "${WALL[drill]}" "${RSS[drill]}" "${DRILL_RUNS:-$RUNS}" "$DRILL_OWN" \
+  "${WALLS[naive]}" "${WALLS[drill]}" <<'PY'
 import sys
 dump, gz, zs, cores = (int(x) for x in sys.argv[1:5])
 raw, classic, g, z = (float(x) for x in sys.argv[5:9])
@@ -177,7 +189,11 @@ for name, w, m in [("pg_dump -Fc -Z0 > /dev/null", raw, rss[0]),
     print(f"{name:<42}{w:>8.1f}{m:>14.0f}")
 naive, drill, drill_rss = float(sys.argv[14]), float(sys.argv[15]), int(sys.argv[16]) / 1024
 print(f"{'naive drill (s3 cp | gunzip | pg_restore, count)':<42}{naive:>8.1f}")
-print(f"{'offsitedb drill (restore + verify digests)':<42}{drill:>8.1f}{drill_rss:>14.0f}")
+own = int(sys.argv[18]) / 1024
+print(f"{'offsitedb drill (restore + verify digests)':<42}{drill:>8.1f}{own:>14.0f}"
+      f"   (its server: {drill_rss:.0f})")
+rounds = [float(d) / float(n) for n, d in zip(sys.argv[19].split(), sys.argv[20].split())]
+print("drill / naive drill, round by round: " + " ".join(f"{r:.2f}" for r in rounds))
 checks = [("gzip backup / classic script", g / classic, 0.6),
           ("zstd backup / raw pg_dump", z / raw, 1.25),
           ("offsitedb peak RSS, MiB (gzip)", rss[2], 64),
