@@ -868,31 +868,19 @@ fn programs_are_found_through_pg_bin_dirs_and_path() {
         "no pg_dump of PostgreSQL 18 or newer",
     );
 
-    let cfg = with_dirs.to_str().unwrap();
-    cli.ok(&["--config", cfg, "backup"]);
-    let r = cli.ok(&["--config", cfg, "drill", "latest", "--json"]);
-    let drill: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(drill["result"], "passed");
-    assert!(
-        drill["server_version"].as_str().unwrap().starts_with("18."),
-        "{drill:#}"
-    );
-    assert!(
-        drill["pg_restore_version"]
-            .as_str()
-            .unwrap()
-            .starts_with("18."),
-        "{drill:#}"
-    );
-
+    // A backup with pg_dump 18 and a drill on a cluster of 18 restored by pg_restore 18.
+    let backup_and_drill = |cli: &Cli, config: &Path| {
+        let cfg = config.to_str().unwrap();
+        cli.ok(&["--config", cfg, "backup"]);
+        let r = cli.ok(&["--config", cfg, "drill", "latest", "--json"]);
+        let drill: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(drill["result"], "passed");
+        for field in ["server_version", "pg_restore_version"] {
+            let v = drill[field].as_str().unwrap();
+            assert!(v.starts_with("18."), "{field} {v}");
+        }
+    };
+    backup_and_drill(&cli, &with_dirs);
     let on_path = Cli::new().env("PATH", &format!("{}:{path}", pypi.display()));
-    let w = without.to_str().unwrap();
-    on_path.ok(&["--config", w, "backup"]);
-    let r = on_path.ok(&["--config", w, "drill", "latest", "--json"]);
-    let drill: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(drill["result"], "passed");
-    assert!(
-        drill["server_version"].as_str().unwrap().starts_with("18."),
-        "{drill:#}"
-    );
+    backup_and_drill(&on_path, &without);
 }
