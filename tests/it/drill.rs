@@ -400,6 +400,8 @@ fn a_manifest_from_another_dump_fails_the_drill() {
     };
     assert_eq!(status(first["id"].as_str().unwrap()), "not_drilled");
     assert_eq!(status(second_id), "drill_failed");
+    let human = repo.cli.ok(&["list"]).stdout;
+    assert!(human.contains("drill failed"), "{human}");
 }
 
 /// A stored object with one flipped byte fails the drill before anything is restored.
@@ -577,9 +579,10 @@ fn a_missing_extension_is_named_with_its_package() {
 }
 
 /// Objects owned by roles the drill cluster does not have, grants to them, and a policy naming
-/// one: the drill restores without owners and privileges, says so, and passes.
+/// one: the drill restores without owners and privileges, says so, and passes; on a scratch
+/// server that lacks the policy's role, the drill fails naming the role and the fix.
 #[test]
-fn roles_referenced_by_the_dump_do_not_fail_the_drill() {
+fn roles_referenced_by_the_dump_are_handled_or_named() {
     let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
     let src = source(15, &dirs);
     src.cluster
@@ -605,6 +608,26 @@ fn roles_referenced_by_the_dump_do_not_fail_the_drill() {
     let notes = drill["notes"].to_string();
     assert!(notes.contains("--no-owner --no-privileges"), "{notes}");
     assert!(notes.contains("alice"), "{notes}");
+
+    // A scratch server without the role the policy names: the drill fails, saying which role
+    // and how to fix it; with the role created there, it passes.
+    let scratch = source(15, &dirs);
+    let server = scratch.url("postgres");
+    let (code, drill, stderr) = repo.drill("latest", &["--drill-server", &server]);
+    assert_eq!(code, 12, "{stderr}");
+    let problems = drill["problems"].to_string();
+    assert!(
+        problems.contains("refers to role \\\"alice\\\"")
+            && problems.contains("CREATE ROLE alice NOLOGIN"),
+        "{problems}"
+    );
+    scratch
+        .cluster
+        .execute("postgres", "CREATE ROLE alice NOLOGIN")
+        .unwrap();
+    let (code, drill, stderr) = repo.drill("latest", &["--drill-server", &server]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_drill_matches_source(&drill, &src, "app");
 }
 
 /// Not enough disk for the restore is found before anything is downloaded, and reported with
