@@ -1,7 +1,7 @@
 //! A buffered reader that knows its absolute position and decodes the archive's primitives
-//! (`ReadInt`, `ReadStr`, `ReadOffset` in pg_dump's pg_backup_archiver.c). Our own buffer rather than `BufReader`: the hot loop (one small
-//! Int per COPY row) reads fixed-size fields in place, and payloads are handed out as slices of
-//! the buffer, never copied.
+//! (`ReadInt`, `ReadStr`, `ReadOffset` in pg_dump's pg_backup_archiver.c). Our own buffer rather
+//! than `BufReader`: the hot loop (one small Int per COPY row) reads fixed-size fields in place,
+//! and payloads are handed out as slices of the buffer, never copied.
 
 use std::io::{self, Read};
 

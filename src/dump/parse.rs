@@ -1,5 +1,6 @@
 //! The archive walk: header, table of contents, then data blocks until the end of the stream
-//! (pg_backup_archiver.c's `ReadHead` and `ReadToc`, pg_backup_custom.c's blocks). Every check names what it found and where.
+//! (pg_backup_archiver.c's `ReadHead` and `ReadToc`, pg_backup_custom.c's blocks). Every check
+//! names what it found and where.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;

@@ -2,9 +2,9 @@
 `offsitedb drill`: prove a snapshot restores, and that what comes back is what was dumped.
 
 ```text
-download ─► unseal ─► decompress ─► dump inspector ─┬─ TOC ─────► pg_restore --section=pre-data
-                                                    ├─ rows ────► COPY … FROM STDIN on N connections
-                                                    └─ other ───► pg_restore (large objects, sequences)
+download ─► unseal ─► decompress ─► dump inspector ─┬─ TOC ───► pg_restore --section=pre-data
+                                                    ├─ rows ──► COPY … FROM STDIN on N connections
+                                                    └─ other ─► pg_restore (large objects, sequences)
 then pg_restore -j N --section=post-data, while each loaded table is read back and compared
 ```
 
@@ -151,7 +151,7 @@ pub fn run<S: WriteStore + ?Sized>(
 
     let finish = |r: Restored| {
         let version = pg_restore.version.clone();
-        record(&m, started, t0, r, version, jobs, m.verification.method)
+        drill_record(&m, started, t0, r, version, jobs, m.verification.method)
     };
 
     let (mut restored, unreadable) = match attempt {
@@ -731,7 +731,7 @@ fn directory_drill<S: WriteStore + ?Sized>(
         notes,
         ..Restored::default()
     };
-    let record = record(
+    let record = drill_record(
         m,
         started,
         t0,
@@ -750,7 +750,7 @@ fn directory_drill<S: WriteStore + ?Sized>(
 }
 
 /// The drill object of a restore that ran: passed when it found no problem.
-fn record(
+fn drill_record(
     m: &Manifest,
     started: Timestamp,
     t0: Instant,
