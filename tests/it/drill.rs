@@ -907,3 +907,101 @@ fn programs_are_found_through_pg_bin_dirs_and_path() {
     let on_path = Cli::new().env("PATH", &format!("{}:{path}", pypi.display()));
     backup_and_drill(&on_path, &without);
 }
+
+/// The PIDs of running processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// SIGTERM in the middle of a drill (a service manager stopping it, which signals OffsiteDB
+/// alone): one clear message, exit 130, no drill record (an interrupted drill proves nothing
+/// either way), and no server, connection or folder left behind.
+#[test]
+fn a_drill_stopped_by_sigterm_records_nothing_and_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 3)::text) AS v
+           FROM generate_series(1, 3000000) g",
+    );
+    let repo = Repo::new(&dirs);
+    repo.backup(&src.url("app"), "app");
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp_path = tmp.path().to_str().unwrap().to_string();
+    let cli = repo.cli.clone_with("OFFSITEDB_TMPDIR", &tmp_path);
+    let mut child = cli
+        .command(crate::common::offsitedb_bin())
+        .args(["drill", "latest"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // In the middle: the throwaway server runs in the work folder and rows are loading.
+    let t = Instant::now();
+    while processes_mentioning(&tmp_path).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no drill server started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the drill ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the drill ended early");
+    // SAFETY: signalling our own child by pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("nothing recorded"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let keys: Vec<String> = repo
+        .store()
+        .list("snapshots/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        keys.iter().all(|k| !k.contains("/drills/")),
+        "a drill record was written: {keys:?}"
+    );
+    let list = list_json(&repo.cli, &repo.path, &repo.key);
+    assert_eq!(list[0]["status"], "not_drilled");
+    let t = Instant::now();
+    while !processes_mentioning(&tmp_path).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the drill's server outlived it: {:?}",
+            processes_mentioning(&tmp_path)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left in the work folder: {left:?}");
+}

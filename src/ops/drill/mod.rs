@@ -77,6 +77,17 @@ pub fn run<S: WriteStore + ?Sized>(
     opts: &DrillOptions,
     note: &mut dyn FnMut(String),
 ) -> Result<DrillOutcome> {
+    // After a signal, whatever failed on the way out (a read cut short, a server stopping) is
+    // the signal's doing: say that, with the interrupted exit code.
+    run_drill(repo, entry, opts, note).map_err(|e| stopped().err().unwrap_or(e))
+}
+
+fn run_drill<S: WriteStore + ?Sized>(
+    repo: &Repository<S>,
+    entry: &Entry,
+    opts: &DrillOptions,
+    note: &mut dyn FnMut(String),
+) -> Result<DrillOutcome> {
     let started = Timestamp::now();
     let t0 = Instant::now();
     let m = repo.manifest(&entry.source, &entry.id)?;
