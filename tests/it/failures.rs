@@ -672,3 +672,124 @@ fn a_first_backup_that_cannot_log_in_creates_nothing() {
     ]);
     assert!(empty.join("offsitedb.repo").exists());
 }
+
+/// Sends SIGTERM to `child` alone (as a service manager does) once `ready`, then waits for it.
+fn sigterm_when(
+    child: std::process::Child,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut child = child;
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it ended before {what}"
+        );
+        assert!(Instant::now() < deadline, "never saw {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child by pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    out
+}
+
+/// One `error:` line saying it was interrupted, exit 130, nothing on standard output.
+fn assert_interrupted(out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("interrupted"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Sessions of `application` (pg_dump, pg_restore) on the source server, once they are gone
+/// (the server notices a dropped client within moments).
+fn wait_no_sessions(src: &Source, application: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let sql =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'");
+    while src.scalar_i64("postgres", &sql) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{application} is still connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM in the middle of a backup and of a restore: each stops at once with one clear error
+/// and exit 130; the backup stores nothing (its multipart upload aborted), the restore commits
+/// nothing, and neither leaves pg_dump or pg_restore connected.
+#[test]
+fn sigterm_stops_a_backup_and_a_restore_leaving_nothing() {
+    let weed = SeaweedFs::start();
+    let src = Source::start();
+    incompressible_db(&src, "big", 96);
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "master.key");
+    let cli = Cli::new()
+        .s3()
+        .env("OFFSITEDB_REPO", &weed.repo_url("prod"))
+        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
+    let store = weed.store("prod");
+    let spawn = |args: &[&str]| {
+        cli.command(crate::common::offsitedb_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let backup = spawn(&["backup", "--source", &src.url("big"), "--name", "app"]);
+    let out = sigterm_when(backup, "an upload in progress", || {
+        store
+            .incomplete_uploads("")
+            .map(|u| !u.is_empty())
+            .unwrap_or(false)
+    });
+    assert_interrupted(&out);
+    assert_eq!(
+        store.list("snapshots/").unwrap().len(),
+        0,
+        "something was stored"
+    );
+    assert!(
+        store.incomplete_uploads("").unwrap().is_empty(),
+        "the upload was not aborted"
+    );
+    wait_no_sessions(&src, "pg_dump");
+
+    cli.ok(&["backup", "--source", &src.url("big"), "--name", "app"]);
+    src.create_db("target", "");
+    let restore = spawn(&["restore", "latest", "--to", &src.url("target")]);
+    let out = sigterm_when(restore, "rows being restored", || {
+        src.scalar_i64(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'target' AND query LIKE 'COPY%'",
+        ) > 0
+    });
+    assert_interrupted(&out);
+    wait_no_sessions(&src, "pg_restore");
+    let tables = src.scalar_i64(
+        "target",
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+    );
+    assert_eq!(tables, 0, "an interrupted restore committed tables");
+}
