@@ -529,3 +529,48 @@ pub fn list_json(cli: &Cli, repo: &str, key: &Path) -> Vec<serde_json::Value> {
     ]);
     serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).expect("list --json is a JSON array")
 }
+
+/// Sends SIGTERM to `child` alone (as a service manager does) once `ready`, then waits for it.
+pub fn sigterm_when(
+    child: std::process::Child,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut child = child;
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it ended before {what}"
+        );
+        assert!(Instant::now() < deadline, "never saw {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child by pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    out
+}
+
+/// One `error:` line saying it was interrupted, exit 130, nothing on standard output.
+pub fn assert_interrupted(out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("interrupted"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use offsitedb::storage::{ReadStore, WriteStore};
 
-use crate::common::{Cli, SeaweedFs, Source, keygen, list_json, tree};
+use crate::common::{
+    Cli, SeaweedFs, Source, assert_interrupted, keygen, list_json, sigterm_when, tree,
+};
 
 const SMALL_SQL: &str = "CREATE TABLE t (id int PRIMARY KEY, v text);
                          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;";
@@ -671,51 +673,6 @@ fn a_first_backup_that_cannot_log_in_creates_nothing() {
         "app",
     ]);
     assert!(empty.join("offsitedb.repo").exists());
-}
-
-/// Sends SIGTERM to `child` alone (as a service manager does) once `ready`, then waits for it.
-fn sigterm_when(
-    child: std::process::Child,
-    what: &str,
-    mut ready: impl FnMut() -> bool,
-) -> std::process::Output {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut child = child;
-    while !ready() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "it ended before {what}"
-        );
-        assert!(Instant::now() < deadline, "never saw {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: signalling our own child by pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let t = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        t.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        t.elapsed()
-    );
-    out
-}
-
-/// One `error:` line saying it was interrupted, exit 130, nothing on standard output.
-fn assert_interrupted(out: &std::process::Output) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("interrupted"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 /// Sessions of `application` (pg_dump, pg_restore) on the source server, once they are gone
