@@ -711,6 +711,27 @@ fn drill_on_a_scratch_server() {
         "SELECT count(*) FROM pg_database WHERE datname LIKE 'offsitedb_drill%'",
     );
     assert_eq!(left, 0, "the drill database is dropped");
+
+    // A role that may not create databases: refused up front, with the fix.
+    scratch
+        .cluster
+        .execute("postgres", "CREATE ROLE driller LOGIN PASSWORD 'drill-pw'")
+        .unwrap();
+    let url = format!(
+        "postgres://driller:drill-pw@127.0.0.1:{}/postgres",
+        scratch.cluster.port()
+    );
+    let r = repo.cli.fails(
+        &["drill", "latest", "--drill-server", &url],
+        5,
+        "cannot create the drill database: permission denied",
+    );
+    assert!(
+        r.stderr.contains("ALTER ROLE \"driller\" CREATEDB"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("drill-pw"), "{}", r.stderr);
 }
 
 /// The streamed restore puts back everything pg_restore would (rows loaded in small batches on

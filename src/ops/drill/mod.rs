@@ -314,8 +314,18 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
                         info.version, m.server.version
                     ));
                 }
-                c.batch_execute(&create_database_sql(&db, m))
-                    .map_err(|e| client::query_error("cannot create the drill database", &e))?;
+                c.batch_execute(&create_database_sql(&db, m)).map_err(|e| {
+                    let err = client::query_error("cannot create the drill database", &e);
+                    if e.code() == Some(&::postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                        err.with_hint(format!(
+                            "the drill server's role needs CREATEDB (ALTER ROLE {} CREATEDB), or \
+                             leave out --drill-server to drill in a throwaway cluster",
+                            quote_ident(&admin.user())
+                        ))
+                    } else {
+                        err
+                    }
+                })?;
                 Ok((
                     Some(ScratchDb {
                         admin: admin.clone(),
