@@ -35,6 +35,8 @@ pub struct ClusterOptions {
     /// Where freshly initialized data folders are kept for the next start (see
     /// `cluster/template.rs`); `None`: `OFFSITEDB_CACHE_DIR`, else the user's cache folder.
     pub template_cache: Option<PathBuf>,
+    /// Connections the server accepts; `None`: 30.
+    pub max_connections: Option<u32>,
 }
 
 pub struct Cluster {
@@ -195,8 +197,9 @@ impl Cluster {
         let listen = if opts.tcp { "127.0.0.1" } else { "" };
         let mut conf = format!(
             "\n# offsitedb throwaway cluster\nlisten_addresses = '{listen}'\nport = {port}\n\
-             unix_socket_directories = '{}'\nmax_connections = 30\n",
-            socket_dir.display()
+             unix_socket_directories = '{}'\nmax_connections = {}\n",
+            socket_dir.display(),
+            opts.max_connections.unwrap_or(30)
         );
         if opts.tuned_for_restore {
             conf.push_str(

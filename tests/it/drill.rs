@@ -1011,3 +1011,26 @@ fn a_drill_stopped_by_sigterm_records_nothing_and_leaves_nothing() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left in the work folder: {left:?}");
 }
+
+/// More connections than a default server takes (what one per core means on a 12-core
+/// machine): the throwaway cluster is sized for them, and the drill passes. Absurd counts are
+/// refused before anything starts.
+#[test]
+fn many_jobs_fit_in_the_drill_cluster() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+         CREATE INDEX ON t (v);",
+    );
+    let repo = Repo::new(&dirs);
+    repo.backup(&src.url("app"), "app");
+    let (code, drill, stderr) = repo.drill("latest", &["--jobs", "12"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(drill["jobs"], 12);
+    assert_drill_matches_source(&drill, &src, "app");
+    repo.cli
+        .fails(&["drill", "latest", "--jobs", "65"], 3, "--jobs 65");
+}

@@ -139,7 +139,7 @@ enum Command {
         /// Where the drill runs its cluster (default: $OFFSITEDB_TMPDIR or /tmp)
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
-        /// Connections that load and verify tables (default: one per core)
+        /// Connections that load and verify tables (default: one per core, up to 16; at most 64)
         #[arg(long, short = 'j', default_value_t = 0)]
         jobs: usize,
         /// Keep the drill database on the --drill-server afterwards, to look into it

@@ -70,6 +70,17 @@ pub struct DrillOutcome {
     pub failure: Option<Error>,
 }
 
+/// Connections by default: one per core, up to this many.
+const DEFAULT_JOBS_MAX: usize = 16;
+/// The most `--jobs` a drill takes.
+const JOBS_MAX: usize = 64;
+
+/// Connections a throwaway cluster must accept for `jobs`: the loaders, the verifiers and
+/// post-data's `pg_restore -j` can all be open at once, plus pg_restore's leader and ours.
+fn max_connections(jobs: usize) -> u32 {
+    (3 * jobs + 10).max(30) as u32
+}
+
 /// Drills one snapshot and records the result in the repository.
 pub fn run<S: WriteStore + ?Sized>(
     repo: &Repository<S>,
@@ -94,10 +105,15 @@ fn run_drill<S: WriteStore + ?Sized>(
     if m.is_directory() {
         return directory_drill(repo, &m, opts, started, note);
     }
-    let jobs = if opts.jobs == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        opts.jobs
+    let jobs = match opts.jobs {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(DEFAULT_JOBS_MAX)),
+        n if n > JOBS_MAX => {
+            return Err(Error::config(format!(
+                "--jobs {n} is more connections than a drill can use (at most {JOBS_MAX})"
+            ))
+            .with_hint("leave --jobs out to use one per core"));
+        }
+        n => n,
     };
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_restore = super::pick_pg_restore(&m, &dirs)?;
@@ -284,6 +300,7 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
             bin_dirs: self.opts.pg_bin_dirs.clone(),
             tuned_for_restore: true,
             parent_dir: Some(self.work.to_path_buf()),
+            max_connections: Some(max_connections(self.jobs)),
             ..Default::default()
         })
         .map(Some)
