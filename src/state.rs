@@ -87,6 +87,28 @@ pub struct State {
     path: PathBuf,
 }
 
+/// Runs `f` again while SQLite says the file is busy, for up to 10 seconds. Connections racing
+/// to switch a new file to WAL get "database is locked" at once, without the busy timeout (SQLite
+/// cannot wait there without risking a deadlock); the race is over within moments.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut pause = 1;
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+                pause = (pause * 2).min(50);
+            }
+            r => return r,
+        }
+    }
+}
+
 impl State {
     /// `state.db` in the state directory (see [`crate::config::state_dir`]).
     pub fn default_path() -> Option<PathBuf> {
@@ -107,11 +129,11 @@ impl State {
         let conn = Connection::open(path).map_err(bad)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(bad)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(bad)?;
-        // Several processes may open a new file at once (the daemon, `history`): the schema is
-        // created under a write lock, after reading the version again inside it.
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(bad)?;
+        // Several processes may open a new file at once (the daemon, `history`): the switch to
+        // WAL is retried while they race, and the schema is created under a write lock, after
+        // reading the version again inside it.
+        retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(bad)?;
+        retry_busy(|| conn.execute_batch("BEGIN IMMEDIATE")).map_err(bad)?;
         let migrated = (|| -> Result<()> {
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
