@@ -99,12 +99,7 @@ fn run_drill<S: WriteStore + ?Sized>(
     opts: &DrillOptions,
     note: &mut dyn FnMut(String),
 ) -> Result<DrillOutcome> {
-    let started = Timestamp::now();
-    let t0 = Instant::now();
-    let m = repo.manifest(&entry.source, &entry.id)?;
-    if m.is_directory() {
-        return directory_drill(repo, &m, opts, started, note);
-    }
+    // Checked before anything is read.
     let jobs = match opts.jobs {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(DEFAULT_JOBS_MAX)),
         n if n > JOBS_MAX => {
@@ -115,6 +110,12 @@ fn run_drill<S: WriteStore + ?Sized>(
         }
         n => n,
     };
+    let started = Timestamp::now();
+    let t0 = Instant::now();
+    let m = repo.manifest(&entry.source, &entry.id)?;
+    if m.is_directory() {
+        return directory_drill(repo, &m, opts, started, note);
+    }
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_restore = super::pick_pg_restore(&m, &dirs)?;
 
