@@ -363,20 +363,12 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
     counters: &Counters,
 ) -> Result<()> {
     let dir = super::work_parent(opts.spool_dir.clone())?;
-    let need = m.sizes.plain_bytes + (64 << 20);
-    if let Some(free) = free_space(&dir)
-        && free < need
-    {
-        return Err(Error::io(format!(
-            "not enough space in {} to stage the archive for a parallel restore: needs {}, has {}",
-            dir.display(),
-            crate::units::bytes(need),
-            crate::units::bytes(free)
-        ))
-        .with_hint(
-            "pass --spool-dir on a larger disk, or --jobs 1 to stream without a temporary file",
-        ));
-    }
+    ensure_space(
+        &dir,
+        m.sizes.plain_bytes + (64 << 20),
+        "to stage the archive for a parallel restore",
+        "pass --spool-dir on a larger disk, or --jobs 1 to stream without a temporary file",
+    )?;
     let mut file = tempfile::Builder::new()
         .prefix("offsitedb-restore-")
         .suffix(".dump")
@@ -402,6 +394,25 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
         return Err(restore_error("pg_restore", &exit));
     }
     Ok(())
+}
+
+/// Fails, naming the need and what is free, when `dir` has less than `need` bytes for us.
+pub(crate) fn ensure_space(
+    dir: &std::path::Path,
+    need: u64,
+    purpose: &str,
+    hint: &str,
+) -> Result<()> {
+    match free_space(dir) {
+        Some(free) if free < need => Err(Error::io(format!(
+            "not enough space in {} {purpose}: needs {}, has {}",
+            dir.display(),
+            crate::units::bytes(need),
+            crate::units::bytes(free)
+        ))
+        .with_hint(hint)),
+        _ => Ok(()),
+    }
 }
 
 /// Bytes available to us on the file system holding `dir`.

@@ -698,18 +698,12 @@ fn directory_drill<S: WriteStore + ?Sized>(
     let t0 = Instant::now();
     let rec = m.files.clone().unwrap_or_default();
     let parent = super::work_parent(opts.work_dir.clone())?;
-    let need = rec.bytes + (64 << 20);
-    if let Some(free) = super::restore::free_space(&parent)
-        && free < need
-    {
-        return Err(Error::io(format!(
-            "not enough space in {} to extract the snapshot: needs {}, has {}",
-            parent.display(),
-            crate::units::bytes(need),
-            crate::units::bytes(free)
-        ))
-        .with_hint("pass --work-dir on a larger disk (or set OFFSITEDB_TMPDIR)"));
-    }
+    super::restore::ensure_space(
+        &parent,
+        rec.bytes + (64 << 20),
+        "to extract the snapshot",
+        "pass --work-dir on a larger disk (or set OFFSITEDB_TMPDIR)",
+    )?;
     let work = tempfile::Builder::new()
         .prefix("offsitedb-drill-")
         .tempdir_in(&parent)
