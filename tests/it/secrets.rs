@@ -314,8 +314,11 @@ fn pg_dump_never_gets_the_password_on_its_command_line() {
     let me = backup.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     let cmdline = loop {
-        // Skip the `pg_dump --version` probes of binary discovery.
-        if let Some(c) = find_child_cmdline(me, "pg_dump").filter(|c| !c.contains("--version")) {
+        // Skip the `pg_dump --version` probes of binary discovery, and a process caught while
+        // exec'ing or exiting (its command line reads empty then).
+        if let Some(c) = find_child_cmdline(me, "pg_dump")
+            .filter(|c| !c.trim().is_empty() && !c.contains("--version"))
+        {
             break c;
         }
         assert!(Instant::now() < deadline, "pg_dump never started");
