@@ -59,23 +59,47 @@ impl Exit {
 /// Environment variables a child may inherit. Everything else (the master key in `OFFSITEDB_KEY`,
 /// S3 secrets, any variable the configuration file interpolates) stays with us: children such as
 /// a throwaway PostgreSQL may run as another user, who could read their environment.
-const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"];
+const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "TZ", "TMPDIR"];
 
-/// A `Command` with a cleaned environment: the variables in [`INHERITED`], the locale (`LC_*`),
-/// and libpq's own `PG*` variables except `PGPASSWORD` (callers pass the password explicitly).
+/// libpq variables a child does not get: the password (callers pass it explicitly), and those
+/// that would shape its session behind our back: a `TimeZone` or `DateStyle` in pg_dump's
+/// session that our own connection (which reads no `PG*` variable) did not record changes the
+/// text the drills hash, and a service file can carry such options too.
+const WITHHELD: &[&str] = &[
+    "PGOPTIONS",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGTZ",
+    "PGDATESTYLE",
+    "PGCLIENTENCODING",
+    "PGGEQO",
+    "PGPASSWORD",
+];
+
+/// A `Command` with a cleaned environment (see [`child_env`]).
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
-    for (k, v) in std::env::vars_os() {
-        let Some(name) = k.to_str() else { continue };
-        let keep = INHERITED.contains(&name)
-            || name.starts_with("LC_")
-            || (name.starts_with("PG") && name != "PGPASSWORD");
-        if keep {
-            cmd.env(&k, &v);
-        }
-    }
+    cmd.envs(child_env(std::env::vars_os()));
     cmd
+}
+
+/// What a child gets of `parent`: the variables in [`INHERITED`], libpq's connection variables
+/// (`PG*`, less [`WITHHELD`]), and `LC_ALL=C`:
+/// we read our children's messages (pg_restore's `error:` lines decide whether a drill passes),
+/// and a translated message must not read as no message at all.
+pub fn child_env(
+    parent: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: Vec<_> = parent
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|name| {
+                INHERITED.contains(&name) || (name.starts_with("PG") && !WITHHELD.contains(&name))
+            })
+        })
+        .collect();
+    env.push(("LC_ALL".into(), "C".into()));
+    env
 }
 
 /// Grows a pipe's buffer from 64 KiB to 1 MiB (the unprivileged maximum): a child streaming
@@ -315,6 +339,37 @@ mod tests {
         assert!(!out.contains("secret"), "{out}");
         assert!(out.contains("PGCONNECT_TIMEOUT=7"));
         assert!(out.contains("PATH="));
+    }
+
+    /// A German locale or a `TimeZone` in `PGOPTIONS` must not reach pg_dump or pg_restore: their
+    /// `error:` lines decide drills, and their session shapes the text the drills hash.
+    #[test]
+    fn children_speak_english_in_a_session_like_ours() {
+        let parent = [
+            ("LANG", "de_DE.UTF-8"),
+            ("LC_ALL", "de_DE.UTF-8"),
+            ("LC_MESSAGES", "de_DE.UTF-8"),
+            ("LANGUAGE", "de"),
+            ("PGOPTIONS", "-c TimeZone=America/New_York"),
+            ("PGTZ", "Asia/Tokyo"),
+            ("PGSERVICE", "prod"),
+            ("PGSSLROOTCERT", "/etc/ca.pem"),
+            ("PATH", "/usr/bin"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        let env = child_env(parent.into_iter());
+        let got: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PGSSLROOTCERT", "/etc/ca.pem"),
+                ("PATH", "/usr/bin"),
+                ("LC_ALL", "C")
+            ]
+        );
     }
 
     #[test]

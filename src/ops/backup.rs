@@ -143,12 +143,9 @@ pub fn run<S: WriteStore + ?Sized>(
         cmd.arg(format!("--snapshot={s}"));
     }
     cmd.arg("--dbname").arg(ci.to_conninfo_without_secrets());
+    // pg_dump's session sees the settings we record for the drills: `process::command` leaves
+    // out the variables (PGOPTIONS, PGTZ, ...) that our own connection would not see.
     postgres::child_env(&mut cmd, ci);
-    // pg_dump's session must see the settings we recorded for the drills (TimeZone shapes
-    // timestamptz text): no client-side overrides that our own session did not get.
-    for v in ["PGTZ", "PGDATESTYLE", "PGCLIENTENCODING"] {
-        cmd.env_remove(v);
-    }
     let mut child = ChildProcess::spawn(cmd, "pg_dump", false)?;
     let mut stdout = child.take_stdout();
 

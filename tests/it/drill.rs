@@ -837,9 +837,14 @@ fn flip_a_byte(repo: &Repo, id: &str) {
 fn a_table_that_does_not_load_fails_the_drill() {
     let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
     let src = source(15, &dirs);
+    // And an index whose function calls another by a name that only resolves with the
+    // source's search_path: post-data fails for it in the restore, and the drill must say so.
     guarded_database(
         &src,
-        "CREATE TABLE plain (id int); INSERT INTO plain SELECT generate_series(1, 100);",
+        "CREATE TABLE plain (id int); INSERT INTO plain SELECT generate_series(1, 100);
+         CREATE FUNCTION inner_f(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 + 1';
+         CREATE FUNCTION outer_f(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT inner_f($1)';
+         CREATE INDEX plain_f ON plain (outer_f(id));",
     );
     let repo = Repo::new(&dirs);
     let counted = repo.cli.clone_with("OFFSITEDB_VERIFY", "counts");
@@ -863,6 +868,7 @@ fn a_table_that_does_not_load_fails_the_drill() {
         let problems = drill["problems"].to_string();
         assert!(problems.contains("guarded"), "{problems}");
         assert!(problems.contains("violates check constraint"), "{problems}");
+        assert!(problems.contains("inner_f"), "{problems}");
         assert!(!problems.contains("public.plain"), "{problems}");
         let plain = drill["tables"]
             .as_array()
@@ -1033,4 +1039,170 @@ fn many_jobs_fit_in_the_drill_cluster() {
     assert_drill_matches_source(&drill, &src, "app");
     repo.cli
         .fails(&["drill", "latest", "--jobs", "65"], 3, "--jobs 65");
+}
+
+/// A test extension with a configuration table (like PostGIS's `spatial_ref_sys`): it creates
+/// 100 rows itself, and pg_dump dumps only the rows added later. Installed into PostgreSQL 18's
+/// own folder under .pg/ (written under a temporary name, then renamed: tests run in parallel).
+fn install_config_extension() {
+    let dir = pypi_18().join("../share/extension");
+    for (name, text) in [
+        (
+            "offsitedb_test_cfg.control",
+            "default_version = '1.0'\nrelocatable = false\nschema = public\n\
+             comment = 'OffsiteDB tests: an extension with a configuration table'\n",
+        ),
+        (
+            "offsitedb_test_cfg--1.0.sql",
+            "CREATE TABLE cfg (id int PRIMARY KEY, note text);\n\
+             INSERT INTO cfg SELECT g, 'shipped ' || g FROM generate_series(1, 100) g;\n\
+             SELECT pg_catalog.pg_extension_config_dump('cfg', 'WHERE id > 100');\n",
+        ),
+    ] {
+        let tmp = dir.join(format!("{name}.{}", std::process::id()));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+/// Databases that are right but awkward, each of which made a good snapshot fail its drill:
+/// the source database is named `postgres` (every new cluster has one); an extension's
+/// configuration table holds rows the extension creates itself; pg_dump writes a partitioned
+/// table's rows through its root (it must, for hash partitioning on an enum), so rows may land
+/// in other partitions on restore; and pg_dump ran with a PGOPTIONS time zone in its environment.
+#[test]
+fn awkward_but_correct_databases_pass_their_drills() {
+    install_config_extension();
+    let dirs = vec![pypi_18()];
+    let src = source(18, &dirs);
+    src.cluster
+        .execute(
+            "postgres",
+            "CREATE EXTENSION offsitedb_test_cfg;
+             INSERT INTO cfg SELECT g, 'mine ' || g FROM generate_series(101, 130) g;
+             CREATE TYPE spent AS ENUM ('a', 'b', 'c', 'd', 'e', 'f', 'g');
+             DROP TYPE spent; -- so that the restore gives the labels other OIDs, other hashes
+             CREATE TYPE color AS ENUM ('red', 'green', 'blue');
+             CREATE TABLE p (c color, v int) PARTITION BY HASH (c);
+             CREATE TABLE p0 PARTITION OF p FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+             CREATE TABLE p1 PARTITION OF p FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+             INSERT INTO p SELECT (ARRAY['red', 'green', 'blue'])[1 + g % 3]::color, g
+               FROM generate_series(1, 999) g;
+             CREATE TABLE happened (id int, at timestamptz);
+             INSERT INTO happened SELECT g, timestamptz '2026-03-29 00:30:00+00' + g * interval '7 minutes'
+               FROM generate_series(1, 300) g;",
+        )
+        .unwrap();
+    let mut repo = Repo::new(&dirs);
+    // Tiny batches over three connections, and every table read in block ranges.
+    repo.cli = repo
+        .cli
+        .clone_with("OFFSITEDB_DRILL_BATCH_KIB", "1")
+        .env("OFFSITEDB_DRILL_SPLIT_MIB", "0");
+    let with_tz = repo
+        .cli
+        .clone_with("PGOPTIONS", "-c TimeZone=Pacific/Chatham");
+    let r = with_tz.ok(&[
+        "backup",
+        "--source",
+        &src.url("postgres"),
+        "--name",
+        "app",
+        "--json",
+    ]);
+    let backup: Value = serde_json::from_str(&r.stdout).unwrap();
+    let id = backup["id"].as_str().unwrap();
+    let manifest = repo.manifest(id);
+    let copies = manifest.to_string();
+    assert!(
+        copies.contains("COPY public.p (c, v) FROM stdin;"),
+        "pg_dump wrote the partitions through their root: {copies}"
+    );
+
+    let (code, drill, stderr) = repo.drill(id, &["--jobs", "3"]);
+    assert_eq!(code, 0, "{stderr}\n{drill:#}");
+    let table = |name: &str| {
+        drill["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no table {name} in {drill:#}"))
+            .clone()
+    };
+    let p = table("p");
+    assert_eq!(
+        (p["expected_rows"].as_u64(), p["restored_rows"].as_u64()),
+        (Some(999), Some(999))
+    );
+    assert_eq!(p["digest_ok"], true);
+    let cfg = table("cfg");
+    assert_eq!(
+        (cfg["expected_rows"].as_u64(), cfg["restored_rows"].as_u64()),
+        (Some(30), Some(30))
+    );
+    assert_eq!(cfg["digest_ok"], true);
+    assert_eq!(table("happened")["digest_ok"], true);
+    let notes = drill["notes"].to_string();
+    assert!(
+        notes.contains("restored as offsitedb_drill_postgres"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("public.cfg belongs to an extension, which created 100"),
+        "{notes}"
+    );
+}
+
+/// On a `--drill-server` whose role is not a superuser, the drill's role owns the restored tables,
+/// and FORCE ROW LEVEL SECURITY would hold it to the policies: rows it may not see must not
+/// read as missing rows.
+#[test]
+fn row_level_security_does_not_hide_rows_from_a_drill() {
+    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let src = source(15, &dirs);
+    src.create_db(
+        "app",
+        "CREATE TABLE docs (id int, owner text);
+         INSERT INTO docs SELECT g, 'user' || (g % 3) FROM generate_series(1, 90) g;
+         ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE docs FORCE ROW LEVEL SECURITY;
+         CREATE POLICY mine ON docs USING (owner = current_user);",
+    );
+    let scratch = source(15, &dirs);
+    scratch
+        .cluster
+        .execute(
+            "postgres",
+            "CREATE ROLE driller LOGIN CREATEDB PASSWORD 'drill-pw'",
+        )
+        .unwrap();
+    let url = format!(
+        "postgres://driller:drill-pw@127.0.0.1:{}/postgres",
+        scratch.cluster.port()
+    );
+    let repo = Repo::new(&dirs);
+    repo.backup(&src.url("app"), "app");
+    let counted = repo.cli.clone_with("OFFSITEDB_VERIFY", "counts");
+    counted.ok(&["backup", "--source", &src.url("app"), "--name", "counted"]);
+    for (cli, source) in [(&repo.cli, "app"), (&counted, "counted")] {
+        let r = cli.run(&[
+            "drill",
+            "latest",
+            "--source",
+            source,
+            "--drill-server",
+            &url,
+            "--json",
+        ]);
+        assert_eq!(r.code, 0, "{source}: {}\n{}", r.stderr, r.stdout);
+        let drill: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(drill["tables"][0]["restored_rows"], 90, "{drill:#}");
+        assert!(
+            drill["notes"]
+                .to_string()
+                .contains("FORCE ROW LEVEL SECURITY turned off"),
+            "{drill:#}"
+        );
+    }
 }

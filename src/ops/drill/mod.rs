@@ -355,7 +355,16 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
                 ))
             }
             (None, Some(cl)) => {
-                let db = m.source.database.clone();
+                let mut db = m.source.database.clone();
+                // Every new cluster has these (managed servers often name the app's database
+                // `postgres`): the drill restores under another name, which nothing in the dump names.
+                if matches!(db.as_str(), "postgres" | "template0" | "template1") {
+                    db = format!("offsitedb_drill_{db}");
+                    notes.push(format!(
+                        "restored as {db}: a new cluster already has a database named {}",
+                        m.source.database
+                    ));
+                }
                 cl.execute("postgres", &create_database_sql(&db, m))?;
                 Ok((None, cl.conninfo(&db), cl.version().version.clone()))
             }
@@ -474,6 +483,8 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
         if !exit.status.success() {
             problems.extend(restore_problems(&exit, &server_version, &mut notes));
         }
+        let settings = SessionSql::new(m);
+        let baseline = verify::after_pre_data(&target, &settings, m, &mut notes)?;
         let encoding = toc
             .encoding
             .clone()
@@ -500,7 +511,6 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
             Some((child, other_rx))
         };
 
-        let settings = SessionSql::new(m);
         let pool = verify::Pool::new(
             m,
             &target,
@@ -508,6 +518,7 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
             major_of(&server_version),
             jobs,
             ctx.split_bytes,
+            baseline,
         );
         let by_name: HashMap<(&str, &str), usize> = m
             .verification
@@ -909,12 +920,27 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
     )?;
 
     let t_restore = Instant::now();
-    let mut cmd = pg_restore_command(ctx.pg_restore, &target);
-    cmd.arg("--jobs").arg(ctx.jobs.to_string()).arg(&spool_path);
-    let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
-    child.drain_stdout();
-    let exit = child.wait_exit()?;
-    restored.restore_secs = t_restore.elapsed().as_secs_f64();
+    let settings = SessionSql::new(m);
+    let pg_restore = |sections: &[&str]| {
+        let mut cmd = pg_restore_command(ctx.pg_restore, &target);
+        cmd.args(sections)
+            .arg("--jobs")
+            .arg(ctx.jobs.to_string())
+            .arg(&spool_path);
+        let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
+        child.drain_stdout();
+        child.wait_exit()
+    };
+    // Pre-data apart, to see the database before any row is in (see `verify::after_pre_data`).
+    let exit = pg_restore(&["--section=pre-data"])?;
+    if !exit.status.success() {
+        problems.extend(restore_problems(&exit, &server_version, &mut notes));
+    }
+    let t_prepare = Instant::now();
+    let baseline = verify::after_pre_data(&target, &settings, m, &mut notes)?;
+    let prepare = t_prepare.elapsed();
+    let exit = pg_restore(&["--section=data", "--section=post-data"])?;
+    restored.restore_secs = (t_restore.elapsed() - prepare).as_secs_f64();
     if !exit.status.success() {
         problems.extend(restore_problems(&exit, &server_version, &mut notes));
     }
@@ -922,7 +948,6 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
     let _ = std::fs::remove_file(&spool_path);
 
     let t_verify = Instant::now();
-    let settings = SessionSql::new(m);
     let pool = verify::Pool::new(
         m,
         &target,
@@ -930,6 +955,7 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
         major_of(&server_version),
         ctx.jobs,
         ctx.split_bytes,
+        baseline,
     );
     for i in 0..m.verification.tables.len() {
         pool.push(i);
@@ -1392,11 +1418,15 @@ fn restore_problems(exit: &Exit, server_version: &str, notes: &mut Vec<String>) 
             ));
         }
     }
-    let benign_only = exit
+    // A failed exit is a problem unless pg_restore said why and every reason is benign: one
+    // killed by a signal, or whose messages we cannot read, has restored an unknown part.
+    let mut reasons = exit
         .errors
         .iter()
         .filter(|l| l.contains("error:") && !l.contains("errors ignored on restore"))
-        .all(|l| l.contains("\"transaction_timeout\""));
+        .peekable();
+    let benign_only = exit.status.success()
+        || (reasons.peek().is_some() && reasons.all(|l| l.contains("\"transaction_timeout\"")));
     if out.is_empty() && !benign_only {
         out.push(format!("pg_restore failed: {}", exit.reason()));
     }
@@ -1442,5 +1472,45 @@ mod tests {
             quoted_after("extension \"vector\" is not available", "extension \"").as_deref(),
             Some("vector")
         );
+    }
+
+    fn exit(code: &str, errors: &[&str]) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        let raw = match code {
+            "ok" => 0,
+            "1" => 1 << 8,
+            _ => 9, // killed by SIGKILL
+        };
+        Exit {
+            status: std::process::ExitStatus::from_raw(raw),
+            stderr: errors.iter().map(|l| l.to_string()).collect(),
+            errors: errors.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    /// A pg_restore that failed without a line we can read (killed, or speaking another
+    /// language) has restored an unknown part: the drill must not pass.
+    #[test]
+    fn a_failed_pg_restore_is_a_problem_even_when_it_says_nothing_we_read() {
+        let mut notes = Vec::new();
+        assert!(restore_problems(&exit("ok", &[]), "16.4", &mut notes).is_empty());
+        let killed = restore_problems(&exit("9", &[]), "16.4", &mut notes);
+        assert_eq!(killed, ["pg_restore failed: killed by signal 9"]);
+        let german = restore_problems(
+            &exit(
+                "1",
+                &["pg_restore: Fehler: Funktion inner_f(text) existiert nicht"],
+            ),
+            "16.4",
+            &mut notes,
+        );
+        assert_eq!(german.len(), 1, "{german:?}");
+        let benign = [
+            "pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter \"transaction_timeout\"",
+            "Command was: SET transaction_timeout = 0;",
+            "pg_restore: warning: errors ignored on restore: 1",
+        ];
+        assert!(restore_problems(&exit("1", &benign), "16.4", &mut notes).is_empty());
+        assert!(notes.iter().any(|n| n.contains("transaction_timeout")));
     }
 }

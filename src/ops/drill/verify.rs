@@ -2,7 +2,9 @@
 //! session settings, hashed exactly as the inspector hashed the archive, and compared with the
 //! manifest. Tables are verified as they finish loading (a [`Pool`] takes them one by one), and
 //! a big table is read in block ranges on several connections at once: the digest is a sum, so
-//! the parts add up to the table.
+//! the parts add up to the table. Partitions pg_dump wrote through their root are compared
+//! together ([`Group`]), and rows an extension put into its own table before the restore are
+//! taken off ([`after_pre_data`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
@@ -35,9 +37,12 @@ impl SessionSql {
     pub(super) fn new(m: &Manifest) -> Self {
         let s = &m.verification.session;
         // pg_dump's own settings (setup_connection), then what it inherits from the server.
+        // row_security = off as in pg_dump: rows a policy would hide make the read fail
+        // instead of silently leaving them out.
         let mut sql = String::from(
             "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; \
-             SET search_path = ''; SET statement_timeout = 0; SET synchronize_seqscans = off;",
+             SET search_path = ''; SET statement_timeout = 0; SET synchronize_seqscans = off; \
+             SET row_security = off;",
         );
         if !s.client_encoding.is_empty() {
             sql.push_str(&format!(
@@ -166,6 +171,22 @@ struct State {
     errors: Vec<Error>,
     first_start: Option<Instant>,
     last_end: Option<Instant>,
+    groups: Vec<Group>,
+}
+
+/// A table (or part) as read back: rows and digest, or why it could not be read.
+type ReadBack = std::result::Result<(u64, u128), String>;
+
+/// Tables pg_dump wrote through their partition root (`--load-via-partition-root`, which it
+/// forces for hash partitioning on an enum): the restore routes their rows again, possibly into
+/// other partitions, so only the partitions together can be compared with the dump.
+#[derive(Default)]
+struct Group {
+    /// The root, as named by the COPY statements.
+    root: (String, String),
+    members: Vec<usize>,
+    pushed: std::collections::HashSet<usize>,
+    reads: Vec<(usize, ReadBack)>,
 }
 
 /// Verifies the manifest's tables, given one by one (by index into
@@ -178,6 +199,10 @@ pub(super) struct Pool<'a> {
     split: bool,
     split_bytes: u64,
     jobs: usize,
+    /// Manifest table -> its group in `State::groups`.
+    group_of: HashMap<usize, usize>,
+    /// Rows an extension created in its own table before any data was restored ([`after_pre_data`]).
+    baseline: HashMap<usize, (u64, u128)>,
     state: Mutex<State>,
     ready: Condvar,
 }
@@ -190,7 +215,33 @@ impl<'a> Pool<'a> {
         server_major: u32,
         jobs: usize,
         split_bytes: u64,
+        baseline: HashMap<usize, (u64, u128)>,
     ) -> Self {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of = HashMap::new();
+        for (i, t) in m.verification.tables.iter().enumerate() {
+            let Some(root) = t
+                .copy
+                .as_deref()
+                .and_then(copy_parts)
+                .and_then(|(table, _)| parse_qualified(table))
+                .filter(|(s, n)| (s.as_str(), n.as_str()) != (&t.schema, &t.name))
+            else {
+                continue;
+            };
+            let g = match groups.iter().position(|g| g.root == root) {
+                Some(g) => g,
+                None => {
+                    groups.push(Group {
+                        root,
+                        ..Group::default()
+                    });
+                    groups.len() - 1
+                }
+            };
+            groups[g].members.push(i);
+            group_of.insert(i, g);
+        }
         Pool {
             m,
             target,
@@ -198,14 +249,32 @@ impl<'a> Pool<'a> {
             split: server_major >= 14 && jobs > 1,
             split_bytes,
             jobs,
-            state: Mutex::new(State::default()),
+            group_of,
+            baseline,
+            state: Mutex::new(State {
+                groups,
+                ..State::default()
+            }),
             ready: Condvar::new(),
         }
     }
 
-    /// Queues a table (an index into the manifest's tables) whose data is in.
+    /// Queues a table (an index into the manifest's tables) whose data is in. A partition
+    /// loaded through its root waits for the root's other partitions: until they are all in,
+    /// rows may still arrive in it.
     pub(super) fn push(&self, table: usize) {
         let mut st = self.state.lock().unwrap();
+        if let Some(&g) = self.group_of.get(&table) {
+            let group = &mut st.groups[g];
+            group.pushed.insert(table);
+            if group.pushed.len() < group.members.len() {
+                return;
+            }
+            let members = group.members.clone();
+            st.queue.extend(members.into_iter().map(Item::Table));
+            self.ready.notify_all();
+            return;
+        }
         st.queue.push_back(Item::Table(table));
         self.ready.notify_one();
     }
@@ -302,11 +371,65 @@ impl<'a> Pool<'a> {
             return;
         }
         let read = match (&t.copy, &t.digest) {
+            (Some(_), Some(_)) if self.group_of.contains_key(&i) => range_digest(c, t, 0, None),
             (Some(copy), Some(_)) => copy_digest(c, copy),
             _ => count_rows(&mut c.c, t).map(|n| (n, 0)),
         };
-        let (check, problem) = judge(t, read);
-        self.state.lock().unwrap().results.push((i, check, problem));
+        let mut st = self.state.lock().unwrap();
+        self.record(&mut st, i, read);
+    }
+
+    /// A table's read, less what its extension created, judged alone or with its group.
+    fn record(&self, st: &mut State, i: usize, read: ReadBack) {
+        let read = read.map(|(rows, digest)| match self.baseline.get(&i) {
+            Some(&(r, d)) => (rows.saturating_sub(r), digest.wrapping_sub(d)),
+            None => (rows, digest),
+        });
+        let tables = &self.m.verification.tables;
+        let Some(&g) = self.group_of.get(&i) else {
+            let (check, problem) = judge(&tables[i], read);
+            st.results.push((i, check, problem));
+            return;
+        };
+        let group = &mut st.groups[g];
+        group.reads.push((i, read));
+        if group.reads.len() < group.members.len() {
+            return;
+        }
+        // The partitions as one table named after the root: what pg_dump wrote for them
+        // against what the restore put into them, wherever each row went.
+        let members: Vec<&TableRecord> = group.members.iter().map(|&m| &tables[m]).collect();
+        let digests: Option<Vec<u128>> = members
+            .iter()
+            .map(|t| {
+                t.digest
+                    .as_deref()
+                    .and_then(|d| u128::from_str_radix(d, 16).ok())
+            })
+            .collect();
+        let whole = TableRecord {
+            schema: group.root.0.clone(),
+            name: group.root.1.clone(),
+            rows: members.iter().map(|t| t.rows).sum(),
+            digest: digests
+                .map(|d| dump::digest_hex(d.into_iter().fold(0u128, |a, b| a.wrapping_add(b)))),
+            copy: None,
+        };
+        let read = group
+            .reads
+            .iter()
+            .try_fold((0u64, 0u128), |(r, d), (_, read)| {
+                read.clone().map(|(r2, d2)| (r + r2, d.wrapping_add(d2)))
+            });
+        let (check, problem) = judge(&whole, read);
+        let names: Vec<String> = members.iter().map(|t| t.qualified()).collect();
+        let problem = problem.map(|p| {
+            format!(
+                "{p} (the partitions {}, which pg_dump wrote through their root, counted together)",
+                names.join(", ")
+            )
+        });
+        st.results.push((group.members[0], check, problem));
     }
 
     fn add_part(&self, i: usize, read: std::result::Result<(u64, u128), String>) {
@@ -328,8 +451,7 @@ impl<'a> Pool<'a> {
                 Some(e) => Err(e),
                 None => Ok((sum.rows, sum.digest)),
             };
-            let (check, problem) = judge(&self.m.verification.tables[i], read);
-            st.results.push((i, check, problem));
+            self.record(&mut st, i, read);
         }
     }
 
@@ -443,6 +565,118 @@ pub(super) fn copy_parts(copy: &str) -> Option<(&str, &str)> {
     Some((rest[..open].trim_end(), cols))
 }
 
+/// `"s"."t"` or `public.t` (pg_dump quotes only where needed) → (`s`, `t`).
+fn parse_qualified(text: &str) -> Option<(String, String)> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    loop {
+        let (part, after) = if let Some(quoted) = rest.strip_prefix('"') {
+            let mut part = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') if quoted[i + 1..].starts_with('"') => {
+                        part.push('"');
+                        chars.next();
+                    }
+                    (i, '"') => break i + 1,
+                    (_, ch) => part.push(ch),
+                }
+            };
+            (part, &quoted[end..])
+        } else {
+            let end = rest.find('.').unwrap_or(rest.len());
+            (rest[..end].to_string(), &rest[end..])
+        };
+        parts.push(part);
+        match after.strip_prefix('.') {
+            Some(r) => rest = r,
+            None if after.is_empty() => break,
+            None => return None,
+        }
+    }
+    match <[String; 2]>::try_from(parts) {
+        Ok([schema, name]) => Some((schema, name)),
+        Err(_) => None,
+    }
+}
+
+/// Run once pre-data is restored, before any row is loaded. Lets the drill's role read every
+/// row of the copy (a `--drill-server` role owns the tables it restores, and FORCE ROW LEVEL
+/// SECURITY would hold even it to the policies), and reads what extensions put into their own
+/// tables: pg_dump dumps only the rows added since (`pg_extension_config_dump`), so those are
+/// taken off what is read back.
+pub(super) fn after_pre_data(
+    target: &ConnInfo,
+    settings: &SessionSql,
+    m: &Manifest,
+    notes: &mut Vec<String>,
+) -> Result<HashMap<usize, (u64, u128)>> {
+    let (mut c, _) = Conn::open(target, settings)?;
+    let q = |c: &mut client::Client, sql: &str| {
+        c.query(sql, &[])
+            .map_err(|e| client::query_error("cannot prepare the drill database", &e))
+    };
+    let bypass: bool = q(
+        &mut c.c,
+        "SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user",
+    )?
+    .first()
+    .is_some_and(|r| r.get(0));
+    if !bypass {
+        let forced = q(
+            &mut c.c,
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relforcerowsecurity",
+        )?;
+        for r in &forced {
+            let table: String = r.get(0);
+            c.c.batch_execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))
+                .map_err(|e| client::query_error("cannot prepare the drill database", &e))?;
+        }
+        if !forced.is_empty() {
+            notes.push(format!(
+                "FORCE ROW LEVEL SECURITY turned off on {} table(s) of the drill copy, so that the drill's role reads every row",
+                forced.len()
+            ));
+        }
+    }
+    let extension_tables: std::collections::HashSet<(String, String)> = q(
+        &mut c.c,
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_depend d \
+         JOIN pg_catalog.pg_class c ON c.oid = d.objid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'e'",
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let mut baseline = HashMap::new();
+    for (i, t) in m.verification.tables.iter().enumerate() {
+        if !extension_tables.contains(&(t.schema.clone(), t.name.clone())) {
+            continue;
+        }
+        let read = match (&t.copy, &t.digest) {
+            (Some(_), Some(_)) => range_digest(&mut c, t, 0, None),
+            _ => count_rows(&mut c.c, t).map(|n| (n, 0)),
+        };
+        let (rows, digest) = read.map_err(|e| {
+            Error::source_db(format!(
+                "cannot read the extension table {} before the restore: {e}",
+                t.qualified()
+            ))
+        })?;
+        if rows > 0 {
+            notes.push(format!(
+                "table {} belongs to an extension, which created {rows} of its rows: those are not counted (pg_dump dumps only the rows added since)",
+                t.qualified()
+            ));
+            baseline.insert(i, (rows, digest));
+        }
+    }
+    Ok(baseline)
+}
+
 /// The rows of heap blocks `[from, to)` of a table, read and hashed like [`copy_digest`].
 fn range_digest(
     c: &mut Conn,
@@ -451,12 +685,17 @@ fn range_digest(
     to: Option<u64>,
 ) -> std::result::Result<(u64, u128), String> {
     let copy = t.copy.as_deref().unwrap_or_default();
-    let (table, cols) =
+    let (_, cols) =
         copy_parts(copy).ok_or_else(|| format!("unexpected COPY statement {copy:?}"))?;
-    let mut sql = format!(
-        "COPY (SELECT {cols} FROM ONLY {table} WHERE ctid >= {}::tid",
-        quote_literal(&format!("({from},0)"))
-    );
+    // The table itself: a COPY may name the partition root it was written through.
+    let table = format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name));
+    let mut sql = format!("COPY (SELECT {cols} FROM ONLY {table}");
+    if from > 0 || to.is_some() {
+        sql.push_str(&format!(
+            " WHERE ctid >= {}::tid",
+            quote_literal(&format!("({from},0)"))
+        ));
+    }
     if let Some(to) = to {
         sql.push_str(&format!(
             " AND ctid < {}::tid",
@@ -579,7 +818,7 @@ fn verify_large_objects(c: &mut client::Client, lo: &TableRecord) -> (TableCheck
 
 #[cfg(test)]
 mod tests {
-    use super::copy_parts;
+    use super::{copy_parts, parse_qualified};
 
     #[test]
     fn splits_copy_statements() {
@@ -593,5 +832,20 @@ mod tests {
         );
         assert_eq!(copy_parts("COPY public.empty  FROM stdin;\n"), None);
         assert_eq!(copy_parts("INSERT INTO t VALUES (1);"), None);
+    }
+
+    #[test]
+    fn reads_qualified_names_as_pg_dump_quotes_them() {
+        let pair = |s: &str, n: &str| Some((s.to_string(), n.to_string()));
+        assert_eq!(parse_qualified("public.p"), pair("public", "p"));
+        assert_eq!(
+            parse_qualified("\"we.ird\".\"t\"\"x\""),
+            pair("we.ird", "t\"x")
+        );
+        assert_eq!(parse_qualified("s.\"Café\""), pair("s", "Café"));
+        assert_eq!(parse_qualified("nodot"), None);
+        assert_eq!(parse_qualified("a.b.c"), None);
+        assert_eq!(parse_qualified("\"open.t"), None);
+        assert_eq!(parse_qualified("\"a\"x.t"), None);
     }
 }
