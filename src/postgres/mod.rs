@@ -14,10 +14,10 @@ pub use binaries::PgProgram;
 pub use client::{ServerInfo, connect, server_info};
 pub use conninfo::ConnInfo;
 
-/// Environment for a child PostgreSQL client (pg_dump, pg_restore): the password goes here,
-/// never on the command line, and nothing may prompt.
+/// Environment for a child PostgreSQL client (pg_dump, pg_restore) made by
+/// [`crate::process::command`] (which withholds an inherited `PGPASSWORD`): the password goes
+/// here, never on the command line, and nothing may prompt.
 pub fn child_env(cmd: &mut std::process::Command, ci: &ConnInfo) {
-    cmd.env_remove("PGPASSWORD");
     if let Some(p) = ci.password() {
         cmd.env("PGPASSWORD", p);
     }
