@@ -20,6 +20,8 @@ command -v gzip >/dev/null || apt_install gzip
 # the deploy recipe's unit.
 [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
 command -v systemd-analyze >/dev/null || apt_install systemd
+# promtool (Debian's prometheus package) checks the /metrics page.
+command -v promtool >/dev/null || apt_install prometheus
 
 # Python tools: SeaweedFS (the S3 server), cryptography (for the reference decryptor and test
 # certificates) and aiosmtpd (a real SMTP server for the email alert tests).

@@ -76,6 +76,34 @@ fn run_as() -> Result<Option<RunAs>> {
     Ok(Some(RunAs { uid, gid }))
 }
 
+/// Where throwaway clusters (and drills' work folders) go: `explicit`, else `OFFSITEDB_TMPDIR`,
+/// else the system's temporary folder. As root the cluster runs as an unprivileged user, who
+/// must be able to enter it: a private TMPDIR (mode 0700, as `mktemp -d` makes) falls back to
+/// /tmp when no folder was asked for; an asked-for folder it cannot enter is an error.
+pub fn work_parent(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    let asked = explicit.or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from));
+    let parent = asked.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| Error::io_at("cannot create the work folder", &parent, &e))?;
+    let Some(w) = run_as()? else {
+        return Ok(parent);
+    };
+    if reachable(&parent, &w) {
+        return Ok(parent);
+    }
+    let fallback = PathBuf::from("/tmp");
+    if asked.is_none() && reachable(&fallback, &w) {
+        return Ok(fallback);
+    }
+    Err(Error::io(format!(
+        "the throwaway cluster runs as an unprivileged user (PostgreSQL refuses root), who cannot enter {}",
+        parent.display()
+    ))
+    .with_hint(
+        "point OFFSITEDB_TMPDIR (or --work-dir) at a folder that user can reach, such as /var/tmp",
+    ))
+}
+
 /// Whether `who` may traverse every folder on the way to `dir` (and `dir` itself).
 fn reachable(dir: &Path, who: &RunAs) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -138,30 +166,7 @@ impl Cluster {
             .to_path_buf();
         let who = run_as()?;
 
-        let mut parent = opts
-            .parent_dir
-            .clone()
-            .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(PathBuf::from))
-            .unwrap_or_else(std::env::temp_dir);
-        if let Some(w) = &who
-            && !reachable(&parent, w)
-        {
-            // A private TMPDIR (mode 0700, as `mktemp -d` makes) cannot be entered by the
-            // cluster's user. The system temp folder can, when no folder was asked for.
-            let fallback = PathBuf::from("/tmp");
-            if opts.parent_dir.is_none()
-                && std::env::var_os("OFFSITEDB_TMPDIR").is_none()
-                && reachable(&fallback, w)
-            {
-                parent = fallback;
-            } else {
-                return Err(Error::io(format!(
-                    "the throwaway cluster runs as an unprivileged user (PostgreSQL refuses root), who cannot enter {}",
-                    parent.display()
-                ))
-                .with_hint("point OFFSITEDB_TMPDIR (or --work-dir) at a folder that user can reach, such as /var/tmp"));
-            }
-        }
+        let parent = work_parent(opts.parent_dir.clone())?;
         let dir = tempfile::Builder::new()
             .prefix("offsitedb-pg-")
             .tempdir_in(&parent)

@@ -9,6 +9,8 @@ wrapper reads `is_transient` so that an authentication failure is never retried.
 use std::fmt;
 use std::io;
 
+pub use crate::exit::ExitCode;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, in the terms a caller (and an exit code) cares about.
@@ -39,28 +41,35 @@ pub enum ErrorKind {
     DrillFailed,
     /// An alert channel could not be reached (`alert-test`).
     Alert,
+    /// Another offsitedb run holds the source's lock, and we were told not to wait.
+    Busy,
     /// The operation was interrupted (signal).
     Interrupted,
 }
 
 impl ErrorKind {
-    /// The process exit code for this kind. 0 is success, 2 is clap's usage error.
-    pub fn exit_code(self) -> i32 {
+    /// The process exit code for this kind (the table is in [`crate::exit`]).
+    pub fn exit(self) -> ExitCode {
         match self {
-            ErrorKind::Internal => 1,
-            ErrorKind::Config => 3,
-            ErrorKind::Key => 4,
-            ErrorKind::Source => 5,
-            ErrorKind::Storage => 6,
-            ErrorKind::Integrity => 7,
-            ErrorKind::NotFound => 8,
-            ErrorKind::Tool => 9,
-            ErrorKind::Process => 10,
-            ErrorKind::Io => 11,
-            ErrorKind::DrillFailed => 12,
-            ErrorKind::Alert => 13,
-            ErrorKind::Interrupted => 130,
+            ErrorKind::Internal => ExitCode::Internal,
+            ErrorKind::Config => ExitCode::Config,
+            ErrorKind::Key => ExitCode::Key,
+            ErrorKind::Source => ExitCode::Source,
+            ErrorKind::Storage => ExitCode::Storage,
+            ErrorKind::Integrity => ExitCode::Integrity,
+            ErrorKind::NotFound => ExitCode::NotFound,
+            ErrorKind::Tool => ExitCode::Tool,
+            ErrorKind::Process => ExitCode::Process,
+            ErrorKind::Io => ExitCode::Io,
+            ErrorKind::DrillFailed => ExitCode::DrillFailed,
+            ErrorKind::Alert => ExitCode::Alert,
+            ErrorKind::Busy => ExitCode::Busy,
+            ErrorKind::Interrupted => ExitCode::Interrupted,
         }
+    }
+
+    pub fn exit_code(self) -> i32 {
+        self.exit().code() as i32
     }
 
     pub fn name(self) -> &'static str {
@@ -77,6 +86,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::DrillFailed => "drill_failed",
             ErrorKind::Alert => "alert",
+            ErrorKind::Busy => "busy",
             ErrorKind::Interrupted => "interrupted",
         }
     }
@@ -257,6 +267,7 @@ mod tests {
             ErrorKind::Io,
             ErrorKind::DrillFailed,
             ErrorKind::Alert,
+            ErrorKind::Busy,
             ErrorKind::Interrupted,
         ];
         let codes: HashSet<i32> = kinds.iter().map(|k| k.exit_code()).collect();

@@ -113,16 +113,6 @@ impl Metrics {
                 "When the next job is due.",
                 |m| m.next_run.map(|t| t.as_millisecond() as f64 / 1000.0),
             ),
-            (
-                "offsitedb_jobs_succeeded",
-                "Jobs that succeeded since the daemon started.",
-                |m| Some(m.jobs_ok as f64),
-            ),
-            (
-                "offsitedb_jobs_failed",
-                "Jobs that failed since the daemon started.",
-                |m| Some(m.jobs_failed as f64),
-            ),
         ];
         for (name, help, pick) in series {
             let values: Vec<(&str, Option<f64>)> = self
@@ -131,6 +121,20 @@ impl Metrics {
                 .map(|(s, m)| (s.as_str(), pick(m)))
                 .collect();
             gauge(&mut out, name, help, &values);
+        }
+        // A counter, by result: Prometheus naming (`_total`), so `rate()` and alerts work.
+        let _ = writeln!(
+            out,
+            "# HELP offsitedb_jobs_total Jobs run since the daemon started, by result.\n# TYPE offsitedb_jobs_total counter"
+        );
+        for (source, m) in &self.sources {
+            for (result, n) in [("succeeded", m.jobs_ok), ("failed", m.jobs_failed)] {
+                let _ = writeln!(
+                    out,
+                    "offsitedb_jobs_total{{source=\"{}\",result=\"{result}\"}} {n}",
+                    escape(source)
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -141,9 +145,9 @@ impl Metrics {
     }
 }
 
-/// Binds `listen` and answers `/metrics` and `/healthz` on a thread.
-pub fn serve(listen: &str, metrics: Shared) -> Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind(listen).map_err(|e| {
+/// Binds `listen` (an address, for messages and the hint on failure).
+pub fn bind(listen: &str) -> Result<TcpListener> {
+    TcpListener::bind(listen).map_err(|e| {
         Error::config(format!(
             "cannot listen on {listen}: {}",
             crate::error::describe_io(&e)
@@ -151,22 +155,39 @@ pub fn serve(listen: &str, metrics: Shared) -> Result<std::net::SocketAddr> {
         .with_hint(
             "set listen under [server] in offsitedb.toml to a free address, e.g. 127.0.0.1:9187",
         )
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
+    })
+}
+
+/// Answers `/metrics` and `/healthz` on `listener`, on a thread that ends once `stop` is set.
+pub fn serve(
+    listener: TcpListener,
+    metrics: Shared,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    // Polled, so the thread notices `stop` without a connection arriving.
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io(format!("cannot set up the HTTP listener: {e}")))?;
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let m = metrics.clone();
-                let _ = std::thread::Builder::new()
-                    .name("http-conn".into())
-                    .spawn(move || answer(conn, &m));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let m = metrics.clone();
+                        let _ = std::thread::Builder::new()
+                            .name("http-conn".into())
+                            .spawn(move || answer(conn, &m));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
             }
         })
-        .map_err(|e| Error::internal(format!("cannot start the HTTP thread: {e}")))?;
-    Ok(addr)
+        .map_err(|e| Error::internal(format!("cannot start the HTTP thread: {e}")))
 }
 
 fn answer(conn: TcpStream, metrics: &Shared) {

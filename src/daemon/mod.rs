@@ -50,11 +50,24 @@ pub fn job_with_alerts(
     metrics: Option<&metrics::Shared>,
     note: &mut dyn FnMut(String),
 ) -> Result<JobReport> {
-    dispatcher.ping(Ping::Start, &spec.policy.heartbeat);
     let state = State::open(state_path)?;
-    info!(source = %spec.name, target = %spec.conninfo.redacted(), "job started");
-    let report = match settings
-        .open_store()
+    let store = settings.open_store();
+    // One run per source: a manual backup or prune of the same source finishes first. A busy
+    // source with `Wait::No` is not a failed backup: nothing is recorded or alerted.
+    let _lock = match &store {
+        Ok(st) => Some(crate::lock::acquire(
+            &settings.state_dir()?,
+            &st.location(),
+            &spec.name,
+            "job",
+            opts.wait,
+            note,
+        )?),
+        Err(_) => None,
+    };
+    dispatcher.ping(Ping::Start, &spec.policy.heartbeat);
+    info!(source = %spec.name, target = %spec.target(), "job started");
+    let report = match store
         .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
     {
         Ok(repo) => job::run(&repo, spec, &state, opts, note)?,
@@ -242,11 +255,75 @@ struct Slot {
     stale_after: Option<Duration>,
 }
 
-/// Runs until SIGTERM / SIGINT.
+/// Asks a daemon started by [`serve_with`] or [`spawn`] to stop (as SIGTERM does): no new job
+/// starts; running jobs finish (a signal also stops them at their next buffer).
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<std::sync::atomic::AtomicBool>);
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) || crate::interrupt::check().is_err()
+    }
+}
+
+/// Runs until SIGTERM / SIGINT, answering `/metrics` on `listen` (else `[server] listen`, else
+/// [`DEFAULT_LISTEN`]).
 pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
+    let listen = listen
+        .or_else(|| settings.file.server.as_ref().and_then(|s| s.listen.clone()))
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listener = metrics::bind(&listen)?;
+    serve_with(settings, listener, Shutdown::default())
+}
+
+/// A daemon running on a thread of this process (for tests, and embedding).
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    shutdown: Shutdown,
+    thread: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Stops it and waits for it (at most [`SHUTDOWN_LIMIT`] for running jobs).
+    pub fn stop(self) -> Result<()> {
+        self.shutdown.trigger();
+        self.thread
+            .join()
+            .map_err(|_| Error::internal("the daemon's thread panicked"))?
+    }
+}
+
+/// Starts [`serve_with`] on a thread, on `listener` (bind port 0 to let the system pick).
+pub fn spawn(settings: Settings, listener: std::net::TcpListener) -> Result<Running> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
+    let shutdown = Shutdown::default();
+    let s = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("daemon".into())
+        .spawn(move || serve_with(settings, listener, s))
+        .map_err(|e| Error::internal(format!("cannot start the daemon's thread: {e}")))?;
+    Ok(Running {
+        addr,
+        shutdown,
+        thread,
+    })
+}
+
+/// The daemon on a given listener, until `shutdown` is triggered or a signal arrives.
+pub fn serve_with(
+    settings: Settings,
+    listener: std::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
     let settings = Arc::new(settings);
     let specs: Vec<SourceSpec> = settings
-        .backup_sources(None, None, None)?
+        .configured_sources(None)?
         .into_iter()
         .filter(|s| {
             if s.policy.schedule.is_none() {
@@ -276,10 +353,18 @@ pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
         error!(channel = %d.channel, attempts = d.attempts, error = d.error.as_deref().unwrap_or(""), "alert delivery failed");
     }));
     let metrics: metrics::Shared = Arc::new(Mutex::new(metrics::Metrics::default()));
-    let listen = listen
-        .or_else(|| settings.file.server.as_ref().and_then(|s| s.listen.clone()))
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let addr = metrics::serve(&listen, metrics.clone())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
+    let http = metrics::serve(listener, metrics.clone(), shutdown.0.clone())?;
+    // Whatever ends this function ends the HTTP thread too.
+    struct StopOnDrop(Shutdown);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.trigger();
+        }
+    }
+    let _stop_http = StopOnDrop(shutdown.clone());
     info!(%addr, "serving /metrics and /healthz");
 
     let started = Timestamp::now();
@@ -330,7 +415,7 @@ pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
         );
     }
 
-    while crate::interrupt::check().is_ok() {
+    while !shutdown.requested() {
         let now = Timestamp::now();
         for slot in slots.values_mut() {
             if slot.running.as_ref().is_some_and(|h| h.is_finished())
@@ -385,6 +470,8 @@ pub fn serve(settings: Settings, listen: Option<String>) -> Result<()> {
     if let Ok(d) = Arc::try_unwrap(dispatcher) {
         d.finish(Duration::from_secs(10));
     }
+    shutdown.trigger();
+    let _ = http.join();
     info!("stopped");
     Ok(())
 }
@@ -415,6 +502,7 @@ fn spawn_job(
                     pg_bin_dirs: settings.pg_bin_dirs().to_vec(),
                     ..Default::default()
                 },
+                wait: crate::lock::Wait::Yes,
             };
             let name = spec.name.clone();
             let mut note = |n: String| info!(source = %name, "{n}");

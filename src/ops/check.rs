@@ -471,3 +471,28 @@ pub fn repository(settings: &Settings, note: &mut dyn FnMut(String)) -> Vec<Item
     }
     l.items
 }
+
+/// Where the settings come from: the configuration file (and how it was found), and for an S3
+/// repository where its credentials come from. Never fails: a missing file is fine.
+pub fn configuration(settings: &Settings) -> Vec<Item> {
+    let mut l = List {
+        subject: "configuration",
+        items: Vec::new(),
+    };
+    l.ok("file", settings.describe_file());
+    if let Ok(crate::storage::Location::S3(_)) = settings.location() {
+        match settings.aws() {
+            Ok(a) => match a.credentials_from {
+                Some(from) => l.ok("s3 keys", format!("from {from}")),
+                None => l.fail(
+                    "s3 keys",
+                    &Error::config("no S3 credentials found").with_hint(
+                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (~/.aws/credentials), or access_key_id and secret_access_key under [repository]",
+                    ),
+                ),
+            },
+            Err(e) => l.fail("s3 keys", &e),
+        }
+    }
+    l.items
+}

@@ -23,6 +23,8 @@ use super::{backup, drill, list, prune};
 pub struct JobOptions {
     pub backup: backup::BackupOptions,
     pub drill: drill::DrillOptions,
+    /// When another run holds the source's lock: wait (the default) or fail with `Busy`.
+    pub wait: crate::lock::Wait,
 }
 
 /// How one step went.
@@ -43,6 +45,9 @@ pub struct JobReport {
     pub restore_seconds: Option<f64>,
     pub prune: Option<prune::PruneReport>,
     pub prune_error: Option<String>,
+    /// Why prune did not run (no retention configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune_skipped: Option<String>,
     #[serde(skip)]
     pub backup_failure: Option<Error>,
     #[serde(skip)]
@@ -83,6 +88,7 @@ pub fn run<S: WriteStore + ?Sized>(
         restore_seconds: None,
         prune: None,
         prune_error: None,
+        prune_skipped: None,
         backup_failure: None,
         drill_failure: None,
         prune_failure: None,
@@ -147,11 +153,21 @@ pub fn run<S: WriteStore + ?Sized>(
         return Ok(report);
     }
 
+    // Nothing is ever deleted by a policy nobody wrote down.
+    let Some(keep) = spec.policy.keep else {
+        let why = format!(
+            "no retention configured for {}: nothing was pruned (add keep = {{ daily = 7, weekly = 4, monthly = 12 }} to its [[source]])",
+            spec.name
+        );
+        note(why.clone());
+        report.prune_skipped = Some(why);
+        return Ok(report);
+    };
     let id = state.start("prune", &spec.name, Timestamp::now())?;
     let pruned = (|| {
         let snapshots = list::list(repo, Some(&spec.name), note)?;
         let popts = prune::PruneOptions {
-            keep: spec.policy.keep,
+            keep,
             tz: spec.policy.tz.clone(),
             dry_run: false,
             // A drill that could not run (no server programs, no disk) proves nothing either.
@@ -217,6 +233,7 @@ pub fn failed_report(spec: &SourceSpec, e: Error) -> JobReport {
         restore_seconds: None,
         prune: None,
         prune_error: None,
+        prune_skipped: None,
         backup_failure: Some(e),
         drill_failure: None,
         prune_failure: None,

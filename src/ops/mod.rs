@@ -25,15 +25,10 @@ pub mod prune;
 pub mod restore;
 pub mod role_sql;
 
-/// Where temporary work goes: `explicit` (a flag), else `$OFFSITEDB_TMPDIR`, else the system's
-/// temporary folder; created when missing (a fresh volume has no `tmp` folder yet).
+/// Where temporary work goes (a drill's cluster and spool, a restore's spool): see
+/// [`crate::cluster::work_parent`].
 pub(crate) fn work_parent(explicit: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
-    let dir = explicit
-        .or_else(|| std::env::var_os("OFFSITEDB_TMPDIR").map(std::path::PathBuf::from))
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io_at("cannot create the work folder", &dir, &e))?;
-    Ok(dir)
+    crate::cluster::work_parent(explicit)
 }
 
 /// The pg_restore for a snapshot: at least as new as the pg_dump that wrote it.

@@ -123,17 +123,16 @@ fn flags_and_environment_alone_work_without_a_file() {
         .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap())
         .cwd(dir.path());
     cli.ok(&["backup", "--source", &src.url("app"), "--name", "app"]);
-    cli.fails(
-        &["backup", "--source", &src.url("app")],
-        3,
-        "--name is required",
-    );
+    // Without --name, a URL source is named after its database.
+    cli.ok(&["backup", "--source", &src.url("app")]);
     cli.fails(
         &["backup", "--source", &src.url("app"), "--name", "bad/name"],
         3,
         "invalid source name",
     );
-    assert_eq!(list_json(&Cli::new(), &repo, &key).len(), 1);
+    let listed = list_json(&Cli::new(), &repo, &key);
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|s| s["source"] == "app"), "{listed:?}");
     let table = cli.ok(&["list"]).stdout;
     assert!(table.contains("not drilled"), "{table}");
     // decrypt to a file: a standard gzip file that pg_restore reads after gunzip.

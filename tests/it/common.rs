@@ -320,11 +320,19 @@ pub struct Cli {
 impl Cli {
     pub fn new() -> Cli {
         let state = tempfile::tempdir().unwrap();
+        let nowhere = state.path().join("nowhere").display().to_string();
         Cli {
-            envs: vec![(
-                "OFFSITEDB_STATE_DIR".into(),
-                state.path().display().to_string(),
-            )],
+            // No configuration or AWS settings from this machine's home or /etc can leak in:
+            // the configuration folder and the AWS files point at nothing.
+            envs: vec![
+                (
+                    "OFFSITEDB_STATE_DIR".into(),
+                    state.path().display().to_string(),
+                ),
+                ("XDG_CONFIG_HOME".into(), nowhere.clone()),
+                ("AWS_SHARED_CREDENTIALS_FILE".into(), nowhere.clone()),
+                ("AWS_CONFIG_FILE".into(), nowhere),
+            ],
             cwd: std::env::temp_dir(),
             _state: state,
         }
@@ -573,4 +581,146 @@ pub fn assert_interrupted(out: &std::process::Output) {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// One snapshot as `list --json` and `backup --json` print it (README: "list --json").
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub source: String,
+    pub status: String,
+    pub database: String,
+    pub plain_bytes: u64,
+    pub stored_bytes: u64,
+    pub drills: usize,
+    pub last_drill: Option<String>,
+    pub tested_restore_seconds: Option<f64>,
+}
+
+/// A drill record as `drill --json` prints it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Drill {
+    pub drill_id: String,
+    pub snapshot_id: String,
+    pub source: String,
+    pub result: String,
+    pub problems: Vec<String>,
+    pub timings: DrillTimings,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DrillTimings {
+    pub total: f64,
+}
+
+/// `prune --json`: one report per source.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PruneReport {
+    pub source: String,
+    pub dry_run: bool,
+    pub deleted: Vec<String>,
+    pub plan: PrunePlan,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PrunePlan {
+    pub held: Option<String>,
+}
+
+/// One run of `history --json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct HistoryRun {
+    pub source: String,
+    pub job: String,
+    pub result: String,
+    pub snapshot: Option<String>,
+}
+
+/// Parses a command's JSON output into `T`, saying which command printed what when it does not.
+pub fn json<T: serde::de::DeserializeOwned>(r: &Run) -> T {
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("not the expected JSON ({e}):\n{}\n{}", r.stdout, r.stderr))
+}
+
+/// The fixture most tests need: a repository (a folder, or a SeaweedFS bucket) with its key,
+/// and a runner that names both through the environment (`OFFSITEDB_REPO`,
+/// `OFFSITEDB_KEY_FILE`), so no test spells out `--repo … --key-file …`.
+pub struct Repo {
+    /// Holds the key, a folder repository, and whatever else the test puts here.
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+    /// The repository URL (a path for a folder).
+    pub url: String,
+    pub cli: Cli,
+    pub weed: Option<SeaweedFs>,
+    prefix: String,
+}
+
+impl Repo {
+    /// A repository in a local folder (created by the first backup).
+    pub fn local() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keygen(dir.path(), "master.key");
+        let url = dir.path().join("repo").display().to_string();
+        let cli = Cli::new()
+            .env("OFFSITEDB_REPO", &url)
+            .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap())
+            .cwd(dir.path());
+        Repo {
+            dir,
+            key,
+            url,
+            cli,
+            weed: None,
+            prefix: String::new(),
+        }
+    }
+
+    /// A repository under `prefix` in a new SeaweedFS bucket.
+    pub fn s3(prefix: &str) -> Repo {
+        let weed = SeaweedFs::start();
+        let mut r = Repo::local();
+        r.url = weed.repo_url(prefix);
+        r.prefix = prefix.to_string();
+        r.cli = r.cli.s3().env("OFFSITEDB_REPO", &r.url);
+        r.weed = Some(weed);
+        r
+    }
+
+    /// The repository's objects through the library (to look at them, or tamper with them).
+    pub fn store(&self) -> Box<dyn offsitedb::storage::WriteStore> {
+        match &self.weed {
+            Some(w) => Box::new(w.store(&self.prefix)),
+            None => Box::new(offsitedb::storage::local::LocalStore::new(PathBuf::from(
+                &self.url,
+            ))),
+        }
+    }
+
+    /// `backup --source URL --name NAME --json`.
+    pub fn backup(&self, url: &str, name: &str) -> Snapshot {
+        json(
+            &self
+                .cli
+                .ok(&["backup", "--source", url, "--name", name, "--json"]),
+        )
+    }
+
+    /// `list --json`, of one source or all.
+    pub fn list(&self, source: Option<&str>) -> Vec<Snapshot> {
+        let mut args = vec!["list", "--json"];
+        if let Some(s) = source {
+            args.extend(["--source", s]);
+        }
+        json(&self.cli.ok(&args))
+    }
+
+    /// `drill ID --json` and how it ended.
+    pub fn drill(&self, id: &str, extra: &[&str]) -> (Run, Drill) {
+        let mut args = vec!["drill", id, "--json"];
+        args.extend_from_slice(extra);
+        let r = self.cli.run(&args);
+        let d = json(&r);
+        (r, d)
+    }
 }

@@ -241,6 +241,31 @@ impl Drop for Daemon {
     }
 }
 
+/// `promtool check metrics` (Debian's prometheus package, installed by scripts/test.sh) finds
+/// nothing wrong with a /metrics page: Prometheus naming, types, help text.
+fn promtool_accepts(page: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run scripts/test.sh (apt-get install prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}\n{page}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -364,6 +389,7 @@ fn serve_runs_two_sources_and_history_metrics_and_repository_agree() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(d.stop(Duration::from_secs(30)), 0, "{}", d.log());
+    promtool_accepts(&page);
 
     for source in ["a", "b"] {
         let ids = list_ids(&s.cli, source);
@@ -386,8 +412,11 @@ fn serve_runs_two_sources_and_history_metrics_and_repository_agree() {
             metric(&page, "offsitedb_last_attempt_success", source),
             Some(1.0)
         );
+        let jobs = format!("offsitedb_jobs_total{{source=\"{source}\",result=\"succeeded\"}} ");
         assert_eq!(
-            metric(&page, "offsitedb_jobs_succeeded", source),
+            page.lines()
+                .find_map(|l| l.strip_prefix(&jobs))
+                .map(|v| v.parse::<f64>().unwrap()),
             Some(count(&h, source, "prune", "ok") as f64),
             "{page}"
         );
@@ -795,5 +824,63 @@ fn a_failing_drill_alerts_once_and_holds_the_prune() {
     assert!(
         hook[0]["message"].as_str().unwrap().contains("guarded"),
         "{hook:#?}"
+    );
+}
+
+/// The daemon started in this process on port 0 and stopped through its handle: what the
+/// dashboard's and the fleet's tests build on. Its /metrics page passes `promtool check metrics`.
+#[test]
+fn the_daemon_runs_in_process_on_a_given_listener_and_stops_through_its_handle() {
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path(), "master.key");
+    let config = dir.path().join("offsitedb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"repo\"\nkey_file = \"master.key\"\n[state]\npath = \"state.db\"\n\
+             [[source]]\nname = \"app\"\nurl = \"{}\"\nschedule = \"every 1s\"\ndrill = false\n\
+             keep = {{ last = 1 }}\n",
+            src.url("app")
+        ),
+    )
+    .unwrap();
+    let settings = offsitedb::config::Settings::load(
+        offsitedb::config::Overrides {
+            config: Some(config),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let running = offsitedb::daemon::spawn(settings, listener).unwrap();
+    let port = running.addr.port();
+    let t = Instant::now();
+    let page = loop {
+        let page = get(port, "/metrics").1;
+        if page.contains("offsitedb_jobs_total{source=\"app\",result=\"succeeded\"} 2") {
+            break page;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no jobs ran:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    promtool_accepts(&page);
+    let t = Instant::now();
+    running.stop().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    // Stopped means the port is closed, not just the scheduler.
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert_eq!(
+        list_ids(&Cli::new().cwd(dir.path()), "app").len(),
+        1,
+        "keep last 1"
     );
 }

@@ -82,7 +82,7 @@ fn a_folder_round_trips_through_the_bucket_and_its_drill_checks_every_file() {
         dir.path().join("offsitedb.toml"),
         format!(
             "[repository]\nurl = \"{}\"\nkey_file = \"master.key\"\n\n\
-             [[source]]\nname = \"uploads\"\nkind = \"directory\"\npath = \"uploads\"\ncompression = \"zstd\"\n",
+             [[source]]\nname = \"uploads\"\nkind = \"directory\"\npath = \"uploads\"\ncompression = \"zstd\"\nkeep = {{ last = 5 }}\n",
             sw.repo_url("dirs")
         ),
     )

@@ -221,3 +221,93 @@ fn bad_schedules_and_retention_are_config_errors() {
         "unknown kind \"fortnightly\"",
     );
 }
+
+/// Two runs on one source never overlap: a prune started while a backup of the same source is
+/// running waits for it (saying so), or with --no-wait exits 14 naming the holder; another
+/// source is not held up.
+#[test]
+fn a_prune_started_during_a_backup_of_its_source_waits_for_it() {
+    use std::process::Stdio;
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    src.create_db("other", "CREATE TABLE u AS SELECT 1 AS x");
+    let repo = crate::common::Repo::local();
+    repo.backup(&src.url("app"), "app");
+    // The next backup's pg_dump will wait for this session's lock: a backup held mid-way.
+    let mut blocker = src.client("app");
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let backup = repo
+        .cli
+        .command(crate::common::offsitedb_bin())
+        .args(["backup", "--source", &src.url("app"), "--name", "app"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while src.scalar_i64(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'",
+    ) == 0
+    {
+        assert!(t.elapsed().as_secs() < 60, "pg_dump never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = repo.cli.fails(
+        &["prune", "--source", "app", "--keep", "last=1", "--no-wait"],
+        14,
+        "source app is busy: another offsitedb run holds its lock: backup (pid",
+    );
+    assert!(r.stdout.is_empty());
+    // The job of the same source too (what serve runs).
+    repo.cli.fails(
+        &[
+            "run",
+            "--source",
+            &src.url("app"),
+            "--name",
+            "app",
+            "--no-wait",
+        ],
+        14,
+        "source app is busy",
+    );
+    // Another source is free.
+    repo.backup(&src.url("other"), "other");
+    // Without --no-wait, prune waits, says so once, and runs when the backup is done.
+    let prune = repo
+        .cli
+        .command(crate::common::offsitedb_bin())
+        .args(["prune", "--source", "app", "--keep", "last=1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        repo.list(Some("app")).len(),
+        1,
+        "prune ran during the backup"
+    );
+    blocker.batch_execute("COMMIT").unwrap();
+    let b = backup.wait_with_output().unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let p = prune.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&p.stderr);
+    assert!(p.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("note: waiting for source app").count(),
+        1,
+        "{stderr}"
+    );
+    // It pruned after the backup, so it saw the new snapshot and kept it.
+    let kept = repo.list(Some("app"));
+    assert_eq!(kept.len(), 1);
+    let new_id = String::from_utf8_lossy(&b.stdout).trim().to_string();
+    assert_eq!(kept[0].id, new_id);
+}

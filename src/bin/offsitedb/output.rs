@@ -1,6 +1,8 @@
-//! How the command prints: errors with their hint and exit code, tables, manifests.
+//! How the command prints: errors with their hint and exit code, notes and warnings at the
+//! verbosity asked for (`-q`, `-v`, `RUST_LOG`), tables, manifests.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `println!` that survives a closed pipe (`offsitedb list | head -1`): the reader is gone, so
 /// we stop quietly with the shell's code for it (141) instead of panicking.
@@ -18,31 +20,89 @@ pub fn stdout_write(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
+            std::process::exit(ExitCode::BrokenPipe.code().into());
         }
         eprintln!("error: cannot write to standard output: {e}");
-        std::process::exit(11);
+        std::process::exit(ExitCode::Io.code().into());
     }
 }
 
 use offsitedb::catalog::{DrillRecord, Manifest, Summary};
+use offsitedb::exit::ExitCode;
 use offsitedb::{Error, units};
 
+use crate::cmd::Global;
+use crate::cmd::serve::LogFormat;
+
+/// `-q`: no notes or informational lines.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Sets the verbosity, and the log lines (`tracing`): `serve` logs at info by default, other
+/// commands only with `-v` (info) or `-vv` (debug); `RUST_LOG` (e.g. `offsitedb=debug`) wins.
+pub fn init(g: &Global, serve: Option<LogFormat>) {
+    QUIET.store(g.quiet, Ordering::Relaxed);
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let default = match (serve.is_some(), g.verbose, g.quiet) {
+        (_, 0, true) => LevelFilter::ERROR,
+        (true, 0, _) => LevelFilter::INFO,
+        (false, 0, _) => LevelFilter::OFF,
+        (_, 1, _) => LevelFilter::INFO,
+        _ => LevelFilter::DEBUG,
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| match v.parse::<Targets>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn(&format!(
+                    "RUST_LOG={v:?} is not a filter ({e}); using the default"
+                ));
+                None
+            }
+        })
+        .unwrap_or_else(|| Targets::new().with_default(default));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    match serve {
+        Some(LogFormat::Json) => registry.with(fmt.json()).init(),
+        Some(LogFormat::Human) => registry
+            .with(fmt.with_ansi(std::io::stderr().is_terminal()))
+            .init(),
+        // One-shot commands: lines as short as the notes around them.
+        None => registry
+            .with(
+                fmt.without_time()
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init(),
+    }
+}
+
 /// Prints `error: …` (and `hint: …`) on stderr and returns the exit code.
-pub fn print_error(e: &anyhow::Error) -> u8 {
+pub fn print_error(e: &anyhow::Error) -> ExitCode {
     match e.downcast_ref::<Error>() {
         Some(err) => {
             eprintln!("error: {}", err.message());
             if let Some(h) = err.hint() {
                 eprintln!("hint: {h}");
             }
-            err.exit_code() as u8
+            err.kind().exit()
         }
         None => {
             eprintln!("error: {e:#}");
-            1
+            ExitCode::Internal
         }
     }
+}
+
+/// The library's error inside `e` (a bug's error becomes an internal one).
+pub fn library_error(e: anyhow::Error) -> anyhow::Result<Error> {
+    e.downcast::<Error>()
 }
 
 pub fn print_error_for(source: &str, err: &Error) {
@@ -57,7 +117,17 @@ pub fn warn(msg: &str) {
 }
 
 pub fn note(msg: &str) {
-    eprintln!("note: {msg}");
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("note: {msg}");
+    }
+}
+
+/// A line for the person at the terminal about what was done (stderr; standard output carries
+/// the result). Silent with `-q`.
+pub fn info(msg: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("{msg}");
+    }
 }
 
 pub fn snapshot_table(items: &[Summary]) {
@@ -277,6 +347,9 @@ pub fn job_report(r: &offsitedb::ops::job::JobReport) {
     if let Some(e) = &r.prune_error {
         outln!("prune   FAILED  {e}");
     }
+    if let Some(why) = &r.prune_skipped {
+        outln!("prune   skipped {why}");
+    }
 }
 
 /// What a prune keeps and why, and what it deletes.
@@ -334,7 +407,7 @@ pub fn prune_report(r: &offsitedb::ops::prune::PruneReport) {
 /// Run history as a table, newest first.
 pub fn history(runs: &[offsitedb::state::Run]) {
     if runs.is_empty() {
-        eprintln!("no runs recorded yet");
+        info("no runs recorded yet");
         return;
     }
     outln!(

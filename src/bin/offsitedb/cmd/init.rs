@@ -9,17 +9,37 @@ use offsitedb::Error;
 use offsitedb::config::{Overrides, Settings};
 use offsitedb::ops::init::{Answers, write};
 
-pub struct Flags {
-    pub config: Option<PathBuf>,
-    pub repo: Option<String>,
-    pub key_file: Option<PathBuf>,
+use super::Global;
+
+/// Write a first offsitedb.toml (source, repository, new key, schedule, retention), then check it
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The database URL (postgres://user:password@host:5432/db)
+    #[arg(long, alias = "source", value_name = "URL")]
     pub source_url: Option<String>,
+    /// A name for the source (default: the database's name)
+    #[arg(long)]
     pub name: Option<String>,
+    /// S3 access key id (default: AWS_ACCESS_KEY_ID, else not written)
+    #[arg(long)]
     pub access_key_id: Option<String>,
+    /// S3 secret access key (default: AWS_SECRET_ACCESS_KEY, else not written)
+    #[arg(long)]
     pub secret_access_key: Option<String>,
+    /// When backups run
+    #[arg(long)]
     pub schedule: Option<String>,
+    /// Retention, e.g. "daily=7,weekly=4,monthly=12"
+    #[arg(long)]
     pub keep: Option<String>,
+    /// Replace an existing configuration file
+    #[arg(long)]
     pub force: bool,
+    /// Do not run check afterwards
+    #[arg(long)]
+    pub no_check: bool,
+    /// Ask for missing values even when standard input is not a terminal
+    #[arg(long)]
     pub interactive: bool,
 }
 
@@ -98,8 +118,9 @@ fn err_text(e: Error) -> String {
     }
 }
 
-pub fn run(f: Flags, then_check: bool) -> Result<()> {
-    let config = f
+pub fn run(f: Args, g: &Global) -> Result<()> {
+    let then_check = !f.no_check;
+    let config = g
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("offsitedb.toml"));
@@ -133,7 +154,7 @@ pub fn run(f: Flags, then_check: bool) -> Result<()> {
             String::new()
         }
     };
-    let repo = match f.repo {
+    let repo = match g.repo.clone() {
         Some(r) => r,
         None if a.on => a.ask(
             "Repository (s3://bucket/prefix?endpoint=https://..., or a folder)",
@@ -221,25 +242,38 @@ pub fn run(f: Flags, then_check: bool) -> Result<()> {
         secret_access_key,
         schedule,
         keep,
-        key_file: f.key_file.unwrap_or_else(|| PathBuf::from("master.key")),
+        key_file: g
+            .key_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("master.key")),
     };
     let key_id = write(&config, &answers, f.force)?;
-    eprintln!(
+    crate::output::info(&format!(
         "wrote {} and the key {} (key id {key_id})",
         config.display(),
         answers.key_file.display()
-    );
-    eprintln!(
-        "keep a copy of the key somewhere other than the backup bucket: without it no backup can be restored"
+    ));
+    crate::output::info(
+        "keep a copy of the key somewhere other than the backup bucket: without it no backup can be restored",
     );
     if !then_check {
+        if g.json {
+            super::print_json(&serde_json::json!({
+                "config": config.display().to_string(),
+                "key_file": answers.key_file.display().to_string(),
+                "key_id": key_id.to_string(),
+            }))?;
+        }
         return Ok(());
     }
-    eprintln!("checking it (offsitedb check):");
-    let settings = Settings::load(Overrides {
-        config: Some(config),
-        repo: None,
-        key_file: None,
-    })?;
-    crate::commands::check(&settings, None, false)
+    crate::output::info("checking it (offsitedb check):");
+    let settings = Settings::load(
+        Overrides {
+            config: Some(config),
+            repo: None,
+            key_file: None,
+        },
+        &mut |w| crate::output::warn(&w),
+    )?;
+    super::check::check(&settings, super::SourceArgs::default(), g.json)
 }

@@ -1,10 +1,15 @@
 /*!
-Configuration: an `offsitedb.toml` file (from `--config`, `OFFSITEDB_CONFIG`, or `./offsitedb.toml`),
-`${NAME}` environment interpolation so secrets stay out of the file, unknown keys rejected, and
-the precedence rule every command shares: flag, then environment, then file.
+Configuration: an `offsitedb.toml` file found where daemons look ([`discover`]), `${NAME}`
+environment interpolation so secrets stay out of the file, unknown keys rejected, and the
+precedence rule every command shares: flag, then environment, then file. S3 settings also come
+as the AWS tools read them ([`aws`]); sources are named the same way everywhere ([`sources`]).
 
 Every command also works with no file at all, from flags and environment alone.
 */
+
+pub mod aws;
+pub mod discover;
+pub mod sources;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,10 +19,11 @@ use serde::Deserialize;
 use crate::catalog::check_source_name;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::pipeline::Compression;
-use crate::postgres::ConnInfo;
 use crate::storage::s3::{Credentials, S3Options, S3Store};
 use crate::storage::{Location, WriteStore, local::LocalStore};
+
+pub use discover::Origin;
+pub use sources::{Policy, Selection, SourceArg, SourceKind, SourceSpec};
 
 /// A string that is never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -105,6 +111,8 @@ pub struct RepositorySection {
     pub secret_access_key: Option<Secret>,
     pub session_token: Option<Secret>,
     pub key_file: Option<PathBuf>,
+    /// An AWS profile of `~/.aws/credentials` / `~/.aws/config` for the S3 credentials.
+    pub profile: Option<String>,
     /// Multipart part size, e.g. "16MiB"; default: chosen from the database size.
     pub part_size: Option<String>,
     /// Parts uploaded at once (default 3).
@@ -153,139 +161,28 @@ pub struct Overrides {
 #[derive(Debug)]
 pub struct Settings {
     pub file: ConfigFile,
+    /// The configuration file read, if any, and how it was found.
     pub path: Option<PathBuf>,
+    pub origin: Option<Origin>,
     pub overrides: Overrides,
 }
 
-/// A database to back up.
-#[derive(Clone, Debug)]
-pub struct SourceSpec {
-    pub name: String,
-    pub conninfo: ConnInfo,
-    pub compression: Compression,
-    pub policy: Policy,
-    /// What was changed in the URL for its provider (a Neon pooled host made direct).
-    pub notes: Vec<String>,
-    /// A directory source's folder (then `conninfo` is unused).
-    pub dir: Option<PathBuf>,
-}
-
-impl SourceSpec {
-    /// A directory source: `path` backed up as a tar stream.
-    pub fn directory(name: &str, path: PathBuf, compression: Compression) -> SourceSpec {
-        SourceSpec {
-            name: name.to_string(),
-            conninfo: ConnInfo::default(),
-            compression,
-            policy: Policy::default(),
-            notes: Vec::new(),
-            dir: Some(path),
-        }
-    }
-
-    /// What it backs up, for messages (passwords redacted).
-    pub fn target(&self) -> String {
-        match &self.dir {
-            Some(d) => d.display().to_string(),
-            None => self.conninfo.redacted(),
-        }
-    }
-}
-
-/// A source's job: when it runs, what it keeps, when silence means trouble.
-#[derive(Clone, Debug)]
-pub struct Policy {
-    pub schedule: Option<crate::schedule::Schedule>,
-    pub tz: jiff::tz::TimeZone,
-    pub keep: crate::retention::Keep,
-    /// Explicit `stale_after`; otherwise twice the schedule's interval.
-    pub stale_after: Option<std::time::Duration>,
-    pub jitter: std::time::Duration,
-    pub drill: bool,
-    pub heartbeat: Vec<Secret>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            schedule: None,
-            tz: jiff::tz::TimeZone::UTC,
-            keep: crate::retention::Keep::default(),
-            stale_after: None,
-            jitter: std::time::Duration::ZERO,
-            drill: true,
-            heartbeat: Vec::new(),
-        }
-    }
-}
-
-impl Policy {
-    fn from_section(s: &SourceSection) -> Result<Policy> {
-        let ctx = |e: Error| e.context(format!("source {:?}", s.name));
-        let duration = |what: &str, v: &Option<String>| -> Result<Option<std::time::Duration>> {
-            v.as_deref()
-                .map(|t| {
-                    crate::schedule::parse_duration(t).map_err(|why| {
-                        Error::config(format!("invalid {what} {t:?}: {why}"))
-                            .with_hint("write it like \"30s\", \"15m\", \"3h\" or \"2d\"")
-                    })
-                })
-                .transpose()
-        };
-        let tz = match &s.timezone {
-            Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
-                ctx(Error::config(format!("unknown time zone {name:?}")).with_hint(
-                    "use an IANA name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\"",
-                ))
-            })?,
-            None => jiff::tz::TimeZone::UTC,
-        };
-        Ok(Policy {
-            schedule: s
-                .schedule
-                .as_deref()
-                .map(|t| crate::schedule::Schedule::parse(t, s.timezone.as_deref()))
-                .transpose()
-                .map_err(ctx)?,
-            tz,
-            keep: s.keep.unwrap_or_default(),
-            stale_after: duration("stale_after", &s.stale_after).map_err(ctx)?,
-            jitter: duration("jitter", &s.jitter)
-                .map_err(ctx)?
-                .unwrap_or_default(),
-            drill: s.drill.unwrap_or(true),
-            heartbeat: s.heartbeat.clone(),
-        })
-    }
-
-    /// How long without a successful backup is too long: `stale_after`, else twice the
-    /// schedule's longest normal gap; `None` without either.
-    pub fn stale_after(&self, now: jiff::Timestamp) -> Option<std::time::Duration> {
-        self.stale_after
-            .or_else(|| self.schedule.as_ref().map(|s| s.interval(now) * 2))
-    }
-}
-
 impl Settings {
-    /// Finds and reads the configuration file, if any.
-    pub fn load(overrides: Overrides) -> Result<Settings> {
-        let explicit = overrides.config.clone().or_else(|| {
-            std::env::var_os("OFFSITEDB_CONFIG")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
-        let path = match explicit {
-            Some(p) => {
-                if !p.exists() {
-                    return Err(Error::config(format!(
-                        "configuration file {} does not exist",
-                        p.display()
-                    )));
-                }
-                Some(p)
-            }
-            None => Some(PathBuf::from("offsitedb.toml")).filter(|p| p.exists()),
+    /// Finds and reads the configuration file, if any ([`discover::find`]). `warn` hears about
+    /// a file that holds a secret and is readable by other users.
+    pub fn load(overrides: Overrides, warn: &mut dyn FnMut(String)) -> Result<Settings> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let found = discover::find(overrides.config.as_deref(), &env)?;
+        let (path, origin) = match found {
+            Some((p, o)) => (Some(p), Some(o)),
+            None => (None, None),
         };
+        match &path {
+            Some(p) => {
+                tracing::info!(file = %p.display(), how = origin.as_ref().map_or("", |o| o.describe()), "configuration")
+            }
+            None => tracing::info!(looked_in = %discover::looked_in(&env), "no configuration file"),
+        }
         let file = match &path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
@@ -296,12 +193,23 @@ impl Settings {
                     ))
                 })?;
                 let mut file = parse(&text, &p.display().to_string(), &|k| std::env::var(k).ok())?;
+                if let Some(w) = exposed_secret(p, &text) {
+                    warn(w);
+                }
                 // Relative paths in the file are relative to the file, not to wherever we run.
                 let base = p.parent().unwrap_or(Path::new("."));
                 if let Some(k) = file.repository.as_mut().and_then(|r| r.key_file.as_mut())
                     && k.is_relative()
                 {
                     *k = base.join(&*k);
+                }
+                // A repository that is a relative folder, too (not s3:// or file:// URLs).
+                if let Some(u) = file.repository.as_mut().and_then(|r| r.url.as_mut())
+                    && !u.contains("://")
+                    && !u.trim().is_empty()
+                    && Path::new(u.trim()).is_relative()
+                {
+                    *u = base.join(u.trim()).display().to_string();
                 }
                 for d in &mut file.pg_bin_dirs {
                     if d.is_relative() {
@@ -327,8 +235,21 @@ impl Settings {
         Ok(Settings {
             file,
             path,
+            origin,
             overrides,
         })
+    }
+
+    /// "/etc/offsitedb/offsitedb.toml (found in /etc/offsitedb)", or that none was found.
+    pub fn describe_file(&self) -> String {
+        match (&self.path, &self.origin) {
+            (Some(p), Some(o)) => format!("{} ({})", p.display(), o.describe()),
+            (Some(p), None) => p.display().to_string(),
+            (None, _) => format!(
+                "none found (looked in {})",
+                discover::looked_in(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+            ),
+        }
     }
 
     pub fn repository_section(&self) -> &RepositorySection {
@@ -338,13 +259,15 @@ impl Settings {
             secret_access_key: None,
             session_token: None,
             key_file: None,
+            profile: None,
             part_size: None,
             upload_concurrency: None,
         };
         self.file.repository.as_ref().unwrap_or(&EMPTY)
     }
 
-    /// The repository location: `--repo`/`OFFSITEDB_REPO`, else `[repository] url`.
+    /// The repository location: `--repo`/`OFFSITEDB_REPO`, else `[repository] url`; an S3 URL
+    /// without an endpoint or region takes them as the AWS tools would ([`aws`]).
     pub fn location(&self) -> Result<Location> {
         let url = self
             .overrides
@@ -357,23 +280,43 @@ impl Settings {
                     "pass --repo URL, set OFFSITEDB_REPO, or set url under [repository] in offsitedb.toml",
                 )
             })?;
-        let env_region = std::env::var("AWS_REGION")
-            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-            .ok();
-        Location::parse(&url, env_region.as_deref())
+        if !url.trim_start().starts_with("s3://") {
+            return Location::parse(&url, None);
+        }
+        let aws = self.aws()?;
+        let mut url = url.trim().to_string();
+        if let Some(endpoint) = &aws.endpoint {
+            let query = url.split_once('?').map_or("", |(_, q)| q);
+            if !query.split('&').any(|p| p.starts_with("endpoint=")) {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("endpoint=");
+                url.push_str(endpoint);
+            }
+        }
+        Location::parse(&url, aws.region.as_deref())
     }
 
-    /// S3 credentials: the file's, else `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
-    pub fn credentials(&self) -> Credentials {
+    /// The S3 settings the environment, the AWS shared files and the file give.
+    pub fn aws(&self) -> Result<aws::Resolved> {
         let r = self.repository_section();
-        match (&r.access_key_id, &r.secret_access_key) {
-            (Some(id), Some(secret)) => Credentials {
-                access_key_id: id.clone(),
-                secret_access_key: secret.expose().to_string(),
-                session_token: r.session_token.as_ref().map(|t| t.expose().to_string()),
+        aws::resolve(
+            &|k| std::env::var(k).ok(),
+            &aws::FileSettings {
+                access_key_id: r.access_key_id.as_deref(),
+                secret_access_key: r.secret_access_key.as_ref().map(|s| s.expose()),
+                session_token: r.session_token.as_ref().map(|s| s.expose()),
+                profile: r.profile.as_deref(),
             },
-            _ => Credentials::from_env().unwrap_or_default(),
+        )
+    }
+
+    /// S3 credentials ([`aws`] says in which order they are looked for); empty when none.
+    pub fn credentials(&self) -> Result<Credentials> {
+        let aws = self.aws()?;
+        if let Some(from) = &aws.credentials_from {
+            tracing::debug!(from = %from, "S3 credentials");
         }
+        Ok(aws.credentials.unwrap_or_default())
     }
 
     pub fn s3_options(&self) -> Result<S3Options> {
@@ -398,7 +341,7 @@ impl Settings {
             Location::Local(p) => Box::new(LocalStore::new(p)),
             Location::S3(s) => Box::new(S3Store::with_options(
                 s,
-                self.credentials(),
+                self.credentials()?,
                 self.s3_options()?,
             )?),
         })
@@ -417,6 +360,15 @@ impl Settings {
         &self.file.pg_bin_dirs
     }
 
+    /// The folder of the state file, where locks and the abandoned-uploads log live too.
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        let p = self.state_path()?;
+        Ok(p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")))
+    }
+
     /// The state file: `[state] path`, else `state.db` in the state directory.
     pub fn state_path(&self) -> Result<PathBuf> {
         self.file
@@ -429,92 +381,86 @@ impl Settings {
                     .with_hint("set OFFSITEDB_STATE_DIR, or path under [state] in offsitedb.toml")
             })
     }
-
-    /// The databases a backup command means: `--source URL --name NAME`; or `--name` picking a
-    /// configured source; or every configured source.
-    pub fn backup_sources(
-        &self,
-        url: Option<&str>,
-        name: Option<&str>,
-        compression: Option<&str>,
-    ) -> Result<Vec<SourceSpec>> {
-        let flag_compression = compression.map(str::parse::<Compression>).transpose()?;
-        if let Some(url) = url {
-            let name = name.ok_or_else(|| {
-                Error::config("--name is required with --source URL")
-                    .with_hint("name the source, e.g. --name app-db: snapshots are grouped by name")
-            })?;
-            check_source_name(name)?;
-            let (conninfo, notes) = crate::postgres::provider::prepare(&ConnInfo::parse(url)?);
-            return Ok(vec![SourceSpec {
-                name: name.to_string(),
-                conninfo,
-                compression: flag_compression.unwrap_or_default(),
-                policy: Policy::default(),
-                notes,
-                dir: None,
-            }]);
-        }
-        let configured: Vec<SourceSpec> = self
-            .file
-            .sources
-            .iter()
-            .filter(|s| name.is_none_or(|n| n == s.name))
-            .map(|s| {
-                let (conninfo, notes, dir) = match (s.kind.as_deref(), &s.url, &s.path) {
-                    (None | Some("postgres"), Some(url), None) => {
-                        let (c, n) = crate::postgres::provider::prepare(
-                            &ConnInfo::parse(url.expose())
-                                .map_err(|e| e.context(format!("source {:?}", s.name)))?,
-                        );
-                        (c, n, None)
-                    }
-                    (Some("directory"), None, Some(path)) => {
-                        (ConnInfo::default(), Vec::new(), Some(path.clone()))
-                    }
-                    _ => return Err(source_shape_error(s)),
-                };
-                Ok(SourceSpec {
-                    name: s.name.clone(),
-                    conninfo,
-                    notes,
-                    dir,
-                    compression: match (&flag_compression, &s.compression) {
-                        (Some(c), _) => *c,
-                        (None, Some(c)) => c.parse()?,
-                        (None, None) => Compression::default(),
-                    },
-                    policy: Policy::from_section(s)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        if configured.is_empty() {
-            return Err(match name {
-                Some(n) if !self.file.sources.is_empty() => Error::config(format!(
-                    "no source named {n:?} in the configuration (it has: {})",
-                    self.file
-                        .sources
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-                _ => Error::config("no source to back up").with_hint(
-                    "pass --source URL --name NAME, or add a [[source]] to offsitedb.toml",
-                ),
-            });
-        }
-        Ok(configured)
-    }
 }
 
-/// A `[[source]]` whose keys do not fit its kind.
-fn source_shape_error(s: &SourceSection) -> Error {
-    Error::config(format!(
-        "source {:?}: a database source has url (and no path), a directory source has kind = \"directory\" and path (and no url)",
-        s.name
+/// A warning when the file at `path` holds a secret written in it (not a `${VAR}` reference) and
+/// other users may read it.
+fn exposed_secret(path: &Path, text: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o004 == 0 {
+        return None;
+    }
+    let raw: ConfigFile = toml::from_str(text).ok()?;
+    let held = secrets_in(&raw);
+    let first = held.first()?;
+    Some(format!(
+        "{} is readable by every user (mode {:o}) and holds a secret ({}{}): chmod 600 {}, or move the secret into the environment (${{VAR}}) or a password file",
+        path.display(),
+        mode & 0o777,
+        first,
+        if held.len() > 1 {
+            format!(" and {} more", held.len() - 1)
+        } else {
+            String::new()
+        },
+        path.display()
     ))
-    .with_hint("kind is \"postgres\" (the default) or \"directory\"")
+}
+
+/// The keys of `c` that hold a secret literally (without `${...}`).
+fn secrets_in(c: &ConfigFile) -> Vec<String> {
+    let literal = |v: &str| !v.is_empty() && !v.contains("${");
+    // user:password@ in a URL; a database URL may also say ?password= or password=.
+    let url_password = |v: &str| {
+        literal(v)
+            && (v
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split(['/', '?']).next())
+                .is_some_and(|auth| auth.rsplit_once('@').is_some_and(|(u, _)| u.contains(':')))
+                || v.contains("password="))
+    };
+    let mut out = Vec::new();
+    if let Some(r) = &c.repository {
+        if r.secret_access_key
+            .as_ref()
+            .is_some_and(|s| literal(s.expose()))
+        {
+            out.push("repository.secret_access_key".to_string());
+        }
+        if r.session_token
+            .as_ref()
+            .is_some_and(|s| literal(s.expose()))
+        {
+            out.push("repository.session_token".to_string());
+        }
+    }
+    for src in &c.sources {
+        if src.url.as_ref().is_some_and(|u| url_password(u.expose())) {
+            out.push(format!("the password in source {:?}'s url", src.name));
+        }
+        if src.heartbeat.iter().any(|h| literal(h.expose())) {
+            out.push(format!("source {:?}'s heartbeat URL", src.name));
+        }
+    }
+    if let Some(a) = &c.alerts {
+        for (what, list) in [
+            ("alerts.webhook", &a.webhook),
+            ("alerts.slack", &a.slack),
+            ("alerts.heartbeat", &a.heartbeat),
+        ] {
+            if list.iter().any(|u| literal(u.expose())) {
+                out.push(format!("an {what} URL"));
+            }
+        }
+        if a.email
+            .as_ref()
+            .is_some_and(|e| url_password(e.smtp.expose()))
+        {
+            out.push("the password in alerts.email.smtp".to_string());
+        }
+    }
+    out
 }
 
 /// Where OffsiteDB keeps local state (never backups): `OFFSITEDB_STATE_DIR`, else
@@ -560,13 +506,13 @@ pub fn parse(
                         s.name
                     )));
                 }
-                Policy::from_section(s).map_err(|e| e.context(origin))?;
+                sources::Policy::from_section(s).map_err(|e| e.context(origin))?;
                 let shape_ok = matches!(
                     (s.kind.as_deref(), &s.url, &s.path),
                     (None | Some("postgres"), Some(_), None) | (Some("directory"), None, Some(_))
                 );
                 if !shape_ok {
-                    return Err(source_shape_error(s).context(origin));
+                    return Err(sources::shape_error(s).context(origin));
                 }
             }
             Ok(c)
@@ -743,13 +689,50 @@ url = "${FLY_DATABASE_URL}"
         let a = Policy::from_section(&c.sources[0]).unwrap();
         assert_eq!(
             a.keep,
-            crate::retention::Keep {
+            Some(crate::retention::Keep {
                 last: 3,
                 ..crate::retention::Keep::NONE
-            }
+            })
         );
+        // No keep: no retention at all (prune refuses, jobs do not prune).
         let b = Policy::from_section(&c.sources[1]).unwrap();
-        assert_eq!(b.keep, crate::retention::Keep::default());
+        assert_eq!(b.keep, None);
+    }
+
+    #[test]
+    fn secrets_written_in_the_file_are_found_and_references_are_not() {
+        let c: ConfigFile = toml::from_str(
+            "[repository]\nurl = \"s3://b/p\"\naccess_key_id = \"id\"\nsecret_access_key = \"${S}\"\n\
+             [[source]]\nname = \"a\"\nurl = \"postgres://u:${PW}@h/db\"\n\
+             [[source]]\nname = \"b\"\nurl = \"postgres://u@h/db\"\n",
+        )
+        .unwrap();
+        assert!(secrets_in(&c).is_empty(), "{:?}", secrets_in(&c));
+        let c: ConfigFile = toml::from_str(
+            "[repository]\nsecret_access_key = \"K004\"\n\
+             [[source]]\nname = \"a\"\nurl = \"postgres://u:pw@h/db\"\n\
+             [alerts]\nemail = { smtp = \"smtp://me:pw@mail:587\", from = \"a@b.c\", to = [\"d@e.f\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            secrets_in(&c),
+            [
+                "repository.secret_access_key",
+                "the password in source \"a\"'s url",
+                "the password in alerts.email.smtp"
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("o.toml");
+        let text = "[[source]]\nname = \"a\"\nurl = \"postgres://u:pw@h/db\"\n";
+        std::fs::write(&f, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = exposed_secret(&f, text).unwrap();
+        assert!(w.contains("mode 644") && w.contains("chmod 600"), "{w}");
+        assert!(!w.contains("pw@"), "{w}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(exposed_secret(&f, text), None);
     }
 
     #[test]

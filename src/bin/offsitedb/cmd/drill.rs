@@ -1,0 +1,58 @@
+//! `offsitedb drill`: restores a snapshot into a throwaway cluster and checks every table.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use offsitedb::catalog::Repository;
+use offsitedb::ops;
+use offsitedb::postgres::ConnInfo;
+
+use super::{Global, SourceArgs};
+use crate::output;
+
+/// Prove a snapshot restores: restore it into a throwaway cluster and verify every table
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshot id, a unique prefix of one, or "latest"
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Restore into a temporary database on this server instead of a throwaway cluster
+    #[arg(long, value_name = "URL")]
+    pub drill_server: Option<String>,
+    /// Where the drill runs its cluster (default: $OFFSITEDB_TMPDIR or /tmp)
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Connections that load and verify tables (default: one per core, up to 16; at most 64)
+    #[arg(long, short = 'j', default_value_t = 0)]
+    pub jobs: usize,
+    /// Keep the drill database on the --drill-server afterwards, to look into it
+    #[arg(long, requires = "drill_server")]
+    pub keep: bool,
+}
+
+pub fn run(a: Args, g: &Global) -> Result<()> {
+    let s = g.settings()?;
+    let name = a.source.name_filter(&s)?;
+    let opts = ops::drill::DrillOptions {
+        pg_bin_dirs: s.pg_bin_dirs().to_vec(),
+        drill_server: a.drill_server.as_deref().map(ConnInfo::parse).transpose()?,
+        work_dir: a.work_dir,
+        jobs: a.jobs,
+        keep: a.keep,
+        progress: g.progress(),
+    };
+    let repo = Repository::open(s.open_store()?, super::key(&s)?)?;
+    let entry = repo.resolve(&a.snapshot, name.as_deref())?;
+    let outcome = ops::drill::run(&repo, &entry, &opts, &mut |n| output::note(&n))?;
+    if g.json {
+        super::print_json(&outcome.record)?;
+    } else {
+        output::drill_report(&outcome.record);
+    }
+    match outcome.failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,40 @@
+//! `offsitedb history`: past runs on this machine, from the state file.
+
+use anyhow::Result;
+use offsitedb::state::State;
+
+use super::{Global, SourceArgs};
+use crate::output;
+
+/// Past runs (backups, drills, prunes) on this machine, newest first
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// How many runs
+    #[arg(long, default_value_t = 30)]
+    pub limit: usize,
+}
+
+pub fn run(a: Args, g: &Global) -> Result<()> {
+    let s = g.settings()?;
+    let name = a.source.name_filter(&s)?;
+    let path = s.state_path()?;
+    if !path.exists() {
+        if g.json {
+            return super::print_json(&[] as &[offsitedb::state::Run]);
+        }
+        output::info(&format!(
+            "no runs recorded yet ({} does not exist)",
+            path.display()
+        ));
+        return Ok(());
+    }
+    let runs = State::open(&path)?.history(name.as_deref(), a.limit)?;
+    if g.json {
+        super::print_json(&runs)
+    } else {
+        output::history(&runs);
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! One file per command: each parses its arguments (a clap `Args` struct), calls the library,
+//! and prints (human text, or JSON with `--json`). Nothing here decides anything the library
+//! could; what the commands share is below.
+
+pub mod alert_test;
+pub mod backup;
+pub mod check;
+pub mod decrypt;
+pub mod demo;
+pub mod drill;
+pub mod history;
+pub mod init;
+pub mod keygen;
+pub mod list;
+pub mod prune;
+pub mod restore;
+pub mod role_sql;
+pub mod run;
+pub mod serve;
+pub mod show;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use offsitedb::catalog::Repository;
+use offsitedb::config::{Overrides, Selection, Settings};
+use offsitedb::crypto::MasterKey;
+use offsitedb::lock::{SourceLock, Wait};
+use offsitedb::storage::{ReadStore, WriteStore};
+
+use crate::output::{self, warn};
+
+/// The options every command takes.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Global {
+    /// Configuration file (default: the first of ./offsitedb.toml,
+    /// $XDG_CONFIG_HOME/offsitedb/offsitedb.toml, /etc/offsitedb/offsitedb.toml; or OFFSITEDB_CONFIG)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Repository: s3://bucket/prefix?endpoint=..., file:///path, or a path
+    #[arg(long, global = true, env = "OFFSITEDB_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+    /// Master key file (or set OFFSITEDB_KEY_FILE, or OFFSITEDB_KEY with the key itself)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Print the result as JSON on standard output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Say more: -v what is used and why (configuration file, credentials, programs), -vv debug
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Say less: no notes or progress, only warnings, errors and the result
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// `--source NAME|URL` and `--name`, the same on every command that takes a source.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SourceArgs {
+    /// A configured source's name, or a database URL (postgres://user@host:5432/db)
+    #[arg(long, value_name = "NAME|URL")]
+    pub source: Option<String>,
+    /// The name of a source given by URL (default: its database name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl SourceArgs {
+    pub fn selection(&self) -> Selection<'_> {
+        Selection {
+            source: self.source.as_deref(),
+            name: self.name.as_deref(),
+            ..Default::default()
+        }
+    }
+
+    /// With a positional SOURCE (an alias of `--source`, kept from earlier versions).
+    pub fn or_positional(mut self, positional: Option<String>) -> Self {
+        if self.source.is_none() {
+            self.source = positional;
+        }
+        self
+    }
+
+    /// The name a repository command filters on.
+    pub fn name_filter(&self, s: &Settings) -> Result<Option<String>> {
+        Ok(s.source_name(self.source.as_deref(), self.name.as_deref())?)
+    }
+}
+
+impl Global {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            repo: self.repo.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
+
+    pub fn settings(&self) -> Result<Settings> {
+        Ok(Settings::load(self.overrides(), &mut |w| warn(&w))?)
+    }
+
+    /// Whether a progress line may be shown.
+    pub fn progress(&self) -> bool {
+        !self.json && !self.quiet
+    }
+}
+
+pub fn key(s: &Settings) -> Result<MasterKey> {
+    Ok(s.master_key(&mut |w| warn(&w))?)
+}
+
+/// Opens an existing repository with only its read half: these commands cannot write.
+pub fn open_read(s: &Settings) -> Result<Repository<dyn ReadStore>> {
+    let store: Box<dyn ReadStore> = s.open_store()?;
+    Ok(Repository::open(store, key(s)?)?)
+}
+
+/// Opens the repository for writing (an empty location becomes one at the first backup).
+pub fn open_write(s: &Settings) -> Result<Repository<dyn WriteStore>> {
+    Ok(Repository::open_for_writing(s.open_store()?, key(s)?)?)
+}
+
+/// Takes the source's lock on this machine (see `offsitedb::lock`).
+pub fn lock(
+    s: &Settings,
+    location: &str,
+    source: &str,
+    what: &str,
+    no_wait: bool,
+) -> Result<SourceLock> {
+    Ok(offsitedb::lock::acquire(
+        &s.state_dir()?,
+        location,
+        source,
+        what,
+        if no_wait { Wait::No } else { Wait::Yes },
+        &mut |n| output::note(&n),
+    )?)
+}
+
+/// Prints `value` as pretty JSON on standard output.
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<()> {
+    crate::output::outln!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
