@@ -22,6 +22,14 @@ command -v gzip >/dev/null || apt_install gzip
 command -v systemd-analyze >/dev/null || apt_install systemd
 # promtool (Debian's prometheus package) checks the /metrics page.
 command -v promtool >/dev/null || apt_install prometheus
+# Postfix with Cyrus SASL (sasldb, PLAIN and LOGIN): a real mail server for the email alert tests,
+# which run instances of their own from throwaway config folders. "No configuration" keeps the
+# package from configuring or starting a mail system for the machine.
+if ! [ -x /usr/sbin/postfix ] || ! [ -x /usr/sbin/saslpasswd2 ] || ! ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1; then
+  say "installing postfix, sasl2-bin and libsasl2-modules"
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+  apt_install postfix sasl2-bin libsasl2-modules
+fi
 
 # Python tools: SeaweedFS (the S3 server), cryptography (for the reference decryptor and test
 # certificates) and aiosmtpd (a real SMTP server for the email alert tests).

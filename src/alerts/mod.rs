@@ -7,8 +7,9 @@ the state file so a restart does not repeat an alert). Heartbeats are different:
 every job (`/start`, the bare URL on success, `/fail`), healthchecks.io style, so that a service
 outside this machine notices when OffsiteDB itself stops.
 
-Delivery runs on its own thread ([`Dispatcher`]), retried with backoff; a channel that stays down
-is logged and never stops a backup.
+Delivery runs on its own thread ([`Dispatcher`]), retried with backoff unless the failure is one
+that would only repeat ([`Failure`]); a channel that stays down is logged and never stops a
+backup.
 */
 
 pub mod smtp;
@@ -370,11 +371,52 @@ fn post(agent: &ureq::Agent, url: &str, body: &str) -> std::result::Result<(), S
     }
 }
 
-fn retry(channel: &str, mut f: impl FnMut() -> std::result::Result<(), String>) -> Delivery {
+/// A failed delivery attempt: what to log, and whether another attempt could help. A refused
+/// password, a server without STARTTLS or an untrusted certificate fail the same way every time
+/// (and repeated wrong passwords can lock an account), so they are not retried.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub message: String,
+    pub retry: bool,
+}
+
+impl Failure {
+    pub fn transient(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            retry: true,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            retry: false,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::transient(message)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn retry<E: Into<Failure>>(
+    channel: &str,
+    mut f: impl FnMut() -> std::result::Result<(), E>,
+) -> Delivery {
     let mut pause = FIRST_PAUSE;
-    let mut last = None;
-    for attempt in 1..=ATTEMPTS {
-        match f() {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failure = match f() {
             Ok(()) => {
                 return Delivery {
                     channel: channel.to_string(),
@@ -383,18 +425,18 @@ fn retry(channel: &str, mut f: impl FnMut() -> std::result::Result<(), String>) 
                     attempts: attempt,
                 };
             }
-            Err(e) => last = Some(e),
+            Err(e) => e.into(),
+        };
+        if !failure.retry || attempt == ATTEMPTS {
+            return Delivery {
+                channel: channel.to_string(),
+                ok: false,
+                error: Some(failure.message),
+                attempts: attempt,
+            };
         }
-        if attempt < ATTEMPTS {
-            std::thread::sleep(pause);
-            pause *= 2;
-        }
-    }
-    Delivery {
-        channel: channel.to_string(),
-        ok: false,
-        error: last,
-        attempts: ATTEMPTS,
+        std::thread::sleep(pause);
+        pause *= 2;
     }
 }
 
@@ -429,6 +471,27 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let mut calls = 0;
+        let d = retry("t", || {
+            calls += 1;
+            Err(Failure::permanent("535 authentication failed"))
+        });
+        assert_eq!((d.ok, d.attempts, calls), (false, 1, 1));
+        assert_eq!(d.error.as_deref(), Some("535 authentication failed"));
+        let mut calls = 0;
+        let d = retry("t", || {
+            calls += 1;
+            if calls == 1 {
+                Err("connection refused".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!((d.ok, d.attempts), (true, 2));
     }
 
     #[test]

@@ -1,27 +1,43 @@
 /*!
-Email alerts over SMTP: a small client for one message at a time (EHLO, STARTTLS or TLS from the
-start, AUTH PLAIN or LOGIN, MAIL, RCPT, DATA), on rustls like everything else.
+Email alerts over SMTP through `lettre`, on rustls with the ring provider like the rest of
+OffsiteDB: one connection per message, driven step by step (connect, STARTTLS, AUTH, send) so
+that a failure says which step failed and whether another attempt could help.
 
-`smtp://user:password@host:587` requires STARTTLS (a server that does not offer it is an error,
-so a password never crosses the network in the clear); `smtps://...:465` speaks TLS from the start;
-`?tls=none` allows plain text, for a relay on the same machine. `?ca=/path/ca.pem` trusts an extra
-certificate authority (a company CA, or a test server).
+`smtp://user:password@host:587` requires STARTTLS (a server that does not offer it is an error
+found before AUTH, so a password never crosses the network in the clear); `smtps://...:465` speaks
+TLS from the first byte; `?tls=none` allows plain text, for a relay on the same machine.
+`?ca=/path/ca.pem` trusts an extra certificate authority (a company CA, or a test server) besides
+the Mozilla roots (webpki-roots).
+
+EHLO carries the machine's fully qualified name, or else the address literal of the local address
+that reaches the server (`[192.0.2.7]`, as RFC 5321 4.1.4 asks): servers that enforce the RFC,
+such as Postfix with `reject_non_fqdn_helo_hostname`, refuse a bare name like `offsitedb`. lettre
+builds the message: a non-ASCII subject goes RFC 2047 encoded, and the body goes 7bit,
+quoted-printable or base64, whichever keeps every line within limits (998 octets at most).
 */
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use lettre::message::header::{ContentType, MIME_VERSION_1_0};
+use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, SmtpConnection, TlsParameters,
+};
+use lettre::transport::smtp::extension::{ClientId, Extension};
 
+use super::Failure;
 use crate::config::{EmailSection, Secret};
 use crate::error::{Error, Result};
 
+/// Connect, read and write timeout of one exchange.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tls {
-    /// STARTTLS after the greeting.
+    /// STARTTLS after the greeting, required.
     Upgrade,
     Implicit,
     None,
@@ -36,41 +52,8 @@ pub struct Mail {
     user: Option<String>,
     password: Option<Secret>,
     ca: Option<PathBuf>,
-    from: String,
-    to: Vec<String>,
-}
-
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
-
-/// The connection: plain until STARTTLS (or never, with tls=none), TLS after.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-        }
-    }
+    from: Mailbox,
+    to: Vec<Mailbox>,
 }
 
 impl Mail {
@@ -137,6 +120,14 @@ impl Mail {
                 "[alerts] email has no recipient in to = [...]",
             ));
         }
+        let mailbox = |field: &str, s: &str| {
+            s.parse::<Mailbox>().map_err(|err| {
+                Error::config(format!(
+                    "[alerts] email {field} {s:?} is not an email address: {err}"
+                ))
+                .with_hint("write it like ops@example.com or \"Ops <ops@example.com>\"")
+            })
+        };
         Ok(Mail {
             host,
             port,
@@ -144,8 +135,12 @@ impl Mail {
             user,
             password,
             ca,
-            from: e.from.clone(),
-            to: e.to.clone(),
+            from: mailbox("from", &e.from)?,
+            to: e
+                .to
+                .iter()
+                .map(|t| mailbox("to", t))
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -154,219 +149,263 @@ impl Mail {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// Sends one message. The error says which step failed and what the server answered.
-    pub fn send(&self, subject: &str, body: &str) -> std::result::Result<(), String> {
+    /// Sends one message. The failure says which step failed and what the server answered, and
+    /// whether trying again could help.
+    pub fn send(&self, subject: &str, body: &str) -> std::result::Result<(), Failure> {
+        let message = self.message(subject, body)?;
+        let tls = match self.tls {
+            Tls::None => None,
+            _ => Some(self.tls_parameters()?),
+        };
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
+            .map_err(|e| Failure::transient(format!("cannot resolve {}: {e}", self.host)))?
             .next()
-            .ok_or_else(|| format!("{} has no address", self.host))?;
-        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(15)).map_err(|e| {
-            format!(
+            .ok_or_else(|| Failure::transient(format!("{} has no address", self.host)))?;
+        let hello = hello_name(addr).map_err(|e| {
+            Failure::transient(format!(
                 "cannot connect to {}: {}",
                 self.server(),
                 crate::error::describe_io(&e)
-            )
+            ))
         })?;
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
-        tcp.set_write_timeout(Some(Duration::from_secs(30))).ok();
-        let mut s = match self.tls {
-            Tls::Implicit => self.wrap(tcp)?,
-            _ => Conn::Plain(tcp),
-        };
-        expect(&mut s, 220, "greeting")?;
-        let mut caps = ehlo(&mut s)?;
-        if self.tls == Tls::Upgrade {
-            if !caps.iter().any(|c| c.eq_ignore_ascii_case("STARTTLS")) {
-                return Err(format!(
-                    "{} does not offer STARTTLS; use smtps:// for TLS from the start, or ?tls=none only for a local relay",
+        let wrapper = tls.as_ref().filter(|_| self.tls == Tls::Implicit);
+        let mut conn = SmtpConnection::connect(addr, Some(TIMEOUT), &hello, wrapper, None)
+            .map_err(|e| self.failure("EHLO", e))?;
+        match self.session(&mut conn, &hello, tls.as_ref(), &message) {
+            Ok(()) => {
+                let _ = conn.quit();
+                Ok(())
+            }
+            Err(f) => {
+                conn.abort();
+                Err(f)
+            }
+        }
+    }
+
+    /// STARTTLS when required, AUTH when configured, then the message.
+    fn session(
+        &self,
+        conn: &mut SmtpConnection,
+        hello: &ClientId,
+        tls: Option<&TlsParameters>,
+        message: &Message,
+    ) -> std::result::Result<(), Failure> {
+        if let (Tls::Upgrade, Some(params)) = (self.tls, tls) {
+            if !conn.server_info().supports_feature(Extension::StartTls) {
+                return Err(Failure::permanent(format!(
+                    "{} does not offer STARTTLS; use smtps:// for TLS from the start, or ?tls=none only for a relay on this machine",
                     self.server()
+                )));
+            }
+            conn.starttls(params, hello)
+                .map_err(|e| self.failure("STARTTLS", e))?;
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            // Only tls=none, said in so many words, lets a password go out in plain text.
+            if self.tls != Tls::None && !conn.is_encrypted() {
+                return Err(Failure::permanent(
+                    "the connection is not encrypted: the password was not sent",
                 ));
             }
-            command(&mut s, "STARTTLS", 220, "STARTTLS")?;
-            // The plain stream is done; TLS takes over the socket.
-            if let Conn::Plain(tcp) = s {
-                s = self.wrap(tcp)?;
-            }
-            caps = ehlo(&mut s)?;
+            let credentials = Credentials::new(user.clone(), password.expose().to_string());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+                .map_err(|e| {
+                    let f = self.failure("", e);
+                    Failure {
+                        message: format!(
+                            "smtp authentication failed for user {user}: {}",
+                            f.message
+                        ),
+                        ..f
+                    }
+                })?;
         }
-        if let (Some(user), Some(pass)) = (&self.user, &self.password) {
-            let auth = caps
-                .iter()
-                .find(|c| c.to_ascii_uppercase().starts_with("AUTH"))
-                .map(|c| c.to_ascii_uppercase())
-                .unwrap_or_default();
-            let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-            if auth.contains("PLAIN") || !auth.contains("LOGIN") {
-                let token = b64(format!("\0{user}\0{}", pass.expose()).as_bytes());
-                command(
-                    &mut s,
-                    &format!("AUTH PLAIN {token}"),
-                    235,
-                    "authentication",
-                )
-                .map_err(|e| format!("smtp authentication failed for user {user}: {e}"))?;
-            } else {
-                command(&mut s, "AUTH LOGIN", 334, "authentication")?;
-                command(&mut s, &b64(user.as_bytes()), 334, "authentication")?;
-                command(
-                    &mut s,
-                    &b64(pass.expose().as_bytes()),
-                    235,
-                    "authentication",
-                )
-                .map_err(|e| format!("smtp authentication failed for user {user}: {e}"))?;
-            }
-        }
-        command(
-            &mut s,
-            &format!("MAIL FROM:<{}>", self.from),
-            250,
-            "MAIL FROM",
-        )?;
-        for to in &self.to {
-            let r = command_any(&mut s, &format!("RCPT TO:<{to}>"))?;
-            if r.0 != 250 && r.0 != 251 {
-                return Err(format!("recipient {to} refused: {} {}", r.0, r.1));
-            }
-        }
-        command(&mut s, "DATA", 354, "DATA")?;
-        let msg = message(&self.from, &self.to, subject, body);
-        s.write_all(msg.as_bytes()).map_err(io_err)?;
-        s.write_all(b".\r\n").map_err(io_err)?;
-        expect(&mut s, 250, "message")?;
-        let _ = command_any(&mut s, "QUIT");
+        conn.send(message.envelope(), &message.formatted())
+            .map_err(|e| self.failure("sending the message", e))?;
         Ok(())
     }
 
-    fn wrap(&self, tcp: TcpStream) -> std::result::Result<Conn, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    fn message(&self, subject: &str, body: &str) -> std::result::Result<Message, Failure> {
+        let mut id = [0u8; 12];
+        let _ = getrandom::fill(&mut id);
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            // One header line: a line break in the subject would start a header of its own.
+            .subject(subject.replace(['\r', '\n'], " "))
+            .message_id(Some(format!("<{}@offsitedb>", crate::units::hex(&id))))
+            .header(MIME_VERSION_1_0)
+            .header(ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            b = b.to(to.clone());
+        }
+        // lettre ends the data with CRLF . CRLF itself: a final line break would add a blank line.
+        b.body(body.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| Failure::permanent(format!("cannot build the message: {e}")))
+    }
+
+    /// The Mozilla roots, plus the certificates in `?ca=`.
+    fn tls_parameters(&self) -> std::result::Result<TlsParameters, Failure> {
+        let mut b = TlsParameters::builder(self.host.clone())
+            .certificate_store(CertificateStore::WebpkiRoots);
         if let Some(ca) = &self.ca {
+            use rustls::pki_types::CertificateDer;
             use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-            for c in certs {
-                let c = c.map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
+            let bad =
+                |why: String| Failure::permanent(format!("cannot use ca={}: {why}", ca.display()));
+            let pem = std::fs::read(ca).map_err(|e| bad(crate::error::describe_io(&e)))?;
+            let mut n = 0;
+            for der in CertificateDer::pem_slice_iter(&pem) {
+                let der = der.map_err(|e| bad(e.to_string()))?;
+                let cert = Certificate::from_der(der.to_vec()).map_err(|e| bad(e.to_string()))?;
+                b = b.add_root_certificate(cert);
+                n += 1;
             }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-            .map_err(|e| format!("bad server name {}: {e}", self.host))?;
-        let conn = rustls::ClientConnection::new(Arc::new(config), name)
-            .map_err(|e| format!("TLS: {e}"))?;
-        Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
-    }
-}
-
-fn io_err(e: std::io::Error) -> String {
-    format!("connection lost: {}", crate::error::describe_io(&e))
-}
-
-/// Reads one reply: its code and its last line's text.
-fn reply(s: &mut dyn Stream) -> std::result::Result<(u16, String, Vec<String>), String> {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        let mut b = [0u8; 1];
-        loop {
-            let n = s.read(&mut b).map_err(io_err)?;
             if n == 0 {
-                return Err("the server closed the connection".into());
-            }
-            if b[0] == b'\n' {
-                break;
-            }
-            if line.len() < 4096 {
-                line.push(b[0]);
+                return Err(bad("it holds no PEM certificate".into()));
             }
         }
-        // The code is three ASCII digits; whatever follows is text, maybe not UTF-8.
-        let digits = line.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit));
-        let Some(digits) = digits else {
-            return Err(format!(
-                "unexpected reply {:?}",
-                String::from_utf8_lossy(&line[..line.len().min(80)])
-            ));
+        b.build()
+            .map_err(|e| Failure::permanent(format!("TLS setup: {e}")))
+    }
+
+    /// Turns lettre's error at `step` into words, and says whether to try again: a 4xx reply or
+    /// a network failure may pass; a 5xx reply, a TLS failure or a client error will not.
+    fn failure(&self, step: &str, e: lettre::transport::smtp::Error) -> Failure {
+        if let Some(tls) = rustls_error(&e) {
+            let hint = if matches!(tls, rustls::Error::InvalidCertificate(_)) {
+                " (if a private CA signed the server's certificate, add ?ca=/path/ca.pem to the smtp URL)"
+            } else {
+                ""
+            };
+            return Failure::permanent(format!("TLS with {} failed: {tls}{hint}", self.server()));
+        }
+        let source = std::error::Error::source(&e).map(|s| s.to_string());
+        let at = if step.is_empty() {
+            String::new()
+        } else {
+            format!("{step}: ")
         };
-        let code = digits
-            .iter()
-            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-        let more = line.get(3) == Some(&b'-');
-        let text = String::from_utf8_lossy(line.get(4..).unwrap_or(&[]));
-        lines.push(text.trim_end().to_string());
-        if !more {
-            let last = lines.last().cloned().unwrap_or_default();
-            return Ok((code, last, lines));
+        if let Some(code) = e.status() {
+            let message = format!(
+                "{at}the server answered {code} {}",
+                source.unwrap_or_default()
+            );
+            return if e.is_transient() {
+                Failure::transient(message)
+            } else {
+                Failure::permanent(message)
+            };
+        }
+        if let Some(io) = io_error(&e) {
+            let what = crate::error::describe_io(io);
+            return Failure::transient(if step == "EHLO" {
+                format!("cannot connect to {}: {what}", self.server())
+            } else {
+                format!("connection to {} lost: {at}{what}", self.server())
+            });
+        }
+        let message = format!("{at}{}", source.unwrap_or_else(|| e.to_string()));
+        if e.is_client() || e.is_tls() || e.is_response() {
+            Failure::permanent(message)
+        } else {
+            Failure::transient(message)
         }
     }
 }
 
-fn expect(s: &mut dyn Stream, code: u16, what: &str) -> std::result::Result<Vec<String>, String> {
-    let (c, text, lines) = reply(s)?;
-    if c != code {
-        return Err(format!("{what}: the server answered {c} {text}"));
-    }
-    Ok(lines)
-}
-
-fn command_any(s: &mut dyn Stream, line: &str) -> std::result::Result<(u16, String), String> {
-    s.write_all(format!("{line}\r\n").as_bytes())
-        .map_err(io_err)?;
-    s.flush().map_err(io_err)?;
-    let (c, t, _) = reply(s)?;
-    Ok((c, t))
-}
-
-fn command(
-    s: &mut dyn Stream,
-    line: &str,
-    code: u16,
-    what: &str,
-) -> std::result::Result<(), String> {
-    let (c, t) = command_any(s, line)?;
-    if c != code {
-        return Err(format!("{what}: the server answered {c} {t}"));
-    }
-    Ok(())
-}
-
-/// EHLO; returns the server's extensions.
-fn ehlo(s: &mut dyn Stream) -> std::result::Result<Vec<String>, String> {
-    s.write_all(b"EHLO offsitedb\r\n").map_err(io_err)?;
-    let lines = expect(s, 250, "EHLO")?;
-    Ok(lines.into_iter().skip(1).collect())
-}
-
-/// The message: headers, then the body with CRLF line ends and leading dots doubled.
-fn message(from: &str, to: &[String], subject: &str, body: &str) -> String {
-    let mut id = [0u8; 12];
-    let _ = getrandom::fill(&mut id);
-    let mut m = format!(
-        "From: {from}\r\nTo: {}\r\nSubject: {}\r\nDate: {}\r\nMessage-ID: <{}@offsitedb>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-        to.join(", "),
-        subject.replace(['\r', '\n'], " "),
-        jiff::Timestamp::now().strftime("%a, %d %b %Y %H:%M:%S +0000"),
-        crate::units::hex(&id)
-    );
-    for line in body.lines() {
-        if line.starts_with('.') {
-            m.push('.');
+/// The rustls error behind a failure, if any (rustls reports through std::io::Error).
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
         }
-        m.push_str(line);
-        m.push_str("\r\n");
+        if let Some(t) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(t);
+        }
+        next = err.source();
     }
-    m
+    None
+}
+
+fn io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// The EHLO name: the machine's fully qualified name, else the address literal of the local
+/// address that reaches `server` (a connected UDP socket tells it without sending anything).
+fn hello_name(server: SocketAddr) -> std::io::Result<ClientId> {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if let Some(name) = fqdn(&super::hostname(), &hosts) {
+        return Ok(ClientId::Domain(name));
+    }
+    let udp = UdpSocket::bind(if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    udp.connect(server)?;
+    Ok(match udp.local_addr()?.ip() {
+        IpAddr::V4(a) => ClientId::Ipv4(a),
+        IpAddr::V6(a) => ClientId::Ipv6(a),
+    })
+}
+
+/// The machine's fully qualified name: the hostname when it is one, else the name that
+/// /etc/hosts gives it (`hostname -f` finds the same, without asking DNS): a dotted name on the
+/// hostname's line whose first label is the hostname.
+fn fqdn(hostname: &str, etc_hosts: &str) -> Option<String> {
+    let host = hostname.trim().trim_end_matches('.');
+    if is_fqdn(host) {
+        return Some(host.to_string());
+    }
+    if host.is_empty() {
+        return None;
+    }
+    etc_hosts
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
+        .filter(|names| names.iter().any(|n| n.eq_ignore_ascii_case(host)))
+        .flatten()
+        .map(|n| n.trim_end_matches('.'))
+        .find(|n| {
+            is_fqdn(n)
+                && n.split('.')
+                    .next()
+                    .is_some_and(|first| first.eq_ignore_ascii_case(host))
+        })
+        .map(str::to_string)
+}
+
+/// A dotted DNS name (letters, digits, hyphens; not an IPv4 address).
+fn is_fqdn(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 2
+        && name.len() <= 253
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -407,9 +446,74 @@ mod tests {
     }
 
     #[test]
-    fn dots_are_stuffed_and_lines_end_in_crlf() {
-        let m = message("a@x", &["b@x".into()], "s\nt", "one\n.two\n..three");
-        assert!(m.contains("Subject: s t\r\n"), "{m}");
-        assert!(m.ends_with("one\r\n..two\r\n...three\r\n"), "{m}");
+    fn addresses_are_checked_when_the_config_is_read() {
+        let section = |from: &str, to: &str| EmailSection {
+            smtp: Secret::new("smtp://mail.example.com"),
+            from: from.into(),
+            to: vec![to.into()],
+        };
+        assert!(Mail::from_config(&section("Backups <b@example.com>", "o@example.com")).is_ok());
+        for (from, to) in [
+            ("not an address", "o@example.com"),
+            ("b@example.com", "ops"),
+        ] {
+            let e = Mail::from_config(&section(from, to)).unwrap_err();
+            assert!(e.to_string().contains("is not an email address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_message_is_within_limits() {
+        let m = mail("smtp://mail.example.com").unwrap();
+        let long = "y".repeat(5000);
+        let msg = m
+            .message(
+                "échec\r\nBcc: x@example.com",
+                &format!("one\n.two\n{long}\n"),
+            )
+            .unwrap();
+        let text = String::from_utf8(msg.formatted()).unwrap();
+        assert!(text.is_ascii(), "{text}");
+        assert!(!text.contains("\nBcc:"), "{text}");
+        let subject = text.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+        assert!(subject.starts_with("Subject: =?utf-8?"), "{subject}");
+        for line in text.split("\r\n") {
+            assert!(line.len() <= 998, "{} octets", line.len());
+            assert!(!line.contains('\n'), "a bare LF in {line:?}");
+        }
+    }
+
+    #[test]
+    fn the_ehlo_name_is_fully_qualified() {
+        let hosts = "127.0.0.1 localhost\n127.0.1.1 web1.example.com web1 # the machine\n";
+        assert_eq!(
+            fqdn("db.example.com", hosts).as_deref(),
+            Some("db.example.com")
+        );
+        assert_eq!(fqdn("web1", hosts).as_deref(), Some("web1.example.com"));
+        assert_eq!(fqdn("WEB1\n", hosts).as_deref(), Some("web1.example.com"));
+        // A bare name with no dotted alias of its own, or nothing at all: no FQDN.
+        assert_eq!(
+            fqdn("vm", "127.0.0.1 localhost.localdomain localhost vm"),
+            None
+        );
+        assert_eq!(fqdn("vm", ""), None);
+        assert_eq!(fqdn("", hosts), None);
+        for bad in [
+            "vm",
+            "127.0.0.1",
+            "-x.example.com",
+            "a..b",
+            "under_score.example.com",
+        ] {
+            assert!(!is_fqdn(bad), "{bad}");
+        }
+        // Without an FQDN, the address literal of the local address toward the server.
+        let server: SocketAddr = "127.0.0.1:25".parse().unwrap();
+        match hello_name(server).unwrap() {
+            ClientId::Domain(d) => assert!(is_fqdn(&d), "{d}"),
+            ClientId::Ipv4(a) => assert_eq!(a.to_string(), "127.0.0.1"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -605,7 +605,8 @@ fn alerts_fire_once_per_change_and_the_dead_mans_switch_names_the_last_success()
     }
 }
 
-/// A wrong SMTP password is logged and retried, never fatal; alert-test reports it.
+/// A wrong SMTP password is logged (not retried: it would be refused again), never fatal;
+/// alert-test reports it.
 #[test]
 fn an_smtp_auth_failure_is_reported_not_fatal() {
     let smtp = Smtp::start(Some(("alerts", "right")), false);

@@ -8,6 +8,7 @@ mod deploy;
 mod directory;
 mod drill;
 mod dump;
+mod email;
 mod failures;
 mod foundation;
 mod jobs;

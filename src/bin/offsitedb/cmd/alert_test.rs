@@ -17,9 +17,10 @@ pub fn dispatcher(s: &Settings) -> Result<Dispatcher> {
     let channels = alerts::Channels::from_config(s.file.alerts.as_ref())?;
     Ok(Dispatcher::start(channels, |d| {
         warn(&format!(
-            "alert delivery to {} failed after {} attempts: {}",
+            "alert delivery to {} failed ({} attempt{}): {}",
             d.channel,
             d.attempts,
+            if d.attempts == 1 { "" } else { "s" },
             d.error.as_deref().unwrap_or("")
         ))
     }))
