@@ -42,17 +42,78 @@ const SCHEMA: &[&str] = &[
      );",
 ];
 
+/// What a step of a job does (its name in the history and in `history --json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    Backup,
+    Drill,
+    Prune,
+}
+
+/// How a step stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunResult {
+    Running,
+    Ok,
+    Failed,
+    /// The process ended while it ran, or a signal stopped it.
+    Interrupted,
+}
+
+macro_rules! text_enum {
+    ($t:ty { $($v:ident = $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $s),* }
+            }
+            fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(<$t>::$v),)* _ => None }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t>::parse(s).ok_or_else(|| rusqlite::types::FromSqlError::Other(
+                    format!("unknown {} {s:?}", stringify!($t)).into(),
+                ))
+            }
+        }
+    };
+}
+
+text_enum!(Job {
+    Backup = "backup",
+    Drill = "drill",
+    Prune = "prune"
+});
+text_enum!(RunResult {
+    Running = "running",
+    Ok = "ok",
+    Failed = "failed",
+    Interrupted = "interrupted"
+});
+
 /// One step of a job: a backup, a drill or a prune.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Run {
     pub id: i64,
-    /// "backup", "drill" or "prune".
-    pub job: String,
+    pub job: Job,
     pub source: String,
     pub started: Timestamp,
     pub finished: Option<Timestamp>,
-    /// "running", "ok", "failed" or "interrupted" (the process ended while it ran).
-    pub result: String,
+    pub result: RunResult,
     pub error: Option<String>,
     pub snapshot: Option<String>,
     pub plain_bytes: Option<u64>,
@@ -110,11 +171,6 @@ fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result
 }
 
 impl State {
-    /// `state.db` in the state directory (see [`crate::config::state_dir`]).
-    pub fn default_path() -> Option<PathBuf> {
-        crate::config::state_dir().map(|d| d.join("state.db"))
-    }
-
     /// Opens (creating it and its directory if needed) the state file at `path`.
     pub fn open(path: &Path) -> Result<State> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -173,7 +229,7 @@ impl State {
     }
 
     /// Records that a step started; returns its id for [`State::finish`].
-    pub fn start(&self, job: &str, source: &str, at: Timestamp) -> Result<i64> {
+    pub fn start(&self, job: Job, source: &str, at: Timestamp) -> Result<i64> {
         self.conn
             .execute(
                 "INSERT INTO runs (job, source, started, result) VALUES (?1, ?2, ?3, 'running')",
@@ -199,9 +255,9 @@ impl State {
                     id,
                     at.to_string(),
                     match (o.interrupted, o.error.is_some()) {
-                        (true, _) => "interrupted",
-                        (false, true) => "failed",
-                        (false, false) => "ok",
+                        (true, _) => RunResult::Interrupted,
+                        (false, true) => RunResult::Failed,
+                        (false, false) => RunResult::Ok,
                     },
                     o.error,
                     o.snapshot,
@@ -244,7 +300,7 @@ impl State {
     }
 
     /// The newest finished step of `job` for `source`, with `result` if given ("ok").
-    pub fn last(&self, source: &str, job: &str, result: Option<&str>) -> Result<Option<Run>> {
+    pub fn last(&self, source: &str, job: Job, result: Option<RunResult>) -> Result<Option<Run>> {
         self.conn
             .query_row(
                 "SELECT id, job, source, started, finished, result, error, snapshot, plain_bytes,
@@ -261,7 +317,7 @@ impl State {
 
     /// The newest step of `job` for `source` that ran to an end of its own (ok or failed, not
     /// interrupted): what the scheduler counts as the last run.
-    pub fn last_attempt(&self, source: &str, job: &str) -> Result<Option<Run>> {
+    pub fn last_attempt(&self, source: &str, job: Job) -> Result<Option<Run>> {
         self.conn
             .query_row(
                 "SELECT id, job, source, started, finished, result, error, snapshot, plain_bytes,
@@ -337,7 +393,7 @@ mod tests {
         let s = State::open(&path).unwrap();
         let t0: Timestamp = "2026-11-21T03:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-11-21T03:00:12.5Z".parse().unwrap();
-        let a = s.start("backup", "app", t0).unwrap();
+        let a = s.start(Job::Backup, "app", t0).unwrap();
         s.finish(
             a,
             t1,
@@ -349,7 +405,7 @@ mod tests {
             },
         )
         .unwrap();
-        let b = s.start("backup", "app", t1).unwrap();
+        let b = s.start(Job::Backup, "app", t1).unwrap();
         s.finish(
             b,
             t1,
@@ -359,25 +415,28 @@ mod tests {
             },
         )
         .unwrap();
-        let _running = s.start("drill", "other", t1).unwrap();
+        let _running = s.start(Job::Drill, "other", t1).unwrap();
 
         let h = s.history(Some("app"), 10).unwrap();
         assert_eq!(h.len(), 2);
-        assert_eq!(h[0].result, "failed");
-        assert_eq!(h[1].result, "ok");
+        assert_eq!(h[0].result, RunResult::Failed);
+        assert_eq!(h[1].result, RunResult::Ok);
         assert_eq!(h[1].seconds, Some(12.5));
         assert_eq!(h[1].stored_bytes, Some(300));
-        let ok = s.last("app", "backup", Some("ok")).unwrap().unwrap();
+        let ok = s
+            .last("app", Job::Backup, Some(RunResult::Ok))
+            .unwrap()
+            .unwrap();
         assert_eq!(ok.finished, Some(t1));
         assert_eq!(
-            s.last("app", "backup", None)
+            s.last("app", Job::Backup, None)
                 .unwrap()
                 .unwrap()
                 .error
                 .as_deref(),
             Some("cannot connect")
         );
-        assert!(s.last("app", "drill", None).unwrap().is_none());
+        assert!(s.last("app", Job::Drill, None).unwrap().is_none());
 
         // A new process finds the step that was running when the last one died.
         drop(s);
@@ -385,7 +444,7 @@ mod tests {
         assert_eq!(s.close_interrupted().unwrap(), 1);
         assert_eq!(
             s.history(Some("other"), 1).unwrap()[0].result,
-            "interrupted"
+            RunResult::Interrupted
         );
 
         assert!(s.alert("app", "backup_failed").unwrap().is_none());

@@ -42,12 +42,37 @@ pub struct Manifest {
     pub created_by: String,
 }
 
+/// What a source is: a database (dumped with pg_dump) or a folder (a tar stream). Written in
+/// manifests and read from `[[source]] kind` as its lowercase name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    Postgres,
+    Directory,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Postgres => "postgres",
+            SourceKind::Directory => "directory",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceInfo {
     pub name: String,
-    /// "postgres", or "directory" (then host is the machine's name, database the folder).
-    pub kind: String,
+    /// Then for a folder, host is the machine's name and database the folder.
+    pub kind: SourceKind,
     pub host: String,
     pub port: u16,
     pub database: String,
@@ -251,6 +276,6 @@ impl Manifest {
 
     /// A snapshot of a folder, not of a database.
     pub fn is_directory(&self) -> bool {
-        self.source.kind == "directory"
+        self.source.kind == SourceKind::Directory
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use drill::{DrillRecord, DrillResult};
 pub use ids::{SnapshotId, check_source_name};
-pub use manifest::Manifest;
+pub use manifest::{Manifest, SourceKind};
 pub use repo::{Entry, Repository};
 
 /// Where a snapshot stands.

@@ -123,8 +123,8 @@ pub struct RepositorySection {
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
     pub name: String,
-    /// "postgres" (the default) or "directory".
-    pub kind: Option<String>,
+    /// `postgres` (the default) or `directory`.
+    pub kind: Option<crate::catalog::SourceKind>,
     /// A connection URL (postgres sources); may hold a password, so it is a secret.
     pub url: Option<Secret>,
     /// The folder (directory sources).
@@ -375,7 +375,7 @@ impl Settings {
             .state
             .as_ref()
             .and_then(|s| s.path.clone())
-            .or_else(crate::state::State::default_path)
+            .or_else(|| state_dir().map(|d| d.join(STATE_FILE)))
             .ok_or_else(|| {
                 Error::config("no place for the state file: HOME is not set")
                     .with_hint("set OFFSITEDB_STATE_DIR, or path under [state] in offsitedb.toml")
@@ -463,6 +463,9 @@ fn secrets_in(c: &ConfigFile) -> Vec<String> {
     out
 }
 
+/// The state file's name in the state folder.
+pub const STATE_FILE: &str = "state.db";
+
 /// Where OffsiteDB keeps local state (never backups): `OFFSITEDB_STATE_DIR`, else
 /// `$XDG_STATE_HOME/offsitedb`, else `~/.local/state/offsitedb`.
 pub fn state_dir() -> Option<PathBuf> {
@@ -508,8 +511,8 @@ pub fn parse(
                 }
                 sources::Policy::from_section(s).map_err(|e| e.context(origin))?;
                 let shape_ok = matches!(
-                    (s.kind.as_deref(), &s.url, &s.path),
-                    (None | Some("postgres"), Some(_), None) | (Some("directory"), None, Some(_))
+                    (s.kind.unwrap_or_default(), &s.url, &s.path),
+                    (SourceKind::Postgres, Some(_), None) | (SourceKind::Directory, None, Some(_))
                 );
                 if !shape_ok {
                     return Err(sources::shape_error(s).context(origin));

@@ -15,6 +15,7 @@ two cannot be confused. An unknown name lists the configured ones.
 use std::path::PathBuf;
 
 use super::{Secret, Settings, SourceSection};
+pub use crate::catalog::SourceKind;
 use crate::catalog::check_source_name;
 use crate::error::{Error, Result};
 use crate::pipeline::Compression;
@@ -45,13 +46,6 @@ pub struct Selection<'a> {
     pub name: Option<&'a str>,
     pub dir: Option<&'a std::path::Path>,
     pub compression: Option<&'a str>,
-}
-
-/// What a source is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    Postgres,
-    Directory,
 }
 
 /// A source to back up, check or run.
@@ -394,15 +388,15 @@ fn url_name(url: &str, name: Option<&str>) -> Result<String> {
 
 /// A `[[source]]` as a spec.
 fn configured(s: &SourceSection, flag: Option<Compression>) -> Result<SourceSpec> {
-    let (conninfo, notes, dir) = match (s.kind.as_deref(), &s.url, &s.path) {
-        (None | Some("postgres"), Some(url), None) => {
+    let (conninfo, notes, dir) = match (s.kind.unwrap_or_default(), &s.url, &s.path) {
+        (SourceKind::Postgres, Some(url), None) => {
             let (c, n) = crate::postgres::provider::prepare(
                 &ConnInfo::parse(url.expose())
                     .map_err(|e| e.context(format!("source {:?}", s.name)))?,
             );
             (c, n, None)
         }
-        (Some("directory"), None, Some(path)) => {
+        (SourceKind::Directory, None, Some(path)) => {
             (ConnInfo::default(), Vec::new(), Some(path.clone()))
         }
         _ => return Err(shape_error(s)),

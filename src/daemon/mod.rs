@@ -31,7 +31,7 @@ use crate::catalog::Repository;
 use crate::config::{Settings, SourceSpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ops::job::{self, JobOptions, JobReport};
-use crate::state::State;
+use crate::state::{Job, RunResult, State};
 
 /// How long running jobs get to stop after SIGTERM.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
@@ -73,7 +73,7 @@ pub fn job_with_alerts(
         Ok(repo) => job::run(&repo, spec, &state, opts, note)?,
         Err(e) => {
             // No repository, no backup: recorded like a failed backup.
-            let id = state.start("backup", &spec.name, Timestamp::now())?;
+            let id = state.start(Job::Backup, &spec.name, Timestamp::now())?;
             state.finish(
                 id,
                 Timestamp::now(),
@@ -99,7 +99,7 @@ pub fn job_with_alerts(
     let send = |event: Event, firing: bool, message: String| -> Result<()> {
         if let Some(mut a) = alerts::transition(&state, name, event, firing, &message)? {
             a.last_success = state
-                .last(name, "backup", Some("ok"))?
+                .last(name, Job::Backup, Some(RunResult::Ok))?
                 .and_then(|r| r.finished);
             warn!(
                 source = name,
@@ -208,7 +208,7 @@ pub fn job_with_alerts(
         s.last_attempt_ok = Some(ok);
         if ok {
             s.last_success = state
-                .last(&spec.name, "backup", Some("ok"))?
+                .last(&spec.name, Job::Backup, Some(RunResult::Ok))?
                 .and_then(|r| r.finished);
             s.backup_seconds = Some(report.backup.seconds);
         }
@@ -371,8 +371,8 @@ pub fn serve_with(
     let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
     for spec in specs {
         let schedule = spec.policy.schedule.clone().expect("filtered on schedule");
-        let last = state.last_attempt(&spec.name, "backup")?;
-        let ok = state.last(&spec.name, "backup", Some("ok"))?;
+        let last = state.last_attempt(&spec.name, Job::Backup)?;
+        let ok = state.last(&spec.name, Job::Backup, Some(RunResult::Ok))?;
         let missed = last
             .as_ref()
             .is_some_and(|r| schedule.next_after(r.started) <= started);
@@ -389,17 +389,17 @@ pub fn serve_with(
             s.last_success = ok.and_then(|r| r.finished);
             // The last drill, as recorded before this start.
             if let Some(d) = state
-                .last(&spec.name, "drill", None)?
-                .filter(|r| r.result != "interrupted")
+                .last(&spec.name, Job::Drill, None)?
+                .filter(|r| r.result != RunResult::Interrupted)
             {
                 s.drill_seconds = d.seconds;
-                s.drill_ok = Some(d.result == "ok");
+                s.drill_ok = Some(d.result == RunResult::Ok);
                 s.tested_restore_seconds = state
-                    .last(&spec.name, "drill", Some("ok"))?
+                    .last(&spec.name, Job::Drill, Some(RunResult::Ok))?
                     .and_then(|r| r.restore_seconds);
             }
             s.last_attempt = last.as_ref().map(|r| r.started);
-            s.last_attempt_ok = last.as_ref().map(|r| r.result == "ok");
+            s.last_attempt_ok = last.as_ref().map(|r| r.result == RunResult::Ok);
             s.next_run = Some(next);
         }
         refresh_repository_metrics(&settings, &spec.name, &metrics);
@@ -538,7 +538,7 @@ fn dead_mans_switch(
     };
     let name = slot.spec.name.as_str();
     let last = state
-        .last(name, "backup", Some("ok"))?
+        .last(name, Job::Backup, Some(RunResult::Ok))?
         .and_then(|r| r.finished);
     let since = last.unwrap_or(started);
     let age = now.duration_since(since);

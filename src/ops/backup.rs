@@ -91,12 +91,12 @@ pub fn run<S: WriteStore + ?Sized>(
     let session = session_settings(&mut client)?;
     // A pooler in transaction mode would scatter pg_dump's session over server sessions: said
     // before anything is dumped, with the fix.
-    match postgres::provider::detect_pooler_within(ci, std::time::Duration::from_secs(15))? {
-        postgres::provider::Pooling::Session => {}
-        postgres::provider::Pooling::Pooled(evidence) => {
-            return Err(postgres::provider::pooler_error(&target, &evidence));
+    match postgres::pooler::detect_pooler_within(ci, std::time::Duration::from_secs(15))? {
+        postgres::pooler::Pooling::Session => {}
+        postgres::pooler::Pooling::Pooled(evidence) => {
+            return Err(postgres::pooler::pooler_error(&target, &evidence));
         }
-        postgres::provider::Pooling::Unknown(why) => note(format!(
+        postgres::pooler::Pooling::Unknown(why) => note(format!(
             "cannot tell whether {target} is behind a pooler ({why}); if pg_dump fails, use the database's direct address"
         )),
     }
@@ -221,7 +221,7 @@ pub fn run<S: WriteStore + ?Sized>(
         snapshot_id: id,
         source: SourceInfo {
             name: source.name.clone(),
-            kind: "postgres".into(),
+            kind: crate::catalog::SourceKind::Postgres,
             host: ci.host(),
             port: ci.port(),
             database: info.database.clone(),
@@ -478,7 +478,7 @@ fn pg_dump_error(exit: &Exit, target: &str) -> Error {
         || text.contains("unsupported startup parameter")
         || text.contains("transaction blocks not allowed")
     {
-        return postgres::provider::pooler_error(target, &format!("pg_dump: {reason}"));
+        return postgres::pooler::pooler_error(target, &format!("pg_dump: {reason}"));
     }
     if text.contains("server version mismatch") {
         return Error::tool(format!("pg_dump is older than the server at {target}: {reason}"))

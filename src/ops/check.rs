@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::catalog::Repository;
 use crate::config::{Settings, SourceSpec};
 use crate::error::{Error, ErrorKind};
-use crate::postgres::{self, binaries, provider};
+use crate::postgres::{self, binaries, pooler, provider};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,15 +228,15 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
         }
         Err(e) => l.fail("server", &e),
     }
-    match provider::detect_pooler_within(ci, Duration::from_secs(15)) {
-        Ok(provider::Pooling::Session) => l.ok(
+    match pooler::detect_pooler_within(ci, Duration::from_secs(15)) {
+        Ok(pooler::Pooling::Session) => l.ok(
             "pooler",
             "one server session per connection (no pooler in transaction mode)".into(),
         ),
-        Ok(provider::Pooling::Pooled(evidence)) => {
-            l.fail("pooler", &provider::pooler_error(&target, &evidence))
+        Ok(pooler::Pooling::Pooled(evidence)) => {
+            l.fail("pooler", &pooler::pooler_error(&target, &evidence))
         }
-        Ok(provider::Pooling::Unknown(why)) => l.warn(
+        Ok(pooler::Pooling::Unknown(why)) => l.warn(
             "pooler",
             format!("cannot tell whether a pooler is in front: {why}"),
             "if pg_dump fails, use the database's direct address",

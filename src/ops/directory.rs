@@ -508,7 +508,7 @@ pub fn backup<S: WriteStore + ?Sized>(
         snapshot_id: id,
         source: SourceInfo {
             name: name.to_string(),
-            kind: "directory".into(),
+            kind: crate::catalog::SourceKind::Directory,
             host,
             port: 0,
             database: root.display().to_string(),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::catalog::{Entry, Repository};
 use crate::config::SourceSpec;
 use crate::error::{Error, Result};
-use crate::state::{Outcome, State};
+use crate::state::{Job, Outcome, RunResult, State};
 use crate::storage::WriteStore;
 
 use super::{backup, drill, list, prune};
@@ -94,7 +94,7 @@ pub fn run<S: WriteStore + ?Sized>(
         prune_failure: None,
     };
 
-    let id = state.start("backup", &spec.name, started)?;
+    let id = state.start(Job::Backup, &spec.name, started)?;
     let t = std::time::Instant::now();
     let manifest = backup::run_source(repo, spec, &opts.backup, note);
     report.backup.seconds = t.elapsed().as_secs_f64();
@@ -122,7 +122,7 @@ pub fn run<S: WriteStore + ?Sized>(
     };
 
     if spec.policy.drill {
-        let id = state.start("drill", &spec.name, Timestamp::now())?;
+        let id = state.start(Job::Drill, &spec.name, Timestamp::now())?;
         let t = std::time::Instant::now();
         let entry = Entry {
             source: spec.name.clone(),
@@ -163,7 +163,7 @@ pub fn run<S: WriteStore + ?Sized>(
         report.prune_skipped = Some(why);
         return Ok(report);
     };
-    let id = state.start("prune", &spec.name, Timestamp::now())?;
+    let id = state.start(Job::Prune, &spec.name, Timestamp::now())?;
     let pruned = (|| {
         let snapshots = list::list(repo, Some(&spec.name), note)?;
         let popts = prune::PruneOptions {
@@ -208,8 +208,8 @@ fn failed(e: &Error) -> Outcome {
 /// to an end (a shutdown's interrupted one does not count) failed.
 pub fn failing(state: &State, source: &str) -> Result<Option<String>> {
     Ok(state
-        .last_attempt(source, "backup")?
-        .filter(|r| r.result == "failed")
+        .last_attempt(source, Job::Backup)?
+        .filter(|r| r.result == RunResult::Failed)
         .map(|r| {
             format!(
                 "the last backup, at {}, failed: {}",

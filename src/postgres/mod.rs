@@ -1,12 +1,13 @@
 /*!
 Everything about talking to PostgreSQL: connection strings ([`conninfo`]), hosted providers and
-poolers ([`provider`]), our own connection and what it learns about the server ([`client`]), and
+poolers ([`provider`], [`pooler`]), our own connection and what it learns about the server ([`client`]), and
 finding pg_dump, pg_restore and the server programs ([`binaries`]).
 */
 
 pub mod binaries;
 pub mod client;
 pub mod conninfo;
+pub mod pooler;
 pub mod provider;
 pub mod rawcopy;
 

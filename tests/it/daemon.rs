@@ -685,7 +685,9 @@ fn shutdown_during_an_upload_leaves_no_partial_snapshot() {
     // at start.
     let state = offsitedb::state::State::open(&s.dir.path().join("state.db")).unwrap();
     let past = jiff::Timestamp::now() - Duration::from_secs(7200);
-    let id = state.start("backup", "big", past).unwrap();
+    let id = state
+        .start(offsitedb::state::Job::Backup, "big", past)
+        .unwrap();
     state.finish(id, past, &Default::default()).unwrap();
     drop(state);
 
