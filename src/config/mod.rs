@@ -331,7 +331,10 @@ impl Settings {
             }
             o.concurrency = c;
         }
-        o.abandoned_log = state_dir().map(|d| d.join("abandoned-uploads.jsonl"));
+        o.abandoned_log = self
+            .state_dir()
+            .ok()
+            .map(|d| d.join("abandoned-uploads.jsonl"));
         Ok(o)
     }
 
@@ -370,11 +373,12 @@ impl Settings {
     }
 
     /// The state file: `[state] path`, else `state.db` in the state directory.
+    /// `OFFSITEDB_STATE_DIR` (the environment) comes before the file, as everywhere.
     pub fn state_path(&self) -> Result<PathBuf> {
-        self.file
-            .state
-            .as_ref()
-            .and_then(|s| s.path.clone())
+        let env = std::env::var_os("OFFSITEDB_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(|d| PathBuf::from(d).join(STATE_FILE));
+        env.or_else(|| self.file.state.as_ref().and_then(|s| s.path.clone()))
             .or_else(|| state_dir().map(|d| d.join(STATE_FILE)))
             .ok_or_else(|| {
                 Error::config("no place for the state file: HOME is not set")

@@ -683,7 +683,7 @@ fn shutdown_during_an_upload_leaves_no_partial_snapshot() {
     );
     // A first backup on record, an hour "ago" for the schedule: the daemon runs the missed job
     // at start.
-    let state = offsitedb::state::State::open(&s.dir.path().join("state.db")).unwrap();
+    let state = offsitedb::state::State::open(&s.cli.state_dir().join("state.db")).unwrap();
     let past = jiff::Timestamp::now() - Duration::from_secs(7200);
     let id = state
         .start(offsitedb::state::Job::Backup, "big", past)
