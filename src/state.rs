@@ -135,6 +135,20 @@ pub struct Outcome {
     pub restore_seconds: Option<f64>,
 }
 
+impl Outcome {
+    /// A step that ended with `e` (a signal's interruption is not a failure).
+    pub fn failed(e: &Error) -> Outcome {
+        Outcome {
+            interrupted: e.kind() == crate::error::ErrorKind::Interrupted,
+            error: Some(match e.hint() {
+                Some(h) => format!("{} (hint: {h})", e.message()),
+                None => e.message().to_string(),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// Where an alert stands for one source and event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertState {

@@ -255,7 +255,64 @@ impl TableRecord {
     }
 }
 
+/// What a source learned while it was backed up, for its manifest: who it is, and what a drill
+/// will compare the restore with. The rest of the manifest comes from the pipeline.
+#[derive(Clone, Debug)]
+pub struct Described {
+    pub source: SourceInfo,
+    pub server: ServerRecord,
+    pub dump: DumpRecord,
+    pub files: Option<FilesRecord>,
+    pub verification: Verification,
+}
+
 impl Manifest {
+    /// The manifest of a snapshot whose data object `data_key` the sink stored (`stored`: what
+    /// each stage saw), sealed with `key`. Every size and hash comes from the stages; nothing is
+    /// recomputed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn assemble(
+        id: SnapshotId,
+        started: Timestamp,
+        finished: Timestamp,
+        described: Described,
+        stored: &crate::pipeline::sink::SinkResult,
+        data_key: String,
+        compression: Compression,
+        key: &crate::crypto::MasterKey,
+    ) -> Manifest {
+        Manifest {
+            manifest_version: MANIFEST_VERSION,
+            snapshot_id: id,
+            source: described.source,
+            server: described.server,
+            dump: described.dump,
+            files: described.files,
+            started,
+            finished,
+            sizes: Sizes {
+                plain_bytes: stored.plain.bytes,
+                compressed_bytes: stored.compressed.bytes,
+                stored_bytes: stored.stored.bytes,
+            },
+            compression,
+            encryption: Encryption {
+                format: crate::crypto::seal::FORMAT_VERSION,
+                algorithm: "AES-256-GCM".into(),
+                key_id: key.id().to_string(),
+                chunk_size: crate::crypto::seal::DEFAULT_CHUNK_SIZE,
+            },
+            data: DataObject {
+                key: data_key,
+                salt: crate::units::hex(&stored.salt),
+                sha256_stored: stored.stored.sha256.clone(),
+                sha256_compressed: stored.compressed.sha256.clone(),
+            },
+            verification: described.verification,
+            created_by: format!("offsitedb {}", crate::VERSION),
+        }
+    }
+
     pub fn duration_secs(&self) -> f64 {
         (self.finished - self.started)
             .total(jiff::Unit::Second)

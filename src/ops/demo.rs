@@ -186,7 +186,7 @@ pub fn run(
         pg_bin_dirs: pg_bin_dirs.clone(),
         ..Default::default()
     };
-    let m = super::backup::run(&repo, &spec, &opts, &mut |_| {})?;
+    let m = super::backup::run_source(&repo, &spec, &opts, None, &mut |_| {})?;
     done(
         format!(
             "backed up \"shop\" with pg_dump {}: {} dump, {} encrypted and stored (snapshot {})",

@@ -94,27 +94,16 @@ pub fn run<S: WriteStore + ?Sized>(
         prune_failure: None,
     };
 
-    let id = state.start(Job::Backup, &spec.name, started)?;
+    // The skeleton records the backup step in the history.
     let t = std::time::Instant::now();
-    let manifest = backup::run_source(repo, spec, &opts.backup, note);
+    let manifest = backup::run_source(repo, spec, &opts.backup, Some(state), note);
     report.backup.seconds = t.elapsed().as_secs_f64();
     let manifest = match manifest {
         Ok(m) => {
-            state.finish(
-                id,
-                Timestamp::now(),
-                &Outcome {
-                    snapshot: Some(m.snapshot_id.to_string()),
-                    plain_bytes: Some(m.sizes.plain_bytes),
-                    stored_bytes: Some(m.sizes.stored_bytes),
-                    ..Default::default()
-                },
-            )?;
             report.snapshot = Some(m.snapshot_id.to_string());
             m
         }
         Err(e) => {
-            state.finish(id, Timestamp::now(), &failed(&e))?;
             report.backup.error = Some(e.message().to_string());
             report.backup_failure = Some(e);
             return Ok(report);
@@ -136,7 +125,7 @@ pub fn run<S: WriteStore + ?Sized>(
             Ok(o) => (o.failure, Some(o.record.timings.total)),
             Err(e) => (Some(e), None),
         };
-        let mut o = failure.as_ref().map(failed).unwrap_or_default();
+        let mut o = failure.as_ref().map(Outcome::failed).unwrap_or_default();
         o.snapshot = report.snapshot.clone();
         o.restore_seconds = restore;
         state.finish(id, Timestamp::now(), &o)?;
@@ -185,23 +174,12 @@ pub fn run<S: WriteStore + ?Sized>(
             report.prune = Some(p);
         }
         Err(e) => {
-            state.finish(id, Timestamp::now(), &failed(&e))?;
+            state.finish(id, Timestamp::now(), &Outcome::failed(&e))?;
             report.prune_error = Some(e.message().to_string());
             report.prune_failure = Some(e);
         }
     }
     Ok(report)
-}
-
-fn failed(e: &Error) -> Outcome {
-    Outcome {
-        interrupted: e.kind() == crate::error::ErrorKind::Interrupted,
-        error: Some(match e.hint() {
-            Some(h) => format!("{} (hint: {h})", e.message()),
-            None => e.message().to_string(),
-        }),
-        ..Default::default()
-    }
 }
 
 /// Why a source's newest backups count as failing, from its history: its last backup that ran

@@ -40,6 +40,21 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         threads: 0,
         counts_only: false,
     };
+    // A manual backup is in the history too (and counts for `prune`'s hold and the dead man's
+    // switch); a state file that cannot be opened does not stop a backup.
+    let state = match s
+        .state_path()
+        .and_then(|p| offsitedb::state::State::open(&p))
+    {
+        Ok(st) => Some(st),
+        Err(e) => {
+            output::warn(&format!(
+                "this backup is not recorded in the history: {}",
+                e.message()
+            ));
+            None
+        }
+    };
     let mut failed: Option<Error> = None;
     let mut done = Vec::new();
     for spec in &specs {
@@ -48,9 +63,13 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         }
         let result =
             super::lock(&s, &repo.location(), &spec.name, "backup", a.no_wait).and_then(|_lock| {
-                Ok(ops::backup::run_source(&repo, spec, &opts, &mut |n| {
-                    output::note(&n)
-                })?)
+                Ok(ops::backup::run_source(
+                    &repo,
+                    spec,
+                    &opts,
+                    state.as_ref(),
+                    &mut |n| output::note(&n),
+                )?)
             });
         match result {
             Ok(m) => {

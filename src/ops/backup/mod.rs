@@ -1,0 +1,205 @@
+/*!
+`offsitedb backup`: one skeleton for every kind of source. Each backup runs the same steps:
+
+```text
+source.prepare ─► (repository created) ─► source.open ─► compress ─► seal ─► upload
+                                                    └─► source.describe ─► manifest (written last)
+```
+
+1. The source checks what it can before anything is written ([`Source::prepare`]: connect to the
+   database and find pg_dump, or read the folder), so a wrong password leaves an empty location
+   as it was.
+2. The repository is created if new; what earlier failed backups of this source left is swept.
+3. The source's bytes stream through the sink ([`crate::pipeline::sink`]): compress, seal and a
+   multipart upload, in constant memory, no temporary file. After the bytes end the source says
+   whether they are complete (pg_dump's exit status, the folder walk's result); only then is the
+   upload completed. Any failure before that aborts it: a failed backup leaves nothing visible.
+4. The source describes what it backed up ([`Source::describe`]); the catalog assembles the
+   manifest from that and from what every stage of the sink measured, and writes it last: no
+   manifest, no snapshot.
+5. With a state file, the run is recorded in the history.
+
+A kind of source (a logical dump in [`logical`], a folder in [`folder`]; next a base backup and
+WAL segments) is a small implementation of [`Source`], in its own file.
+*/
+
+pub mod folder;
+pub mod logical;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+
+use jiff::Timestamp;
+
+use crate::catalog::manifest::Described;
+use crate::catalog::repo::data_key;
+use crate::catalog::{Manifest, Repository, SnapshotId};
+use crate::config::SourceSpec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::sink::{self, SinkSpec};
+use crate::pipeline::{Compression, Counters, Progress};
+use crate::state::{Job, Outcome, State};
+use crate::storage::WriteStore;
+
+/// Incomplete uploads of a source older than this are leftovers of a crashed backup.
+const STALE_UPLOAD_HOURS: i64 = 48;
+
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    pub pg_bin_dirs: Vec<PathBuf>,
+    /// Show a progress line on a terminal.
+    pub progress: bool,
+    /// Compression threads; 0 = one per core.
+    pub threads: usize,
+    /// Skip the dump inspector and count rows in the dump's snapshot instead (troubleshooting;
+    /// also `OFFSITEDB_VERIFY=counts`).
+    pub counts_only: bool,
+}
+
+/// A source's bytes, as the sink takes them.
+pub struct Stream {
+    pub reader: Box<dyn Read + Send>,
+    /// Receives every buffer too (an inspector on its own thread); never fails the backup.
+    pub tap: Option<SyncSender<Arc<Vec<u8>>>>,
+    /// After the reader's end, before the upload is completed: are the bytes complete? Dropped
+    /// uncalled when the sink fails first (which must stop the producer: pg_dump is killed).
+    pub on_eof: Box<dyn FnOnce() -> Result<()> + Send>,
+}
+
+/// One kind of source in the backup skeleton.
+pub trait Source {
+    /// Before anything is written: what can be checked (connect, find programs, read the
+    /// folder). Returns an upper estimate of the bytes to come, for the upload's part size.
+    fn prepare(&mut self, note: &mut dyn FnMut(String)) -> Result<Option<u64>>;
+
+    /// Starts producing the bytes.
+    fn open(&mut self, note: &mut dyn FnMut(String)) -> Result<Stream>;
+
+    /// Once the bytes are stored: who the source is and what a drill will compare with.
+    fn describe(self: Box<Self>, note: &mut dyn FnMut(String)) -> Result<Described>;
+
+    /// What is interrupted when Ctrl-C arrives (for the message).
+    fn what(&self) -> &'static str {
+        "the backup"
+    }
+}
+
+/// Backs up one source, a database or a folder, records the run when `state` is given, and
+/// returns the committed manifest.
+pub fn run_source<S: WriteStore + ?Sized>(
+    repo: &Repository<S>,
+    spec: &SourceSpec,
+    opts: &BackupOptions,
+    state: Option<&State>,
+    note: &mut dyn FnMut(String),
+) -> Result<Manifest> {
+    let source: Box<dyn Source> = match &spec.dir {
+        Some(dir) => Box::new(folder::Folder::new(&spec.name, dir)),
+        None => Box::new(logical::Logical::new(spec, opts)),
+    };
+    let id = match state {
+        Some(st) => Some(st.start(Job::Backup, &spec.name, Timestamp::now())?),
+        None => None,
+    };
+    let result = run(repo, &spec.name, spec.compression, opts, source, note);
+    if let (Some(st), Some(id)) = (state, id) {
+        let outcome = match &result {
+            Ok(m) => Outcome {
+                snapshot: Some(m.snapshot_id.to_string()),
+                plain_bytes: Some(m.sizes.plain_bytes),
+                stored_bytes: Some(m.sizes.stored_bytes),
+                ..Default::default()
+            },
+            Err(e) => Outcome::failed(e),
+        };
+        st.finish(id, Timestamp::now(), &outcome)?;
+    }
+    result
+}
+
+/// The skeleton: prepare, create the repository, stream through the sink, describe, commit.
+pub fn run<S: WriteStore + ?Sized>(
+    repo: &Repository<S>,
+    name: &str,
+    compression: Compression,
+    opts: &BackupOptions,
+    mut source: Box<dyn Source>,
+    note: &mut dyn FnMut(String),
+) -> Result<Manifest> {
+    let size_hint = source.prepare(note)?;
+    // The source answered: now the repository may be created.
+    repo.ensure_created()?;
+    sweep_leftovers(repo.store(), name, note);
+
+    let started = Timestamp::now();
+    let id = SnapshotId::new(started)?;
+    let key = data_key(name, &id);
+    let upload = repo.store().upload(&key, size_hint)?;
+    let mut stream = source.open(note)?;
+    let counters = Counters::default();
+    let progress = Progress::start("backup", &counters, opts.progress);
+    let spec = SinkSpec {
+        upload,
+        key: repo.key(),
+        compression,
+        threads: opts.threads,
+        counters,
+    };
+    let result = sink::run(spec, &mut stream.reader, stream.tap, stream.on_eof);
+    drop(progress);
+    let stored = result.map_err(|e| {
+        // Ctrl-C reaches pg_dump too; say what happened, not how pg_dump died of it.
+        if e.kind() == ErrorKind::Interrupted || crate::interrupt::check().is_err() {
+            Error::new(
+                ErrorKind::Interrupted,
+                format!(
+                    "interrupted: {} stopped and its upload was aborted; nothing was stored",
+                    source.what()
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
+    let described = source.describe(note)?;
+    let manifest = Manifest::assemble(
+        id,
+        started,
+        Timestamp::now(),
+        described,
+        &stored,
+        key,
+        compression,
+        repo.key(),
+    );
+    repo.commit_manifest(&manifest)?;
+    Ok(manifest)
+}
+
+/// Cleans what earlier failed backups of this source left: uploads whose abort failed while
+/// the store was unreachable, and incomplete uploads older than two days.
+fn sweep_leftovers<S: WriteStore + ?Sized>(store: &S, source: &str, note: &mut dyn FnMut(String)) {
+    if let Ok(n) = store.clean_abandoned()
+        && n > 0
+    {
+        note(format!(
+            "aborted {n} unfinished upload(s) left by an earlier failed backup"
+        ));
+    }
+    let Ok(leftovers) = store.incomplete_uploads(&format!("snapshots/{source}/")) else {
+        return;
+    };
+    let cutoff = Timestamp::now() - jiff::SignedDuration::from_hours(STALE_UPLOAD_HOURS);
+    for u in leftovers {
+        let old = u
+            .started
+            .as_deref()
+            .and_then(|s| s.parse::<Timestamp>().ok())
+            .is_some_and(|t| t < cutoff);
+        if old && store.abort_incomplete(&u).is_ok() {
+            note(format!("removed an interrupted upload of {}", u.key));
+        }
+    }
+}
