@@ -51,7 +51,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     offsitedb::interrupt::install();
     let g = cli.global;
+    // `serve --json` logs JSON lines (its result is its log).
     let log_format = match &cli.command {
+        Command::Serve(_) if g.json => Some(cmd::serve::LogFormat::Json),
         Command::Serve(a) => Some(a.log_format),
         _ => None,
     };
