@@ -1,6 +1,7 @@
 //! Integration tests: one binary (one link), real PostgreSQL clusters and a real S3 server.
 
 mod cli;
+mod clock_skew;
 mod common;
 mod daemon;
 mod deploy;

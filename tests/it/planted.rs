@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
+use offsitedb::catalog::drill::{DRILL_VERSION, DrillRecord, DrillResult, Timings};
 use offsitedb::catalog::manifest::{
     DataObject, Encryption, FileRecord, FilesRecord, MANIFEST_VERSION, Manifest, Sizes, SourceInfo,
+    VerifyMethod,
 };
 use offsitedb::catalog::{Repository, SnapshotId, repo::data_key};
 use offsitedb::crypto::MasterKey;
@@ -134,5 +136,52 @@ impl Planted {
         };
         self.repo.commit_manifest(&m).unwrap();
         id
+    }
+
+    /// A directory snapshot of an empty folder.
+    pub fn empty_folder(&self, source: &str, started: Timestamp) -> SnapshotId {
+        let tar = tar::Builder::new(Vec::new()).into_inner().unwrap();
+        self.folder(source, started, &tar, &[])
+    }
+
+    /// A drill record of `source/id`, dated `at`, that passed or failed.
+    pub fn drill(&self, source: &str, id: &SnapshotId, at: Timestamp, passed: bool) -> SnapshotId {
+        let drill_id = SnapshotId::new(at).unwrap();
+        self.repo
+            .commit_drill(&DrillRecord {
+                drill_version: DRILL_VERSION,
+                drill_id: drill_id.clone(),
+                snapshot_id: id.clone(),
+                source: source.into(),
+                result: if passed {
+                    DrillResult::Passed
+                } else {
+                    DrillResult::Failed
+                },
+                started: at,
+                finished: at,
+                timings: Timings::default(),
+                target: "a temporary folder".into(),
+                server_version: String::new(),
+                pg_restore_version: String::new(),
+                jobs: 1,
+                method: VerifyMethod::FileDigests,
+                tables: Vec::new(),
+                problems: if passed {
+                    Vec::new()
+                } else {
+                    vec!["planted: a file differs from the manifest".into()]
+                },
+                notes: Vec::new(),
+                created_by: "planted by a test".into(),
+            })
+            .unwrap();
+        drill_id
+    }
+
+    /// The drill record object of `source/id/drill` on disk.
+    pub fn drill_file(&self, source: &str, id: &SnapshotId, drill: &SnapshotId) -> PathBuf {
+        self.path
+            .join(offsitedb::catalog::repo::drill_key(source, id, drill))
     }
 }
