@@ -558,7 +558,10 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
         notes: Vec::new(),
     };
     let root = unsafe { libc::geteuid() } == 0;
-    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    // Folders get their owner, attributes, mode and time once everything is in: until then they
+    // stay root's (or ours) and private, so nobody the archive names can reach into one while
+    // it is filled.
+    let mut dirs: Vec<Folder> = Vec::new();
     // Folders under `dest` known to be real folders (not symlinks), so that no entry is ever
     // written through a symlink, whether the archive made it or it was already there.
     let mut real: HashSet<PathBuf> = HashSet::new();
@@ -622,11 +625,14 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                     .with_hint("restore into an empty folder"));
                 }
                 fs::create_dir_all(&target).map_err(io_err)?;
-                dirs.push((target.clone(), mode, mtime));
-                if root && let Some((uid, gid)) = owner(&h) {
-                    let _ = std::os::unix::fs::lchown(&target, Some(uid), Some(gid));
-                }
-                set_xattrs(On::Path(&target), &shown, &xattrs, &mut out.notes);
+                dirs.push(Folder {
+                    path: target.clone(),
+                    shown: shown.clone(),
+                    owner: owner(&h).filter(|_| root),
+                    xattrs,
+                    mode,
+                    mtime,
+                });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(p) = target.parent() {
@@ -750,11 +756,26 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
     }
     // Folders last, deepest first: writing into them changed their times, and a read-only
     // folder must stay writable until its content is in.
-    for (d, mode, mtime) in dirs.into_iter().rev() {
-        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(mode));
-        let _ = filetime::set_file_mtime(&d, filetime::FileTime::from_unix_time(mtime as i64, 0));
+    for d in dirs.into_iter().rev() {
+        if let Some((uid, gid)) = d.owner {
+            let _ = std::os::unix::fs::lchown(&d.path, Some(uid), Some(gid));
+        }
+        set_xattrs(On::Path(&d.path), &d.shown, &d.xattrs, &mut out.notes);
+        let _ = fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode));
+        let t = filetime::FileTime::from_unix_time(d.mtime as i64, 0);
+        let _ = filetime::set_file_mtime(&d.path, t);
     }
     Ok(out)
+}
+
+/// A folder of the archive, and the metadata it gets once its content is in.
+struct Folder {
+    path: PathBuf,
+    shown: String,
+    owner: Option<(u32, u32)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    mode: u32,
+    mtime: u64,
 }
 
 /// An archive path as a path beneath the destination, `.` components dropped; `None` when it is

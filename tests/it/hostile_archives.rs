@@ -131,8 +131,12 @@ impl Tar {
         self.0.append(&h, data.as_slice()).unwrap();
     }
 
-    fn dir(mut self, path: &str) -> Tar {
-        let mut h = Self::header(tar::EntryType::Directory, 0o755, 0);
+    fn dir(self, path: &str) -> Tar {
+        self.dir_as(path, 0o755, 0)
+    }
+
+    fn dir_as(mut self, path: &str, mode: u32, uid: u64) -> Tar {
+        let mut h = Self::header(tar::EntryType::Directory, mode, uid);
         self.0.append_data(&mut h, path, std::io::empty()).unwrap();
         self
     }
@@ -333,11 +337,19 @@ fn setuid_and_setgid_bits_are_kept_only_with_the_owner_they_were_archived_with()
         // Cut to 32 bits this is uid 0.
         .file("wraps-to-root", script, 0o6755, 1 << 32)
         .file("owned", script, 0o6755, 4242)
+        // A folder gets its owner, attributes and mode after its content is in.
+        .dir_as("d", 0o750, 4242);
+    let mut tar = tar;
+    tar.pax_xattr();
+    let tar = tar
+        .dir_as("d/e", 0o500, 4343)
+        .file("d/e/f", script, 0o644, 4242)
         .done();
     let files: &[(&str, &[u8])] = &[
         ("minus-one", script),
         ("wraps-to-root", script),
         ("owned", script),
+        ("d/e/f", script),
     ];
     let id = p.folder("files", Timestamp::now(), &tar, files);
     let to = dir.path().join("restored");
@@ -365,6 +377,17 @@ fn setuid_and_setgid_bits_are_kept_only_with_the_owner_they_were_archived_with()
     }
     let m = std::fs::metadata(to.join("owned")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4242, 4242, 0o6755));
+    let m = std::fs::metadata(to.join("d")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4242, 4242, 0o750));
+    let m = std::fs::metadata(to.join("d/e")).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777, m.mtime()),
+        (4343, 0o500, MTIME as i64)
+    );
+    assert_eq!(
+        xattrs(&to.join("d/e")),
+        [(b"user.offsitedb".to_vec(), b"pwned".to_vec())]
+    );
 
     // The drill extracts the same way, passes (the content is right) and says what it dropped.
     let r = p.run(&cli, &["drill", id.as_str(), "--json"]);
