@@ -11,7 +11,14 @@ failed, damaged, in that order) hold the slot, and its reason says so.
 Rules that hold whatever the policy says:
 - the newest snapshot and the newest sealed snapshot are always kept;
 - while the source's newest backups are failing nothing is deleted (a broken backup job must not
-  also eat the good snapshots while nobody looks).
+  also eat the good snapshots while nobody looks): the run history says so, or the newest
+  snapshot failed its drill or is damaged;
+- a snapshot started further ahead of this machine's clock than
+  [`crate::catalog::FUTURE_TOLERANCE`] (a host whose clock runs ahead, or a forged manifest) is
+  kept and reported, and left out of every other rule: it is not the newest, fills no period,
+  and does not decide the hold, so it can neither shield failing backups nor push good copies
+  out;
+- a snapshot pinned by the caller (its latest drill record is unreadable) is kept.
 */
 
 use std::collections::BTreeMap;
@@ -20,7 +27,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Status;
+use crate::catalog::{Status, ahead, future_dated};
 
 /// How many of each kind to keep. Zero keeps none of that kind; a kind not named in a `keep`
 /// table is zero (only a source with no `keep` at all gets the default policy).
@@ -133,6 +140,8 @@ pub struct Candidate {
     pub id: String,
     pub time: Timestamp,
     pub status: Status,
+    /// Why it is kept whatever the policy says (its latest drill record is unreadable).
+    pub pinned: Option<String>,
 }
 
 /// The decision for one snapshot.
@@ -152,6 +161,9 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
     /// Why nothing is deleted at all, when a protection rule holds everything.
     pub held: Option<String>,
+    /// Snapshots dated ahead of this machine's clock, one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub future_dated: Vec<String>,
 }
 
 impl Plan {
@@ -160,12 +172,46 @@ impl Plan {
     }
 }
 
-/// Decides, for one source's snapshots, which to keep and why. `failing` says why the source's
-/// newest backups count as failing (then everything is kept).
-pub fn plan(snaps: &[Candidate], keep: &Keep, tz: &TimeZone, failing: Option<&str>) -> Plan {
-    let mut order: Vec<&Candidate> = snaps.iter().collect();
-    order.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+/// Decides, for one source's snapshots, which to keep and why, at `now` (this machine's clock).
+/// `failing` says why the run history counts the source's newest backups as failing (then
+/// everything is kept, as when the newest snapshot failed its drill or is damaged).
+pub fn plan(
+    snaps: &[Candidate],
+    keep: &Keep,
+    tz: &TimeZone,
+    failing: Option<&str>,
+    now: Timestamp,
+) -> Plan {
+    let mut all: Vec<&Candidate> = snaps.iter().collect();
+    all.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
     let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut future = Vec::new();
+    for c in all.iter().filter(|c| future_dated(c.time, now)) {
+        let why = format!("future-dated: {}", ahead("started", c.time, now));
+        future.push(format!("{}: {why}", c.id));
+        reasons.entry(c.id.as_str()).or_default().push(why);
+    }
+    for c in &all {
+        if let Some(why) = &c.pinned {
+            reasons.entry(c.id.as_str()).or_default().push(why.clone());
+        }
+    }
+    // Every other rule sees only what this machine's clock has reached.
+    let order: Vec<&Candidate> = all
+        .iter()
+        .copied()
+        .filter(|c| !future_dated(c.time, now))
+        .collect();
+    let newest_failing = order
+        .first()
+        .filter(|c| matches!(c.status, Status::DrillFailed | Status::Damaged))
+        .map(|c| {
+            let mut why = format!("the newest snapshot, {}, is {}", c.id, c.status.label());
+            if let Some(p) = &c.pinned {
+                why = format!("{why}: {p}");
+            }
+            why
+        });
     fn add<'a>(reasons: &mut BTreeMap<&'a str, Vec<String>>, c: &'a Candidate, why: String) {
         let why = match c.status {
             Status::Sealed => why,
@@ -220,8 +266,11 @@ pub fn plan(snaps: &[Candidate], keep: &Keep, tz: &TimeZone, failing: Option<&st
         }
     }
 
-    let held = failing.map(|why| format!("nothing is deleted while backups are failing ({why})"));
-    let decisions = order
+    let held = failing
+        .map(str::to_string)
+        .or(newest_failing)
+        .map(|why| format!("nothing is deleted while backups are failing ({why})"));
+    let decisions = all
         .iter()
         .map(|c| {
             let mut r = reasons.remove(c.id.as_str()).unwrap_or_default();
@@ -239,7 +288,11 @@ pub fn plan(snaps: &[Candidate], keep: &Keep, tz: &TimeZone, failing: Option<&st
             }
         })
         .collect();
-    Plan { decisions, held }
+    Plan {
+        decisions,
+        held,
+        future_dated: future,
+    }
 }
 
 /// Which snapshot a period keeps: sealed first, then the ones that may still prove themselves.
@@ -308,7 +361,17 @@ mod tests {
             id: id.into(),
             time: time.parse().unwrap(),
             status,
+            pinned: None,
         }
+    }
+
+    /// The plan as a machine whose clock reads 2027-06-01 sees it (after every row's dates).
+    fn plan(snaps: &[Candidate], keep: &Keep, tz: &TimeZone, failing: Option<&str>) -> Plan {
+        super::plan(snaps, keep, tz, failing, ts("2027-06-01T00:00:00Z"))
+    }
+
+    fn ts(t: &str) -> Timestamp {
+        t.parse().unwrap()
     }
 
     fn sealed(id: &str, time: &str) -> Candidate {
@@ -346,6 +409,7 @@ mod tests {
                     id: format!("d{i:03}"),
                     time: t,
                     status: Status::Sealed,
+                    pinned: None,
                 }
             })
             .collect()
@@ -449,6 +513,130 @@ mod tests {
             ["nothing is deleted while backups are failing (the last backup failed)"]
         );
         assert!(p.held.is_some());
+    }
+
+    #[test]
+    fn a_newest_snapshot_that_failed_its_drill_or_is_damaged_holds_everything() {
+        for bad in [Status::DrillFailed, Status::Damaged] {
+            let snaps = vec![
+                sealed("a", "2026-11-19T03:00:00Z"),
+                sealed("b", "2026-11-20T03:00:00Z"),
+                c("c", "2026-11-21T03:00:00Z", bad),
+            ];
+            let p = plan(&snaps, &keep(|k| k.last = 1), &TimeZone::UTC, None);
+            assert_eq!(p.deletions().count(), 0);
+            assert_eq!(
+                p.held.as_deref(),
+                Some(
+                    format!(
+                        "nothing is deleted while backups are failing (the newest snapshot, c, is {})",
+                        bad.label()
+                    )
+                    .as_str()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_future_dated_snapshot_is_kept_and_counts_for_nothing_else() {
+        let now = ts("2026-11-21T12:00:00Z");
+        let mut snaps = vec![
+            sealed("a", "2026-11-18T03:00:00Z"),
+            sealed("b", "2026-11-19T03:00:00Z"),
+            c("c", "2026-11-20T03:00:00Z", Status::DrillFailed),
+            c("d", "2026-11-21T03:00:00Z", Status::DrillFailed),
+            // A host whose clock runs a year ahead.
+            sealed("f", "2027-12-01T00:00:00Z"),
+        ];
+        let ahead =
+            "future-dated: started 2027-12-01T00:00:00Z, 8988 hours ahead of this machine's clock";
+        let p = super::plan(&snaps, &keep(|k| k.last = 1), &TimeZone::UTC, None, now);
+        // The newest snapshot this clock has reached failed its drill: nothing is deleted.
+        assert_eq!(p.deletions().count(), 0);
+        assert_eq!(
+            p.held.as_deref(),
+            Some(
+                "nothing is deleted while backups are failing (the newest snapshot, d, is drill failed)"
+            )
+        );
+        assert_eq!(why(&p, "f"), [ahead]);
+        assert_eq!(p.future_dated, [format!("f: {ahead}")]);
+        assert_eq!(
+            why(&p, "d"),
+            [
+                "newest snapshot (not sealed: drill failed)",
+                "last 1 (1 of 1) (not sealed: drill failed)"
+            ]
+        );
+        assert_eq!(why(&p, "b"), ["newest sealed snapshot"]);
+
+        // Once the newest passes, the policy applies to the rest, and the future one stays.
+        snaps[3].status = Status::Sealed;
+        let p = super::plan(&snaps, &keep(|k| k.last = 1), &TimeZone::UTC, None, now);
+        assert!(p.held.is_none());
+        assert_eq!(kept(&p), ["d", "f"]);
+        // It fills no period either: the two newest days are d's and c's.
+        let p = super::plan(&snaps, &keep(|k| k.daily = 2), &TimeZone::UTC, None, now);
+        assert_eq!(kept(&p), ["c", "d", "f"]);
+        // When the clock reaches it, it is an ordinary snapshot again.
+        let later = ts("2027-12-01T00:05:00Z");
+        let p = super::plan(&snaps, &keep(|k| k.last = 1), &TimeZone::UTC, None, later);
+        assert_eq!(kept(&p), ["f"]);
+        assert!(p.future_dated.is_empty());
+    }
+
+    #[test]
+    fn future_dated_means_more_than_ten_minutes_ahead() {
+        let now = ts("2026-11-21T12:00:00Z");
+        for (t, future) in [
+            ("2026-11-21T12:09:59Z", false),
+            ("2026-11-21T12:10:00Z", false),
+            ("2026-11-21T12:10:01Z", true),
+        ] {
+            let snaps = vec![
+                sealed("a", "2026-11-21T11:00:00Z"),
+                c("n", t, Status::DrillFailed),
+            ];
+            let p = super::plan(&snaps, &keep(|_| {}), &TimeZone::UTC, None, now);
+            assert_eq!(p.held.is_none(), future, "{t}");
+            assert_eq!(p.future_dated.len(), future as usize, "{t}");
+            assert_eq!(
+                why(&p, "n")[0].starts_with("future-dated: started"),
+                future,
+                "{t}"
+            );
+            if future {
+                assert_eq!(
+                    why(&p, "n")[0],
+                    format!("future-dated: started {t}, 10 minutes ahead of this machine's clock")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pinned_snapshot_is_kept_whatever_the_policy() {
+        let unreadable = "its latest drill record is unreadable";
+        let mut snaps = vec![
+            c("only", "2026-11-19T03:00:00Z", Status::DrillFailed),
+            c("newer", "2026-11-21T03:00:00Z", Status::NotDrilled),
+        ];
+        snaps[0].pinned = Some(unreadable.into());
+        let p = plan(&snaps, &keep(|k| k.last = 1), &TimeZone::UTC, None);
+        assert_eq!(kept(&p), ["newer", "only"]);
+        assert_eq!(why(&p, "only"), [unreadable]);
+        assert!(p.held.is_none());
+        // The newest one pinned so holds everything.
+        snaps[1].status = Status::Sealed;
+        snaps.push(c("newest", "2026-11-21T04:00:00Z", Status::DrillFailed));
+        snaps[2].pinned = Some(unreadable.into());
+        let p = plan(&snaps, &keep(|k| k.last = 1), &TimeZone::UTC, None);
+        assert_eq!(p.deletions().count(), 0);
+        assert_eq!(
+            p.held.as_deref(),
+            Some(format!("nothing is deleted while backups are failing (the newest snapshot, newest, is drill failed: {unreadable})").as_str())
+        );
     }
 
     #[test]

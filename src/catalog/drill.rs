@@ -2,7 +2,10 @@
 The drill record: what one restore drill of a snapshot did and found. Each drill writes a new
 sealed object `snapshots/<source>/<snapshot-id>/drills/<drill-id>` and never rewrites one, so the
 history of a snapshot's drills is append-only (and works under Object Lock). A snapshot is
-*sealed* when its latest drill passed.
+*sealed* when its latest drill passed. "Latest" is by drill id (a UTC second, like snapshot ids),
+among the records not dated ahead of this machine's clock ([`super::future_dated`]): those are
+reported and trusted for nothing. A latest record that cannot be read counts as a failed drill
+(`ops::list`).
 */
 
 use jiff::Timestamp;

@@ -1,24 +1,20 @@
 /*!
-Directory sources: a folder (a Docker volume, uploads) backed up as a tar stream through the same
-compress → seal → upload pipeline as a database, with a manifest of every file's size and SHA-256;
-restored by extracting it, and drilled by extracting it into a temporary folder and checking every
-file against the manifest.
+Folder snapshots, the restore side: `restore --to-dir` extracts a snapshot's tar stream, and a
+folder drill extracts it into a temporary folder; both check every file against the manifest. (The
+backup side, the tar walk, is [`crate::ops::backup::folder`].)
 
-The tar stream is POSIX (ustar with GNU long names): permissions, ownership (numeric), modification
-times, symlinks, hard links (by device and inode), and extended attributes (PAX `SCHILY.xattr.`
-records, as GNU tar and bsdtar write them). Sockets, devices and fifos are skipped, each named in
-the manifest. Entries are written in sorted order, so the same folder gives the same stream. A
-file that changes while it is read is stored as read (padded or cut to the size it had when its
-header was written) and named in the manifest's `skipped` list, so a drill does not pass a copy
-that differs from the live file silently.
+Extraction never touches anything outside the target: paths with `..` or a leading `/` are
+refused, nothing is written through a symlink (whether the archive made it or it was already
+there), a hard link may only point at a regular file this extraction wrote, by a path of real
+folders, and link entries get no metadata of their own (it would land on their target).
 */
 
-use std::collections::HashMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CString, OsStr};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -89,8 +85,15 @@ pub struct Extracted {
 }
 
 /// Extracts the tar stream `r` into `dest` (which must exist): files, folders, symlinks, hard
-/// links, permissions, times, extended attributes, and ownership when running as root. Paths
-/// that would leave `dest` are refused.
+/// links, permissions, times, extended attributes, and ownership when running as root.
+///
+/// Nothing outside `dest` is ever touched, whatever the archive says: paths that would leave it
+/// are refused; nothing is written through a symlink, whether the archive made it or it was
+/// already there; a hard link may only point at a regular file this extraction wrote, by a path
+/// of real folders (so not at a symlink, a folder, a file that was there before, or anything
+/// through a symlink); and a hard link gets no metadata of its own (it would land on its
+/// target). Setuid and setgid bits are kept only on a file that has the owner and group the
+/// archive gives it (as GNU tar does): otherwise they are dropped, and said in the notes.
 pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
     let mut archive = tar::Archive::new(r);
     let mut out = Extracted {
@@ -99,53 +102,37 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
         notes: Vec::new(),
     };
     let root = unsafe { libc::geteuid() } == 0;
-    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    // Folders get their owner, attributes, mode and time once everything is in: until then they
+    // stay root's (or ours) and private, so nobody the archive names can reach into one while
+    // it is filled.
+    let mut dirs: Vec<Folder> = Vec::new();
     // Folders under `dest` known to be real folders (not symlinks), so that no entry is ever
     // written through a symlink, whether the archive made it or it was already there.
-    let mut real: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut real: HashSet<PathBuf> = HashSet::new();
+    // Regular files this extraction wrote and that are still there: the only things a hard
+    // link may point at.
+    let mut written: HashSet<PathBuf> = HashSet::new();
     let bad = |e: io::Error| Error::from_io(e, "cannot read the archive");
     for entry in archive.entries().map_err(bad)? {
         crate::interrupt::check()?;
         let mut entry = entry.map_err(bad)?;
         let raw = entry.path_bytes().into_owned();
-        let rel = PathBuf::from(OsStr::from_bytes(&raw));
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(Error::integrity(format!(
-                "the archive holds a path outside its folder: {}",
-                encode_path(&raw)
-            )));
-        }
         let shown = encode_path(&raw);
+        let rel = beneath(&raw).ok_or_else(|| {
+            Error::integrity(format!(
+                "the archive holds a path outside its folder: {shown}"
+            ))
+        })?;
         let target = dest.join(&rel);
-        if let Some(parent) = rel.parent() {
-            let mut at = PathBuf::new();
-            for c in parent.components() {
-                at.push(c);
-                if real.contains(&at) {
-                    continue;
-                }
-                match fs::symlink_metadata(dest.join(&at)) {
-                    Ok(m) if m.file_type().is_symlink() => {
-                        return Err(Error::io(format!(
-                            "cannot restore {shown}: {} is a symlink, and nothing is written through one",
-                            encode_path(at.as_os_str().as_bytes())
-                        ))
-                        .with_hint("restore into an empty folder"));
-                    }
-                    Ok(m) if m.is_dir() => {
-                        real.insert(at.clone());
-                    }
-                    // Not there yet (created below), or a file in the way (creation fails).
-                    _ => {}
-                }
-            }
+        if let Err(at) = real_folders(dest, &rel, &mut real) {
+            return Err(Error::io(format!(
+                "cannot restore {shown}: {} is a symlink, and nothing is written through one",
+                encode_path(at.as_os_str().as_bytes())
+            ))
+            .with_hint("restore into an empty folder"));
         }
         let h = entry.header().clone();
-        let mode = h.mode().unwrap_or(0o644);
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
         let mtime = h.mtime().unwrap_or(0);
         let xattrs: Vec<(Vec<u8>, Vec<u8>)> = match entry.pax_extensions() {
             Ok(Some(exts)) => exts
@@ -171,6 +158,7 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                 )));
             }
             fs::remove_file(&target).map_err(io_err)?;
+            written.remove(&rel);
         }
         match h.entry_type() {
             tar::EntryType::Directory => {
@@ -181,13 +169,29 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                     .with_hint("restore into an empty folder"));
                 }
                 fs::create_dir_all(&target).map_err(io_err)?;
-                dirs.push((target.clone(), mode, mtime));
+                dirs.push(Folder {
+                    path: target.clone(),
+                    shown: shown.clone(),
+                    owner: owner(&h).filter(|_| root),
+                    xattrs,
+                    mode,
+                    mtime,
+                });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(p) = target.parent() {
                     fs::create_dir_all(p).map_err(io_err)?;
                 }
-                let f = fs::File::create(&target).map_err(io_err)?;
+                // Where it goes is free (emptied above): a new file, never an existing one.
+                let f = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&target)
+                        .map_err(io_err)?
+                };
                 let mut w = io::BufWriter::with_capacity(1 << 20, f);
                 let mut hr = Hashing {
                     inner: &mut entry,
@@ -203,11 +207,36 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                         io_err(e)
                     }
                 })?;
-                w.flush().map_err(io_err)?;
+                let f = w.into_inner().map_err(|e| io_err(e.into_error()))?;
                 let sha = crate::units::hex(&hr.hash.finalize_reset());
                 out.files.insert(shown.clone(), (hr.n, sha));
-                // Mode last (below), after ownership and attributes, as tar does: chown
-                // clears setuid bits, and a read-only file refuses attributes.
+                written.insert(rel.clone());
+                // Through the open file, so nothing else can receive it: owner, attributes,
+                // then the mode (chown clears setuid bits, and a read-only file refuses
+                // attributes), then the time.
+                let wanted = owner(&h);
+                if root && let Some((uid, gid)) = wanted {
+                    let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
+                }
+                set_xattrs(On::File(&f), &shown, &xattrs, &mut out.notes);
+                let mut mode = mode;
+                if mode & 0o6000 != 0 {
+                    let has = f.metadata().map_err(io_err)?;
+                    if wanted != Some((has.uid(), has.gid())) {
+                        mode &= !0o6000;
+                        out.notes.push(format!(
+                            "{shown}: setuid/setgid bits dropped: it should belong to {}:{}, and is owned by {}:{}",
+                            h.uid().map_or("?".into(), |u| u.to_string()),
+                            h.gid().map_or("?".into(), |g| g.to_string()),
+                            has.uid(),
+                            has.gid()
+                        ));
+                    }
+                }
+                f.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io_err)?;
+                let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
+                let _ = filetime::set_file_handle_times(&f, None, Some(t));
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -218,22 +247,34 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                     fs::create_dir_all(p).map_err(io_err)?;
                 }
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(io_err)?;
+                // Of the link itself; its time is left (setting it would follow the link).
+                if root && let Some((uid, gid)) = owner(&h) {
+                    let _ = std::os::unix::fs::lchown(&target, Some(uid), Some(gid));
+                }
+                set_xattrs(On::Path(&target), &shown, &xattrs, &mut out.notes);
             }
             tar::EntryType::Link => {
                 let link = entry
                     .link_name_bytes()
                     .map(|l| l.into_owned())
                     .unwrap_or_default();
-                let first = PathBuf::from(OsString::from_vec(link.clone()));
-                if first.is_absolute()
-                    || first
-                        .components()
-                        .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    return Err(Error::integrity(format!(
-                        "the archive links outside its folder: {}",
+                let refused = |why: String| {
+                    Error::integrity(format!(
+                        "the archive links {shown} to {}, {why}",
                         encode_path(&link)
+                    ))
+                    .with_hint("offsitedb never writes such a link: this snapshot was crafted or damaged; restore another one")
+                };
+                let first = beneath(&link).ok_or_else(|| refused("outside its folder".into()))?;
+                if let Err(at) = real_folders(dest, &first, &mut real) {
+                    return Err(refused(format!(
+                        "through the symlink {}",
+                        encode_path(at.as_os_str().as_bytes())
                     )));
+                }
+                let is_file = fs::symlink_metadata(dest.join(&first)).is_ok_and(|m| m.is_file());
+                if !written.contains(&first) || !is_file {
+                    return Err(refused("which is not a file it extracted before it".into()));
                 }
                 if let Err(e) = fs::hard_link(dest.join(&first), &target) {
                     out.problems.push(format!(
@@ -243,6 +284,8 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                     ));
                     continue;
                 }
+                // The same file as its target, which has its metadata already: none applied.
+                written.insert(rel.clone());
             }
             tar::EntryType::XHeader
             | tar::EntryType::XGlobalHeader
@@ -254,46 +297,116 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                 continue;
             }
         }
-        let is_link = matches!(h.entry_type(), tar::EntryType::Symlink);
-        if root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
-            let _ = std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32));
-        }
-        for (k, v) in &xattrs {
-            if let (Ok(p), Ok(k)) = (
-                CString::new(target.as_os_str().as_bytes()),
-                CString::new(k.clone()),
-            ) {
-                // SAFETY: valid C strings and a buffer of the given length.
-                let rc = unsafe {
-                    libc::lsetxattr(p.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0)
-                };
-                if rc != 0 {
-                    out.notes.push(format!(
-                        "{shown}: cannot set extended attribute {}: {}",
-                        String::from_utf8_lossy(k.as_bytes()),
-                        io::Error::last_os_error()
-                    ));
-                }
-            }
-        }
-        if matches!(
-            h.entry_type(),
-            tar::EntryType::Regular | tar::EntryType::Continuous
-        ) {
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io_err)?;
-        }
-        if !is_link && !matches!(h.entry_type(), tar::EntryType::Directory) {
-            let t = filetime::FileTime::from_unix_time(mtime as i64, 0);
-            let _ = filetime::set_file_mtime(&target, t);
-        }
     }
     // Folders last, deepest first: writing into them changed their times, and a read-only
     // folder must stay writable until its content is in.
-    for (d, mode, mtime) in dirs.into_iter().rev() {
-        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(mode));
-        let _ = filetime::set_file_mtime(&d, filetime::FileTime::from_unix_time(mtime as i64, 0));
+    for d in dirs.into_iter().rev() {
+        if let Some((uid, gid)) = d.owner {
+            let _ = std::os::unix::fs::lchown(&d.path, Some(uid), Some(gid));
+        }
+        set_xattrs(On::Path(&d.path), &d.shown, &d.xattrs, &mut out.notes);
+        let _ = fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode));
+        let t = filetime::FileTime::from_unix_time(d.mtime as i64, 0);
+        let _ = filetime::set_file_mtime(&d.path, t);
     }
     Ok(out)
+}
+
+/// A folder of the archive, and the metadata it gets once its content is in.
+struct Folder {
+    path: PathBuf,
+    shown: String,
+    owner: Option<(u32, u32)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    mode: u32,
+    mtime: u64,
+}
+
+/// An archive path as a path beneath the destination, `.` components dropped; `None` when it is
+/// absolute or has a `..` component.
+fn beneath(raw: &[u8]) -> Option<PathBuf> {
+    let p = Path::new(OsStr::from_bytes(raw));
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Checks that every folder on the way to `rel` under `dest` (not `rel` itself) is a real folder;
+/// those found are remembered in `real`. A folder not there yet is fine (it is created as a real
+/// one); a symlink on the way is returned.
+fn real_folders(
+    dest: &Path,
+    rel: &Path,
+    real: &mut HashSet<PathBuf>,
+) -> std::result::Result<(), PathBuf> {
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    let mut at = PathBuf::new();
+    for c in parent.components() {
+        at.push(c);
+        if real.contains(&at) {
+            continue;
+        }
+        match fs::symlink_metadata(dest.join(&at)) {
+            Ok(m) if m.file_type().is_symlink() => return Err(at),
+            Ok(m) if m.is_dir() => {
+                real.insert(at.clone());
+            }
+            // Not there yet (created later), or a file in the way (creation fails).
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The owner and group an entry asks for, when this system can represent them: `(uid_t)-1`
+/// means "leave unchanged" to chown, and a larger id must not be cut to a small one (2^32 is not
+/// root).
+fn owner(h: &tar::Header) -> Option<(u32, u32)> {
+    let fit = |n: u64| u32::try_from(n).ok().filter(|n| *n != u32::MAX);
+    Some((fit(h.uid().ok()?)?, fit(h.gid().ok()?)?))
+}
+
+/// What extended attributes are set on: a path itself (never through a symlink), or an open file.
+enum On<'a> {
+    Path(&'a Path),
+    File(&'a fs::File),
+}
+
+/// Sets extended attributes; what fails is noted.
+fn set_xattrs(on: On<'_>, shown: &str, xattrs: &[(Vec<u8>, Vec<u8>)], notes: &mut Vec<String>) {
+    use std::os::fd::AsRawFd;
+    for (k, v) in xattrs {
+        let Ok(k) = CString::new(k.clone()) else {
+            continue;
+        };
+        // SAFETY: valid C strings, an open descriptor, and a buffer of the given length.
+        let rc = match on {
+            On::Path(p) => {
+                let Ok(p) = CString::new(p.as_os_str().as_bytes()) else {
+                    return;
+                };
+                unsafe { libc::lsetxattr(p.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) }
+            }
+            On::File(f) => unsafe {
+                libc::fsetxattr(f.as_raw_fd(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+            },
+        };
+        if rc != 0 {
+            notes.push(format!(
+                "{shown}: cannot set extended attribute {}: {}",
+                String::from_utf8_lossy(k.as_bytes()),
+                io::Error::last_os_error()
+            ));
+        }
+    }
 }
 
 /// Gives the owner write access to every folder under `dir`, so that a copy with read-only

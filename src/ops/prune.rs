@@ -7,6 +7,10 @@ removed once they are older than a grace period, and so are the store's unfinish
 uploads. An object the store refuses to delete because it is under Object Lock is skipped and
 reported, not an error: it is deleted by a later prune once its retention ends. While the
 source's backups fail, nothing at all is deleted.
+
+"Newest" and the hold are decided at `now` from the snapshots this machine's clock has reached
+(see [`crate::retention`]): a future-dated snapshot is kept and named in the plan, and a snapshot
+whose latest drill record is unreadable is kept whatever the policy says.
 */
 
 use std::collections::BTreeMap;
@@ -16,7 +20,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::catalog::{SnapshotId, Status, Summary, repo};
+use crate::catalog::{SnapshotId, Summary, repo};
 use crate::error::{Error, ErrorKind, Result};
 use crate::retention::{Candidate, Keep, Plan};
 use crate::storage::WriteStore;
@@ -60,24 +64,29 @@ pub fn run<S: WriteStore + ?Sized>(
     now: Timestamp,
 ) -> Result<PruneReport> {
     let store = repository.store();
-    // The newest snapshot failing its drill, or damaged, counts as failing backups too.
-    let failing = opts.failing.clone().or_else(|| {
-        snapshots
-            .iter()
-            .max_by_key(|s| s.created)
-            .filter(|s| matches!(s.status, Status::DrillFailed | Status::Damaged))
-            .map(|s| format!("the newest snapshot, {}, is {}", s.id, s.status.label()))
-    });
     let candidates: Vec<Candidate> = snapshots
         .iter()
         .filter(|s| s.source == source)
         .map(|s| Candidate {
             id: s.id.to_string(),
-            time: s.created,
+            // A snapshot is as new as its id or its manifest says, whichever is later: either
+            // can be forged or come from a host whose clock runs ahead.
+            time: s.created.max(s.id.time()),
             status: s.status,
+            pinned: s.drill_unreadable.then(|| {
+                "its latest drill record is unreadable: counted as a failed drill, and kept until a drill writes a readable one".to_string()
+            }),
         })
         .collect();
-    let plan = crate::retention::plan(&candidates, &opts.keep, &opts.tz, failing.as_deref());
+    // The newest snapshot failing its drill, or damaged, counts as failing backups too: the
+    // plan decides that from the snapshots this machine's clock has reached.
+    let plan = crate::retention::plan(
+        &candidates,
+        &opts.keep,
+        &opts.tz,
+        opts.failing.as_deref(),
+        now,
+    );
     let mut report = PruneReport {
         source: source.to_string(),
         dry_run: opts.dry_run,

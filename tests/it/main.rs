@@ -1,6 +1,7 @@
 //! Integration tests: one binary (one link), real PostgreSQL clusters and a real S3 server.
 
 mod cli;
+mod clock_skew;
 mod common;
 mod config;
 mod daemon;
@@ -11,7 +12,9 @@ mod dump;
 mod email;
 mod failures;
 mod foundation;
+mod hostile_archives;
 mod jobs;
+mod planted;
 mod proxy;
 mod roundtrip;
 mod secrets;

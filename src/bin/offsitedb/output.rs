@@ -238,7 +238,13 @@ pub fn manifest(m: &Manifest, s: &Summary, drill: Option<&DrillRecord>) {
                     .unwrap_or_default()
             ),
         ),
-        ("status", s.status.label().to_string()),
+        (
+            "status",
+            match &s.status_reason {
+                Some(why) => format!("{} ({why})", s.status.label()),
+                None => s.status.label().to_string(),
+            },
+        ),
         (
             "last drill",
             match drill {

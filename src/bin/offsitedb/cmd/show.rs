@@ -21,10 +21,15 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let name = a.source.name_filter(&s)?;
     let repo = super::open_read(&s)?;
     let (m, summary, drill) = ops::list::show(&repo, &a.snapshot, name.as_deref())?;
+    for w in &summary.warnings {
+        output::warn(w);
+    }
     if g.json {
         // The whole manifest, and where the snapshot stands.
         let mut v = serde_json::to_value(&m)?;
         v["status"] = serde_json::to_value(summary.status)?;
+        v["status_reason"] = serde_json::to_value(&summary.status_reason)?;
+        v["warnings"] = serde_json::to_value(&summary.warnings)?;
         v["last_drill"] = serde_json::to_value(&drill)?;
         super::print_json(&v)
     } else {
