@@ -34,7 +34,7 @@ fn storage_err(what: &str, path: &Path, e: &io::Error) -> Error {
 /// Refuses what is not a regular file where an object should be.
 fn not_a_file(key: &str, path: &Path, what: &str) -> Error {
     Error::integrity(format!(
-        "object {key} is {what} ({}), not a regular file; OffsiteDB does not follow it",
+        "object {key} is {what} ({}), not a regular file; it was not read",
         path.display()
     ))
     .with_hint("OffsiteDB writes only regular files into a repository folder: replace it with the object itself, or remove it")

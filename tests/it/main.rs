@@ -9,6 +9,7 @@ mod drill;
 mod dump;
 mod failures;
 mod foundation;
+mod hostile;
 mod jobs;
 mod proxy;
 mod roundtrip;
