@@ -11,10 +11,16 @@ snapshots/<source>/<snapshot-id>/data       sealed, compressed pg_dump -Fc archi
 snapshots/<source>/<snapshot-id>/manifest   sealed JSON, written last
 snapshots/<source>/<snapshot-id>/drills/<drill-id>   sealed JSON, one per drill, never rewritten
 ```
+
+The store is untrusted, so the small objects, which are read whole, are read under a fixed limit
+per kind (refused from the size the store reports, before a byte is read, and cut off at the
+limit if it lied) and header first: the 62-byte sealed header (magic, version, key id) is checked
+before the rest is read, so an object that is not ours or is sealed with another key fails at
+once. Writers check the same limits, so no backup commits an object its readers would refuse.
 */
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Cursor, Read};
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
@@ -23,13 +29,26 @@ use serde::{Deserialize, Serialize};
 use super::drill::{DRILL_VERSION, DrillRecord};
 use super::ids::{SnapshotId, check_source_name};
 use super::manifest::{MANIFEST_VERSION, Manifest};
+use crate::crypto::key::KeyId;
 use crate::crypto::seal::{HEADER_LEN, Header};
-use crate::crypto::{MasterKey, UnsealReader, seal_bytes, unseal_bytes};
+use crate::crypto::{MasterKey, UnsealReader, seal_bytes};
 use crate::error::{Error, ErrorKind, Result};
 use crate::storage::{ReadStore, WriteStore};
 
 pub const REPO_OBJECT: &str = "offsitedb.repo";
 pub const REPO_FORMAT: u32 = 1;
+
+/// `offsitedb.repo` is about 300 bytes sealed.
+pub const REPO_OBJECT_MAX: u64 = 1 << 20;
+/// A manifest grows with the source: a directory source lists every file, about 200 bytes each
+/// with 100-byte paths (`{"path":…,"size":…,"sha256":…}`, measured in the tests below), so
+/// 256 MiB holds over a million files; a database adds one table record (schema, name, rows,
+/// digest, its COPY column list) per table, a few hundred bytes. Reading one at the limit costs
+/// about twice the limit in memory (the plaintext, then the parsed manifest).
+pub const MANIFEST_MAX: u64 = 256 << 20;
+/// A drill record holds one check (about 100 bytes) per table and a line per problem: 64 MiB
+/// holds the 10^5 tables of a schema-per-tenant database several times over.
+pub const DRILL_MAX: u64 = 64 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,26 +108,22 @@ impl<S: ?Sized + ReadStore> Repository<S> {
     }
 
     fn read_config(store: &S, key: &MasterKey) -> Result<Option<RepoConfig>> {
-        let sealed = match store.get_bytes(REPO_OBJECT) {
+        let wrong_key = |theirs: &KeyId| {
+            Error::key(format!(
+                "the repository at {} was created with key id {theirs}, but the key given has key id {}",
+                store.location(),
+                key.id()
+            ))
+            .with_hint("use the key file this repository was created with (its first line names its key id)")
+        };
+        let plain = match read_sealed(store, key, REPO_OBJECT, REPO_OBJECT_MAX, wrong_key) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == ErrorKind::Key => return Err(e),
+            // Errors of the store name the object already.
+            Err(e) if e.message().contains(REPO_OBJECT) => return Err(e),
+            Err(e) => return Err(e.context(format!("{REPO_OBJECT} in {}", store.location()))),
         };
-        if sealed.len() >= HEADER_LEN {
-            let h = Header::decode(sealed[..HEADER_LEN].try_into().unwrap())
-                .map_err(|e| e.context(format!("{REPO_OBJECT} in {}", store.location())))?;
-            if h.key_id != key.id() {
-                return Err(Error::key(format!(
-                    "the repository at {} was created with key id {}, but the key given has key id {}",
-                    store.location(),
-                    h.key_id,
-                    key.id()
-                ))
-                .with_hint("use the key file this repository was created with (its first line names its key id)"));
-            }
-        }
-        let plain = unseal_bytes(key, &sealed)
-            .map_err(|e| e.context(format!("{REPO_OBJECT} in {}", store.location())))?;
         let config: RepoConfig = serde_json::from_slice(&plain).map_err(|e| {
             Error::integrity(format!(
                 "{REPO_OBJECT} is not a valid repository description: {e}"
@@ -200,15 +215,19 @@ impl<S: ?Sized + ReadStore> Repository<S> {
     /// Reads and checks one manifest.
     pub fn manifest(&self, source: &str, id: &SnapshotId) -> Result<Manifest> {
         let key = manifest_key(source, id);
-        let sealed = self.store.get_bytes(&key)?;
-        let plain = unseal_bytes(&self.key, &sealed)
-            .map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
+        let plain = read_sealed(&*self.store, &self.key, &key, MANIFEST_MAX, |k| {
+            wrong_key_error(k, &self.key)
+        })
+        .map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
         let invalid = |e: serde_json::Error| {
             Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
         };
-        let value: serde_json::Value = serde_json::from_slice(&plain).map_err(invalid)?;
-        // The version first: a newer manifest may use fields this version cannot read.
-        let version = value.get("manifest_version").and_then(|v| v.as_u64());
+        // The version first: a newer manifest may use fields this version cannot read. (Read
+        // alone, not through a `serde_json::Value` of the whole manifest, which would cost
+        // several times its size in memory.)
+        let version = serde_json::from_slice::<Versions>(&plain)
+            .map_err(invalid)?
+            .manifest_version;
         if version != Some(MANIFEST_VERSION as u64) {
             return Err(Error::config(format!(
                 "snapshot {source}/{id} has manifest version {}, and this offsitedb reads version {MANIFEST_VERSION}",
@@ -216,7 +235,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             ))
             .with_hint("upgrade offsitedb"));
         }
-        let m: Manifest = serde_json::from_value(value).map_err(invalid)?;
+        let m: Manifest = serde_json::from_slice(&plain).map_err(invalid)?;
         // A manifest copied under another name is not that snapshot.
         if &m.snapshot_id != id || m.source.name != source {
             return Err(Error::integrity(format!(
@@ -230,13 +249,16 @@ impl<S: ?Sized + ReadStore> Repository<S> {
     /// Reads one drill record.
     pub fn drill(&self, source: &str, id: &SnapshotId, drill: &SnapshotId) -> Result<DrillRecord> {
         let key = drill_key(source, id, drill);
-        let plain = unseal_bytes(&self.key, &self.store.get_bytes(&key)?)
-            .map_err(|e| e.context(format!("drill record {key}")))?;
+        let plain = read_sealed(&*self.store, &self.key, &key, DRILL_MAX, |k| {
+            wrong_key_error(k, &self.key)
+        })
+        .map_err(|e| e.context(format!("drill record {key}")))?;
         let invalid = |e: serde_json::Error| {
             Error::integrity(format!("drill record {key} is not valid: {e}"))
         };
-        let value: serde_json::Value = serde_json::from_slice(&plain).map_err(invalid)?;
-        let version = value.get("drill_version").and_then(|v| v.as_u64());
+        let version = serde_json::from_slice::<Versions>(&plain)
+            .map_err(invalid)?
+            .drill_version;
         if version != Some(DRILL_VERSION as u64) {
             return Err(Error::config(format!(
                 "drill record {key} has version {}, and this offsitedb reads version {DRILL_VERSION}",
@@ -244,7 +266,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             ))
             .with_hint("upgrade offsitedb"));
         }
-        let r: DrillRecord = serde_json::from_value(value).map_err(invalid)?;
+        let r: DrillRecord = serde_json::from_slice(&plain).map_err(invalid)?;
         if &r.snapshot_id != id || r.source != source || &r.drill_id != drill {
             return Err(Error::integrity(format!(
                 "drill record at {key} describes another drill ({}/{}/{})",
@@ -286,7 +308,15 @@ impl<S: ?Sized + ReadStore> Repository<S> {
                 ))
                 .with_hint("add --source NAME"));
             }
-            return Ok(entries.last().expect("non-empty").clone());
+            // The newest this machine's clock has reached: a future-dated id (a host whose clock
+            // ran ahead, or a forged one) is `latest` only when there is nothing else.
+            let now = Timestamp::now();
+            return Ok(entries
+                .iter()
+                .rev()
+                .find(|e| !super::future_dated(e.id.time(), now))
+                .unwrap_or_else(|| entries.last().expect("non-empty"))
+                .clone());
         }
         let matches: Vec<&Entry> = entries
             .iter()
@@ -369,10 +399,9 @@ impl<S: ?Sized + WriteStore> Repository<S> {
             created_by: format!("offsitedb {}", crate::VERSION),
         };
         let json = serde_json::to_vec(&config).expect("serializable");
-        let config = if self
-            .store
-            .put_new(REPO_OBJECT, &seal_bytes(&self.key, &json)?)?
-        {
+        let sealed = seal_bytes(&self.key, &json)?;
+        within_limit(REPO_OBJECT, &sealed, REPO_OBJECT_MAX)?;
+        let config = if self.store.put_new(REPO_OBJECT, &sealed)? {
             config
         } else {
             // Another backup created it a moment ago: use theirs, if it has our key.
@@ -388,7 +417,9 @@ impl<S: ?Sized + WriteStore> Repository<S> {
     pub fn commit_drill(&self, r: &DrillRecord) -> Result<()> {
         let json = serde_json::to_vec(r).expect("serializable");
         let key = drill_key(&r.source, &r.snapshot_id, &r.drill_id);
-        if self.store.put_new(&key, &seal_bytes(&self.key, &json)?)? {
+        let sealed = seal_bytes(&self.key, &json)?;
+        within_limit(&format!("drill record {key}"), &sealed, DRILL_MAX)?;
+        if self.store.put_new(&key, &sealed)? {
             Ok(())
         } else {
             Err(Error::storage(format!("{key} already exists")))
@@ -398,9 +429,216 @@ impl<S: ?Sized + WriteStore> Repository<S> {
     /// Writes a snapshot's manifest: the step that makes the snapshot exist.
     pub fn commit_manifest(&self, m: &Manifest) -> Result<()> {
         let json = serde_json::to_vec(m).expect("serializable");
-        self.store.put(
-            &manifest_key(&m.source.name, &m.snapshot_id),
-            &seal_bytes(&self.key, &json)?,
+        let sealed = seal_bytes(&self.key, &json)?;
+        within_limit(
+            &format!("the manifest of {}/{}", m.source.name, m.snapshot_id),
+            &sealed,
+            MANIFEST_MAX,
         )
+        .map_err(|e| {
+            e.with_hint(
+                "a folder with this many files is too large for one source: back up its \
+                 subfolders as separate sources",
+            )
+        })?;
+        self.store
+            .put(&manifest_key(&m.source.name, &m.snapshot_id), &sealed)
+    }
+}
+
+/// The version fields of manifests and drill records, read before the rest.
+#[derive(Deserialize)]
+struct Versions {
+    manifest_version: Option<u64>,
+    drill_version: Option<u64>,
+}
+
+fn wrong_key_error(theirs: &KeyId, ours: &MasterKey) -> Error {
+    Error::key(format!(
+        "object was sealed with key id {theirs}, but the key given has key id {}",
+        ours.id()
+    ))
+    .with_hint("use the key this repository was created with")
+}
+
+/// Reads a small sealed object and opens it: at most `limit` bytes (see
+/// [`ReadStore::get_limited`]), the header checked before anything after it is read.
+fn read_sealed<S: ?Sized + ReadStore>(
+    store: &S,
+    key: &MasterKey,
+    object: &str,
+    limit: u64,
+    wrong_key: impl FnOnce(&KeyId) -> Error,
+) -> Result<Vec<u8>> {
+    let mut r = store.get_limited(object, limit)?;
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match r.read(&mut header[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_io(e, &format!("cannot read {object}"))),
+        }
+    }
+    // Short, not ours, or another key's: refused before the rest is read.
+    if got == HEADER_LEN {
+        let h = Header::decode(&header)?;
+        if h.key_id != key.id() {
+            return Err(wrong_key(&h.key_id));
+        }
+    }
+    let mut plain = Vec::new();
+    UnsealReader::new(Cursor::new(&header[..got]).chain(r), key)?
+        .read_to_end(&mut plain)
+        .map_err(|e| Error::from_io(e, &format!("cannot read {object}")))?;
+    Ok(plain)
+}
+
+/// Refuses to write a small object its readers would refuse.
+fn within_limit(what: &str, sealed: &[u8], limit: u64) -> Result<()> {
+    if sealed.len() as u64 > limit {
+        return Err(Error::config(format!(
+            "{what} would be {}, over the {} limit that readers of it enforce; nothing was written",
+            crate::units::bytes(sealed.len() as u64),
+            crate::units::bytes(limit)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::catalog::manifest::FileRecord;
+    use crate::storage::local::LocalStore;
+    use crate::storage::{Object, ObjectInfo};
+
+    /// The measurement behind `MANIFEST_MAX`: a directory manifest's entry for a file with a
+    /// 100-byte path (longer than the average of /usr's 110,000 files, 67 bytes).
+    #[test]
+    fn a_manifest_at_its_limit_holds_a_million_files() {
+        let entries: Vec<FileRecord> = (0..1000)
+            .map(|i| FileRecord {
+                path: format!("{:0>100}", i),
+                size: 1_234_567,
+                sha256: "ab".repeat(32),
+            })
+            .collect();
+        let per_entry = serde_json::to_vec(&entries).unwrap().len() as u64 / 1000;
+        assert!(
+            (180..=220).contains(&per_entry),
+            "{per_entry} bytes per file"
+        );
+        assert!(per_entry * 1_000_000 < MANIFEST_MAX, "{per_entry}");
+    }
+
+    /// A folder store that counts the bytes handed out by its readers.
+    struct Counting {
+        store: LocalStore,
+        read: Arc<AtomicU64>,
+    }
+
+    struct CountingReader(Box<dyn Read + Send>, Arc<AtomicU64>);
+
+    impl Read for CountingReader {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    impl ReadStore for Counting {
+        fn location(&self) -> String {
+            self.store.location()
+        }
+        fn open(&self, key: &str) -> Result<Object> {
+            let o = self.store.open(key)?;
+            Ok(Object {
+                reader: Box::new(CountingReader(o.reader, self.read.clone())),
+                size: o.size,
+            })
+        }
+        fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+            self.store.head(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.store.list(prefix)
+        }
+    }
+
+    #[test]
+    fn small_objects_are_read_header_first_and_within_their_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = MasterKey::from_bytes([1; 32]);
+        let theirs = MasterKey::from_bytes([2; 32]);
+        let w = Repository::open_for_writing(
+            Box::new(LocalStore::new(dir.path().into())),
+            ours.clone(),
+        )
+        .unwrap();
+        w.ensure_created().unwrap();
+        let read = Arc::new(AtomicU64::new(0));
+        let store = Counting {
+            store: LocalStore::new(dir.path().into()),
+            read: read.clone(),
+        };
+        let repo = Repository::open(Box::new(store), ours.clone()).unwrap();
+
+        // Another key's manifest of 100 MiB (a sparse file, under the limit): the key error
+        // comes after its 62-byte header, nothing more is read.
+        let id = SnapshotId::parse("20261121T031500Z-k3f7qa").unwrap();
+        let path = dir.path().join(manifest_key("app", &id));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut sealed = seal_bytes(&theirs, b"{}").unwrap();
+        sealed.truncate(HEADER_LEN);
+        std::fs::write(&path, &sealed).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100 << 20)
+            .unwrap();
+        read.store(0, Ordering::Relaxed);
+        let e = repo.manifest("app", &id).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Key, "{e:?}");
+        assert!(read.load(Ordering::Relaxed) < 1 << 20, "read {read:?}");
+
+        // Not an OffsiteDB object at all: the same.
+        std::fs::write(&path, vec![b'x'; 1000]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100 << 20)
+            .unwrap();
+        read.store(0, Ordering::Relaxed);
+        let e = repo.manifest("app", &id).unwrap_err();
+        assert!(e.message().contains("bad magic"), "{e:?}");
+        assert!(read.load(Ordering::Relaxed) < 1 << 20, "read {read:?}");
+
+        // Over the limit: refused from its size, without reading a byte.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(MANIFEST_MAX + 1)
+            .unwrap();
+        read.store(0, Ordering::Relaxed);
+        let e = repo.manifest("app", &id).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
+        assert!(
+            e.message().contains("256.0 MiB limit") && e.message().contains("manifest"),
+            "{e:?}"
+        );
+        assert_eq!(read.load(Ordering::Relaxed), 0);
+
+        // Writers refuse what readers would.
+        let e = within_limit("x", &[0; 11], 10).unwrap_err();
+        assert!(e.message().contains("over the 10 B limit"), "{e:?}");
     }
 }

@@ -403,7 +403,7 @@ pub fn repository(settings: &Settings, note: &mut dyn FnMut(String)) -> Vec<Item
         return l.items;
     }
     l.ok("write", format!("wrote {key} in {loc}"));
-    match store.get_bytes(&key) {
+    match store.get_small(&key, 4096) {
         Ok(b) if b == body.as_bytes() => l.ok("read", "read it back, unchanged".into()),
         Ok(_) => l.fail(
             "read",

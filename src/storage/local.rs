@@ -2,13 +2,17 @@
 A repository in a local folder (or a mounted network share). Objects are files; writes go to a
 hidden temporary file in the same folder, are fsynced, renamed into place, and the folder is
 fsynced, so a crash leaves either the old state or the complete object, never a torn one.
+
+Objects are regular files and nothing else: a symbolic link, a device or a fifo under the folder
+is refused, never followed or opened for reading (a link to `/dev/zero` would never end, a fifo
+would block), and listings skip them.
 */
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{IncompleteUpload, ObjectInfo, ReadStore, Upload, WriteStore, check_key};
+use super::{IncompleteUpload, Object, ObjectInfo, ReadStore, Upload, WriteStore, check_key};
 use crate::error::{Error, Result, describe_io};
 
 const PARTIAL_MARK: &str = ".partial-";
@@ -25,6 +29,15 @@ fn storage_err(what: &str, path: &Path, e: &io::Error) -> Error {
         }
         _ => err,
     }
+}
+
+/// Refuses what is not a regular file where an object should be.
+fn not_a_file(key: &str, path: &Path, what: &str) -> Error {
+    Error::integrity(format!(
+        "object {key} is {what} ({}), not a regular file; it was not read",
+        path.display()
+    ))
+    .with_hint("OffsiteDB writes only regular files into a repository folder: replace it with the object itself, or remove it")
 }
 
 pub struct LocalStore {
@@ -110,26 +123,55 @@ impl ReadStore for LocalStore {
         self.root.display().to_string()
     }
 
-    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+    fn open(&self, key: &str) -> Result<Object> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(key)?;
-        match File::open(&path) {
-            Ok(f) => Ok(Box::new(io::BufReader::with_capacity(1 << 16, f))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::not_found(format!(
-                "object {key} does not exist in {}",
-                self.root.display()
-            ))),
-            Err(e) => Err(storage_err("cannot open", &path, &e)),
+        // O_NOFOLLOW: a symlink fails with ELOOP instead of being followed; O_NONBLOCK: a fifo
+        // opens at once (and is refused below) instead of waiting for a writer.
+        let opened = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path);
+        let f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!(
+                    "object {key} does not exist in {}",
+                    self.root.display()
+                )));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(not_a_file(key, &path, "a symbolic link"));
+            }
+            Err(e) => return Err(storage_err("cannot open", &path, &e)),
+        };
+        let meta = f
+            .metadata()
+            .map_err(|e| storage_err("cannot stat", &path, &e))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "a folder"
+            } else {
+                "a device, fifo or socket"
+            };
+            return Err(not_a_file(key, &path, what));
         }
+        Ok(Object {
+            reader: Box::new(io::BufReader::with_capacity(1 << 16, f)),
+            size: Some(meta.len()),
+        })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let path = self.path(key)?;
-        match fs::metadata(&path) {
+        match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: m.len(),
             })),
-            Ok(_) => Ok(None),
+            Ok(m) if m.is_dir() => Ok(None),
+            Ok(m) if m.file_type().is_symlink() => Err(not_a_file(key, &path, "a symbolic link")),
+            Ok(_) => Err(not_a_file(key, &path, "a device, fifo or socket")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(storage_err("cannot stat", &path, &e)),
         }
@@ -169,7 +211,9 @@ impl WriteStore for LocalStore {
         // A hard link fails when the name exists: the atomic create-if-absent of a folder.
         let linked = written.and_then(|_| match fs::hard_link(&tmp, &target) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            // On NFS a retransmitted LINK whose first reply was lost fails with EEXIST although
+            // it created the name: the name then is our file (the same inode), as open(2) says.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(same_file(&tmp, &target)),
             Err(e) => Err(storage_err("cannot create", &target, &e)),
         });
         let _ = fs::remove_file(&tmp);
@@ -249,6 +293,15 @@ impl WriteStore for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(storage_err("cannot delete", &path, &e)),
         }
+    }
+}
+
+/// Whether two paths name one file (device and inode), without following links.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

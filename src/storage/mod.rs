@@ -5,6 +5,12 @@ pgBackRest do): listing, showing and restoring take a [`ReadStore`] and cannot d
 Keys are relative to the repository root (bucket + prefix, or a folder) and always use `/`.
 Drivers: [`local::LocalStore`] (a folder) and [`s3::S3Store`] (any S3-compatible service).
 Both pass the same conformance suite (tests/it/storage.rs).
+
+The repository is untrusted, and that includes the sizes of its objects: small objects (the
+repository file, manifests, drill records) are read whole, so [`ReadStore::get_small`] refuses one
+over the caller's limit from the size the store reports, before reading a byte, and reads through
+`Read::take(limit + 1)` so that a store that under-reports (or a folder whose object is a link to
+`/dev/zero`) still ends at the limit.
 */
 
 use std::io::{Read, Write};
@@ -26,21 +32,63 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// An object opened for reading.
+pub struct Object {
+    pub reader: Box<dyn Read + Send>,
+    /// The size the store reports (file metadata, `Content-Length`), before any byte is read;
+    /// `None` when it does not say. Untrusted: readers of small objects bound what they read.
+    pub size: Option<u64>,
+}
+
+/// The largest object [`ReadStore::get_bytes`] reads: the largest limit of any kind of small
+/// object (manifests, see `catalog::repo`).
+pub const MAX_SMALL_OBJECT: u64 = 256 << 20;
+
 /// The read half of a store.
 pub trait ReadStore: Send + Sync {
     /// A redacted description of where the store is, for messages (never holds secrets).
     fn location(&self) -> String;
 
-    /// Streams an object. A missing object is an error of kind `NotFound`.
-    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+    /// Opens an object for streaming, with its reported size. A missing object is an error of
+    /// kind `NotFound`; something that is not a stored object (a folder's symlink or device) is
+    /// refused.
+    fn open(&self, key: &str) -> Result<Object>;
 
-    /// Reads a small object completely.
-    fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
-        let mut r = self.get(key)?;
+    /// Streams an object (of any size).
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        Ok(self.open(key)?.reader)
+    }
+
+    /// Streams an object of at most `limit` bytes: one the store reports as larger is refused
+    /// before reading, and the reader fails as soon as more than `limit` bytes arrive. Either
+    /// way the error is of kind `Integrity` and names the key, the size and the limit.
+    fn get_limited(&self, key: &str, limit: u64) -> Result<Box<dyn Read + Send>> {
+        let obj = self.open(key)?;
+        if let Some(size) = obj.size.filter(|&s| s > limit) {
+            return Err(too_large(key, &self.location(), Some(size), limit));
+        }
+        Ok(Box::new(Limited {
+            inner: obj.reader.take(limit.saturating_add(1)),
+            key: key.to_string(),
+            location: self.location(),
+            limit,
+            read: 0,
+        }))
+    }
+
+    /// Reads a small object whole, refusing one over `limit` bytes (see `get_limited`).
+    fn get_small(&self, key: &str, limit: u64) -> Result<Vec<u8>> {
+        let mut r = self.get_limited(key, limit)?;
         let mut v = Vec::new();
         r.read_to_end(&mut v)
             .map_err(|e| Error::from_io(e, &format!("cannot read {key}")))?;
         Ok(v)
+    }
+
+    /// Reads an object whole, up to [`MAX_SMALL_OBJECT`] bytes (for tools and tests; OffsiteDB's
+    /// own reads name the limit of their kind of object with `get_small`).
+    fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        self.get_small(key, MAX_SMALL_OBJECT)
     }
 
     /// Size of an object, or `None` when it does not exist.
@@ -116,6 +164,42 @@ pub trait Upload: Write + Send {
     fn finish(self: Box<Self>) -> Result<u64>;
     /// Discards everything written so far.
     fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// The error for an object over its kind's limit.
+fn too_large(key: &str, location: &str, size: Option<u64>, limit: u64) -> Error {
+    let limit = crate::units::bytes(limit);
+    let what = match size {
+        Some(s) => format!(
+            "is {}, over the {limit} limit for this kind of object; it was not read",
+            crate::units::bytes(s)
+        ),
+        None => format!("holds more than the {limit} limit for this kind of object"),
+    };
+    Error::integrity(format!("object {key} in {location} {what}")).with_hint(
+        "OffsiteDB never writes such an object: it was replaced or damaged in the store; \
+         remove it, or put back a good copy",
+    )
+}
+
+/// A reader over at most `limit + 1` bytes of an object that fails once more than `limit` came.
+struct Limited {
+    inner: std::io::Take<Box<dyn Read + Send>>,
+    key: String,
+    location: String,
+    limit: u64,
+    read: u64,
+}
+
+impl Read for Limited {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(too_large(&self.key, &self.location, None, self.limit).into_io());
+        }
+        Ok(n)
+    }
 }
 
 /// Checks that a key is one we would write: relative, `/`-separated, no empty or dot segments.

@@ -12,6 +12,7 @@ mod dump;
 mod email;
 mod failures;
 mod foundation;
+mod hostile;
 mod hostile_archives;
 mod jobs;
 mod planted;

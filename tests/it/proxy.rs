@@ -1,6 +1,7 @@
 //! A fault-injecting HTTP proxy between OffsiteDB and SeaweedFS: it records every request, and
-//! can answer a chosen request with a 503, or cut the connection in the middle of a request or a
-//! response. It serves one request per connection (and says so with `Connection: close`), which
+//! can answer a chosen request with a 503, cut the connection in the middle of a request or a
+//! response, lose the reply to a request the server carried out, or make a listing say it goes
+//! on with a given continuation token. It serves one request per connection (and says so with `Connection: close`), which
 //! keeps it simple and makes every request visible.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +17,12 @@ pub enum Fault {
     Reset,
     /// Forward, then cut the response body after this many bytes.
     CutResponseAfter(usize),
+    /// Forward (the server carries the request out), then close the connection without
+    /// answering: a reply lost on the way back.
+    DropResponse,
+    /// Forward, then rewrite the ListObjectsV2 answer to say it is truncated and continues
+    /// with this token.
+    TruncatedListing(&'static str),
 }
 
 #[derive(Clone, Debug)]
@@ -175,15 +182,25 @@ fn serve(client: TcpStream, upstream: u16, state: &Mutex<State>) -> std::io::Res
     let Some((status_line, resp_headers)) = read_head(&mut upr)? else {
         return Ok(());
     };
+    let mut rest = Vec::new();
+    upr.read_to_end(&mut rest)?;
+    match fault {
+        Some(Fault::DropResponse) => {
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::TruncatedListing(token)) => rest = truncated_listing(&rest, token),
+        _ => {}
+    }
     write!(client, "{status_line}\r\n")?;
     for (k, v) in &resp_headers {
-        if k != "connection" {
+        if k == "content-length" {
+            write!(client, "{k}: {}\r\n", rest.len())?;
+        } else if k != "connection" {
             write!(client, "{k}: {v}\r\n")?;
         }
     }
     write!(client, "connection: close\r\n\r\n")?;
-    let mut rest = Vec::new();
-    upr.read_to_end(&mut rest)?;
     match fault {
         Some(Fault::CutResponseAfter(n)) if n < rest.len() => {
             client.write_all(&rest[..n])?;
@@ -192,4 +209,27 @@ fn serve(client: TcpStream, upstream: u16, state: &Mutex<State>) -> std::io::Res
         _ => client.write_all(&rest)?,
     }
     Ok(())
+}
+
+/// A ListObjectsV2 answer made to say "truncated, continue with `token`".
+fn truncated_listing(body: &[u8], token: &str) -> Vec<u8> {
+    let mut xml = String::from_utf8_lossy(body).into_owned();
+    xml = xml.replace(
+        "<IsTruncated>false</IsTruncated>",
+        "<IsTruncated>true</IsTruncated>",
+    );
+    if let (Some(a), Some(b)) = (
+        xml.find("<NextContinuationToken>"),
+        xml.find("</NextContinuationToken>"),
+    ) {
+        xml.replace_range(a..b + "</NextContinuationToken>".len(), "");
+    }
+    let end = xml
+        .rfind("</ListBucketResult>")
+        .expect("a ListObjectsV2 answer");
+    xml.insert_str(
+        end,
+        &format!("<NextContinuationToken>{token}</NextContinuationToken>"),
+    );
+    xml.into_bytes()
 }

@@ -325,3 +325,215 @@ fn s3_retries_transient_failures_and_only_those() {
         }
     }
 }
+
+/// One signed request straight to SeaweedFS (for what OffsiteDB itself never sends: creating a
+/// bucket, a wrong checksum). Returns the status and the body.
+fn raw_s3(
+    port: u16,
+    method: &str,
+    path: &str,
+    query: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use offsitedb::storage::s3::sigv4;
+    let host = format!("127.0.0.1:{port}");
+    let hash = sigv4::sha256_hex(body);
+    let date = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("host", &host),
+        ("x-amz-content-sha256", &hash),
+        ("x-amz-date", &date),
+    ];
+    headers.extend_from_slice(extra);
+    let auth = sigv4::Signer {
+        access_key_id: crate::common::ACCESS_KEY,
+        secret_access_key: SECRET_KEY,
+        region: "us-east-1",
+    }
+    .authorization(method, path, query, &headers, &hash, &date);
+    let url = if query.is_empty() {
+        format!("http://{host}{path}")
+    } else {
+        format!("http://{host}{path}?{query}")
+    };
+    let mut b = ureq::http::Request::builder().method(method).uri(&url);
+    for (k, v) in &headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.header("authorization", auth).body(body.to_vec()).unwrap();
+    let agent = ureq::config::Config::builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut resp = agent.run(req).unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// A bucket with Object Lock, created as a person would (OffsiteDB never creates buckets).
+fn object_lock_bucket(weed: &SeaweedFs, name: &str) {
+    let (status, body) = raw_s3(
+        weed.port,
+        "PUT",
+        &format!("/{name}"),
+        "",
+        &[("x-amz-bucket-object-lock-enabled", "true")],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+fn proxied_store(proxy: &crate::proxy::Proxy, bucket: &str, prefix: &str) -> S3Store {
+    let url = format!(
+        "s3://{bucket}/{prefix}?endpoint={}&region=us-east-1",
+        proxy.endpoint()
+    );
+    let Location::S3(loc) = Location::parse(&url, None).unwrap() else {
+        unreachable!()
+    };
+    let mut opts = S3Options {
+        part_size: Some(5 << 20),
+        concurrency: 2,
+        ..Default::default()
+    };
+    opts.retry.base_delay = Duration::from_millis(20);
+    S3Store::with_options(loc, credentials(SECRET_KEY), opts).unwrap()
+}
+
+/// S3 refuses uploads into an Object Lock bucket without Content-MD5 (or an x-amz checksum):
+/// every PUT, part or whole, carries it, and SeaweedFS checks it (a wrong one is refused), so
+/// the uploads' success proves the digests right. A backup through the CLI does the same.
+#[test]
+fn s3_uploads_carry_content_md5_into_an_object_lock_bucket() {
+    use crate::proxy::Proxy;
+    let weed = SeaweedFs::start();
+    object_lock_bucket(&weed, "locked");
+    let proxy = Proxy::start(weed.port);
+    let store = proxied_store(&proxy, "locked", "lib");
+    assert!(store.object_lock().unwrap().unwrap().enabled);
+
+    // The server checks the header: a wrong digest is refused.
+    let (status, body) = raw_s3(
+        weed.port,
+        "PUT",
+        "/locked/wrong-md5",
+        "",
+        &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")],
+        b"hello",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("BadDigest"), "{body}");
+
+    store.put("small", b"one").unwrap();
+    assert!(store.put_new("marker", b"two").unwrap());
+    let data = pattern(12 << 20, 5);
+    let mut up = store.upload("big", Some(data.len() as u64)).unwrap();
+    up.write_all(&data).unwrap();
+    assert_eq!(up.finish().unwrap(), data.len() as u64);
+    assert_eq!(read_all(&store, "big"), data);
+
+    // A folder backup through the CLI into the same bucket, a multipart data object included.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("files");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("random.bin"), pattern(11 << 20, 9)).unwrap();
+    std::fs::write(src.join("note.txt"), "hello\n").unwrap();
+    crate::common::keygen(dir.path(), "master.key");
+    std::fs::write(
+        dir.path().join("offsitedb.toml"),
+        format!(
+            "[repository]\nurl = \"s3://locked/cli?endpoint={}&region=us-east-1\"\nkey_file = \"master.key\"\n\n\
+             [[source]]\nname = \"files\"\nkind = \"directory\"\npath = \"files\"\ncompression = \"zstd\"\n",
+            proxy.endpoint()
+        ),
+    )
+    .unwrap();
+    let cli = crate::common::Cli::new().s3().cwd(dir.path());
+    cli.ok(&["backup", "--name", "files"]);
+
+    let puts: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT" && s.target.starts_with("/locked/"))
+        .collect();
+    let parts = puts
+        .iter()
+        .filter(|s| s.target.contains("partNumber="))
+        .count();
+    assert!(parts >= 4, "{parts} part uploads");
+    assert!(
+        puts.iter()
+            .any(|s| s.target.starts_with("/locked/cli/") && s.target.contains("partNumber=")),
+        "the CLI backup used no multipart upload"
+    );
+    for s in &puts {
+        assert!(
+            s.headers
+                .iter()
+                .any(|(k, v)| k == "content-md5" && v.len() == 24),
+            "no Content-MD5 on PUT {}",
+            s.target
+        );
+    }
+}
+
+/// A conditional PUT whose reply is lost after the server created the object: the retry gets
+/// 412, finds its own bytes there and reports success. Another writer's object stays a
+/// conflict, whether the 412 comes at once or after a retry.
+#[test]
+fn s3_put_new_recognises_its_own_object_after_a_lost_reply() {
+    use crate::proxy::{Fault, Proxy};
+    let weed = SeaweedFs::start();
+    let proxy = Proxy::start(weed.port);
+    let store = proxied_store(&proxy, crate::common::BUCKET, "lost");
+    let puts = |needle: &str| {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "PUT" && s.target.ends_with(needle))
+            .count()
+    };
+
+    proxy.inject("PUT", "/lost/ours", Fault::DropResponse, 1);
+    assert!(store.put_new("ours", b"first bytes").unwrap());
+    assert_eq!(puts("/lost/ours"), 2, "the lost reply was not retried");
+    assert_eq!(read_all(&store, "ours"), b"first bytes");
+
+    // Someone else's object, different bytes: refused at once, and after a retry too.
+    assert!(!store.put_new("ours", b"other bytes").unwrap());
+    proxy.inject("PUT", "/lost/ours", Fault::Reset, 1);
+    assert!(!store.put_new("ours", b"other bytes").unwrap());
+    // The same bytes on a first try are another writer's object as well.
+    assert!(!store.put_new("ours", b"first bytes").unwrap());
+    assert_eq!(read_all(&store, "ours"), b"first bytes");
+}
+
+/// A store that repeats a continuation token would keep a listing going forever: the listing
+/// stops with an error instead (the page cap is tested as a pure function in the library).
+#[test]
+fn s3_listing_stops_on_a_repeated_continuation_token() {
+    use crate::proxy::{Fault, Proxy};
+    let weed = SeaweedFs::start();
+    let proxy = Proxy::start(weed.port);
+    let store = proxied_store(&proxy, crate::common::BUCKET, "paged");
+    for k in ["a", "b", "c"] {
+        store.put(k, b"x").unwrap();
+    }
+    // Every page says "more, from paged/a": the same token again and again.
+    proxy.inject("GET", "list-type=2", Fault::TruncatedListing("paged/a"), 50);
+    let e = store.list("").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
+    assert!(
+        e.message().contains("repeated a continuation token") && e.message().contains("page 2"),
+        "{e:?}"
+    );
+    let listings = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.target.contains("list-type=2"))
+        .count();
+    assert_eq!(listings, 2);
+}

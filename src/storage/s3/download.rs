@@ -41,6 +41,11 @@ impl Download {
         })
     }
 
+    /// The size the service reported (`Content-Length`), if it did.
+    pub(super) fn total(&self) -> Option<u64> {
+        self.total
+    }
+
     fn reopen(&mut self) -> Result<()> {
         let mut req = Req::new(http::Method::GET, Some(&self.key))
             .header("range", format!("bytes={}-", self.offset));

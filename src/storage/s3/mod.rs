@@ -3,10 +3,22 @@ A small S3 client for the handful of calls a backup repository needs, written fo
 people actually use (AWS S3, Backblaze B2, Cloudflare R2, MinIO, SeaweedFS):
 
 - SigV4 header signing over the real payload hash; no optional checksum headers.
+- Every PUT and UploadPart carries `Content-MD5`. S3 refuses an upload into a bucket with Object
+  Lock unless it carries `Content-MD5` or an `x-amz-checksum-*` header; the latter are the
+  optional headers that B2, R2 and older MinIO reject, and `Content-MD5` is the one every store
+  accepts (and checks: a body damaged on the way is refused with `BadDigest`). It is sent
+  whatever the bucket: learning the bucket's setting costs a request and a permission
+  (`s3:GetBucketObjectLockConfiguration`) that keys often lack, and MD5 runs at about 600 MB/s
+  on one core against the 20-30 MB/s a backup stores on this machine class (docs/BENCHMARKS.md),
+  on the part-upload threads.
 - Path-style or virtual-hosted addressing.
 - Every request retried with backoff when the failure is transient; never on auth errors.
 - Multipart uploads with equal-size parts (R2 requires it), a bounded number in flight, and
   an abort on failure (`upload.rs`); downloads that resume with a Range request (`download.rs`).
+- A conditional PUT (`If-None-Match: *`) retried after a lost reply finds the object its first
+  try created and gets 412: it reads the object back (bounded: it is small) and succeeds when the
+  bytes are the ones it sent.
+- Listings follow continuation tokens under a rule that cannot loop (`list.rs`).
 */
 
 use std::fmt;
@@ -17,10 +29,13 @@ use std::time::Duration;
 use ureq::http;
 
 use super::retry::RetryPolicy;
-use super::{IncompleteUpload, ObjectInfo, ReadStore, S3Location, Upload, WriteStore, check_key};
+use super::{
+    IncompleteUpload, Object, ObjectInfo, ReadStore, S3Location, Upload, WriteStore, check_key,
+};
 use crate::error::{Error, Result};
 
 mod download;
+mod list;
 pub mod sigv4;
 mod upload;
 pub mod xml;
@@ -122,8 +137,16 @@ impl<'a> Req<'a> {
         self.query.push((k.to_string(), v.to_string()));
         self
     }
+    /// The request's body; a PUT (object or part) also gets its `Content-MD5`, computed once
+    /// for every try.
     fn body(mut self, b: &'a [u8]) -> Self {
         self.body = Some(b);
+        if self.method == http::Method::PUT {
+            use base64::Engine;
+            use md5::Digest;
+            let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b));
+            self.headers.push(("content-md5", md5));
+        }
         self
     }
     fn header(mut self, k: &'static str, v: String) -> Self {
@@ -318,9 +341,15 @@ impl Inner {
 
     /// Sends a request, retrying transient failures, and turns error statuses into errors.
     fn call(&self, req: &Req) -> Result<http::Response<ureq::Body>> {
+        self.call_counting(req, &mut 0)
+    }
+
+    /// `call`, counting the tries made in `tries`.
+    fn call_counting(&self, req: &Req, tries: &mut u32) -> Result<http::Response<ureq::Body>> {
         let what = req.what(&self.loc.bucket);
         self.opts.retry.run(
             || {
+                *tries += 1;
                 let mut resp = self.send_once(req)?;
                 let status = resp.status().as_u16();
                 if (200..300).contains(&status) {
@@ -437,12 +466,13 @@ impl ReadStore for S3Store {
         self.inner.location()
     }
 
-    fn get(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+    fn open(&self, key: &str) -> Result<Object> {
         let full = self.inner.full_key(key)?;
-        Ok(Box::new(download::Download::open(
-            self.inner.clone(),
-            full,
-        )?))
+        let d = download::Download::open(self.inner.clone(), full)?;
+        Ok(Object {
+            size: d.total(),
+            reader: Box::new(d),
+        })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
@@ -471,6 +501,10 @@ impl ReadStore for S3Store {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let full_prefix = self.inner.full_prefix(prefix);
+        let mut pages = list::Pages::new(format!(
+            "objects under {prefix:?} in {}",
+            self.inner.location()
+        ));
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -488,20 +522,52 @@ impl ReadStore for S3Store {
                     size: c.text_of("Size").parse().unwrap_or(0),
                 });
             }
-            if root.text_of("IsTruncated") == "true" {
-                let next = root.text_of("NextContinuationToken");
-                if next.is_empty() {
-                    return Err(Error::storage(
-                        "the storage service returned a truncated listing without a continuation token",
-                    ));
-                }
-                token = Some(next.to_string());
-            } else {
+            token = pages.next(
+                root.text_of("IsTruncated") == "true",
+                root.text_of("NextContinuationToken"),
+            )?;
+            if token.is_none() {
                 break;
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+}
+
+impl S3Store {
+    /// Whether the object under `key` holds exactly `data` (its SHA-256), reading at most one
+    /// byte more than `data` holds.
+    fn holds(&self, key: &str, data: &[u8]) -> Result<bool> {
+        use sha2::Digest;
+        let mut r = match self.get_limited(key, data.len() as u64) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::ErrorKind::NotFound | crate::ErrorKind::Integrity
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(e) => {
+                    let e = Error::from_io(e, &format!("cannot read {key}"));
+                    if e.kind() == crate::ErrorKind::Integrity {
+                        return Ok(false);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(h.finalize() == sha2::Sha256::digest(data))
     }
 }
 
@@ -518,12 +584,18 @@ impl WriteStore for S3Store {
         let req = Req::new(http::Method::PUT, Some(&full))
             .body(data)
             .header("if-none-match", "*".into());
-        match self.inner.call(&req) {
+        let mut tries = 0;
+        match self.inner.call_counting(&req, &mut tries) {
             Ok(_) => Ok(true),
             Err(e)
                 if e.message().contains("PreconditionFailed")
                     || e.message().contains("ConditionalRequestConflict") =>
             {
+                // After a failed try, the object may be that try's own: its reply was lost.
+                // Another writer's object never has our bytes (sealed objects carry a random salt).
+                if tries > 1 && self.holds(key, data)? {
+                    return Ok(true);
+                }
                 Ok(false)
             }
             // A store without conditional writes: the best it can do is look first.
@@ -595,6 +667,10 @@ impl WriteStore for S3Store {
 
     fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<IncompleteUpload>> {
         let full_prefix = self.inner.full_prefix(prefix);
+        let mut pages = list::Pages::new(format!(
+            "unfinished uploads under {prefix:?} in {}",
+            self.inner.location()
+        ));
         let mut out = Vec::new();
         let mut markers: Option<(String, String)> = None;
         loop {
@@ -612,21 +688,23 @@ impl WriteStore for S3Store {
                     started: Some(u.text_of("Initiated").to_string()).filter(|s| !s.is_empty()),
                 });
             }
-            if root.text_of("IsTruncated") == "true" {
-                let next = (
-                    root.text_of("NextKeyMarker").to_string(),
-                    root.text_of("NextUploadIdMarker").to_string(),
-                );
-                // A store that says "more" without moving on would loop forever.
-                if next.0.is_empty() || markers.as_ref() == Some(&next) {
-                    return Err(Error::storage(
-                        "the storage service returned a truncated list of uploads without a next marker",
-                    ));
-                }
-                markers = Some(next);
+            let (k, u) = (
+                root.text_of("NextKeyMarker"),
+                root.text_of("NextUploadIdMarker"),
+            );
+            // The key marker is the one a next page needs; the pair is what must not repeat.
+            let token = if k.is_empty() {
+                String::new()
             } else {
+                format!("{k}\n{u}")
+            };
+            if pages
+                .next(root.text_of("IsTruncated") == "true", &token)?
+                .is_none()
+            {
                 break;
             }
+            markers = Some((k.to_string(), u.to_string()));
         }
         Ok(out)
     }
