@@ -11,6 +11,7 @@ mod failures;
 mod foundation;
 mod jobs;
 mod proxy;
+mod roles;
 mod roundtrip;
 mod secrets;
 mod setup;

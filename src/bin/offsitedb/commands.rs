@@ -154,41 +154,19 @@ fn role_sql(
     schemas: Vec<String>,
     major: Option<u32>,
 ) -> Result<()> {
-    let mut schemas: Vec<String> = schemas.into_iter().filter(|s| !s.is_empty()).collect();
-    let (major, database) = match (major, &source) {
-        (Some(m), None) => (m, None),
+    let spec = match (major, &source) {
+        (Some(m), None) => ops::role_sql::offline(role, schemas, m)?,
         _ => {
             if source.is_none() && s.file.sources.len() != 1 {
                 return Err(Error::config("which server is the role for?")
                     .with_hint("name a configured source (offsitedb role-sql SOURCE), or give its version: --major 16")
                     .into());
             }
-            let spec = s.backup_sources(None, source.as_deref(), None)?.remove(0);
-            if spec.dir.is_some() {
-                return Err(Error::config(format!(
-                    "source {:?} is a folder: it has no database role",
-                    spec.name
-                ))
-                .into());
-            }
-            let mut client = offsitedb::postgres::connect(&spec.conninfo, "the source database")?;
-            let info = offsitedb::postgres::server_info(&mut client)?;
-            let major = major.unwrap_or(info.major);
-            if major < 14 && schemas.is_empty() {
-                // No pg_read_all_data: every schema the database has gets its grants.
-                schemas = ops::role_sql::schemas_of(&mut client)?;
-            }
-            (major, Some(info.database))
+            let source = s.backup_sources(None, source.as_deref(), None)?.remove(0);
+            ops::role_sql::for_source(&source, role, schemas, major)?
         }
     };
-    let sql = ops::role_sql::sql(&ops::role_sql::RoleSpec {
-        role,
-        schemas,
-        major,
-        database,
-        password: ops::role_sql::generate_password()?,
-    })?;
-    output::stdout_write(sql.as_bytes());
+    output::stdout_write(ops::role_sql::sql(&spec)?.as_bytes());
     Ok(())
 }
 
