@@ -309,34 +309,15 @@ fn privileges(client: &mut ::postgres::Client, l: &mut List<'_>) {
             &postgres::client::query_error("cannot list the relations", &e),
         ),
     }
-    // pg_dump turns row security off and fails on a table whose policies would hide rows.
-    let hidden = client.query(
-        &format!(
-            "SELECT format('%I.%I', n.nspname, c.relname) {USER_RELATIONS}
-               AND c.relrowsecurity AND NOT pg_has_role(c.relowner, 'USAGE')
-               AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
-             ORDER BY 1"
-        ),
-        &[],
-    );
-    match hidden {
-        Ok(rows) if rows.is_empty() => {}
-        Ok(rows) => {
-            let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            l.fail(
-                "rls",
-                &Error::source_db(format!(
-                    "row-level security hides rows of {} from the role, and pg_dump refuses such tables: {}",
-                    names.len(),
-                    names.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
-                ))
-                .with_hint("as a superuser: ALTER ROLE <role> BYPASSRLS (it reads past the policies and still writes nothing)"),
-            );
+    match Role::read(client) {
+        Ok(role) => {
+            row_security(client, &role, l);
+            large_objects(client, &role, l);
         }
-        Err(e) => l.fail(
-            "rls",
-            &postgres::client::query_error("cannot check row-level security", &e),
-        ),
+        Err(e) => {
+            l.fail("rls", &e);
+            l.skip(&["large-objects"]);
+        }
     }
     let writes = client.query_one(
         &format!(
@@ -374,6 +355,265 @@ fn privileges(client: &mut ::postgres::Client, l: &mut List<'_>) {
             "write",
             &postgres::client::query_error("cannot check write privileges", &e),
         ),
+    }
+}
+
+/// The role the check logged in as, and what decides what it may read whatever the grants.
+struct Role {
+    name: String,
+    superuser: bool,
+    bypassrls: bool,
+    /// `lo_compat_privileges` in its sessions (a superuser may set it for the role).
+    lo_compat: bool,
+    /// The server's major version.
+    major: u32,
+}
+
+impl Role {
+    fn read(client: &mut ::postgres::Client) -> Result<Role, Error> {
+        let r = client
+            .query_one(
+                "SELECT current_user::text, rolsuper, rolbypassrls,
+                        current_setting('lo_compat_privileges') = 'on',
+                        current_setting('server_version_num')::int4 / 10000
+                   FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .map_err(|e| postgres::client::query_error("cannot read the role's attributes", &e))?;
+        Ok(Role {
+            name: r.get(0),
+            superuser: r.get(1),
+            bypassrls: r.get(2),
+            lo_compat: r.get(3),
+            major: r.get::<_, i32>(4) as u32,
+        })
+    }
+}
+
+/// "a, b, c and 3 more"
+fn some(names: &[String], at_most: usize) -> String {
+    if names.len() > at_most {
+        format!(
+            "{} and {} more",
+            names[..at_most].join(", "),
+            names.len() - at_most
+        )
+    } else {
+        names.join(", ")
+    }
+}
+
+fn plural(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Tables pg_dump would refuse: it turns row security off, and the server then fails any query
+/// that the table's policies would filter. They apply to a role without BYPASSRLS (a superuser
+/// has it) on a table with row security enabled, unless the role owns the table (has the owner's
+/// privileges) and the table does not FORCE row security on its owner. Only tables whose rows
+/// pg_dump copies count: plain tables and partitions (a partitioned table's own policies do not
+/// apply when pg_dump copies each partition), not an extension's own tables.
+fn row_security(client: &mut ::postgres::Client, role: &Role, l: &mut List<'_>) {
+    if role.superuser || role.bypassrls {
+        l.ok(
+            "rls",
+            format!(
+                "the role {} row-level security policies",
+                if role.superuser {
+                    "is a superuser: it reads past"
+                } else {
+                    "has BYPASSRLS: it reads past"
+                }
+            ),
+        );
+        return;
+    }
+    let hidden = client.query(
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname), pg_has_role(c.relowner, 'USAGE')
+               {USER_RELATIONS}
+               AND c.relkind = 'r' AND c.relrowsecurity
+               AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+               AND NOT EXISTS (
+                   SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                      AND d.deptype = 'e'
+                      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x
+                                       WHERE c.oid = ANY (x.extconfig)))
+             ORDER BY 1"
+        ),
+        &[],
+    );
+    match hidden {
+        Ok(rows) if rows.is_empty() => l.ok(
+            "rls",
+            "no row-level security policy applies to the role".into(),
+        ),
+        Ok(rows) => {
+            let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let owned: Vec<String> = rows
+                .iter()
+                .filter(|r| r.get::<_, bool>(1))
+                .map(|r| r.get(0))
+                .collect();
+            let mut fix = crate::ops::role_sql::bypassrls_fix(&role.name);
+            if !owned.is_empty() {
+                fix.push_str(&format!(
+                    "; or, for a table the role owns, ALTER TABLE {} NO FORCE ROW LEVEL SECURITY",
+                    owned[0]
+                ));
+            }
+            l.fail(
+                "rls",
+                &Error::source_db(format!(
+                    "row-level security policies apply to the role on {}, and pg_dump refuses such tables: {}{}",
+                    plural(names.len() as i64, "table", "tables"),
+                    some(&names, 20),
+                    if owned.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (the role owns {}, and FORCE ROW LEVEL SECURITY holds the owner to the policies too)",
+                            some(&owned, 5)
+                        )
+                    }
+                ))
+                .with_hint(fix),
+            );
+        }
+        Err(e) => l.fail(
+            "rls",
+            &postgres::client::query_error("cannot check row-level security", &e),
+        ),
+    }
+}
+
+/// Large objects: pg_dump opens each, and fails on the first the role may not read. Readable
+/// means: a superuser, or `lo_compat_privileges` on, or SELECT in the object's ACL (its default:
+/// the owner's) for PUBLIC or a role whose privileges the role has. PostgreSQL 18 computes that
+/// itself (has_largeobject_privilege); before 18 the ACL is read here the same way.
+fn large_objects(client: &mut ::postgres::Client, role: &Role, l: &mut List<'_>) {
+    const CHECK: &str = "large-objects";
+    let readable = if role.superuser || role.lo_compat {
+        "true"
+    } else if role.major >= 18 {
+        "pg_catalog.has_largeobject_privilege(m.oid, 'SELECT')"
+    } else {
+        "EXISTS (SELECT 1 FROM pg_catalog.aclexplode(
+                     coalesce(m.lomacl, pg_catalog.acldefault('L', m.lomowner))) a
+                  WHERE a.privilege_type = 'SELECT'
+                    AND (a.grantee = 0 OR pg_catalog.pg_has_role(a.grantee, 'USAGE')))"
+    };
+    let counted = client.query_one(
+        &format!(
+            "SELECT count(*), count(*) FILTER (WHERE NOT r),
+                    array_to_string((array_agg(oid ORDER BY oid) FILTER (WHERE NOT r))[1:5], ', ')
+               FROM (SELECT m.oid, {readable} AS r
+                       FROM pg_catalog.pg_largeobject_metadata m) x"
+        ),
+        &[],
+    );
+    let (total, unreadable, first): (i64, i64, Option<String>) = match counted {
+        Ok(r) => (r.get(0), r.get(1), r.get(2)),
+        Err(e) => {
+            l.fail(
+                CHECK,
+                &postgres::client::query_error("cannot check the large objects", &e),
+            );
+            return;
+        }
+    };
+    if unreadable > 0 {
+        l.fail(
+            CHECK,
+            &Error::source_db(format!(
+                "the role cannot read {} (of {total}), and pg_dump stops at the first: {}{}",
+                plural(unreadable, "large object", "large objects"),
+                first.unwrap_or_default(),
+                if unreadable > 5 { ", ..." } else { "" }
+            ))
+            .with_hint(crate::ops::role_sql::large_object_fix(&role.name)),
+        );
+        return;
+    }
+    let all = format!(
+        "the role can read the database's {}",
+        plural(total, "large object", "large objects")
+    );
+    if total == 0 {
+        return l.ok(CHECK, "the database has no large objects".into());
+    }
+    if role.superuser || role.lo_compat {
+        let why = if role.superuser {
+            "a superuser"
+        } else {
+            "lo_compat_privileges is on: it could change them too"
+        };
+        return l.ok(CHECK, format!("{all} ({why})"));
+    }
+    // The owners of today's large objects will likely create more. What the role owns (or
+    // acts for) it reads; what others create it reads only through default privileges (18+).
+    let defaults = if role.major >= 18 {
+        "AND NOT EXISTS (
+             SELECT 1 FROM pg_catalog.pg_default_acl d, pg_catalog.aclexplode(d.defaclacl) a
+              WHERE d.defaclobjtype = 'L' AND d.defaclrole = m.lomowner
+                AND d.defaclnamespace = 0 AND a.privilege_type = 'SELECT'
+                AND (a.grantee = 0 OR pg_catalog.pg_has_role(a.grantee, 'USAGE')))"
+    } else {
+        ""
+    };
+    let uncovered = client.query_one(
+        &format!(
+            "SELECT string_agg(DISTINCT o.rolname::text, ', ' ORDER BY o.rolname::text),
+                    string_agg(DISTINCT quote_ident(o.rolname), ', ')
+               FROM pg_catalog.pg_largeobject_metadata m
+               JOIN pg_catalog.pg_roles o ON o.oid = m.lomowner
+              WHERE NOT pg_catalog.pg_has_role(m.lomowner, 'USAGE') {defaults}"
+        ),
+        &[],
+    );
+    let (owners, quoted): (Option<String>, Option<String>) = match uncovered {
+        Ok(row) => (row.get(0), row.get(1)),
+        Err(e) => {
+            return l.fail(
+                CHECK,
+                &postgres::client::query_error("cannot read the large objects' owners", &e),
+            );
+        }
+    };
+    let (Some(owners), Some(quoted)) = (owners, quoted) else {
+        return l.ok(
+            CHECK,
+            if role.major >= 18 {
+                format!("{all}, and default privileges cover the ones their owners create later")
+            } else {
+                format!("{all} (it owns them, as it will the ones it creates)")
+            },
+        );
+    };
+    let r = crate::ops::role_sql::ident(&role.name);
+    if role.major < 18 {
+        l.warn(
+            CHECK,
+            format!(
+                "{all}, but PostgreSQL {} has no default privileges for large objects: the ones {owners} create later are unreadable until granted, and backups fail until then",
+                role.major
+            ),
+            &format!(
+                "after large objects are added, grant again as a superuser or their owner: {} (e.g. before each backup); or, as a superuser, ALTER ROLE {r} SET lo_compat_privileges = on, which lifts every large-object privilege check for that role",
+                crate::ops::role_sql::large_object_grant(&role.name)
+            ),
+        );
+    } else {
+        l.warn(
+            CHECK,
+            format!(
+                "{all}, but the ones {owners} create later will not be readable (no default privileges for the role)"
+            ),
+            &format!(
+                "as a superuser: ALTER DEFAULT PRIVILEGES FOR ROLE {quoted} GRANT SELECT ON LARGE OBJECTS TO {r} (offsitedb role-sql prints it)"
+            ),
+        );
     }
 }
 

@@ -17,6 +17,7 @@ mod hostile_archives;
 mod jobs;
 mod planted;
 mod proxy;
+mod roles;
 mod roundtrip;
 mod secrets;
 mod setup;

@@ -446,6 +446,7 @@ pub fn history(runs: &[offsitedb::state::Run]) {
 /// `check`'s list: one line per step, the fix under each failure or warning.
 pub fn checklist(items: &[offsitedb::ops::check::Item]) {
     use offsitedb::ops::check::Status;
+    let w = items.iter().map(|i| i.check.len()).max().unwrap_or(8).max(8);
     let mut subject = "";
     for i in items {
         if i.subject != subject {
@@ -458,9 +459,9 @@ pub fn checklist(items: &[offsitedb::ops::check::Item]) {
             Status::Fail => "✗",
             Status::Skip => "-",
         };
-        outln!("  {mark} {:<8} {}", i.check, i.detail);
+        outln!("  {mark} {:<w$} {}", i.check, i.detail);
         if let Some(f) = &i.fix {
-            outln!("    {:<8} fix: {f}", "");
+            outln!("    {:<w$} fix: {f}", "");
         }
     }
 }

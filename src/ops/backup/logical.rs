@@ -159,7 +159,7 @@ impl super::Source for Logical {
         };
         self.snapshot = snapshot;
         self.inspector = inspector;
-        let target = ci.redacted();
+        let (target, role) = (ci.redacted(), ci.user());
         Ok(Stream {
             reader: Box::new(stdout),
             tap,
@@ -170,7 +170,7 @@ impl super::Source for Logical {
                 if exit.status.success() {
                     Ok(())
                 } else {
-                    Err(pg_dump_error(&exit, &target))
+                    Err(pg_dump_error(&exit, &target, &role))
                 }
             }),
         })
@@ -395,16 +395,66 @@ fn snapshot_counts(c: &mut client::Client) -> Result<Vec<TableRecord>> {
 }
 
 /// Turns pg_dump's failure into one line, classified.
-fn pg_dump_error(exit: &Exit, target: &str) -> Error {
+fn pg_dump_error(exit: &Exit, target: &str, role: &str) -> Error {
     let reason = exit.reason();
     let text = exit.stderr_text();
     let reason = reason
         .strip_prefix("pg_dump: error: ")
         .unwrap_or(&reason)
         .to_string();
-    if text.contains("permission denied") {
+    // The table pg_dump was reading, schema-qualified, from its "Query was: COPY s.t (...)"
+    // or "LOCK TABLE s.t, ... IN ..." line, when that names `name`.
+    let qualified = |name: &str| -> String {
+        let dotted = format!(".{name}");
+        text.lines()
+            .filter_map(|l| l.split_once("Query was: ").map(|(_, q)| q))
+            .flat_map(|q| q.split([' ', ',', '(', ')', ';']))
+            .find(|t| t.ends_with(&dotted))
+            .unwrap_or(name)
+            .to_string()
+    };
+    if let Some(table) = text
+        .split("query would be affected by row-level security policy for table \"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+    {
+        let table = qualified(table);
+        let mut fix = crate::ops::role_sql::bypassrls_fix(role);
+        if text.contains("NO FORCE ROW LEVEL SECURITY") {
+            fix.push_str(&format!(
+                "; or, since the role owns it, ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"
+            ));
+        }
+        return Error::source_db(format!(
+            "pg_dump cannot read table {table} in {target}: row-level security policies apply to the role, and pg_dump refuses to dump part of a table"
+        ))
+        .with_hint(fix);
+    }
+    if let Some(what) = text
+        .split("permission denied for ")
+        .nth(1)
+        .and_then(|t| t.lines().next())
+    {
+        let what = what.trim();
+        if let Some(oid) = what.strip_prefix("large object ") {
+            return Error::source_db(format!(
+                "pg_dump cannot read large object {oid} in {target}: permission denied (offsitedb check counts the large objects the role cannot read)"
+            ))
+            .with_hint(crate::ops::role_sql::large_object_fix(role));
+        }
+        if let Some((kind @ ("table" | "sequence" | "schema"), name)) = what.split_once(' ') {
+            let name = if kind == "schema" {
+                name.to_string()
+            } else {
+                qualified(name)
+            };
+            return Error::source_db(format!(
+                "pg_dump cannot read {kind} {name} in {target}: permission denied"
+            ))
+            .with_hint(crate::ops::role_sql::grant_fix(role, kind, &name));
+        }
         return Error::source_db(format!("pg_dump cannot read everything in {target}: {reason}"))
-            .with_hint("the backup role needs SELECT on every table and sequence (PostgreSQL 14+: GRANT pg_read_all_data TO the role)");
+            .with_hint("the backup role needs SELECT on every table, sequence and large object; offsitedb role-sql prints a read-only role that has it, and offsitedb check names what it lacks");
     }
     if text.contains("prepared statement")
         || text.contains("invalid snapshot identifier")
