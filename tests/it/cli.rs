@@ -2,7 +2,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::common::{Cli, Source, keygen, list_json};
+use crate::common::{Cli, Manifest, Repo, Snapshot, Source, json, keygen};
+
+/// Database `app`'s one small table.
+const TEN_ROWS: &str = "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g";
 
 #[test]
 fn keygen_writes_a_private_key_and_never_overwrites() {
@@ -60,21 +63,16 @@ fn configuration_file_with_env_secrets_drives_every_command() {
     assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
     // --name picks one.
     cli.ok(&["backup", "--name", "two"]);
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&cli.ok(&["list", "--json"]).stdout).unwrap();
+    let all: Vec<Snapshot> = json(&cli.ok(&["list", "--json"]));
     assert_eq!(all.len(), 3);
-    let two: Vec<serde_json::Value> =
-        serde_json::from_str(&cli.ok(&["list", "--json", "--source", "two"]).stdout).unwrap();
+    let two: Vec<Snapshot> = json(&cli.ok(&["list", "--json", "--source", "two"]));
     assert_eq!(two.len(), 2);
-    assert!(two.iter().all(|s| s["compression"] == "zstd:1"));
+    assert!(two.iter().all(|s| s.compression == "zstd:1"));
 
     // "latest" needs --source when two sources share the repository.
     cli.fails(&["show", "latest"], 3, "ambiguous");
-    let shown = cli
-        .ok(&["show", "latest", "--source", "two", "--json"])
-        .stdout;
-    let m: serde_json::Value = serde_json::from_str(&shown).unwrap();
-    assert_eq!(m["snapshot_id"], two[1]["id"]);
+    let m: Manifest = json(&cli.ok(&["show", "latest", "--source", "two", "--json"]));
+    assert_eq!(m.snapshot_id, two[1].id);
 
     src.create_db("two_back", "");
     cli.ok(&[
@@ -88,8 +86,7 @@ fn configuration_file_with_env_secrets_drives_every_command() {
     assert_eq!(src.scalar_i64("two_back", "SELECT count(*) FROM u"), 700);
 
     // Mistakes in the file are named.
-    cli.clone_with_env("TWO_URL", None)
-        .fails(&["list"], 3, "TWO_URL");
+    cli.without("TWO_URL").fails(&["list"], 3, "TWO_URL");
     std::fs::write(
         dir.path().join("bad.toml"),
         "[repository]\nurl = \"/x\"\nkey_fiel = \"/k\"\n",
@@ -110,18 +107,9 @@ fn configuration_file_with_env_secrets_drives_every_command() {
 
 #[test]
 fn flags_and_environment_alone_work_without_a_file() {
-    let src = Source::start();
-    src.create_db(
-        "app",
-        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let repo = dir.path().join("repo").display().to_string();
-    let cli = Cli::new()
-        .env("OFFSITEDB_REPO", &repo)
-        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap())
-        .cwd(dir.path());
+    // The fixture names the repository and key through OFFSITEDB_REPO and OFFSITEDB_KEY_FILE.
+    let f = Repo::local().with_source("app", TEN_ROWS);
+    let (src, cli) = (f.src(), &f.cli);
     cli.ok(&["backup", "--source", &src.url("app"), "--name", "app"]);
     // Without --name, a URL source is named after its database.
     cli.ok(&["backup", "--source", &src.url("app")]);
@@ -130,13 +118,21 @@ fn flags_and_environment_alone_work_without_a_file() {
         3,
         "invalid source name",
     );
-    let listed = list_json(&Cli::new(), &repo, &key);
+    // The same repository through flags alone.
+    let listed: Vec<Snapshot> = json(&Cli::new().ok(&[
+        "list",
+        "--json",
+        "--repo",
+        &f.url,
+        "--key-file",
+        f.key.to_str().unwrap(),
+    ]));
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|s| s["source"] == "app"), "{listed:?}");
+    assert!(listed.iter().all(|s| s.source == "app"), "{listed:?}");
     let table = cli.ok(&["list"]).stdout;
     assert!(table.contains("not drilled"), "{table}");
     // decrypt to a file: a standard gzip file that pg_restore reads after gunzip.
-    let out = dir.path().join("app.dump.gz");
+    let out = f.dir.path().join("app.dump.gz");
     cli.ok(&["decrypt", "latest", "-o", out.to_str().unwrap()]);
     let gz = std::fs::read(&out).unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b]);
@@ -163,29 +159,10 @@ fn demo_runs_end_to_end_and_cleans_up_its_temporary_folder() {
     );
 }
 
-impl Cli {
-    /// A copy of this runner with one variable removed or replaced.
-    fn clone_with_env(&self, k: &str, v: Option<&str>) -> Cli {
-        let mut c = Cli::new().cwd(&self.cwd_path());
-        for (ek, ev) in self.env_pairs() {
-            if ek != k {
-                c = c.env(&ek, &ev);
-            }
-        }
-        if let Some(v) = v {
-            c = c.env(k, v);
-        }
-        c
-    }
-}
-
 #[test]
 fn relative_paths_in_the_config_file_are_relative_to_the_file() {
     let src = Source::start();
-    src.create_db(
-        "app",
-        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
-    );
+    src.create_db("app", TEN_ROWS);
     let dir = tempfile::tempdir().unwrap();
     keygen(dir.path(), "master.key");
     std::fs::create_dir(dir.path().join("etc")).unwrap();
@@ -209,10 +186,7 @@ fn relative_paths_in_the_config_file_are_relative_to_the_file() {
 #[test]
 fn offsitedb_config_names_the_configuration_file() {
     let src = Source::start();
-    src.create_db(
-        "app",
-        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
-    );
+    src.create_db("app", TEN_ROWS);
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "master.key");
     let config_for = |repo: &str| {
@@ -235,9 +209,7 @@ fn offsitedb_config_names_the_configuration_file() {
         .env("OFFSITEDB_CONFIG", chosen.to_str().unwrap())
         .cwd(&cwd);
     cli.ok(&["backup"]);
-    let listed: Vec<serde_json::Value> =
-        serde_json::from_str(&cli.ok(&["list", "--json"]).stdout).unwrap();
-    assert_eq!(listed.len(), 1);
+    assert_eq!(json::<Vec<Snapshot>>(&cli.ok(&["list", "--json"])).len(), 1);
     assert!(dir.path().join("chosen-repo/offsitedb.repo").exists());
     assert!(
         !dir.path().join("cwd-repo").exists(),
@@ -260,8 +232,7 @@ fn offsitedb_config_names_the_configuration_file() {
         )
         .cwd(&cwd)
         .ok(&["list", "--json", "--config", chosen.to_str().unwrap()]);
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(listed.len(), 1);
+    assert_eq!(json::<Vec<Snapshot>>(&r).len(), 1);
 }
 
 /// A folder the throwaway cluster's unprivileged user can enter (like /tmp), empty.
@@ -283,14 +254,11 @@ fn demo_keep_leaves_a_repository_that_list_reads() {
     assert!(r.stdout.contains("demo passed"), "{}", r.stdout);
     assert_eq!(crate::common::tree(tmp.path()), Vec::<String>::new());
     let repo = keep.join("repository").display().to_string();
-    let snaps = list_json(&Cli::new(), &repo, &keep.join("master.key"));
+    let snaps: Vec<Snapshot> =
+        json(&Cli::for_repo(&repo, &keep.join("master.key")).ok(&["list", "--json"]));
     assert_eq!(snaps.len(), 1);
-    assert_eq!(snaps[0]["source"], "shop");
-    assert!(
-        r.stdout.contains(snaps[0]["id"].as_str().unwrap()),
-        "{}",
-        r.stdout
-    );
+    assert_eq!(snaps[0].source, "shop");
+    assert!(r.stdout.contains(&snaps[0].id), "{}", r.stdout);
     // The kept folder must be new or empty.
     Cli::new().env("TMPDIR", tmp_s).fails(
         &["demo", "--keep", keep.to_str().unwrap()],
@@ -306,40 +274,23 @@ fn demo_keep_leaves_a_repository_that_list_reads() {
 
 #[test]
 fn list_into_a_closed_pipe_ends_quietly() {
-    let src = Source::start();
-    src.create_db(
-        "app",
-        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let repo = dir.path().join("repo").display().to_string();
-    let k = key.to_str().unwrap();
-    let cli = Cli::new();
+    let f = Repo::local().with_source("app", TEN_ROWS);
+    let (src, cli) = (f.src(), &f.cli);
     for _ in 0..3 {
-        cli.ok(&[
-            "backup",
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
-            "--source",
-            &src.url("app"),
-            "--name",
-            "app",
-        ]);
+        cli.ok(&["backup", "--source", &src.url("app"), "--name", "app"]);
     }
     let bin = crate::common::offsitedb_bin();
 
     // The everyday case: `offsitedb list | head -1` in a shell.
+    let err = f.dir.path().join("err");
     let script = format!(
-        "'{}' list --repo '{repo}' --key-file '{k}' 2>'{err}' | head -1; echo \"list exit ${{PIPESTATUS[0]}}\"",
+        "'{}' list 2>'{}' | head -1; echo \"list exit ${{PIPESTATUS[0]}}\"",
         bin.display(),
-        err = dir.path().join("err").display()
+        err.display()
     );
     let out = cli.command("bash").args(["-c", &script]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(lines[0].starts_with("ID "), "{stdout}");
@@ -360,7 +311,7 @@ fn list_into_a_closed_pipe_ends_quietly() {
         unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
     let out = cli
         .command(&bin)
-        .args(["list", "--repo", &repo, "--key-file", k])
+        .arg("list")
         .stdout(std::process::Stdio::from(write_end))
         .stderr(std::process::Stdio::piped())
         .output()

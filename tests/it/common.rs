@@ -338,9 +338,19 @@ impl Cli {
         }
     }
 
+    /// Sets `k=v`, replacing an earlier value of `k`.
     pub fn env(mut self, k: &str, v: &str) -> Cli {
+        self.envs.retain(|(ek, _)| ek != k);
         self.envs.push((k.into(), v.into()));
         self
+    }
+
+    /// A runner for the repository `url` with the key file `key`, named through the environment
+    /// (`OFFSITEDB_REPO`, `OFFSITEDB_KEY_FILE`).
+    pub fn for_repo(url: &str, key: &Path) -> Cli {
+        Cli::new()
+            .env("OFFSITEDB_REPO", url)
+            .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap())
     }
 
     /// Credentials for a SeaweedFS repository.
@@ -379,16 +389,28 @@ impl Cli {
         }
     }
 
+    /// A runner with the same environment and working folder, and a state folder of its own (as
+    /// another machine with the same settings has).
+    pub fn fresh(&self) -> Cli {
+        let mut c = Cli::new().cwd(&self.cwd);
+        for (k, v) in &self.envs {
+            if k != "OFFSITEDB_STATE_DIR" {
+                c = c.env(k, v);
+            }
+        }
+        c
+    }
+
     /// A runner with the same environment plus `k=v` (and a state folder of its own).
     pub fn clone_with(&self, k: &str, v: &str) -> Cli {
-        let mut c = Cli::new().cwd(&self.cwd);
-        c.envs.extend(
-            self.envs
-                .iter()
-                .filter(|(k, _)| k != "OFFSITEDB_STATE_DIR")
-                .cloned(),
-        );
-        c.env(k, v)
+        self.fresh().env(k, v)
+    }
+
+    /// A runner with the same environment but `k` (and a state folder of its own).
+    pub fn without(&self, k: &str) -> Cli {
+        let mut c = self.fresh();
+        c.envs.retain(|(ek, _)| ek != k);
+        c
     }
 
     /// Runs and insists on success.
@@ -456,6 +478,32 @@ impl Cli {
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.current_dir(&self.cwd).stdin(Stdio::null());
         cmd
+    }
+
+    /// `backup --source URL --name NAME --json`.
+    pub fn backup(&self, url: &str, name: &str) -> Snapshot {
+        json(&self.ok(&["backup", "--source", url, "--name", name, "--json"]))
+    }
+
+    /// Starts `offsitedb ARGS` in the background with its output piped (for a test that watches
+    /// or signals it while it runs).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(offsitedb_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start offsitedb")
+    }
+
+    /// Starts `offsitedb ARGS` in the background, writing its output to `dir/out` and `dir/err`.
+    pub fn spawn_logged(&self, args: &[&str], dir: &Path) -> Child {
+        self.command(offsitedb_bin())
+            .args(args)
+            .stdout(std::fs::File::create(dir.join("out")).unwrap())
+            .stderr(std::fs::File::create(dir.join("err")).unwrap())
+            .spawn()
+            .expect("start offsitedb")
     }
 }
 
@@ -525,19 +573,6 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-/// `snapshots` reported by `list --json`.
-pub fn list_json(cli: &Cli, repo: &str, key: &Path) -> Vec<serde_json::Value> {
-    let r = cli.ok(&[
-        "list",
-        "--json",
-        "--repo",
-        repo,
-        "--key-file",
-        key.to_str().unwrap(),
-    ]);
-    serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).expect("list --json is a JSON array")
-}
-
 /// Sends SIGTERM to `child` alone (as a service manager does) once `ready`, then waits for it.
 pub fn sigterm_when(
     child: std::process::Child,
@@ -583,18 +618,91 @@ pub fn assert_interrupted(out: &std::process::Output) {
     );
 }
 
+/// Parses a command's JSON output into `T`, saying which command printed what when it does not.
+pub fn json<T: serde::de::DeserializeOwned>(r: &Run) -> T {
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("not the expected JSON ({e}):\n{}\n{}", r.stdout, r.stderr))
+}
+
+// What the commands print with --json: only the fields tests read, spelled here rather than
+// borrowed from the library's types, so that a renamed or missing field fails to parse instead of
+// comparing unequal to null.
+
 /// One snapshot as `list --json` and `backup --json` print it (README: "list --json").
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Snapshot {
     pub id: String,
     pub source: String,
+    pub created: String,
     pub status: String,
     pub database: String,
+    pub compression: String,
     pub plain_bytes: u64,
     pub stored_bytes: u64,
     pub drills: usize,
     pub last_drill: Option<String>,
     pub tested_restore_seconds: Option<f64>,
+}
+
+/// A snapshot's manifest as `show --json` prints it, with its status and latest drill.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Manifest {
+    pub snapshot_id: String,
+    pub started: String,
+    pub status: String,
+    pub source: ManifestSource,
+    pub server: ManifestServer,
+    pub dump: ManifestDump,
+    pub sizes: Sizes,
+    pub data: DataObject,
+    pub verification: Verification,
+    pub last_drill: Option<Drill>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ManifestSource {
+    pub host: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ManifestServer {
+    pub major: u32,
+    pub system_identifier: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ManifestDump {
+    pub tool: String,
+    pub major: u32,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Sizes {
+    pub plain_bytes: u64,
+    pub compressed_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DataObject {
+    pub key: String,
+    pub sha256_stored: String,
+    pub sha256_compressed: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Verification {
+    pub method: String,
+    pub tables: Vec<VerifiedTable>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct VerifiedTable {
+    pub name: String,
+    pub rows: u64,
+    /// pg_dump's `COPY … FROM stdin;` line for the table.
+    pub copy: Option<String>,
 }
 
 /// A drill record as `drill --json` prints it.
@@ -604,12 +712,42 @@ pub struct Drill {
     pub snapshot_id: String,
     pub source: String,
     pub result: String,
+    pub target: String,
+    pub server_version: String,
+    pub pg_restore_version: String,
+    pub jobs: usize,
+    pub method: String,
+    pub tables: Vec<DrillTable>,
     pub problems: Vec<String>,
+    pub notes: Vec<String>,
     pub timings: DrillTimings,
 }
 
+impl Drill {
+    /// The drilled table `name` (in any schema).
+    pub fn table(&self, name: &str) -> &DrillTable {
+        self.tables
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no table {name} in {self:#?}"))
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DrillTable {
+    pub schema: String,
+    pub name: String,
+    pub expected_rows: u64,
+    pub restored_rows: Option<u64>,
+    pub digest_ok: Option<bool>,
+}
+
+/// Seconds per phase; each is a number in every record.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct DrillTimings {
+    pub download: f64,
+    pub restore: f64,
+    pub verify: f64,
     pub total: f64,
 }
 
@@ -619,6 +757,7 @@ pub struct PruneReport {
     pub source: String,
     pub dry_run: bool,
     pub deleted: Vec<String>,
+    pub leftovers_removed: Vec<String>,
     pub plan: PrunePlan,
 }
 
@@ -627,32 +766,89 @@ pub struct PrunePlan {
     pub held: Option<String>,
 }
 
-/// One run of `history --json`.
+/// `run --json`: how one job's steps went.
 #[derive(Debug, Clone, serde::Deserialize)]
-pub struct HistoryRun {
-    pub source: String,
-    pub job: String,
-    pub result: String,
+pub struct JobReport {
     pub snapshot: Option<String>,
+    pub backup: Step,
+    pub drill: Option<Step>,
+    pub restore_seconds: Option<f64>,
+    pub prune: Option<PruneReport>,
+    pub prune_skipped: Option<String>,
 }
 
-/// Parses a command's JSON output into `T`, saying which command printed what when it does not.
-pub fn json<T: serde::de::DeserializeOwned>(r: &Run) -> T {
-    serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("not the expected JSON ({e}):\n{}\n{}", r.stdout, r.stderr))
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Step {
+    pub error: Option<String>,
+}
+
+/// One run of `history --json`: every field, so that two histories compare whole.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct HistoryRun {
+    pub id: i64,
+    pub job: String,
+    pub source: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub result: String,
+    pub error: Option<String>,
+    pub snapshot: Option<String>,
+    pub plain_bytes: Option<u64>,
+    pub stored_bytes: Option<u64>,
+    pub seconds: Option<f64>,
+    pub restore_seconds: Option<f64>,
+}
+
+/// One line of `check --json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct CheckItem {
+    pub subject: String,
+    pub check: String,
+    pub status: String,
+    pub detail: String,
+}
+
+/// The line `subject`/`check` of a checklist.
+pub fn check_item<'a>(items: &'a [CheckItem], subject: &str, check: &str) -> &'a CheckItem {
+    items
+        .iter()
+        .find(|i| i.subject == subject && i.check == check)
+        .unwrap_or_else(|| panic!("no {subject}/{check} in {items:#?}"))
+}
+
+/// `restore --json` of a database snapshot.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RestoreReport {
+    pub source: String,
+    pub jobs: usize,
+}
+
+/// `decrypt -o FILE --json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Decrypted {
+    pub source: String,
+}
+
+/// `keygen -o FILE --json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NewKey {
+    pub key_id: String,
 }
 
 /// The fixture most tests need: a repository (a folder, or a SeaweedFS bucket) with its key,
-/// and a runner that names both through the environment (`OFFSITEDB_REPO`,
-/// `OFFSITEDB_KEY_FILE`), so no test spells out `--repo … --key-file …`.
+/// maybe a source database, and a runner that names the repository and key through the
+/// environment (`OFFSITEDB_REPO`, `OFFSITEDB_KEY_FILE`), or through an `offsitedb.toml` next to
+/// the key (`with_config`), so no test spells them out as flags.
 pub struct Repo {
-    /// Holds the key, a folder repository, and whatever else the test puts here.
+    /// Holds the key, a folder repository, and whatever else the test puts here; the runner's
+    /// working folder.
     pub dir: tempfile::TempDir,
     pub key: PathBuf,
     /// The repository URL (a path for a folder).
     pub url: String,
     pub cli: Cli,
     pub weed: Option<SeaweedFs>,
+    source: Option<Source>,
     prefix: String,
 }
 
@@ -662,21 +858,19 @@ impl Repo {
         let dir = tempfile::tempdir().unwrap();
         let key = keygen(dir.path(), "master.key");
         let url = dir.path().join("repo").display().to_string();
-        let cli = Cli::new()
-            .env("OFFSITEDB_REPO", &url)
-            .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap())
-            .cwd(dir.path());
+        let cli = Cli::for_repo(&url, &key).cwd(dir.path());
         Repo {
             dir,
             key,
             url,
             cli,
             weed: None,
+            source: None,
             prefix: String::new(),
         }
     }
 
-    /// A repository under `prefix` in a new SeaweedFS bucket.
+    /// A repository under `prefix` in a new SeaweedFS bucket, with the S3 credentials.
     pub fn s3(prefix: &str) -> Repo {
         let weed = SeaweedFs::start();
         let mut r = Repo::local();
@@ -685,6 +879,86 @@ impl Repo {
         r.cli = r.cli.s3().env("OFFSITEDB_REPO", &r.url);
         r.weed = Some(weed);
         r
+    }
+
+    /// With a source server holding database `db`, made by `sql` (see [`Repo::src`]).
+    pub fn with_source(mut self, db: &str, sql: &str) -> Repo {
+        let src = Source::start();
+        src.create_db(db, sql);
+        self.source = Some(src);
+        self
+    }
+
+    /// The source server of [`Repo::with_source`].
+    pub fn src(&self) -> &Source {
+        self.source.as_ref().expect("a fixture made with_source")
+    }
+
+    /// With `k=v` in the runner's environment.
+    pub fn env(mut self, k: &str, v: &str) -> Repo {
+        self.cli = self.cli.env(k, v);
+        self
+    }
+
+    /// Named by a configuration file instead: `offsitedb.toml` in the runner's working folder,
+    /// its `[repository]` (the folder `repo` or the bucket's URL, and `master.key`, relative to
+    /// the file) followed by `body`.
+    pub fn with_config(mut self, body: &str) -> Repo {
+        self.write_config(body);
+        self.cli = self
+            .cli
+            .without("OFFSITEDB_REPO")
+            .without("OFFSITEDB_KEY_FILE");
+        self
+    }
+
+    /// (Re)writes the configuration file of [`Repo::with_config`].
+    pub fn write_config(&self, body: &str) {
+        let url = if self.weed.is_some() {
+            &self.url
+        } else {
+            "repo"
+        };
+        std::fs::write(
+            self.config_path(),
+            format!("[repository]\nurl = \"{url}\"\nkey_file = \"master.key\"\n\n{body}"),
+        )
+        .unwrap();
+    }
+
+    /// The key file's key line (base64): a secret that must show nowhere.
+    pub fn key_secret(&self) -> String {
+        std::fs::read_to_string(&self.key)
+            .unwrap()
+            .lines()
+            .find(|l| !l.starts_with('#'))
+            .unwrap()
+            .to_string()
+    }
+
+    /// The configuration file of [`Repo::with_config`].
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("offsitedb.toml")
+    }
+
+    /// The folder of a local repository.
+    pub fn path(&self) -> &Path {
+        assert!(self.weed.is_none(), "not a folder repository: {}", self.url);
+        Path::new(&self.url)
+    }
+
+    /// A snapshot's object (`data`, `manifest`) in a local repository.
+    pub fn object(&self, source: &str, id: &str, name: &str) -> PathBuf {
+        self.path()
+            .join("snapshots")
+            .join(source)
+            .join(id)
+            .join(name)
+    }
+
+    /// The SeaweedFS server of an S3 repository (to stop and start it).
+    pub fn weed(&mut self) -> &mut SeaweedFs {
+        self.weed.as_mut().expect("an S3 repository")
     }
 
     /// The repository's objects through the library (to look at them, or tamper with them).
@@ -699,11 +973,7 @@ impl Repo {
 
     /// `backup --source URL --name NAME --json`.
     pub fn backup(&self, url: &str, name: &str) -> Snapshot {
-        json(
-            &self
-                .cli
-                .ok(&["backup", "--source", url, "--name", name, "--json"]),
-        )
+        self.cli.backup(url, name)
     }
 
     /// `list --json`, of one source or all.
@@ -715,12 +985,29 @@ impl Repo {
         json(&self.cli.ok(&args))
     }
 
-    /// `drill ID --json` and how it ended.
+    /// The ids `list --json` reports, oldest first.
+    pub fn ids(&self, source: Option<&str>) -> Vec<String> {
+        self.list(source).into_iter().map(|s| s.id).collect()
+    }
+
+    /// `show REFERENCE --json`.
+    pub fn show(&self, reference: &str) -> Manifest {
+        json(&self.cli.ok(&["show", reference, "--json"]))
+    }
+
+    /// `drill ID --json` and how it ended (passed or not, it prints its record).
     pub fn drill(&self, id: &str, extra: &[&str]) -> (Run, Drill) {
         let mut args = vec!["drill", id, "--json"];
         args.extend_from_slice(extra);
         let r = self.cli.run(&args);
         let d = json(&r);
         (r, d)
+    }
+
+    /// `history --json`, newest first.
+    pub fn history(&self, extra: &[&str]) -> Vec<HistoryRun> {
+        let mut args = vec!["history", "--json"];
+        args.extend_from_slice(extra);
+        json(&self.cli.ok(&args))
     }
 }

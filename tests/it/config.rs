@@ -5,10 +5,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use serde_json::Value;
-
 use crate::common::{
-    ACCESS_KEY, BUCKET, Cli, HistoryRun, PruneReport, Run, SECRET_KEY, SeaweedFs, Snapshot, Source,
+    ACCESS_KEY, BUCKET, CheckItem, Cli, Decrypted, Drill, HistoryRun, JobReport, Manifest, NewKey,
+    PruneReport, Repo, RestoreReport, Run, SECRET_KEY, SeaweedFs, Snapshot, Source, check_item,
     json, keygen,
 };
 
@@ -68,17 +67,11 @@ fn every_command_runs_from_flags_and_environment_alone() {
 
     let rows = vec![
         row(&["check", "--source", &url, "--json"], 0, |r| {
-            let items: Vec<Value> = json(r);
-            let file = items
-                .iter()
-                .find(|i| i["subject"] == "configuration" && i["check"] == "file")
-                .unwrap();
-            assert!(
-                file["detail"].as_str().unwrap().starts_with("none found"),
-                "{file}"
-            );
-            assert!(items.iter().any(|i| i["subject"] == "app"), "{items:?}");
-            assert!(items.iter().all(|i| i["status"] != "fail"), "{items:?}");
+            let items: Vec<CheckItem> = json(r);
+            let file = check_item(&items, "configuration", "file");
+            assert!(file.detail.starts_with("none found"), "{file:?}");
+            assert!(items.iter().any(|i| i.subject == "app"), "{items:?}");
+            assert!(items.iter().all(|i| i.status != "fail"), "{items:?}");
         }),
         row(&["role-sql", "--source", &url], 0, |r| {
             assert!(r.stdout.contains("CREATE ROLE"), "{}", r.stdout)
@@ -95,10 +88,10 @@ fn every_command_runs_from_flags_and_environment_alone() {
             assert_eq!(json::<Vec<Snapshot>>(r).len(), 1)
         }),
         row(&["show", "latest", "--source", "app", "--json"], 0, |r| {
-            assert_eq!(json::<Value>(r)["status"], "not_drilled")
+            assert_eq!(json::<Manifest>(r).status, "not_drilled")
         }),
         row(&["drill", "latest", "--source", "app", "--json"], 0, |r| {
-            assert_eq!(json::<crate::common::Drill>(r).result, "passed")
+            assert_eq!(json::<Drill>(r).result, "passed")
         }),
         row(
             &[
@@ -111,26 +104,29 @@ fn every_command_runs_from_flags_and_environment_alone() {
                 "--json",
             ],
             0,
-            |r| assert_eq!(json::<Value>(r)["source"], "app"),
+            |r| assert_eq!(json::<Decrypted>(r).source, "app"),
         ),
         row(
             &[
                 "restore", "latest", "--source", "app", "--to", &copy, "--json",
             ],
             0,
-            |r| assert_eq!(json::<Value>(r)["source"], "app"),
+            |r| assert_eq!(json::<RestoreReport>(r).source, "app"),
         ),
         // The whole job for a URL source: backup and drill; no retention given, no prune.
         row(&["run", "--source", &url, "--json"], 0, |r| {
-            let v: Value = json(r);
-            assert!(v["drill"]["error"].is_null(), "{v:#}");
-            assert!(v["prune"].is_null(), "{v:#}");
+            let v: JobReport = json(r);
             assert!(
-                v["prune_skipped"]
-                    .as_str()
+                v.drill.as_ref().and_then(|d| d.error.as_ref()).is_none(),
+                "{v:#?}"
+            );
+            assert!(v.prune.is_none(), "{v:#?}");
+            assert!(
+                v.prune_skipped
+                    .as_deref()
                     .unwrap()
                     .contains("no retention configured"),
-                "{v:#}"
+                "{v:#?}"
             );
         }),
         row(
@@ -173,7 +169,7 @@ fn every_command_runs_from_flags_and_environment_alone() {
         row(
             &["keygen", "-o", newkey.to_str().unwrap(), "--json"],
             0,
-            |r| assert!(json::<Value>(r)["key_id"].is_string()),
+            |r| assert!(!json::<NewKey>(r).key_id.is_empty()),
         ),
     ];
     for r in rows {
@@ -213,15 +209,8 @@ fn write_config(path: &Path, repo: &str) {
 fn file_used(cli: &Cli, extra: &[&str]) -> String {
     let mut args = extra.to_vec();
     args.extend(["check", "--json"]);
-    let r = cli.run(&args);
-    let items: Vec<Value> = json(&r);
-    items
-        .iter()
-        .find(|i| i["subject"] == "configuration" && i["check"] == "file")
-        .unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let items: Vec<CheckItem> = json(&cli.run(&args));
+    check_item(&items, "configuration", "file").detail.clone()
 }
 
 #[test]
@@ -440,15 +429,9 @@ fn s3_settings_come_as_the_aws_tools_read_them() {
         .clone_with("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
         .ok(&["list"]);
     // check says where the credentials came from.
-    let items: Vec<Value> = json(&profiled.run(&["check", "--json"]));
-    let keys = items.iter().find(|i| i["check"] == "s3 keys").unwrap();
-    assert!(
-        keys["detail"]
-            .as_str()
-            .unwrap()
-            .contains("AWS profile \"weed\""),
-        "{keys}"
-    );
+    let items: Vec<CheckItem> = json(&profiled.run(&["check", "--json"]));
+    let keys = items.iter().find(|i| i.check == "s3 keys").unwrap();
+    assert!(keys.detail.contains("AWS profile \"weed\""), "{keys:?}");
 }
 
 #[test]
@@ -523,7 +506,7 @@ fn an_unknown_source_name_lists_the_configured_ones() {
 fn quiet_says_only_the_result_and_verbose_says_more() {
     let src = Source::start();
     src.create_db("app", "CREATE TABLE t AS SELECT 1 AS x");
-    let repo = crate::common::Repo::local();
+    let repo = Repo::local();
     let r = repo.cli.ok(&["-q", "backup", "--source", &src.url("app")]);
     assert_eq!(r.stderr, "", "-q printed on stderr");
     assert_eq!(r.stdout.trim().len(), 23, "the snapshot id: {}", r.stdout);

@@ -8,11 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use offsitedb::cluster::ClusterOptions;
-use offsitedb::storage::s3::S3Store;
-use offsitedb::storage::{ReadStore, WriteStore};
 use serde_json::Value;
 
-use crate::common::{Cli, DB_PASSWORD, SeaweedFs, Source, keygen, list_json, project_dir};
+use crate::common::{Cli, DB_PASSWORD, Drill, Repo, Snapshot, Source, json, project_dir};
 use crate::roundtrip::{RICH_SQL, fingerprint};
 
 /// The npm server binaries of `major`.
@@ -57,60 +55,27 @@ pub(crate) fn source(major: u32, dirs: &[PathBuf]) -> Source {
     src
 }
 
-/// A repository in a SeaweedFS bucket with its key, and a CLI that finds every installed
-/// PostgreSQL.
-struct Repo {
-    _dir: tempfile::TempDir,
-    weed: SeaweedFs,
-    path: String,
-    key: PathBuf,
-    cli: Cli,
+/// A repository in a SeaweedFS bucket with its key, and a CLI that finds the PostgreSQL
+/// programs in `bin_dirs`.
+fn drill_repo(bin_dirs: &[PathBuf]) -> Repo {
+    Repo::s3("drills").env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(bin_dirs))
 }
 
-impl Repo {
-    fn new(bin_dirs: &[PathBuf]) -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        let key = keygen(dir.path(), "master.key");
-        let weed = SeaweedFs::start();
-        let path = weed.repo_url("drills");
-        let cli = Cli::new()
-            .s3()
-            .env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(bin_dirs))
-            .env("OFFSITEDB_REPO", &path)
-            .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
-        Repo {
-            _dir: dir,
-            weed,
-            path,
-            key,
-            cli,
-        }
-    }
+/// Debian's PostgreSQL 15 programs.
+fn pg15() -> Vec<PathBuf> {
+    vec![PathBuf::from("/usr/lib/postgresql/15/bin")]
+}
 
-    /// The repository's objects, through the library (to tamper with them).
-    fn store(&self) -> S3Store {
-        self.weed.store("drills")
-    }
+/// A PostgreSQL 15 source with database `app` made by `sql`, and a repository for it.
+fn app_on_15(sql: &str) -> (Source, Repo) {
+    let src = source(15, &pg15());
+    src.create_db("app", sql);
+    (src, drill_repo(&pg15()))
+}
 
-    fn backup(&self, url: &str, name: &str) -> Value {
-        let r = self
-            .cli
-            .ok(&["backup", "--source", url, "--name", name, "--json"]);
-        serde_json::from_str(&r.stdout).unwrap()
-    }
-
-    fn manifest(&self, id: &str) -> Value {
-        let r = self.cli.ok(&["show", id, "--json"]);
-        serde_json::from_str(&r.stdout).unwrap()
-    }
-
-    fn drill(&self, id: &str, extra: &[&str]) -> (i32, Value, String) {
-        let mut args = vec!["drill", id, "--json"];
-        args.extend_from_slice(extra);
-        let r = self.cli.run(&args);
-        let v = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
-        (r.code, v, r.stderr)
-    }
+/// The status `list --json` gives snapshot `id`.
+fn status_of(list: &[Snapshot], id: &str) -> String {
+    list.iter().find(|s| s.id == id).unwrap().status.clone()
 }
 
 /// Every table's `SELECT count(*) FROM ONLY` on the source, by "schema.name".
@@ -145,27 +110,24 @@ fn source_counts(src: &Source, db: &str) -> std::collections::BTreeMap<String, i
         .collect()
 }
 
-/// A passing drill whose per-table rows equal the source's counts, table for table.
-fn assert_drill_matches_source(drill: &Value, src: &Source, db: &str) {
-    assert_eq!(drill["result"], "passed", "{drill:#}");
+/// A passing drill whose per-table rows equal the source's counts, table for table, and its four
+/// timings (numbers: `Drill` does not parse without them).
+fn assert_drill_matches_source(drill: &Drill, src: &Source, db: &str) {
+    assert_eq!(drill.result, "passed", "{drill:#?}");
     let counts = source_counts(src, db);
-    let tables = drill["tables"].as_array().unwrap();
+    let tables = &drill.tables;
     let mut seen = 0;
     for t in tables {
-        let name = format!(
-            "{}.{}",
-            t["schema"].as_str().unwrap(),
-            t["name"].as_str().unwrap()
-        );
+        let name = format!("{}.{}", t.schema, t.name);
         if name == "pg_catalog.pg_largeobject" {
             continue;
         }
         let want = counts
             .get(&name)
             .unwrap_or_else(|| panic!("drill lists {name}, which the source lacks"));
-        assert_eq!(t["expected_rows"].as_i64(), Some(*want), "{name}");
-        assert_eq!(t["restored_rows"].as_i64(), Some(*want), "{name}");
-        assert_eq!(t["digest_ok"], true, "{name}");
+        assert_eq!(t.expected_rows as i64, *want, "{name}");
+        assert_eq!(t.restored_rows.map(|n| n as i64), Some(*want), "{name}");
+        assert_eq!(t.digest_ok, Some(true), "{name}");
         seen += 1;
     }
     // Every table with data is drilled (partitioned parents hold none of their own).
@@ -174,8 +136,14 @@ fn assert_drill_matches_source(drill: &Value, src: &Source, db: &str) {
         counts.len(),
         "tables drilled vs source tables: {tables:#?} {counts:#?}"
     );
-    for k in ["download", "restore", "verify", "total"] {
-        assert!(drill["timings"][k].as_f64().is_some(), "timing {k}");
+    let t = &drill.timings;
+    for (k, s) in [
+        ("download", t.download),
+        ("restore", t.restore),
+        ("verify", t.verify),
+        ("total", t.total),
+    ] {
+        assert!(s >= 0.0, "timing {k}: {s}");
     }
 }
 
@@ -184,45 +152,37 @@ fn rich_round_trip(major: u32, server_dirs: Vec<PathBuf>) {
     dirs.push(pypi_18());
     let src = source(major, &dirs);
     src.create_db("shop", RICH_SQL);
-    let repo = Repo::new(&dirs);
+    let repo = drill_repo(&dirs);
     let b = repo.backup(&src.url("shop"), "shop");
-    let id = b["id"].as_str().unwrap();
-    let m = repo.manifest(id);
-    assert_eq!(m["verification"]["method"], "archive_digest", "{m:#}");
-    assert_eq!(m["status"], "not_drilled");
+    let id = b.id.as_str();
+    let m = repo.show(id);
+    assert_eq!(m.verification.method, "archive_digest", "{m:#?}");
+    assert_eq!(m.status, "not_drilled");
 
-    let (code, drill, stderr) = repo.drill(id, &[]);
-    assert_eq!(code, 0, "{stderr}");
+    let (r, drill) = repo.drill(id, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_drill_matches_source(&drill, &src, "shop");
-    let lo = drill["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "pg_largeobject")
-        .expect("large objects are drilled");
-    assert_eq!(lo["restored_rows"], 2);
-    assert_eq!(lo["digest_ok"], true);
+    let lo = drill.table("pg_largeobject");
+    assert_eq!(lo.restored_rows, Some(2));
+    assert_eq!(lo.digest_ok, Some(true));
     assert!(
-        drill["server_version"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{major}.")),
-        "{drill:#}"
+        drill.server_version.starts_with(&format!("{major}.")),
+        "{drill:#?}"
     );
 
-    let list = list_json(&repo.cli, &repo.path, &repo.key);
-    assert_eq!(list[0]["status"], "sealed");
-    assert!(list[0]["tested_restore_seconds"].as_f64().unwrap() > 0.0);
+    let list = repo.list(None);
+    assert_eq!(list[0].status, "sealed");
+    assert!(list[0].tested_restore_seconds.unwrap() > 0.0);
     let human = repo.cli.ok(&["list"]).stdout;
     assert!(human.contains("sealed"), "{human}");
-    let m = repo.manifest(id);
-    assert_eq!(m["status"], "sealed");
-    assert_eq!(m["last_drill"]["result"], "passed");
+    let m = repo.show(id);
+    assert_eq!(m.status, "sealed");
+    assert_eq!(m.last_drill.expect("the last drill").result, "passed");
 }
 
 #[test]
 fn drill_proves_the_rich_database_on_15() {
-    rich_round_trip(15, vec![PathBuf::from("/usr/lib/postgresql/15/bin")]);
+    rich_round_trip(15, pg15());
 }
 
 #[test]
@@ -245,22 +205,19 @@ fn matrix(major: u32) {
          INSERT INTO z DEFAULT VALUES;
          SELECT lo_from_bytea(0, '\\xdeadbeef');",
     );
-    let repo = Repo::new(&dirs);
+    let repo = drill_repo(&dirs);
     let b = repo.backup(&src.url("app"), "app");
-    let m = repo.manifest(b["id"].as_str().unwrap());
+    let m = repo.show(&b.id);
     let want_dump = if major <= 15 { 15 } else { 18 };
-    assert_eq!(m["dump"]["major"], want_dump, "{:#}", m["dump"]);
-    assert_eq!(m["server"]["major"], major);
-    assert_eq!(m["verification"]["method"], "archive_digest");
-    let (code, drill, stderr) = repo.drill("latest", &[]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(m.dump.major, want_dump, "{:#?}", m.dump);
+    assert_eq!(m.server.major, major);
+    assert_eq!(m.verification.method, "archive_digest");
+    let (r, drill) = repo.drill("latest", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_drill_matches_source(&drill, &src, "app");
     assert!(
-        drill["server_version"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{major}.")),
-        "{drill:#}"
+        drill.server_version.starts_with(&format!("{major}.")),
+        "{drill:#?}"
     );
 
     // And `restore` puts it back into a server of the same major, whichever pg_restore it
@@ -310,7 +267,7 @@ fn a_source_newer_than_every_pg_dump_is_refused() {
     let dirs = vec![npm_server(18)];
     let src = source(18, &dirs);
     src.create_db("app", "CREATE TABLE t (id int)");
-    let repo = Repo::new(&dirs);
+    let repo = drill_repo(&dirs);
     let r = repo.cli.fails(
         &["backup", "--source", &src.url("app"), "--name", "app"],
         9,
@@ -326,10 +283,7 @@ fn a_source_newer_than_every_pg_dump_is_refused() {
 fn a_manifest_from_another_dump_fails_the_drill() {
     use offsitedb::crypto::{MasterKey, seal_bytes, unseal_bytes};
 
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db(
-        "app",
+    let (src, repo) = app_on_15(
         "CREATE TABLE orders (id int, total numeric);
          INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 1000) g;
          CREATE TABLE notes (id int, body text);
@@ -337,7 +291,6 @@ fn a_manifest_from_another_dump_fails_the_drill() {
          CREATE TABLE stable (id int);
          INSERT INTO stable SELECT generate_series(1, 10);",
     );
-    let repo = Repo::new(&dirs);
     let first = repo.backup(&src.url("app"), "app");
     src.cluster
         .execute(
@@ -348,6 +301,8 @@ fn a_manifest_from_another_dump_fails_the_drill() {
     let second = repo.backup(&src.url("app"), "app");
 
     // The second snapshot's manifest gets the first one's view of the data.
+    // Read and written as `Value`, on purpose: every field of the manifest goes back as it was,
+    // but the one swapped in.
     let key = MasterKey::load_file(&repo.key, &mut |_| {}).unwrap();
     let store = repo.store();
     let manifest_key = |id: &str| format!("snapshots/app/{id}/manifest");
@@ -355,8 +310,8 @@ fn a_manifest_from_another_dump_fails_the_drill() {
         let sealed = store.get_bytes(&manifest_key(id)).unwrap();
         serde_json::from_slice(&unseal_bytes(&key, &sealed).unwrap()).unwrap()
     };
-    let a = read(first["id"].as_str().unwrap());
-    let second_id = second["id"].as_str().unwrap();
+    let a = read(&first.id);
+    let second_id = second.id.as_str();
     let mut b = read(second_id);
     b["verification"] = a["verification"].clone();
     store
@@ -366,40 +321,26 @@ fn a_manifest_from_another_dump_fails_the_drill() {
         )
         .unwrap();
 
-    let (code, drill, stderr) = repo.drill(second_id, &[]);
-    assert_eq!(code, 12, "{stderr}");
-    assert_eq!(drill["result"], "failed");
-    let problems = drill["problems"].to_string();
+    let (r, drill) = repo.drill(second_id, &[]);
+    assert_eq!(r.code, 12, "{}", r.stderr);
+    assert_eq!(drill.result, "failed");
+    let problems = drill.problems.join("\n");
     assert!(problems.contains("public.orders"), "{problems}");
     assert!(problems.contains("public.notes"), "{problems}");
     assert!(!problems.contains("public.stable"), "{problems}");
-    let by_name = |n: &str| {
-        drill["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == n)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(by_name("orders")["digest_ok"], false);
-    assert_eq!(by_name("orders")["restored_rows"], 1000);
-    assert_eq!(by_name("notes")["expected_rows"], 100);
-    assert_eq!(by_name("notes")["restored_rows"], 101);
-    assert_eq!(by_name("stable")["digest_ok"], true);
+    assert_eq!(drill.table("orders").digest_ok, Some(false));
+    assert_eq!(drill.table("orders").restored_rows, Some(1000));
+    assert_eq!(drill.table("notes").expected_rows, 100);
+    assert_eq!(drill.table("notes").restored_rows, Some(101));
+    assert_eq!(drill.table("stable").digest_ok, Some(true));
     assert!(
-        stderr.contains("error: drill of app/"),
-        "one error line at the end: {stderr}"
+        r.stderr.contains("error: drill of app/"),
+        "one error line at the end: {}",
+        r.stderr
     );
-    let list = list_json(&repo.cli, &repo.path, &repo.key);
-    let status = |id: &str| {
-        list.iter().find(|s| s["id"] == id).unwrap()["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(status(first["id"].as_str().unwrap()), "not_drilled");
-    assert_eq!(status(second_id), "drill_failed");
+    let list = repo.list(None);
+    assert_eq!(status_of(&list, &first.id), "not_drilled");
+    assert_eq!(status_of(&list, second_id), "drill_failed");
     let human = repo.cli.ok(&["list"]).stdout;
     assert!(human.contains("drill failed"), "{human}");
 }
@@ -407,20 +348,15 @@ fn a_manifest_from_another_dump_fails_the_drill() {
 /// A stored object with one flipped byte fails the drill before anything is restored.
 #[test]
 fn a_damaged_object_fails_the_drill_and_is_recorded() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db(
-        "app",
+    let (src, repo) = app_on_15(
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g",
     );
-    let repo = Repo::new(&dirs);
     let b = repo.backup(&src.url("app"), "app");
-    flip_a_byte(&repo, b["id"].as_str().unwrap());
-    let (code, drill, stderr) = repo.drill("latest", &[]);
-    assert_eq!(code, 7, "{stderr}");
-    assert_eq!(drill["result"], "failed");
-    let list = list_json(&repo.cli, &repo.path, &repo.key);
-    assert_eq!(list[0]["status"], "drill_failed");
+    flip_a_byte(&repo, &b.id);
+    let (r, drill) = repo.drill("latest", &[]);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert_eq!(drill.result, "failed");
+    assert_eq!(repo.list(None)[0].status, "drill_failed");
 }
 
 /// Restoring into a server older than its pg_restore goes through psql: a failing statement
@@ -435,7 +371,7 @@ fn a_restore_through_psql_commits_nothing_when_it_fails() {
          CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
          CREATE TABLE w (id int);",
     );
-    let repo = Repo::new(&dirs);
+    let repo = drill_repo(&dirs);
     let b = repo.backup(&src.url("app"), "app");
     let tables = |db: &str| {
         src.scalar_i64(
@@ -458,7 +394,7 @@ fn a_restore_through_psql_commits_nothing_when_it_fails() {
     assert_eq!(tables("clash"), 0, "a failed restore left tables behind");
 
     // A flipped byte in the stored object: caught, nothing restored.
-    flip_a_byte(&repo, b["id"].as_str().unwrap());
+    flip_a_byte(&repo, &b.id);
     src.create_db("empty", "");
     repo.cli.fails(
         &["restore", "latest", "--to", &src.url("empty")],
@@ -472,14 +408,10 @@ fn a_restore_through_psql_commits_nothing_when_it_fails() {
 /// table's, with the inspector and with the snapshot-count fallback alike.
 #[test]
 fn concurrent_writes_do_not_disturb_the_counts() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db(
-        "app",
+    let (src, repo) = app_on_15(
         "CREATE TABLE busy (id bigserial PRIMARY KEY, v text);
          INSERT INTO busy (v) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 150000) g;",
     );
-    let repo = Repo::new(&dirs);
     for method in ["archive_digest", "snapshot_counts"] {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
@@ -502,32 +434,21 @@ fn concurrent_writes_do_not_disturb_the_counts() {
         } else {
             repo.cli.clone_with("OFFSITEDB_NOTHING", "")
         };
-        let r = cli.ok(&[
-            "backup",
-            "--source",
-            &src.url("app"),
-            "--name",
-            "app",
-            "--json",
-        ]);
+        let b = cli.backup(&src.url("app"), "app");
         std::thread::sleep(std::time::Duration::from_millis(200));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let inserted = writer.join().unwrap();
         assert!(inserted > 10, "the writer must have run during the backup");
-        let id = serde_json::from_str::<Value>(&r.stdout).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let m = repo.manifest(&id);
-        assert_eq!(m["verification"]["method"], method);
-        let busy = m["verification"]["tables"]
-            .as_array()
-            .unwrap()
+        let id = b.id;
+        let m = repo.show(&id);
+        assert_eq!(m.verification.method, method);
+        let busy = m
+            .verification
+            .tables
             .iter()
-            .find(|t| t["name"] == "busy")
-            .unwrap()
-            .clone();
-        let in_manifest = busy["rows"].as_i64().unwrap();
+            .find(|t| t.name == "busy")
+            .unwrap();
+        let in_manifest = busy.rows as i64;
         let live = src.scalar_i64("app", "SELECT count(*) FROM busy");
         assert!(in_manifest < live, "manifest {in_manifest}, live {live}");
 
@@ -539,10 +460,10 @@ fn concurrent_writes_do_not_disturb_the_counts() {
             src.scalar_i64(&target, "SELECT count(*) FROM busy"),
             in_manifest
         );
-        let (code, drill, stderr) = repo.drill(&id, &[]);
-        assert_eq!(code, 0, "{stderr}");
-        assert_eq!(drill["result"], "passed");
-        assert_eq!(drill["method"], method);
+        let (r, drill) = repo.drill(&id, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(drill.result, "passed");
+        assert_eq!(drill.method, method);
     }
 }
 
@@ -558,23 +479,19 @@ fn a_missing_extension_is_named_with_its_package() {
          INSERT INTO items VALUES (1, '[1,2,3]'), (2, '[4,5,6]');",
     );
     // The npm build of 18 comes first for the drill cluster: it has no pgvector.
-    let repo = Repo::new(&[npm_server(18), pypi.clone()]);
+    let repo = drill_repo(&[npm_server(18), pypi.clone()]);
     repo.backup(&src.url("ai"), "ai");
     let r = repo
         .cli
         .fails(&["drill", "latest"], 9, "extension \"vector\"");
     assert!(r.stderr.contains("postgresql-18-pgvector"), "{}", r.stderr);
-    let list = list_json(&repo.cli, &repo.path, &repo.key);
-    assert_eq!(list[0]["status"], "not_drilled");
+    assert_eq!(repo.list(None)[0].status, "not_drilled");
 
     // Where the extension exists, the same snapshot passes.
-    let repo_pypi_first = Cli::new()
-        .s3()
-        .env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(&[pypi]))
-        .env("OFFSITEDB_REPO", &repo.path)
-        .env("OFFSITEDB_KEY_FILE", repo.key.to_str().unwrap());
-    let r = repo_pypi_first.ok(&["drill", "latest", "--json"]);
-    let drill: Value = serde_json::from_str(&r.stdout).unwrap();
+    let repo_pypi_first = repo
+        .cli
+        .clone_with("OFFSITEDB_PG_BIN_DIRS", &join_dirs(&[pypi]));
+    let drill: Drill = json(&repo_pypi_first.ok(&["drill", "latest", "--json"]));
     assert_drill_matches_source(&drill, &src, "ai");
 }
 
@@ -583,7 +500,7 @@ fn a_missing_extension_is_named_with_its_package() {
 /// server that lacks the policy's role, the drill fails naming the role and the fix.
 #[test]
 fn roles_referenced_by_the_dump_are_handled_or_named() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let dirs = pg15();
     let src = source(15, &dirs);
     src.cluster
         .execute(
@@ -600,12 +517,12 @@ fn roles_referenced_by_the_dump_are_handled_or_named() {
          ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
          CREATE POLICY own_docs ON docs TO alice USING (owner = current_user);",
     );
-    let repo = Repo::new(&dirs);
+    let repo = drill_repo(&dirs);
     repo.backup(&src.url("app"), "app");
-    let (code, drill, stderr) = repo.drill("latest", &[]);
-    assert_eq!(code, 0, "{stderr}");
+    let (r, drill) = repo.drill("latest", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_drill_matches_source(&drill, &src, "app");
-    let notes = drill["notes"].to_string();
+    let notes = drill.notes.join("\n");
     assert!(notes.contains("--no-owner --no-privileges"), "{notes}");
     assert!(notes.contains("alice"), "{notes}");
 
@@ -613,11 +530,11 @@ fn roles_referenced_by_the_dump_are_handled_or_named() {
     // and how to fix it; with the role created there, it passes.
     let scratch = source(15, &dirs);
     let server = scratch.url("postgres");
-    let (code, drill, stderr) = repo.drill("latest", &["--drill-server", &server]);
-    assert_eq!(code, 12, "{stderr}");
-    let problems = drill["problems"].to_string();
+    let (r, drill) = repo.drill("latest", &["--drill-server", &server]);
+    assert_eq!(r.code, 12, "{}", r.stderr);
+    let problems = drill.problems.join("\n");
     assert!(
-        problems.contains("refers to role \\\"alice\\\"")
+        problems.contains("refers to role \"alice\"")
             && problems.contains("CREATE ROLE alice NOLOGIN"),
         "{problems}"
     );
@@ -625,8 +542,8 @@ fn roles_referenced_by_the_dump_are_handled_or_named() {
         .cluster
         .execute("postgres", "CREATE ROLE alice NOLOGIN")
         .unwrap();
-    let (code, drill, stderr) = repo.drill("latest", &["--drill-server", &server]);
-    assert_eq!(code, 0, "{stderr}");
+    let (r, drill) = repo.drill("latest", &["--drill-server", &server]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_drill_matches_source(&drill, &src, "app");
 }
 
@@ -634,16 +551,11 @@ fn roles_referenced_by_the_dump_are_handled_or_named() {
 /// the sizes; the small disk is left as it was.
 #[test]
 fn not_enough_disk_is_reported_up_front() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db(
-        "app",
+    let (src, repo) = app_on_15(
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g",
     );
-    let repo = Repo::new(&dirs);
     let b = repo.backup(&src.url("app"), "app");
-    let m = repo.manifest(b["id"].as_str().unwrap());
-    let plain = m["sizes"]["plain_bytes"].as_u64().unwrap();
+    let plain = repo.show(&b.id).sizes.plain_bytes;
 
     let small = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("mount")
@@ -682,17 +594,13 @@ fn not_enough_disk_is_reported_up_front() {
     );
     assert!(r.stderr.contains(&sizes), "{sizes}: {}", r.stderr);
     assert_eq!(std::fs::read_dir(small.path()).unwrap().count(), 0);
-    let list = list_json(&repo.cli, &repo.path, &repo.key);
-    assert_eq!(list[0]["status"], "not_drilled");
+    assert_eq!(repo.list(None)[0].status, "not_drilled");
 }
 
 /// A PostgreSQL 15 source with the rich database "app" backed up, and a scratch server.
 fn rich_source_and_scratch() -> (Source, Source, Repo) {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db("app", RICH_SQL);
-    let scratch = source(15, &dirs);
-    let repo = Repo::new(&dirs);
+    let (src, repo) = app_on_15(RICH_SQL);
+    let scratch = source(15, &pg15());
     repo.backup(&src.url("app"), "app");
     (src, scratch, repo)
 }
@@ -701,11 +609,11 @@ fn rich_source_and_scratch() -> (Source, Source, Repo) {
 #[test]
 fn drill_on_a_scratch_server() {
     let (src, scratch, repo) = rich_source_and_scratch();
-    let (code, drill, stderr) = repo.drill("latest", &["--drill-server", &scratch.url("postgres")]);
-    assert_eq!(code, 0, "{stderr}");
+    let (r, drill) = repo.drill("latest", &["--drill-server", &scratch.url("postgres")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_drill_matches_source(&drill, &src, "app");
-    assert!(drill["target"].as_str().unwrap().contains("127.0.0.1"));
-    assert!(!drill.to_string().contains(DB_PASSWORD));
+    assert!(drill.target.contains("127.0.0.1"));
+    assert!(!r.stdout.contains(DB_PASSWORD));
     let left = scratch.scalar_i64(
         "postgres",
         "SELECT count(*) FROM pg_database WHERE datname LIKE 'offsitedb_drill%'",
@@ -756,7 +664,7 @@ fn the_streamed_restore_is_complete() {
         .cli
         .clone_with("OFFSITEDB_DRILL_BATCH_KIB", "1")
         .env("OFFSITEDB_DRILL_SPLIT_MIB", "0");
-    let (code, drill, stderr) = repo.drill(
+    let (r, drill) = repo.drill(
         "latest",
         &[
             "--drill-server",
@@ -766,9 +674,9 @@ fn the_streamed_restore_is_complete() {
             "3",
         ],
     );
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_drill_matches_source(&drill, &src, "app");
-    assert_eq!(drill["jobs"], 3);
+    assert_eq!(drill.jobs, 3);
     let kept: String = scratch
         .client("postgres")
         .query_one(
@@ -777,7 +685,7 @@ fn the_streamed_restore_is_complete() {
         )
         .unwrap()
         .get(0);
-    assert!(drill["notes"].to_string().contains(&kept), "{drill:#}");
+    assert!(drill.notes.join("\n").contains(&kept), "{drill:#?}");
     assert_eq!(fingerprint(&scratch, &kept), fingerprint(&src, "app"));
     for sql in [
         "SELECT count(*) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
@@ -835,7 +743,7 @@ fn flip_a_byte(repo: &Repo, id: &str) {
 
 #[test]
 fn a_table_that_does_not_load_fails_the_drill() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
+    let dirs = pg15();
     let src = source(15, &dirs);
     // And an index whose function calls another by a name that only resolves with the
     // source's search_path: post-data fails for it in the restore, and the drill must say so.
@@ -846,37 +754,18 @@ fn a_table_that_does_not_load_fails_the_drill() {
          CREATE FUNCTION outer_f(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT inner_f($1)';
          CREATE INDEX plain_f ON plain (outer_f(id));",
     );
-    let repo = Repo::new(&dirs);
+    let repo = drill_repo(&dirs);
     let counted = repo.cli.clone_with("OFFSITEDB_VERIFY", "counts");
     for cli in [&repo.cli, &counted] {
-        let b: Value = serde_json::from_str(
-            &cli.ok(&[
-                "backup",
-                "--source",
-                &src.url("app"),
-                "--name",
-                "app",
-                "--json",
-            ])
-            .stdout,
-        )
-        .unwrap();
-        let id = b["id"].as_str().unwrap();
-        let r = repo.cli.run(&["drill", id, "--json"]);
+        let b = cli.backup(&src.url("app"), "app");
+        let (r, drill) = repo.drill(&b.id, &[]);
         assert_eq!(r.code, 12, "{}", r.stderr);
-        let drill: Value = serde_json::from_str(&r.stdout).unwrap();
-        let problems = drill["problems"].to_string();
+        let problems = drill.problems.join("\n");
         assert!(problems.contains("guarded"), "{problems}");
         assert!(problems.contains("violates check constraint"), "{problems}");
         assert!(problems.contains("inner_f"), "{problems}");
         assert!(!problems.contains("public.plain"), "{problems}");
-        let plain = drill["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "plain")
-            .unwrap();
-        assert_eq!(plain["restored_rows"], 100, "{drill:#}");
+        assert_eq!(drill.table("plain").restored_rows, Some(100), "{drill:#?}");
     }
 }
 
@@ -890,16 +779,16 @@ fn programs_are_found_through_pg_bin_dirs_and_path() {
         "app",
         "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
+    let f = Repo::local();
     let config = |bin_dirs: &str| {
         format!(
-            "{bin_dirs}\n[repository]\nurl = \"{}/repo\"\nkey_file = \"{}\"\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\n",
-            dir.path().display(),
-            key.display(),
+            "{bin_dirs}\n[repository]\nurl = \"{}\"\nkey_file = \"{}\"\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\n",
+            f.url,
+            f.key.display(),
             src.url("app")
         )
     };
+    let dir = &f.dir;
     let with_dirs = dir.path().join("with-dirs.toml");
     std::fs::write(
         &with_dirs,
@@ -922,11 +811,12 @@ fn programs_are_found_through_pg_bin_dirs_and_path() {
     let backup_and_drill = |cli: &Cli, config: &Path| {
         let cfg = config.to_str().unwrap();
         cli.ok(&["--config", cfg, "backup"]);
-        let r = cli.ok(&["--config", cfg, "drill", "latest", "--json"]);
-        let drill: Value = serde_json::from_str(&r.stdout).unwrap();
-        assert_eq!(drill["result"], "passed");
-        for field in ["server_version", "pg_restore_version"] {
-            let v = drill[field].as_str().unwrap();
+        let drill: Drill = json(&cli.ok(&["--config", cfg, "drill", "latest", "--json"]));
+        assert_eq!(drill.result, "passed");
+        for (field, v) in [
+            ("server_version", &drill.server_version),
+            ("pg_restore_version", &drill.pg_restore_version),
+        ] {
             assert!(v.starts_with("18."), "{field} {v}");
         }
     };
@@ -956,27 +846,17 @@ fn a_drill_stopped_by_sigterm_records_nothing_and_leaves_nothing() {
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db(
-        "app",
+    let (src, repo) = app_on_15(
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 3)::text) AS v
            FROM generate_series(1, 3000000) g",
     );
-    let repo = Repo::new(&dirs);
     repo.backup(&src.url("app"), "app");
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let tmp_path = tmp.path().to_str().unwrap().to_string();
     let cli = repo.cli.clone_with("OFFSITEDB_TMPDIR", &tmp_path);
-    let child = cli
-        .command(crate::common::offsitedb_bin())
-        .args(["drill", "latest"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cli.spawn(&["drill", "latest"]);
     // In the middle: the throwaway server has run in the work folder for a while, loading rows.
     let mut server_seen: Option<Instant> = None;
     let out = crate::common::sigterm_when(child, "the drill loading rows", || {
@@ -1003,8 +883,7 @@ fn a_drill_stopped_by_sigterm_records_nothing_and_leaves_nothing() {
         keys.iter().all(|k| !k.contains("/drills/")),
         "a drill record was written: {keys:?}"
     );
-    let list = list_json(&repo.cli, &repo.path, &repo.key);
-    assert_eq!(list[0]["status"], "not_drilled");
+    assert_eq!(repo.list(None)[0].status, "not_drilled");
     let t = Instant::now();
     while !processes_mentioning(&tmp_path).is_empty() {
         assert!(
@@ -1023,19 +902,15 @@ fn a_drill_stopped_by_sigterm_records_nothing_and_leaves_nothing() {
 /// refused before anything starts.
 #[test]
 fn many_jobs_fit_in_the_drill_cluster() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db(
-        "app",
+    let (src, repo) = app_on_15(
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
          CREATE INDEX ON t (v);",
     );
-    let repo = Repo::new(&dirs);
     repo.backup(&src.url("app"), "app");
-    let (code, drill, stderr) = repo.drill("latest", &["--jobs", "12"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(drill["jobs"], 12);
+    let (r, drill) = repo.drill("latest", &["--jobs", "12"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(drill.jobs, 12);
     assert_drill_matches_source(&drill, &src, "app");
     repo.cli
         .fails(&["drill", "latest", "--jobs", "65"], 3, "--jobs 65");
@@ -1093,7 +968,7 @@ fn awkward_but_correct_databases_pass_their_drills() {
                FROM generate_series(1, 300) g;",
         )
         .unwrap();
-    let mut repo = Repo::new(&dirs);
+    let mut repo = drill_repo(&dirs);
     // Tiny batches over three connections, and every table read in block ranges.
     repo.cli = repo
         .cli
@@ -1102,48 +977,32 @@ fn awkward_but_correct_databases_pass_their_drills() {
     let with_tz = repo
         .cli
         .clone_with("PGOPTIONS", "-c TimeZone=Pacific/Chatham");
-    let r = with_tz.ok(&[
-        "backup",
-        "--source",
-        &src.url("postgres"),
-        "--name",
-        "app",
-        "--json",
-    ]);
-    let backup: Value = serde_json::from_str(&r.stdout).unwrap();
-    let id = backup["id"].as_str().unwrap();
-    let manifest = repo.manifest(id);
-    let copies = manifest.to_string();
+    let backup = with_tz.backup(&src.url("postgres"), "app");
+    let id = backup.id.as_str();
+    let manifest = repo.show(id);
+    let copies: Vec<&str> = manifest
+        .verification
+        .tables
+        .iter()
+        .filter_map(|t| t.copy.as_deref())
+        .collect();
     assert!(
-        copies.contains("COPY public.p (c, v) FROM stdin;"),
-        "pg_dump wrote the partitions through their root: {copies}"
+        copies
+            .iter()
+            .any(|c| c.contains("COPY public.p (c, v) FROM stdin;")),
+        "pg_dump wrote the partitions through their root: {copies:?}"
     );
 
-    let (code, drill, stderr) = repo.drill(id, &["--jobs", "3"]);
-    assert_eq!(code, 0, "{stderr}\n{drill:#}");
-    let table = |name: &str| {
-        drill["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == name)
-            .unwrap_or_else(|| panic!("no table {name} in {drill:#}"))
-            .clone()
-    };
-    let p = table("p");
-    assert_eq!(
-        (p["expected_rows"].as_u64(), p["restored_rows"].as_u64()),
-        (Some(999), Some(999))
-    );
-    assert_eq!(p["digest_ok"], true);
-    let cfg = table("cfg");
-    assert_eq!(
-        (cfg["expected_rows"].as_u64(), cfg["restored_rows"].as_u64()),
-        (Some(30), Some(30))
-    );
-    assert_eq!(cfg["digest_ok"], true);
-    assert_eq!(table("happened")["digest_ok"], true);
-    let notes = drill["notes"].to_string();
+    let (r, drill) = repo.drill(id, &["--jobs", "3"]);
+    assert_eq!(r.code, 0, "{}\n{drill:#?}", r.stderr);
+    let p = drill.table("p");
+    assert_eq!((p.expected_rows, p.restored_rows), (999, Some(999)));
+    assert_eq!(p.digest_ok, Some(true));
+    let cfg = drill.table("cfg");
+    assert_eq!((cfg.expected_rows, cfg.restored_rows), (30, Some(30)));
+    assert_eq!(cfg.digest_ok, Some(true));
+    assert_eq!(drill.table("happened").digest_ok, Some(true));
+    let notes = drill.notes.join("\n");
     assert!(
         notes.contains("restored as offsitedb_drill_postgres"),
         "{notes}"
@@ -1159,17 +1018,14 @@ fn awkward_but_correct_databases_pass_their_drills() {
 /// read as missing rows.
 #[test]
 fn row_level_security_does_not_hide_rows_from_a_drill() {
-    let dirs = vec![PathBuf::from("/usr/lib/postgresql/15/bin")];
-    let src = source(15, &dirs);
-    src.create_db(
-        "app",
+    let (src, repo) = app_on_15(
         "CREATE TABLE docs (id int, owner text);
          INSERT INTO docs SELECT g, 'user' || (g % 3) FROM generate_series(1, 90) g;
          ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
          ALTER TABLE docs FORCE ROW LEVEL SECURITY;
          CREATE POLICY mine ON docs USING (owner = current_user);",
     );
-    let scratch = source(15, &dirs);
+    let scratch = source(15, &pg15());
     scratch
         .cluster
         .execute(
@@ -1181,7 +1037,6 @@ fn row_level_security_does_not_hide_rows_from_a_drill() {
         "postgres://driller:drill-pw@127.0.0.1:{}/postgres",
         scratch.cluster.port()
     );
-    let repo = Repo::new(&dirs);
     repo.backup(&src.url("app"), "app");
     let counted = repo.cli.clone_with("OFFSITEDB_VERIFY", "counts");
     counted.ok(&["backup", "--source", &src.url("app"), "--name", "counted"]);
@@ -1196,13 +1051,14 @@ fn row_level_security_does_not_hide_rows_from_a_drill() {
             "--json",
         ]);
         assert_eq!(r.code, 0, "{source}: {}\n{}", r.stderr, r.stdout);
-        let drill: Value = serde_json::from_str(&r.stdout).unwrap();
-        assert_eq!(drill["tables"][0]["restored_rows"], 90, "{drill:#}");
+        let drill: Drill = json(&r);
+        assert_eq!(drill.tables[0].restored_rows, Some(90), "{drill:#?}");
         assert!(
-            drill["notes"]
-                .to_string()
+            drill
+                .notes
+                .join("\n")
                 .contains("FORCE ROW LEVEL SECURITY turned off"),
-            "{drill:#}"
+            "{drill:#?}"
         );
     }
 }

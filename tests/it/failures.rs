@@ -3,131 +3,76 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use offsitedb::storage::{ReadStore, WriteStore};
-
-use crate::common::{
-    Cli, SeaweedFs, Source, assert_interrupted, keygen, list_json, sigterm_when, tree,
-};
+use crate::common::{Repo, Snapshot, Source, assert_interrupted, json, keygen, sigterm_when, tree};
 
 const SMALL_SQL: &str = "CREATE TABLE t (id int PRIMARY KEY, v text);
                          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;";
 
-struct Fixture {
-    src: Source,
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    repo: String,
+/// A source with a small database `app` and a local repository holding one snapshot of it.
+fn with_snapshot() -> Repo {
+    let f = Repo::local().with_source("app", SMALL_SQL);
+    f.cli
+        .ok(&["backup", "--source", &f.src().url("app"), "--name", "app"]);
+    f
 }
 
-impl Fixture {
-    /// A source with a small database and a local repository holding one snapshot of it.
-    fn with_snapshot() -> Fixture {
-        let src = Source::start();
-        src.create_db("app", SMALL_SQL);
-        let dir = tempfile::tempdir().unwrap();
-        let key = keygen(dir.path(), "master.key");
-        let repo = dir.path().join("repo").display().to_string();
-        let f = Fixture {
-            src,
-            dir,
-            key,
-            repo,
-        };
-        f.cli()
-            .ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
-        f
-    }
+/// The repository folder, every entry with its size and hash.
+fn listing(f: &Repo) -> Vec<String> {
+    let t = tree(f.path());
+    assert!(!t.is_empty(), "the repository folder is empty");
+    t
+}
 
-    fn cli(&self) -> Cli {
-        Cli::new()
-    }
+/// The whole fixture folder (key files, outputs and the repository).
+fn everything(f: &Repo) -> Vec<String> {
+    tree(f.dir.path())
+}
 
-    fn args<'a>(&'a self, a: &[&'a str]) -> Vec<&'a str> {
-        let mut v = a.to_vec();
-        v.extend([
-            "--repo",
-            &self.repo,
-            "--key-file",
-            self.key.to_str().unwrap(),
-        ]);
-        v
-    }
+/// The first snapshot's data object.
+fn data_object(f: &Repo) -> PathBuf {
+    let s = &f.list(None)[0];
+    f.object(&s.source, &s.id, "data")
+}
 
-    /// The repository folder, every entry with its size and hash.
-    fn listing(&self) -> Vec<String> {
-        let t = tree(Path::new(&self.repo));
-        assert!(!t.is_empty(), "the repository folder is empty");
-        t
-    }
-
-    /// The whole fixture folder (key files, outputs and the repository).
-    fn everything(&self) -> Vec<String> {
-        tree(self.dir.path())
-    }
-
-    fn snapshots(&self) -> Vec<serde_json::Value> {
-        list_json(&self.cli(), &self.repo, &self.key)
-    }
-
-    fn data_object(&self) -> PathBuf {
-        let s = &self.snapshots()[0];
-        Path::new(&self.repo)
-            .join("snapshots")
-            .join(s["source"].as_str().unwrap())
-            .join(s["id"].as_str().unwrap())
-            .join("data")
-    }
-
-    fn table_count(&self, db: &str) -> i64 {
-        self.src.scalar_i64(
-            db,
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind = 'r' AND n.nspname = 'public'",
-        )
-    }
+fn table_count(src: &Source, db: &str) -> i64 {
+    src.scalar_i64(
+        db,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND n.nspname = 'public'",
+    )
 }
 
 #[test]
 fn missing_key() {
-    let f = Fixture::with_snapshot();
-    let before = f.listing();
-    let url = f.src.url("app");
+    let f = with_snapshot();
+    let before = listing(&f);
+    let url = f.src().url("app");
+    let no_key = f.cli.without("OFFSITEDB_KEY_FILE");
     for args in [
-        vec![
-            "backup", "--repo", &f.repo, "--source", &url, "--name", "app",
-        ],
-        vec!["list", "--repo", &f.repo],
+        vec!["backup", "--source", &url, "--name", "app"],
+        vec!["list"],
     ] {
-        f.cli().fails(&args, 4, "no master key given");
+        no_key.fails(&args, 4, "no master key given");
     }
     // A key file that is not a key.
     let junk = f.dir.path().join("junk.key");
     std::fs::write(&junk, "not a key\n").unwrap();
-    f.cli().fails(
-        &[
-            "list",
-            "--repo",
-            &f.repo,
-            "--key-file",
-            junk.to_str().unwrap(),
-        ],
-        4,
-        "does not hold a valid",
-    );
+    f.cli
+        .clone_with("OFFSITEDB_KEY_FILE", junk.to_str().unwrap())
+        .fails(&["list"], 4, "does not hold a valid");
     assert_eq!(
-        f.listing(),
+        listing(&f),
         before,
         "a failed command changed the repository"
     );
-    assert_eq!(f.snapshots().len(), 1);
+    assert_eq!(f.list(None).len(), 1);
 }
 
 #[test]
 fn wrong_key_names_both_key_ids() {
-    let f = Fixture::with_snapshot();
+    let f = with_snapshot();
     let other = keygen(f.dir.path(), "other.key");
     let id_of = |p: &Path| {
         let text = std::fs::read_to_string(p).unwrap();
@@ -140,47 +85,21 @@ fn wrong_key_names_both_key_ids() {
             .to_string()
     };
     let (right, wrong) = (id_of(&f.key), id_of(&other));
-    let before = f.everything();
+    let before = everything(&f);
     assert_eq!(right.len(), 32);
-    let o = other.to_str().unwrap();
-    let url = f.src.url("app");
+    let url = f.src().url("app");
     let never = f.dir.path().join("never-written.dump.gz");
     let never_s = never.to_str().unwrap();
+    let wrong_key = f
+        .cli
+        .clone_with("OFFSITEDB_KEY_FILE", other.to_str().unwrap());
     for args in [
-        vec!["list", "--repo", &f.repo, "--key-file", o],
-        vec![
-            "backup",
-            "--repo",
-            &f.repo,
-            "--key-file",
-            o,
-            "--source",
-            &url,
-            "--name",
-            "app",
-        ],
-        vec![
-            "restore",
-            "latest",
-            "--to",
-            &url,
-            "--repo",
-            &f.repo,
-            "--key-file",
-            o,
-        ],
-        vec![
-            "decrypt",
-            "latest",
-            "-o",
-            never_s,
-            "--repo",
-            &f.repo,
-            "--key-file",
-            o,
-        ],
+        vec!["list"],
+        vec!["backup", "--source", &url, "--name", "app"],
+        vec!["restore", "latest", "--to", &url],
+        vec!["decrypt", "latest", "-o", never_s],
     ] {
-        let r = f.cli().fails(&args, 4, "was created with key id");
+        let r = wrong_key.fails(&args, 4, "was created with key id");
         assert!(
             r.stderr.contains(&right) && r.stderr.contains(&wrong),
             "{}",
@@ -189,18 +108,18 @@ fn wrong_key_names_both_key_ids() {
     }
     assert!(!never.exists());
     assert_eq!(
-        f.everything(),
+        everything(&f),
         before,
         "a failed command left something behind"
     );
-    assert_eq!(f.snapshots().len(), 1);
+    assert_eq!(f.list(None).len(), 1);
 }
 
 #[test]
 fn wrong_password_unreachable_host_and_missing_database() {
-    let f = Fixture::with_snapshot();
-    let before = f.listing();
-    let port = f.src.cluster.port();
+    let f = with_snapshot();
+    let before = listing(&f);
+    let port = f.src().cluster.port();
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -215,94 +134,61 @@ fn wrong_password_unreachable_host_and_missing_database() {
             format!("postgres://postgres:pw@127.0.0.1:{free}/app"),
             "connection refused",
         ),
-        (f.src.url("no_such_db"), "does not exist"),
+        (f.src().url("no_such_db"), "does not exist"),
         (
             "postgres://postgres:pw@no-such-host.invalid:5432/app".to_string(),
             "does not resolve",
         ),
     ];
     for (url, needle) in &cases {
-        f.cli().fails(
-            &f.args(&["backup", "--source", url, "--name", "app"]),
-            5,
-            needle,
-        );
+        f.cli
+            .fails(&["backup", "--source", url, "--name", "app"], 5, needle);
     }
     // Restoring to a bad target fails the same way, before anything is read.
-    f.cli().fails(
-        &f.args(&["restore", "latest", "--to", &cases[0].0]),
+    f.cli.fails(
+        &["restore", "latest", "--to", &cases[0].0],
         5,
         "refused the password",
     );
     assert_eq!(
-        f.listing(),
+        listing(&f),
         before,
         "a failed command changed the repository"
     );
-    assert_eq!(f.snapshots().len(), 1, "a failed backup left a snapshot");
+    assert_eq!(f.list(None).len(), 1, "a failed backup left a snapshot");
 }
 
 #[test]
 fn missing_bucket_and_wrong_s3_secret() {
-    let weed = SeaweedFs::start();
-    let src = Source::start();
-    src.create_db("app", SMALL_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let k = key.to_str().unwrap();
-    let url = src.url("app");
+    let f = Repo::s3("prod").with_source("app", SMALL_SQL);
+    let url = f.src().url("app");
+    let backup = ["backup", "--source", &url, "--name", "app"];
 
     let nobucket = format!(
         "s3://no-such-bucket/x?endpoint={}&region=us-east-1",
-        weed.endpoint()
+        f.weed.as_ref().unwrap().endpoint()
     );
-    Cli::new().s3().fails(
-        &[
-            "backup",
-            "--repo",
-            &nobucket,
-            "--key-file",
-            k,
-            "--source",
-            &url,
-            "--name",
-            "app",
-        ],
+    f.cli.clone_with("OFFSITEDB_REPO", &nobucket).fails(
+        &backup,
         6,
         "bucket \"no-such-bucket\" does not exist",
     );
 
-    let repo = weed.repo_url("prod");
     let started = Instant::now();
-    let r = Cli::new()
-        .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
-        .fails(
-            &[
-                "backup",
-                "--repo",
-                &repo,
-                "--key-file",
-                k,
-                "--source",
-                &url,
-                "--name",
-                "app",
-            ],
-            6,
-            "rejected the credentials",
-        );
+    let r = f
+        .cli
+        .clone_with("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+        .fails(&backup, 6, "rejected the credentials");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "auth failures must not be retried: {r:?}"
     );
-    Cli::new().fails(
-        &["list", "--repo", &repo, "--key-file", k],
-        3,
-        "no s3 credentials",
-    );
+    f.cli
+        .without("AWS_ACCESS_KEY_ID")
+        .without("AWS_SECRET_ACCESS_KEY")
+        .fails(&["list"], 3, "no s3 credentials");
     assert!(
-        weed.store("prod").list("").unwrap().is_empty(),
+        f.store().list("").unwrap().is_empty(),
         "something was written"
     );
 }
@@ -331,38 +217,18 @@ fn incompressible_db(src: &Source, db: &str, mib: usize) {
 
 #[test]
 fn s3_server_killed_in_the_middle_of_an_upload() {
-    let mut weed = SeaweedFs::start();
+    let mut f = Repo::s3("prod");
     let src = Source::start();
     incompressible_db(&src, "big", 96);
     src.create_db("small", SMALL_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let k = key.to_str().unwrap();
-    let repo = weed.repo_url("prod");
-    let state = tempfile::tempdir().unwrap();
+    let state = f.cli.state_dir();
 
-    let mut backup = Command::new(env!("CARGO_BIN_EXE_offsitedb"))
-        .args([
-            "backup",
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
-            "--source",
-            &src.url("big"),
-            "--name",
-            "app",
-        ])
-        .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", crate::common::SECRET_KEY)
-        .env("OFFSITEDB_STATE_DIR", state.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut backup = f
+        .cli
+        .spawn(&["backup", "--source", &src.url("big"), "--name", "app"]);
 
     // Kill the server once parts are flowing.
-    let probe = weed.store("prod");
+    let probe = f.store();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if probe
@@ -379,7 +245,7 @@ fn s3_server_killed_in_the_middle_of_an_upload() {
         assert!(Instant::now() < deadline, "no multipart upload appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
-    weed.kill();
+    f.weed().kill();
     let out = backup.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
@@ -391,19 +257,14 @@ fn s3_server_killed_in_the_middle_of_an_upload() {
     );
 
     // The upload it could not abort is remembered in the state folder, with no secret in it.
-    let remembered = tree(state.path());
+    let remembered = tree(&state);
     assert!(
         !remembered.is_empty(),
         "the unaborted upload was not remembered"
     );
-    let key_b64 = std::fs::read_to_string(&key)
-        .unwrap()
-        .lines()
-        .find(|l| !l.starts_with('#'))
-        .unwrap()
-        .to_string();
+    let key_b64 = f.key_secret();
     crate::secrets::assert_no_secret_in_files(
-        state.path(),
+        &state,
         &[
             crate::common::SECRET_KEY,
             crate::common::DB_PASSWORD,
@@ -412,64 +273,50 @@ fn s3_server_killed_in_the_middle_of_an_upload() {
     );
 
     // Back up: nothing is listed; the unfinished upload is invisible.
-    weed.restart();
-    let cli = Cli::new()
-        .s3()
-        .env("OFFSITEDB_STATE_DIR", state.path().to_str().unwrap());
-    assert!(list_json(&cli, &repo, &key).is_empty());
+    f.weed().restart();
+    assert!(f.list(None).is_empty());
 
     // The next backup of the source cleans what the failed one could not abort.
-    let r = cli.ok(&[
-        "backup",
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-        "--source",
-        &src.url("small"),
-        "--name",
-        "app",
-    ]);
+    let r = f
+        .cli
+        .ok(&["backup", "--source", &src.url("small"), "--name", "app"]);
     assert!(
         r.stderr.contains("aborted 1 unfinished upload"),
         "{}",
         r.stderr
     );
     assert!(
-        weed.store("prod")
-            .incomplete_uploads("")
-            .unwrap()
-            .is_empty(),
+        f.store().incomplete_uploads("").unwrap().is_empty(),
         "multipart upload left behind"
     );
-    assert_eq!(list_json(&cli, &repo, &key).len(), 1);
+    assert_eq!(f.list(None).len(), 1);
 }
 
 #[test]
 fn a_flipped_byte_is_caught_and_nothing_is_restored() {
-    let f = Fixture::with_snapshot();
-    let data = f.data_object();
+    let f = with_snapshot();
+    let data = data_object(&f);
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x20;
     std::fs::write(&data, &bytes).unwrap();
-    let before = f.everything();
+    let before = everything(&f);
 
-    f.src.create_db("target", "");
-    f.cli().fails(
-        &f.args(&["restore", "latest", "--to", &f.src.url("target")]),
+    f.src().create_db("target", "");
+    f.cli.fails(
+        &["restore", "latest", "--to", &f.src().url("target")],
         7,
         "failed authentication",
     );
     assert_eq!(
-        f.table_count("target"),
+        table_count(f.src(), "target"),
         0,
         "a partial restore was committed"
     );
 
     let out = f.dir.path().join("out.dump.gz");
-    f.cli().fails(
-        &f.args(&["decrypt", "latest", "-o", out.to_str().unwrap()]),
+    f.cli.fails(
+        &["decrypt", "latest", "-o", out.to_str().unwrap()],
         7,
         "failed authentication",
     );
@@ -486,7 +333,7 @@ fn a_flipped_byte_is_caught_and_nothing_is_restored() {
         "{leftovers:?}"
     );
     assert_eq!(
-        f.everything(),
+        everything(&f),
         before,
         "a failed command left something behind"
     );
@@ -494,30 +341,30 @@ fn a_flipped_byte_is_caught_and_nothing_is_restored() {
 
 #[test]
 fn a_truncated_object_is_caught() {
-    let f = Fixture::with_snapshot();
-    let data = f.data_object();
+    let f = with_snapshot();
+    let data = data_object(&f);
     let len = std::fs::metadata(&data).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
     file.set_len(len * 2 / 3).unwrap();
     drop(file);
-    let before = f.everything();
+    let before = everything(&f);
 
-    assert_eq!(f.snapshots()[0]["status"], "damaged");
-    f.src.create_db("target", "");
-    f.cli().fails(
-        &f.args(&["restore", "latest", "--to", &f.src.url("target")]),
+    assert_eq!(f.list(None)[0].status, "damaged");
+    f.src().create_db("target", "");
+    f.cli.fails(
+        &["restore", "latest", "--to", &f.src().url("target")],
         7,
         "truncated",
     );
-    assert_eq!(f.table_count("target"), 0);
+    assert_eq!(table_count(f.src(), "target"), 0);
     let out = f.dir.path().join("out.dump.gz");
-    f.cli().fails(
-        &f.args(&["decrypt", "latest", "-o", out.to_str().unwrap()]),
+    f.cli.fails(
+        &["decrypt", "latest", "-o", out.to_str().unwrap()],
         7,
         "truncated",
     );
     assert_eq!(
-        f.everything(),
+        everything(&f),
         before,
         "a failed command left something behind"
     );
@@ -525,39 +372,34 @@ fn a_truncated_object_is_caught() {
 
 #[test]
 fn a_data_object_from_another_snapshot_is_refused() {
-    let f = Fixture::with_snapshot();
-    f.cli()
-        .ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
-    let snaps = f.snapshots();
+    let f = with_snapshot();
+    f.cli
+        .ok(&["backup", "--source", &f.src().url("app"), "--name", "app"]);
+    let snaps = f.list(None);
     assert_eq!(snaps.len(), 2);
-    let path = |i: usize| {
-        Path::new(&f.repo)
-            .join("snapshots/app")
-            .join(snaps[i]["id"].as_str().unwrap())
-            .join("data")
-    };
+    let path = |i: usize| f.object("app", &snaps[i].id, "data");
     // Same key, valid encryption, wrong object: the salt in the manifest says so.
     std::fs::copy(path(1), path(0)).unwrap();
-    let first = snaps[0]["id"].as_str().unwrap();
-    let before = f.everything();
+    let first = snaps[0].id.as_str();
+    let before = everything(&f);
     let out = f.dir.path().join("swapped.dump.gz");
-    f.cli().fails(
-        &f.args(&["decrypt", first, "-o", out.to_str().unwrap()]),
+    f.cli.fails(
+        &["decrypt", first, "-o", out.to_str().unwrap()],
         7,
         "not the one its manifest describes",
     );
     assert!(!out.exists(), "an artifact was written");
     // --force over an existing file: refused the same way, and the file is left as it was.
     std::fs::write(&out, b"keep me").unwrap();
-    f.cli().fails(
-        &f.args(&["decrypt", first, "-o", out.to_str().unwrap(), "--force"]),
+    f.cli.fails(
+        &["decrypt", first, "-o", out.to_str().unwrap(), "--force"],
         7,
         "not the one its manifest describes",
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     std::fs::remove_file(&out).unwrap();
     assert_eq!(
-        f.everything(),
+        everything(&f),
         before,
         "a failed command left something behind"
     );
@@ -565,94 +407,69 @@ fn a_data_object_from_another_snapshot_is_refused() {
 
 #[test]
 fn a_repository_location_that_holds_other_things_is_not_taken_over() {
-    let src = Source::start();
-    src.create_db("app", SMALL_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let repo = dir.path().join("busy");
-    std::fs::create_dir(&repo).unwrap();
+    let f = Repo::local().with_source("app", SMALL_SQL);
+    let repo = f.path();
+    std::fs::create_dir(repo).unwrap();
     std::fs::write(repo.join("family-photos.zip"), b"precious").unwrap();
-    Cli::new().fails(
-        &[
-            "backup",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--key-file",
-            key.to_str().unwrap(),
-            "--source",
-            &src.url("app"),
-            "--name",
-            "app",
-        ],
+    f.cli.fails(
+        &["backup", "--source", &f.src().url("app"), "--name", "app"],
         6,
         "is not empty",
     );
-    assert_eq!(tree(&repo).len(), 1, "{:?}", tree(&repo));
-    let store = offsitedb::storage::local::LocalStore::new(repo.clone());
-    let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(tree(repo).len(), 1, "{:?}", tree(repo));
+    let keys: Vec<String> = f
+        .store()
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(keys, ["family-photos.zip"]);
 }
 
 #[test]
 fn a_damaged_manifest_does_not_hide_the_other_snapshots() {
-    let f = Fixture::with_snapshot();
-    f.cli()
-        .ok(&f.args(&["backup", "--source", &f.src.url("app"), "--name", "app"]));
-    let snaps = f.snapshots();
+    let f = with_snapshot();
+    f.cli
+        .ok(&["backup", "--source", &f.src().url("app"), "--name", "app"]);
+    let snaps = f.list(None);
     assert_eq!(snaps.len(), 2);
-    let first = snaps[0]["id"].as_str().unwrap().to_string();
-    let manifest = Path::new(&f.repo)
-        .join("snapshots/app")
-        .join(&first)
-        .join("manifest");
+    let first = snaps[0].id.clone();
+    let manifest = f.object("app", &first, "manifest");
     let mut bytes = std::fs::read(&manifest).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&manifest, bytes).unwrap();
-    let before = f.listing();
+    let before = listing(&f);
 
-    let r = f.cli().ok(&f.args(&["list", "--json"]));
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    let r = f.cli.ok(&["list", "--json"]);
+    let listed: Vec<Snapshot> = json(&r);
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["id"], snaps[1]["id"]);
+    assert_eq!(listed[0].id, snaps[1].id);
     assert!(
         r.stderr
             .contains(&format!("snapshot app/{first} is unreadable")),
         "{}",
         r.stderr
     );
-    f.cli()
-        .fails(&f.args(&["show", &first]), 7, "failed authentication");
-    assert_eq!(f.listing(), before, "list or show changed the repository");
+    f.cli.fails(&["show", &first], 7, "failed authentication");
+    assert_eq!(listing(&f), before, "list or show changed the repository");
 }
 
 #[test]
 fn a_first_backup_that_cannot_log_in_creates_nothing() {
-    let src = Source::start();
-    src.create_db("app", SMALL_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let k = key.to_str().unwrap();
-    let port = src.cluster.port();
+    let f = Repo::local().with_source("app", SMALL_SQL);
+    let port = f.src().cluster.port();
     let wrong = format!("postgres://postgres:wrong-password@127.0.0.1:{port}/app");
+    let at = |repo: &Path| f.cli.clone_with("OFFSITEDB_REPO", repo.to_str().unwrap());
 
     // An empty folder stays empty; a folder that does not exist is not created.
-    let empty = dir.path().join("empty");
+    let empty = f.dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let absent = dir.path().join("absent");
+    let absent = f.dir.path().join("absent");
     for repo in [&empty, &absent] {
-        Cli::new().fails(
-            &[
-                "backup",
-                "--repo",
-                repo.to_str().unwrap(),
-                "--key-file",
-                k,
-                "--source",
-                &wrong,
-                "--name",
-                "app",
-            ],
+        at(repo).fails(
+            &["backup", "--source", &wrong, "--name", "app"],
             5,
             "refused the password",
         );
@@ -661,17 +478,7 @@ fn a_first_backup_that_cannot_log_in_creates_nothing() {
     }
     assert!(!absent.exists(), "the repository folder was created");
     // The same empty location with the right password becomes a repository.
-    Cli::new().ok(&[
-        "backup",
-        "--repo",
-        empty.to_str().unwrap(),
-        "--key-file",
-        k,
-        "--source",
-        &src.url("app"),
-        "--name",
-        "app",
-    ]);
+    at(&empty).ok(&["backup", "--source", &f.src().url("app"), "--name", "app"]);
     assert!(empty.join("offsitedb.repo").exists());
 }
 
@@ -695,26 +502,13 @@ fn wait_no_sessions(src: &Source, application: &str) {
 /// nothing, and neither leaves pg_dump or pg_restore connected.
 #[test]
 fn sigterm_stops_a_backup_and_a_restore_leaving_nothing() {
-    let weed = SeaweedFs::start();
+    let f = Repo::s3("prod");
     let src = Source::start();
     incompressible_db(&src, "big", 96);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let cli = Cli::new()
-        .s3()
-        .env("OFFSITEDB_REPO", &weed.repo_url("prod"))
-        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
-    let store = weed.store("prod");
-    let spawn = |args: &[&str]| {
-        cli.command(crate::common::offsitedb_bin())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let cli = &f.cli;
+    let store = f.store();
 
-    let backup = spawn(&["backup", "--source", &src.url("big"), "--name", "app"]);
+    let backup = cli.spawn(&["backup", "--source", &src.url("big"), "--name", "app"]);
     let out = sigterm_when(backup, "an upload in progress", || {
         store
             .incomplete_uploads("")
@@ -735,7 +529,7 @@ fn sigterm_stops_a_backup_and_a_restore_leaving_nothing() {
 
     cli.ok(&["backup", "--source", &src.url("big"), "--name", "app"]);
     src.create_db("target", "");
-    let restore = spawn(&["restore", "latest", "--to", &src.url("target")]);
+    let restore = cli.spawn(&["restore", "latest", "--to", &src.url("target")]);
     let out = sigterm_when(restore, "rows being restored", || {
         src.scalar_i64(
             "postgres",

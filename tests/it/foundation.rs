@@ -15,78 +15,27 @@ use std::time::{Duration, Instant};
 use offsitedb::cluster::{Cluster, ClusterOptions};
 use offsitedb::postgres::binaries;
 
-use crate::common::{
-    Cli, Source, keygen, list_json, offsitedb_bin, pg_tool, sha256_hex, tree, venv_tool,
-};
+use crate::common::{Repo, Source, offsitedb_bin, pg_tool, sha256_hex, tree, venv_tool};
 
 const SMALL_SQL: &str = "CREATE TABLE t (id int PRIMARY KEY, v text);
                          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
                          CREATE TABLE u (k text PRIMARY KEY, n bigint);
                          INSERT INTO u SELECT 'k' || g, g * g FROM generate_series(1, 3000) g;";
 
-/// A source with one database and a local-folder repository (not created yet).
-struct Local {
-    src: Source,
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    repo: String,
+/// A source with database `app` and a local-folder repository (not created yet).
+fn app(sql: &str) -> Repo {
+    Repo::local().with_source("app", sql)
 }
 
-impl Local {
-    fn new(db: &str, sql: &str) -> Local {
-        let src = Source::start();
-        src.create_db(db, sql);
-        let dir = tempfile::tempdir().unwrap();
-        let key = keygen(dir.path(), "master.key");
-        let repo = dir.path().join("repo").display().to_string();
-        Local {
-            src,
-            dir,
-            key,
-            repo,
-        }
-    }
-
-    fn args<'a>(&'a self, a: &[&'a str]) -> Vec<&'a str> {
-        let mut v = a.to_vec();
-        v.extend([
-            "--repo",
-            &self.repo,
-            "--key-file",
-            self.key.to_str().unwrap(),
-        ]);
-        v
-    }
-
-    /// Backs up `db` as source `app` and returns the snapshot id.
-    fn backup(&self, cli: &Cli, db: &str) -> String {
-        let url = self.src.url(db);
-        let r = cli.ok(&self.args(&["backup", "--source", &url, "--name", "app"]));
-        r.stdout.trim().to_string()
-    }
-
-    fn object(&self, id: &str, name: &str) -> PathBuf {
-        Path::new(&self.repo)
-            .join("snapshots/app")
-            .join(id)
-            .join(name)
-    }
+/// Backs up database `app` as source `app` and returns the snapshot id.
+fn backup_app(f: &Repo) -> String {
+    f.backup(&f.src().url("app"), "app").id
 }
 
 fn flip_byte(path: &Path, at: usize) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[at] ^= 0x01;
     std::fs::write(path, bytes).unwrap();
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
-}
-
-fn u64_at(v: &serde_json::Value, a: &str, b: &str) -> u64 {
-    v[a][b]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{a}.{b} missing in {v}"))
 }
 
 /// Polls `cond` every 50 ms; panics with `what` if it is still false after `limit` (a guard
@@ -101,45 +50,28 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn local_backup_matches_its_manifest_byte_for_byte() {
-    let f = Local::new("app", SMALL_SQL);
-    let cli = Cli::new();
+    let f = app(SMALL_SQL);
     let before = jiff::Timestamp::now();
-    let url = f.src.url("app");
-    let summary = json(
-        &cli.ok(&f.args(&["backup", "--source", &url, "--name", "app", "--json"]))
-            .stdout,
-    );
+    let summary = f.backup(&f.src().url("app"), "app");
     let after = jiff::Timestamp::now();
-    let id = summary["id"].as_str().expect("backup --json has an id");
-    let m = json(&cli.ok(&f.args(&["show", "latest", "--json"])).stdout);
-    assert_eq!(m["snapshot_id"], id);
+    let id = summary.id.as_str();
+    let m = f.show("latest");
+    assert_eq!(m.snapshot_id, id);
 
     // The stored object, as it lies on disk, is the one the manifest describes.
-    let data = f.object(id, "data");
-    assert_eq!(
-        m["data"]["key"].as_str().unwrap(),
-        format!("snapshots/app/{id}/data")
-    );
+    let data = f.object("app", id, "data");
+    assert_eq!(m.data.key, format!("snapshots/app/{id}/data"));
     let stored = std::fs::read(&data).unwrap();
-    assert_eq!(stored.len() as u64, u64_at(&m, "sizes", "stored_bytes"));
-    assert_eq!(summary["stored_bytes"], m["sizes"]["stored_bytes"]);
-    assert_eq!(
-        sha256_hex(&stored),
-        m["data"]["sha256_stored"].as_str().unwrap()
-    );
+    assert_eq!(stored.len() as u64, m.sizes.stored_bytes);
+    assert_eq!(summary.stored_bytes, m.sizes.stored_bytes);
+    assert_eq!(sha256_hex(&stored), m.data.sha256_stored);
 
     // Decrypted: the compressed artifact, with the manifest's size and hash.
     let gz = f.dir.path().join("app.dump.gz");
-    cli.ok(&f.args(&["decrypt", "latest", "-o", gz.to_str().unwrap()]));
+    f.cli.ok(&["decrypt", "latest", "-o", gz.to_str().unwrap()]);
     let artifact = std::fs::read(&gz).unwrap();
-    assert_eq!(
-        artifact.len() as u64,
-        u64_at(&m, "sizes", "compressed_bytes")
-    );
-    assert_eq!(
-        sha256_hex(&artifact),
-        m["data"]["sha256_compressed"].as_str().unwrap()
-    );
+    assert_eq!(artifact.len() as u64, m.sizes.compressed_bytes);
+    assert_eq!(sha256_hex(&artifact), m.data.sha256_compressed);
 
     // Gunzipped (by gunzip itself): exactly the dump pg_dump wrote.
     let mut gunzip = Command::new("gunzip")
@@ -154,13 +86,13 @@ fn local_backup_matches_its_manifest_byte_for_byte() {
     let rest = std::io::copy(&mut out, &mut std::io::sink()).unwrap();
     assert!(gunzip.wait().unwrap().success(), "gunzip failed");
     assert_eq!(&head, b"PGDMP", "not a pg_dump custom archive");
-    assert_eq!(5 + rest, u64_at(&m, "sizes", "plain_bytes"));
-    assert_eq!(summary["plain_bytes"], m["sizes"]["plain_bytes"]);
+    assert_eq!(5 + rest, m.sizes.plain_bytes);
+    assert_eq!(summary.plain_bytes, m.sizes.plain_bytes);
 
     // `created` is RFC 3339, in the run's time span, and the id's time part.
-    let listed = list_json(&cli, &f.repo, &f.key);
+    let listed = f.list(None);
     assert_eq!(listed.len(), 1);
-    let created_text = listed[0]["created"].as_str().expect("created is a string");
+    let created_text = &listed[0].created;
     let created = jiff::Timestamp::from_str(created_text)
         .unwrap_or_else(|e| panic!("created {created_text:?} is not RFC 3339: {e}"));
     assert!(
@@ -173,10 +105,7 @@ fn local_backup_matches_its_manifest_byte_for_byte() {
         id[..16],
         "the snapshot id does not carry its creation second"
     );
-    assert_eq!(
-        jiff::Timestamp::from_str(m["started"].as_str().unwrap()).unwrap(),
-        created
-    );
+    assert_eq!(jiff::Timestamp::from_str(&m.started).unwrap(), created);
 }
 
 /// Stub `pg_dump` programs of several versions, one per folder.
@@ -264,25 +193,19 @@ fn backup_of_300_mb_stays_under_96_mib_and_writes_no_temporary_file() {
          SELECT g, repeat(md5(g::text) || md5((g * 31)::text), 4)
          FROM generate_series(1, 1150000) g;",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let repo = dir.path().join("repo").display().to_string();
+    let repo = Repo::local();
     let tmp = tempfile::tempdir().unwrap();
     let tmp_s = tmp.path().to_str().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let cli = Cli::new()
-        .env("TMPDIR", tmp_s)
+    let cli = repo
+        .cli
+        .clone_with("TMPDIR", tmp_s)
         .env("OFFSITEDB_TMPDIR", tmp_s);
 
-    let child = cli
-        .command(offsitedb_bin())
-        .args(["backup", "--repo", &repo, "--key-file"])
-        .arg(&key)
-        .args(["--source", &src.url("big"), "--name", "big"])
-        .stdout(std::fs::File::create(logs.path().join("out")).unwrap())
-        .stderr(std::fs::File::create(logs.path().join("err")).unwrap())
-        .spawn()
-        .unwrap();
+    let child = cli.spawn_logged(
+        &["backup", "--source", &src.url("big"), "--name", "big"],
+        logs.path(),
+    );
     let pid = child.id() as libc::pid_t;
 
     // While it runs: nothing appears in the temporary folder, and no file in it is open
@@ -319,9 +242,9 @@ fn backup_of_300_mb_stays_under_96_mib_and_writes_no_temporary_file() {
         "backup failed (status {status:#x}):\n{stderr}"
     );
 
-    let snaps = list_json(&Cli::new(), &repo, &key);
+    let snaps = repo.list(None);
     assert_eq!(snaps.len(), 1);
-    let plain = snaps[0]["plain_bytes"].as_u64().unwrap();
+    let plain = snaps[0].plain_bytes;
     assert!(
         plain > 280_000_000,
         "the database is smaller than intended: {plain} bytes"
@@ -376,19 +299,17 @@ fn has_progress_line(out: &str) -> bool {
 
 #[test]
 fn progress_line_on_a_terminal_and_only_there() {
-    let f = Local::new("app", SMALL_SQL);
-    let cli = Cli::new();
-    let url = f.src.url("app");
+    let f = app(SMALL_SQL);
+    let url = f.src().url("app");
 
     // Under a pseudo-terminal (script(1)): the progress line is drawn while pg_dump waits.
-    let locker = lock_table(&f.src, "app", "t");
+    let locker = lock_table(f.src(), "app", "t");
     let cmdline = format!(
-        "'{}' backup --repo '{}' --key-file '{}' --source '{url}' --name app",
+        "'{}' backup --source '{url}' --name app",
         offsitedb_bin().display(),
-        f.repo,
-        f.key.display()
     );
-    let mut child = cli
+    let mut child = f
+        .cli
         .command("script")
         .args(["-qefc", &cmdline, "/dev/null"])
         .stdout(Stdio::piped())
@@ -430,27 +351,23 @@ fn progress_line_on_a_terminal_and_only_there() {
     let out = text(&seen);
     assert!(status.success(), "backup under script failed: {out:?}");
     assert!(!out.contains("panicked"), "{out}");
-    let snaps = list_json(&cli, &f.repo, &f.key);
+    let snaps = f.list(None);
     assert_eq!(snaps.len(), 1);
     assert!(
-        out.contains(snaps[0]["id"].as_str().unwrap()),
+        out.contains(&snaps[0].id),
         "the snapshot id was not printed: {out:?}"
     );
 
     // Without a terminal: the same long wait, and no progress line.
-    let locker = lock_table(&f.src, "app", "t");
+    let locker = lock_table(f.src(), "app", "t");
     let logs = tempfile::tempdir().unwrap();
-    let mut child = cli
-        .command(offsitedb_bin())
-        .args(f.args(&["backup", "--source", &url, "--name", "app"]))
-        .stdout(std::fs::File::create(logs.path().join("out")).unwrap())
-        .stderr(std::fs::File::create(logs.path().join("err")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = f
+        .cli
+        .spawn_logged(&["backup", "--source", &url, "--name", "app"], logs.path());
     wait_until(
         Duration::from_secs(60),
         "pg_dump never waited for the lock",
-        || sessions_waiting_for_a_lock(&f.src, "app") > 0,
+        || sessions_waiting_for_a_lock(f.src(), "app") > 0,
     );
     // Long enough for several ticks of the display (one every 500 ms) had it been on.
     std::thread::sleep(Duration::from_millis(1500));
@@ -467,30 +384,33 @@ fn progress_line_on_a_terminal_and_only_there() {
         !stdout.contains('\r') && !stdout.contains('\x1b'),
         "{stdout:?}"
     );
-    assert_eq!(list_json(&cli, &f.repo, &f.key).len(), 2);
+    assert_eq!(f.list(None).len(), 2);
 }
 
 #[test]
 fn the_familiar_recipe_restores_and_a_flipped_byte_is_an_integrity_error() {
-    let f = Local::new("app", SMALL_SQL);
-    let cli = Cli::new();
-    let id = f.backup(&cli, "app");
-    f.src.create_db("restored", "");
+    let f = app(SMALL_SQL);
+    let src = f.src();
+    let id = backup_app(&f);
+    src.create_db("restored", "");
 
+    // The repository and key come from the environment: the README's recipe, without flags.
     let script = format!(
-        "set -o pipefail; '{bin}' decrypt latest --repo '{repo}' --key-file '{key}' | gunzip | \
+        "set -o pipefail; '{bin}' decrypt latest | gunzip | \
          '{pg_restore}' --exit-on-error --dbname '{ci}'",
         bin = offsitedb_bin().display(),
-        repo = f.repo,
-        key = f.key.display(),
-        pg_restore = pg_tool(&f.src, "pg_restore").display(),
-        ci = f
-            .src
+        pg_restore = pg_tool(src, "pg_restore").display(),
+        ci = src
             .cluster
             .conninfo("restored")
             .to_conninfo_without_secrets(),
     );
-    let out = cli.command("bash").args(["-c", &script]).output().unwrap();
+    let out = f
+        .cli
+        .command("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "the recipe failed: {}",
@@ -498,65 +418,64 @@ fn the_familiar_recipe_restores_and_a_flipped_byte_is_an_integrity_error() {
     );
     for table in ["t", "u"] {
         let q = format!("SELECT count(*) FROM {table}");
-        let n = f.src.scalar_i64("app", &q);
+        let n = src.scalar_i64("app", &q);
         assert!(n > 0);
-        assert_eq!(f.src.scalar_i64("restored", &q), n, "{table}");
+        assert_eq!(src.scalar_i64("restored", &q), n, "{table}");
     }
     assert_eq!(
-        crate::roundtrip::fingerprint(&f.src, "app"),
-        crate::roundtrip::fingerprint(&f.src, "restored")
+        crate::roundtrip::fingerprint(src, "app"),
+        crate::roundtrip::fingerprint(src, "restored")
     );
 
     // One flipped byte in the stored object.
-    let data = f.object(&id, "data");
+    let data = f.object("app", &id, "data");
     let len = std::fs::metadata(&data).unwrap().len() as usize;
     flip_byte(&data, len / 2);
     let to = f.dir.path().join("damaged.dump.gz");
-    cli.fails(
-        &f.args(&["decrypt", "latest", "-o", to.to_str().unwrap()]),
+    f.cli.fails(
+        &["decrypt", "latest", "-o", to.to_str().unwrap()],
         7,
         "failed authentication",
     );
     assert!(!to.exists(), "a damaged artifact was written");
     // To a pipe, the same exit code.
-    cli.fails(&f.args(&["decrypt", "latest"]), 7, "failed authentication");
+    f.cli
+        .fails(&["decrypt", "latest"], 7, "failed authentication");
 }
 
 #[test]
 fn a_snapshot_whose_manifest_is_gone_does_not_exist() {
-    let f = Local::new("app", SMALL_SQL);
-    let cli = Cli::new();
-    let id = f.backup(&cli, "app");
-    std::fs::remove_file(f.object(&id, "manifest")).unwrap();
-    assert!(f.object(&id, "data").exists());
+    let f = app(SMALL_SQL);
+    let id = backup_app(&f);
+    std::fs::remove_file(f.object("app", &id, "manifest")).unwrap();
+    assert!(f.object("app", &id, "data").exists());
 
-    assert!(list_json(&cli, &f.repo, &f.key).is_empty());
-    let table = cli.ok(&f.args(&["list"]));
+    assert!(f.list(None).is_empty());
+    let table = f.cli.ok(&["list"]);
     assert!(!table.stdout.contains(&id), "{}", table.stdout);
-    cli.fails(&f.args(&["show", "latest"]), 8, "no snapshots");
-    cli.fails(&f.args(&["show", &id]), 8, "no snapshot");
+    f.cli.fails(&["show", "latest"], 8, "no snapshots");
+    f.cli.fails(&["show", &id], 8, "no snapshot");
     let out = f.dir.path().join("x.dump.gz");
-    cli.fails(
-        &f.args(&["decrypt", &id, "-o", out.to_str().unwrap()]),
+    f.cli.fails(
+        &["decrypt", &id, "-o", out.to_str().unwrap()],
         8,
         "no snapshot",
     );
     assert!(!out.exists());
-    f.src.create_db("target", "");
-    cli.fails(
-        &f.args(&["restore", "latest", "--to", &f.src.url("target")]),
+    f.src().create_db("target", "");
+    f.cli.fails(
+        &["restore", "latest", "--to", &f.src().url("target")],
         8,
         "no snapshot",
     );
 
     // A later snapshot is the only one there is, and `latest`.
-    let id2 = f.backup(&cli, "app");
-    let listed = list_json(&cli, &f.repo, &f.key);
+    let id2 = backup_app(&f);
+    let listed = f.list(None);
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["id"], id2.as_str());
-    let m = json(&cli.ok(&f.args(&["show", "latest", "--json"])).stdout);
-    assert_eq!(m["snapshot_id"], id2.as_str());
-    cli.fails(&f.args(&["show", &id]), 8, "no snapshot");
+    assert_eq!(listed[0].id, id2);
+    assert_eq!(f.show("latest").snapshot_id, id2);
+    f.cli.fails(&["show", &id], 8, "no snapshot");
 }
 
 #[test]
@@ -570,21 +489,12 @@ fn a_server_that_never_answers_cannot_hang_a_backup() {
             held.push(s);
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let repo = dir.path().join("repo");
+    let f = Repo::local();
     let logs = tempfile::tempdir().unwrap();
     let url = format!("postgres://postgres:pw@127.0.0.1:{port}/app?connect_timeout=2");
-    let cli = Cli::new();
-    let mut child = cli
-        .command(offsitedb_bin())
-        .args(["backup", "--repo", repo.to_str().unwrap(), "--key-file"])
-        .arg(&key)
-        .args(["--source", &url, "--name", "app"])
-        .stdout(std::fs::File::create(logs.path().join("out")).unwrap())
-        .stderr(std::fs::File::create(logs.path().join("err")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = f
+        .cli
+        .spawn_logged(&["backup", "--source", &url, "--name", "app"], logs.path());
     // A 2 s timeout ends it in about 2.5 s; 10 s means it hung (then it is killed).
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -608,9 +518,9 @@ fn a_server_that_never_answers_cannot_hang_a_backup() {
     assert!(first.contains("no answer within 2s"), "{stderr}");
     assert!(!stderr.contains("pw@"), "{stderr}");
     assert!(
-        !repo.exists(),
+        !f.path().exists(),
         "a repository was created: {:?}",
-        tree(&repo)
+        tree(f.path())
     );
 }
 
@@ -620,10 +530,9 @@ const RANDOM_SQL: &str = "CREATE TABLE r (id int, a text, b text);
 
 #[test]
 fn reference_decryptor_refuses_a_damaged_or_truncated_multi_chunk_object() {
-    let f = Local::new("app", RANDOM_SQL);
-    let cli = Cli::new();
-    let id = f.backup(&cli, "app");
-    let data = f.object(&id, "data");
+    let f = app(RANDOM_SQL);
+    let id = backup_app(&f);
+    let data = f.object("app", &id, "data");
     let stored = std::fs::read(&data).unwrap();
     // Header (62 bytes) and chunks of 1 MiB + 16-byte tag: more than two chunks.
     assert!(
@@ -672,11 +581,8 @@ fn reference_decryptor_refuses_a_damaged_or_truncated_multi_chunk_object() {
     for damaged in [&flipped, &truncated] {
         std::fs::copy(damaged, &data).unwrap();
         let out = f.dir.path().join("out.dump.gz");
-        cli.fails(
-            &f.args(&["decrypt", &id, "-o", out.to_str().unwrap()]),
-            7,
-            "",
-        );
+        f.cli
+            .fails(&["decrypt", &id, "-o", out.to_str().unwrap()], 7, "");
         assert!(!out.exists());
     }
 }
@@ -782,18 +688,17 @@ fn a_cluster_tuned_for_restore_runs_with_the_restore_settings() {
 
 #[test]
 fn restore_clean_puts_back_what_the_snapshot_holds() {
-    let f = Local::new("app", SMALL_SQL);
-    let cli = Cli::new();
-    f.backup(&cli, "app");
-    f.src.create_db("target", "");
-    let to = f.src.url("target");
-    cli.ok(&f.args(&["restore", "latest", "--to", &to]));
-    let fp = |db: &str| crate::roundtrip::fingerprint(&f.src, db);
+    let f = app(SMALL_SQL);
+    let src = f.src();
+    backup_app(&f);
+    src.create_db("target", "");
+    let to = src.url("target");
+    f.cli.ok(&["restore", "latest", "--to", &to]);
+    let fp = |db: &str| crate::roundtrip::fingerprint(src, db);
     assert_eq!(fp("app"), fp("target"));
 
     // Someone changes the target: rows added, removed and edited, a column and a table added.
-    f.src
-        .cluster
+    src.cluster
         .execute(
             "target",
             "INSERT INTO t VALUES (999999, 'extra');
@@ -805,22 +710,19 @@ fn restore_clean_puts_back_what_the_snapshot_holds() {
         .unwrap();
     assert_ne!(fp("app"), fp("target"));
     // Without --clean the non-empty target is refused and left alone.
-    cli.fails(
-        &f.args(&["restore", "latest", "--to", &to]),
-        3,
-        "is not empty",
-    );
-    assert_eq!(f.src.scalar_i64("target", "SELECT count(*) FROM stray"), 1);
+    f.cli
+        .fails(&["restore", "latest", "--to", &to], 3, "is not empty");
+    assert_eq!(src.scalar_i64("target", "SELECT count(*) FROM stray"), 1);
 
-    cli.ok(&f.args(&["restore", "latest", "--to", &to, "--clean"]));
+    f.cli.ok(&["restore", "latest", "--to", &to, "--clean"]);
     // --clean replaces the snapshot's objects; a table the snapshot does not know stays
     // (as documented: "Drop the snapshot's objects in the target before restoring them").
-    assert_eq!(f.src.scalar_i64("target", "SELECT count(*) FROM stray"), 1);
-    f.src.cluster.execute("target", "DROP TABLE stray").unwrap();
+    assert_eq!(src.scalar_i64("target", "SELECT count(*) FROM stray"), 1);
+    src.cluster.execute("target", "DROP TABLE stray").unwrap();
     assert_eq!(fp("app"), fp("target"));
     assert_eq!(
-        crate::roundtrip::plain_dump(&f.src, "app", &[]),
-        crate::roundtrip::plain_dump(&f.src, "target", &[]),
+        crate::roundtrip::plain_dump(src, "app", &[]),
+        crate::roundtrip::plain_dump(src, "target", &[]),
         "the restored database differs from the source"
     );
 }

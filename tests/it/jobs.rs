@@ -3,56 +3,21 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use crate::common::{JobReport, PruneReport, Repo, Source, json};
 
-use crate::common::{Cli, Source, keygen};
-
-/// A folder with a key, a local repository and an `offsitedb.toml` for one source.
-struct Setup {
-    dir: tempfile::TempDir,
-    cli: Cli,
+/// The configuration's source `app` at `url`, with more settings for it.
+fn app(url: &str, source_extra: &str) -> String {
+    format!("[[source]]\nname = \"app\"\nurl = \"{url}\"\n{source_extra}\n")
 }
 
-impl Setup {
-    fn new(url: &str, source_extra: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let key = keygen(dir.path(), "master.key");
-        let s = Setup {
-            cli: Cli::new().cwd(dir.path()),
-            dir,
-        };
-        s.write_config(url, source_extra);
-        let _ = key;
-        s
-    }
+/// A folder with a key, a local repository and an `offsitedb.toml` for one source.
+fn setup(url: &str, source_extra: &str) -> Repo {
+    Repo::local().with_config(&app(url, source_extra))
+}
 
-    fn write_config(&self, url: &str, source_extra: &str) {
-        std::fs::write(
-            self.dir.path().join("offsitedb.toml"),
-            format!(
-                "[repository]\nurl = \"repo\"\nkey_file = \"master.key\"\n\n\
-                 [[source]]\nname = \"app\"\nurl = \"{url}\"\n{source_extra}\n"
-            ),
-        )
-        .unwrap();
-    }
-
-    fn repo(&self) -> std::path::PathBuf {
-        self.dir.path().join("repo")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.cli.ok(args).stdout).unwrap()
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.json(&["list", "--json"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().to_string())
-            .collect()
-    }
+/// `run app --json`.
+fn run(s: &Repo) -> JobReport {
+    json(&s.cli.ok(&["run", "app", "--json"]))
 }
 
 /// Writes a snapshot folder with a data object and no manifest, as a killed upload leaves it.
@@ -70,48 +35,43 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g",
     );
     let url = src.url("app");
-    let s = Setup::new(&url, "keep = { last = 2 }");
+    let s = setup(&url, "keep = { last = 2 }");
 
     // Three jobs: each backs up, drills, and prunes down to the last two.
     let mut made = Vec::new();
     for _ in 0..3 {
-        let r = s.json(&["run", "app", "--json"]);
-        assert!(r["backup"]["error"].is_null(), "{r:#}");
-        assert!(r["drill"]["error"].is_null(), "{r:#}");
-        assert!(r["restore_seconds"].as_f64().unwrap() > 0.0, "{r:#}");
-        made.push(r["snapshot"].as_str().unwrap().to_string());
+        let r = run(&s);
+        assert!(r.backup.error.is_none(), "{r:#?}");
+        assert!(
+            r.drill.as_ref().and_then(|d| d.error.as_ref()).is_none(),
+            "{r:#?}"
+        );
+        assert!(r.restore_seconds.unwrap() > 0.0, "{r:#?}");
+        made.push(r.snapshot.unwrap());
     }
     // Two jobs may finish within one second, and ids of the same second sort by their random
     // suffix: compare which snapshots are left, not their order.
-    let mut left = s.ids();
+    let mut left = s.ids(None);
     left.sort();
     let mut want = made[1..].to_vec();
     want.sort();
     assert_eq!(left, want, "the oldest snapshot is pruned");
-    let list = s.json(&["list", "--json"]);
-    assert!(
-        list.as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["status"] == "sealed")
-    );
+    assert!(s.list(None).iter().all(|x| x.status == "sealed"));
 
     // History agrees with the repository: three of each step, newest first.
-    let h = s.json(&["history", "--json"]);
+    let h = s.history(&[]);
     let steps: Vec<(&str, &str)> = h
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|r| (r["job"].as_str().unwrap(), r["result"].as_str().unwrap()))
+        .map(|r| (r.job.as_str(), r.result.as_str()))
         .collect();
-    assert_eq!(steps.len(), 9, "{h:#}");
+    assert_eq!(steps.len(), 9, "{h:#?}");
     assert!(steps.iter().all(|(_, r)| *r == "ok"), "{steps:?}");
     assert_eq!(
         &steps[..3],
         [("prune", "ok"), ("drill", "ok"), ("backup", "ok")]
     );
-    assert_eq!(h[2]["snapshot"], made[2].as_str());
-    assert!(h[2]["stored_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(h[2].snapshot.as_ref(), Some(&made[2]));
+    assert!(h[2].stored_bytes.unwrap() > 0);
     let text = s.cli.ok(&["history", "--source", "app"]).stdout;
     assert!(text.contains(&made[2]) && text.contains("backup"), "{text}");
 
@@ -121,8 +81,8 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
         "{}-bbbbbb",
         jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
     );
-    leftover(&s.repo(), old);
-    leftover(&s.repo(), &fresh);
+    leftover(s.path(), old);
+    leftover(s.path(), &fresh);
 
     // A dry run says what it would do and does nothing.
     let dry = s
@@ -140,57 +100,61 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
         "{dry}"
     );
     assert!(dry.contains("may still be uploading"), "{dry}");
-    assert_eq!(s.ids(), made[1..]);
-    assert!(s.repo().join("snapshots/app").join(old).exists());
+    assert_eq!(s.ids(None), made[1..]);
+    assert!(s.path().join("snapshots/app").join(old).exists());
 
     // The source breaks: the next job's backup fails, and from then on nothing is pruned.
-    s.write_config("postgres://postgres@127.0.0.1:1/app", "keep = { last = 2 }");
+    s.write_config(&app(
+        "postgres://postgres@127.0.0.1:1/app",
+        "keep = { last = 2 }",
+    ));
     let r = s.cli.fails(&["run", "app"], 5, "");
     assert!(r.stdout.contains("backup  FAILED"), "{}", r.stdout);
-    let p = s.json(&["prune", "--keep", "last=1", "--source", "app", "--json"]);
+    let p: Vec<PruneReport> = json(
+        &s.cli
+            .ok(&["prune", "--keep", "last=1", "--source", "app", "--json"]),
+    );
     let p = &p[0];
     assert!(
-        p["plan"]["held"]
-            .as_str()
+        p.plan
+            .held
+            .as_deref()
             .unwrap()
             .contains("nothing is deleted while backups are failing (the last backup"),
-        "{p:#}"
+        "{p:#?}"
     );
-    assert!(p["deleted"].as_array().unwrap().is_empty());
-    assert!(
-        p["leftovers_removed"].as_array().unwrap().is_empty(),
-        "{p:#}"
-    );
-    assert!(s.repo().join("snapshots/app").join(old).exists());
+    assert!(p.deleted.is_empty());
+    assert!(p.leftovers_removed.is_empty(), "{p:#?}");
+    assert!(s.path().join("snapshots/app").join(old).exists());
     assert_eq!(
-        s.ids(),
+        s.ids(None),
         made[1..],
         "a prune deleted snapshots while backups fail"
     );
-    let h = s.json(&["history", "--json", "--limit", "1"]);
-    assert_eq!(h[0]["job"], "backup");
-    assert_eq!(h[0]["result"], "failed");
+    let h = s.history(&["--limit", "1"]);
+    assert_eq!(h[0].job, "backup");
+    assert_eq!(h[0].result, "failed");
     assert!(
-        h[0]["error"].as_str().unwrap().contains("127.0.0.1:1"),
-        "{h:#}"
+        h[0].error.as_deref().unwrap().contains("127.0.0.1:1"),
+        "{h:#?}"
     );
 
     // Fixed again: a successful job prunes by the policy, leftovers past the grace period go.
-    s.write_config(&url, "keep = { last = 1 }");
-    let r = s.json(&["run", "app", "--json"]);
-    let newest = r["snapshot"].as_str().unwrap().to_string();
-    assert_eq!(s.ids(), std::slice::from_ref(&newest));
-    let removed = r["prune"]["leftovers_removed"].as_array().unwrap();
-    assert_eq!(removed, &[Value::from(old)], "{r:#}");
-    assert!(!s.repo().join("snapshots/app").join(old).exists());
-    assert!(s.repo().join("snapshots/app").join(&fresh).exists());
+    s.write_config(&app(&url, "keep = { last = 1 }"));
+    let r = run(&s);
+    let newest = r.snapshot.clone().unwrap();
+    assert_eq!(s.ids(None), std::slice::from_ref(&newest));
+    let removed = &r.prune.as_ref().unwrap().leftovers_removed;
+    assert_eq!(removed, &[old], "{r:#?}");
+    assert!(!s.path().join("snapshots/app").join(old).exists());
+    assert!(s.path().join("snapshots/app").join(&fresh).exists());
 
     // The state file is only history: without it every backup is still there and restores.
     let state = s.cli.state_dir().join("state.db");
     assert!(state.exists());
     std::fs::remove_file(&state).unwrap();
-    assert_eq!(s.ids(), std::slice::from_ref(&newest));
-    assert_eq!(s.json(&["history", "--json"]), Value::Array(vec![]));
+    assert_eq!(s.ids(None), std::slice::from_ref(&newest));
+    assert!(s.history(&[]).is_empty());
     src.create_db("back", "");
     s.cli.ok(&["restore", "latest", "--to", &src.url("back")]);
     assert_eq!(src.scalar_i64("back", "SELECT count(*) FROM t"), 2000);
@@ -198,23 +162,18 @@ fn jobs_prune_by_retention_and_never_while_backups_fail() {
 
 #[test]
 fn bad_schedules_and_retention_are_config_errors() {
-    let s = Setup::new(
-        "postgres://x@127.0.0.1:1/app",
-        "schedule = \"every 5 fortnights\"",
-    );
+    let url = "postgres://x@127.0.0.1:1/app";
+    let s = setup(url, "schedule = \"every 5 fortnights\"");
     s.cli.fails(
         &["run", "app"],
         3,
         "invalid schedule \"every 5 fortnights\"",
     );
-    s.write_config(
-        "postgres://x@127.0.0.1:1/app",
-        "timezone = \"Mars/Olympus\"",
-    );
+    s.write_config(&app(url, "timezone = \"Mars/Olympus\""));
     s.cli.fails(&["list"], 3, "unknown time zone");
-    s.write_config("postgres://x@127.0.0.1:1/app", "keep = { dayly = 3 }");
+    s.write_config(&app(url, "keep = { dayly = 3 }"));
     s.cli.fails(&["list"], 3, "dayly");
-    s.write_config("postgres://x@127.0.0.1:1/app", "");
+    s.write_config(&app(url, ""));
     s.cli.fails(
         &["prune", "--keep", "fortnightly=2"],
         3,
@@ -227,14 +186,13 @@ fn bad_schedules_and_retention_are_config_errors() {
 /// source is not held up.
 #[test]
 fn a_prune_started_during_a_backup_of_its_source_waits_for_it() {
-    use std::process::Stdio;
     let src = Source::start();
     src.create_db(
         "app",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
     );
     src.create_db("other", "CREATE TABLE u AS SELECT 1 AS x");
-    let repo = crate::common::Repo::local();
+    let repo = Repo::local();
     repo.backup(&src.url("app"), "app");
     // The next backup's pg_dump will wait for this session's lock: a backup held mid-way.
     let mut blocker = src.client("app");
@@ -243,12 +201,7 @@ fn a_prune_started_during_a_backup_of_its_source_waits_for_it() {
         .unwrap();
     let backup = repo
         .cli
-        .command(crate::common::offsitedb_bin())
-        .args(["backup", "--source", &src.url("app"), "--name", "app"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn(&["backup", "--source", &src.url("app"), "--name", "app"]);
     let t = std::time::Instant::now();
     while src.scalar_i64(
         "postgres",
@@ -282,12 +235,7 @@ fn a_prune_started_during_a_backup_of_its_source_waits_for_it() {
     // Without --no-wait, prune waits, says so once, and runs when the backup is done.
     let prune = repo
         .cli
-        .command(crate::common::offsitedb_bin())
-        .args(["prune", "--source", "app", "--keep", "last=1", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn(&["prune", "--source", "app", "--keep", "last=1", "--json"]);
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(
         repo.list(Some("app")).len(),

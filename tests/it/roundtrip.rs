@@ -6,7 +6,7 @@ use std::process::Command;
 
 use offsitedb::postgres::binaries;
 
-use crate::common::{Cli, SeaweedFs, Source, keygen, list_json, venv_tool};
+use crate::common::{Repo, RestoreReport, Snapshot, Source, json, venv_tool};
 
 /// Several schemas; bytea with every byte value; jsonb, arrays, numeric, timestamptz, enums,
 /// domains; awkward text; a 20 MB toasted value; large objects; sequences; a partitioned table;
@@ -199,91 +199,49 @@ pub fn assert_same(src: &Source, a: &str, b: &str) {
 
 #[test]
 fn round_trip_through_seaweedfs_with_gzip() {
-    let weed = SeaweedFs::start();
-    let src = Source::start();
-    src.create_db("rich", RICH_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let k = key.to_str().unwrap();
-    let repo = weed.repo_url("prod");
-    let cli = Cli::new().s3();
+    let f = Repo::s3("prod").with_source("rich", RICH_SQL);
+    let src = f.src();
 
-    let out = cli.ok(&[
-        "backup",
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-        "--source",
-        &src.url("rich"),
-        "--name",
-        "rich",
-        "--json",
-    ]);
-    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let id = summary["id"].as_str().unwrap().to_string();
-    assert_eq!(summary["source"], "rich");
-    assert_eq!(summary["compression"], "gzip:6");
-    assert!(summary["stored_bytes"].as_u64().unwrap() > 1_000_000);
+    let summary = f.backup(&src.url("rich"), "rich");
+    let id = summary.id.clone();
+    assert_eq!(summary.source, "rich");
+    assert_eq!(summary.compression, "gzip:6");
+    assert!(summary.stored_bytes > 1_000_000);
 
     // A new machine with only the key and the bucket sees the snapshot.
-    let listed = list_json(&Cli::new().s3(), &repo, &key);
+    let listed: Vec<Snapshot> = json(&f.cli.fresh().ok(&["list", "--json"]));
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["id"], id.as_str());
-    assert_eq!(listed[0]["status"], "not_drilled");
-    for field in ["id", "source", "created", "stored_bytes", "status"] {
-        assert!(!listed[0][field].is_null(), "list --json lacks {field}");
-    }
-    let show = cli.ok(&[
-        "show",
-        &id[..12],
-        "--json",
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-    ]);
-    let manifest: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
-    assert_eq!(manifest["snapshot_id"], id.as_str());
-    assert_eq!(manifest["server"]["major"], src.cluster.version().major);
-    assert!(manifest["server"]["system_identifier"].as_str().is_some());
-    assert_eq!(manifest["source"]["database"], "rich");
-    assert_eq!(manifest["dump"]["tool"], "pg_dump");
-    assert_eq!(
-        manifest["data"]["sha256_stored"].as_str().unwrap().len(),
-        64
+    assert_eq!(listed[0].id, id);
+    assert_eq!(listed[0].status, "not_drilled");
+    // id, source, created, stored_bytes and status are there: `Snapshot` does not parse without.
+    let l = &listed[0];
+    assert!(
+        !l.id.is_empty() && !l.source.is_empty() && !l.created.is_empty(),
+        "{l:?}"
     );
+    let manifest = f.show(&id[..12]);
+    assert_eq!(manifest.snapshot_id, id);
+    assert_eq!(manifest.server.major, src.cluster.version().major);
+    assert!(manifest.server.system_identifier.is_some());
+    assert_eq!(manifest.source.database, "rich");
+    assert_eq!(manifest.dump.tool, "pg_dump");
+    assert_eq!(manifest.data.sha256_stored.len(), 64);
 
     src.create_db("restored", "");
-    cli.ok(&[
-        "restore",
-        "latest",
-        "--to",
-        &src.url("restored"),
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-    ]);
-    assert_same(&src, "rich", "restored");
+    f.cli
+        .ok(&["restore", "latest", "--to", &src.url("restored")]);
+    assert_same(src, "rich", "restored");
 }
 
 #[test]
 fn round_trip_through_a_local_folder_with_zstd_and_parallel_restore() {
-    let src = Source::start();
-    src.create_db("rich", RICH_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let k = key.to_str().unwrap();
-    let repo = format!("file://{}", dir.path().join("repo").display());
-    let cli = Cli::new();
+    let mut f = Repo::local().with_source("rich", RICH_SQL);
+    // The repository named by a file:// URL.
+    f.cli = f.cli.env("OFFSITEDB_REPO", &format!("file://{}", f.url));
+    let src = f.src();
 
-    cli.ok(&[
+    f.cli.ok(&[
         "backup",
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
         "--source",
         &src.url("rich"),
         "--name",
@@ -291,84 +249,33 @@ fn round_trip_through_a_local_folder_with_zstd_and_parallel_restore() {
         "--compression",
         "zstd",
     ]);
-    let listed = list_json(&cli, &repo, &key);
-    assert_eq!(listed[0]["compression"], "zstd:1");
+    let listed = f.list(None);
+    assert_eq!(listed[0].compression, "zstd:1");
 
     src.create_db("restored", "");
-    let out = cli.ok(&[
-        "restore",
-        "latest",
-        "--to",
-        &src.url("restored"),
-        "--jobs",
-        "2",
-        "--json",
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-    ]);
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(report["jobs"], 2);
-    assert_same(&src, "rich", "restored");
+    let restored = src.url("restored");
+    let report: RestoreReport = json(&f.cli.ok(&[
+        "restore", "latest", "--to", &restored, "--jobs", "2", "--json",
+    ]));
+    assert_eq!(report.jobs, 2);
+    assert_same(src, "rich", "restored");
 
     // Restoring again over it needs --clean, and then gives the same database.
-    cli.fails(
-        &[
-            "restore",
-            "latest",
-            "--to",
-            &src.url("restored"),
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
-        ],
-        3,
-        "is not empty",
-    );
-    cli.ok(&[
-        "restore",
-        "latest",
-        "--clean",
-        "--to",
-        &src.url("restored"),
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-    ]);
-    assert_same(&src, "rich", "restored");
+    f.cli
+        .fails(&["restore", "latest", "--to", &restored], 3, "is not empty");
+    f.cli
+        .ok(&["restore", "latest", "--clean", "--to", &restored]);
+    assert_same(src, "rich", "restored");
 }
 
 /// The proof that backups restore without OffsiteDB: the 40-line Python decryptor, gunzip and
 /// pg_restore, on a real snapshot.
 #[test]
 fn reference_decryptor_restores_a_real_snapshot() {
-    let src = Source::start();
-    src.create_db("rich", RICH_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let k = key.to_str().unwrap();
-    let repo_dir = dir.path().join("repo");
-    let repo = repo_dir.display().to_string();
-    let cli = Cli::new();
-    let id = cli
-        .ok(&[
-            "backup",
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
-            "--source",
-            &src.url("rich"),
-            "--name",
-            "rich",
-        ])
-        .stdout
-        .trim()
-        .to_string();
-    let data = repo_dir.join("snapshots/rich").join(&id).join("data");
+    let f = Repo::local().with_source("rich", RICH_SQL);
+    let src = f.src();
+    let id = f.backup(&src.url("rich"), "rich").id;
+    let data = f.object("rich", &id, "data");
     assert!(data.exists(), "{}", data.display());
 
     src.create_db("by_python", "");
@@ -378,9 +285,9 @@ fn reference_decryptor_restores_a_real_snapshot() {
         tool = crate::common::project_dir()
             .join("tools/offsitedb-decrypt.py")
             .display(),
-        key = key.display(),
+        key = f.key.display(),
         data = data.display(),
-        pg_restore = pg_restore_path(&src).display(),
+        pg_restore = pg_restore_path(src).display(),
         ci = src
             .cluster
             .conninfo("by_python")
@@ -392,23 +299,14 @@ fn reference_decryptor_restores_a_real_snapshot() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_same(&src, "rich", "by_python");
+    assert_same(src, "rich", "by_python");
 
     // The same artifact through `offsitedb decrypt` is byte-identical to the Python output.
-    let ours = dir.path().join("ours.dump.gz");
-    cli.ok(&[
-        "decrypt",
-        &id,
-        "-o",
-        ours.to_str().unwrap(),
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-    ]);
+    let ours = f.dir.path().join("ours.dump.gz");
+    f.cli.ok(&["decrypt", &id, "-o", ours.to_str().unwrap()]);
     let theirs = Command::new(venv_tool("python"))
         .arg(crate::common::project_dir().join("tools/offsitedb-decrypt.py"))
-        .arg(&key)
+        .arg(&f.key)
         .stdin(std::fs::File::open(&data).unwrap())
         .output()
         .unwrap();

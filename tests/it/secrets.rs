@@ -1,12 +1,11 @@
 //! No password, key or secret ever appears in output, errors or manifests, and no child process
 //! carries the database password on its command line (where any local user could read it).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use offsitedb::storage::ReadStore;
-
-use crate::common::{Cli, DB_PASSWORD, Run, SECRET_KEY, SeaweedFs, Source, keygen, tree};
+use crate::common::{
+    Cli, DB_PASSWORD, Manifest, Repo, Run, SECRET_KEY, Snapshot, Source, json, tree,
+};
 
 const WRONG_PASSWORD: &str = "Wr0ng-Pa55-Zq81";
 const WRONG_SECRET: &str = "Wr0ng-S3-Secret-77";
@@ -45,20 +44,12 @@ fn assert_clean(r: &Run, secrets: &[&str]) {
 
 #[test]
 fn secrets_never_appear_in_output_or_manifests() {
-    let weed = SeaweedFs::start();
-    let src = Source::start();
-    src.create_db(
+    let f = Repo::s3("prod").with_source(
         "app",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let key_b64 = std::fs::read_to_string(&key)
-        .unwrap()
-        .lines()
-        .find(|l| !l.starts_with('#'))
-        .unwrap()
-        .to_string();
+    let src = f.src();
+    let key_b64 = f.key_secret();
     let secrets = [
         DB_PASSWORD,
         SECRET_KEY,
@@ -66,100 +57,63 @@ fn secrets_never_appear_in_output_or_manifests() {
         WRONG_PASSWORD,
         WRONG_SECRET,
     ];
-    let k = key.to_str().unwrap();
-    let repo = weed.repo_url("prod");
     let port = src.cluster.port();
     let good = src.url("app");
     let wrong_pw = format!("postgres://postgres:{WRONG_PASSWORD}@127.0.0.1:{port}/app");
-    // Every run shares one state folder, scanned at the end.
-    let state = tempfile::tempdir().unwrap();
-    let state_s = state.path().to_str().unwrap().to_string();
-    let fresh = || Cli::new().env("OFFSITEDB_STATE_DIR", &state_s);
-    let cli = fresh().s3();
+    // Every run shares one state folder (the fixture's), scanned at the end.
+    let state = f.cli.state_dir();
+    let state_s = state.to_str().unwrap().to_string();
+    let shared = |c: Cli| c.env("OFFSITEDB_STATE_DIR", &state_s);
+    let cli = &f.cli;
     src.create_db("restored", "");
     let restored = src.url("restored");
-    let artifact = dir.path().join("app.dump.gz");
+    let artifact = f.dir.path().join("app.dump.gz");
 
     let mut runs = vec![
+        cli.run(&["backup", "--source", &good, "--name", "app", "--json"]),
+        cli.run(&["backup", "--source", &wrong_pw, "--name", "app"]),
         cli.run(&[
             "backup",
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
-            "--source",
-            &good,
-            "--name",
-            "app",
-            "--json",
-        ]),
-        cli.run(&[
-            "backup",
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
-            "--source",
-            &wrong_pw,
-            "--name",
-            "app",
-        ]),
-        cli.run(&[
-            "backup",
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
             "--source",
             &format!("{good}?sslmode=bogus"),
             "--name",
             "app",
         ]),
-        cli.run(&["list", "--repo", &repo, "--key-file", k]),
-        cli.run(&["list", "--json", "--repo", &repo, "--key-file", k]),
-        cli.run(&["show", "latest", "--repo", &repo, "--key-file", k]),
-        cli.run(&["show", "latest", "--json", "--repo", &repo, "--key-file", k]),
-        cli.run(&[
-            "restore",
-            "latest",
-            "--to",
-            &wrong_pw,
-            "--repo",
-            &repo,
-            "--key-file",
-            k,
-        ]),
-        fresh()
-            .env("AWS_ACCESS_KEY_ID", crate::common::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
-            .run(&["list", "--repo", &repo, "--key-file", k]),
+        cli.run(&["list"]),
+        cli.run(&["list", "--json"]),
+        cli.run(&["show", "latest"]),
+        cli.run(&["show", "latest", "--json"]),
+        cli.run(&["restore", "latest", "--to", &wrong_pw]),
+        shared(cli.clone_with("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)).run(&["list"]),
         // The key given inline, and a wrong one.
-        fresh()
-            .s3()
+        shared(cli.without("OFFSITEDB_KEY_FILE"))
             .env("OFFSITEDB_KEY", &key_b64)
-            .run(&["list", "--repo", &repo]),
-        fresh()
-            .s3()
+            .run(&["list"]),
+        shared(cli.without("OFFSITEDB_KEY_FILE"))
             .env("OFFSITEDB_KEY", "AAAA")
-            .run(&["list", "--repo", &repo]),
+            .run(&["list"]),
     ];
 
-    // Through a configuration file with ${ENV} secrets, including a failing source.
-    let config = dir.path().join("offsitedb.toml");
+    // Through a configuration file with ${ENV} secrets, including a failing source (in a folder
+    // of its own: the runs above read no configuration).
+    let conf = f.dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
     std::fs::write(
-        &config,
+        conf.join("offsitedb.toml"),
         format!(
-            "[repository]\nurl = \"{repo}\"\naccess_key_id = \"${{S3_ID}}\"\nsecret_access_key = \"${{S3_SECRET}}\"\nkey_file = \"{k}\"\n\n\
-             [[source]]\nname = \"app\"\nurl = \"${{DB_URL}}\"\n\n[[source]]\nname = \"broken\"\nurl = \"${{BAD_URL}}\"\n"
+            "[repository]\nurl = \"{}\"\naccess_key_id = \"${{S3_ID}}\"\nsecret_access_key = \"${{S3_SECRET}}\"\nkey_file = \"{}\"\n\n\
+             [[source]]\nname = \"app\"\nurl = \"${{DB_URL}}\"\n\n[[source]]\nname = \"broken\"\nurl = \"${{BAD_URL}}\"\n",
+            f.url,
+            f.key.display()
         ),
     )
     .unwrap();
-    let with_config = fresh()
+    let with_config = shared(Cli::new())
         .env("S3_ID", crate::common::ACCESS_KEY)
         .env("S3_SECRET", SECRET_KEY)
         .env("DB_URL", &good)
         .env("BAD_URL", &wrong_pw)
-        .cwd(dir.path());
+        .cwd(&conf);
     runs.push(with_config.run(&["backup"]));
     runs.push(with_config.run(&["list"]));
     // decrypt, to a file and to a pipe, and a restore that succeeds (with the password in the
@@ -171,46 +125,11 @@ fn secrets_never_appear_in_output_or_manifests() {
         "app",
         "-o",
         artifact.to_str().unwrap(),
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
     ]));
+    runs.push(cli.run(&["decrypt", "latest", "--source", "app"]));
+    runs.push(cli.run(&["restore", "latest", "--source", "app", "--to", &restored]));
     runs.push(cli.run(&[
-        "decrypt",
-        "latest",
-        "--source",
-        "app",
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-    ]));
-    runs.push(cli.run(&[
-        "restore",
-        "latest",
-        "--source",
-        "app",
-        "--to",
-        &restored,
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
-    ]));
-    runs.push(cli.run(&[
-        "restore",
-        "latest",
-        "--source",
-        "app",
-        "--to",
-        &restored,
-        "--clean",
-        "--json",
-        "--repo",
-        &repo,
-        "--key-file",
-        k,
+        "restore", "latest", "--source", "app", "--to", &restored, "--clean", "--json",
     ]));
 
     for r in &runs {
@@ -254,18 +173,13 @@ fn secrets_never_appear_in_output_or_manifests() {
         "{}",
         backup_all.stderr
     );
-    let listing: Vec<serde_json::Value> = serde_json::from_str(&runs[4].stdout).unwrap();
-    assert_eq!(listing.len(), 1);
+    assert_eq!(json::<Vec<Snapshot>>(&runs[4]).len(), 1);
     // The manifest names the database without its password.
-    assert!(
-        runs[6].stdout.contains("\"host\": \"127.0.0.1\""),
-        "{}",
-        runs[6].stdout
-    );
+    assert_eq!(json::<Manifest>(&runs[6]).source.host, "127.0.0.1");
 
     // Nothing at rest holds a secret either: the local state folder and every stored object.
-    assert_no_secret_in_files(state.path(), &secrets);
-    let store = weed.store("prod");
+    assert_no_secret_in_files(&state, &secrets);
+    let store = f.store();
     let objects = store.list("").unwrap();
     assert!(objects.len() >= 5, "{objects:?}");
     for o in objects {
@@ -288,9 +202,7 @@ fn pg_dump_never_gets_the_password_on_its_command_line() {
         "app",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let repo = dir.path().join("repo");
+    let f = Repo::local();
 
     // Hold a lock so pg_dump waits long enough to be inspected.
     let mut locker = src.client("app");
@@ -298,19 +210,9 @@ fn pg_dump_never_gets_the_password_on_its_command_line() {
     tx.batch_execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         .unwrap();
 
-    let backup = Command::new(env!("CARGO_BIN_EXE_offsitedb"))
-        .args([
-            "backup",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--key-file",
-            key.to_str().unwrap(),
-        ])
-        .args(["--source", &src.url("app"), "--name", "app"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let backup = f
+        .cli
+        .spawn(&["backup", "--source", &src.url("app"), "--name", "app"]);
     let me = backup.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     let cmdline = loop {

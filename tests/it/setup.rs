@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Cli, Source, keygen};
+use crate::common::{CheckItem, Cli, Drill, Repo, Source, check_item, json, keygen};
 
 /// A real PgBouncer (Debian's package) in front of `upstream`, in `mode`.
 struct PgBouncer {
@@ -92,12 +92,8 @@ fn a_pooler_in_transaction_mode_is_named_with_the_fix_and_the_direct_url_works()
     );
     let tx = PgBouncer::start(src.cluster.port(), "transaction");
     let session = PgBouncer::start(src.cluster.port(), "session");
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let repo = dir.path().join("repo");
-    let cli = Cli::new()
-        .env("OFFSITEDB_REPO", repo.to_str().unwrap())
-        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
+    let f = Repo::local();
+    let cli = &f.cli;
     let via = |port: u16| {
         src.url("app")
             .replace(&format!(":{}/", src.cluster.port()), &format!(":{port}/"))
@@ -118,42 +114,26 @@ fn a_pooler_in_transaction_mode_is_named_with_the_fix_and_the_direct_url_works()
         "{}",
         r.stderr
     );
-    assert!(!repo.join("snapshots").exists(), "something was stored");
+    assert!(!f.path().join("snapshots").exists(), "something was stored");
 
     // Session mode keeps one server session per client: that is fine, and so is the direct URL.
     cli.ok(&["backup", "--source", &via(session.port), "--name", "app"]);
     cli.ok(&["backup", "--source", &src.url("app"), "--name", "app"]);
 }
 
-/// A config with one source `app` at `url` and the repository `repo`, in a new folder.
-fn config(dir: &std::path::Path, url: &str, repo: &str, key: &std::path::Path) {
-    std::fs::write(
-        dir.join("offsitedb.toml"),
-        format!(
-            "[repository]\nurl = \"{repo}\"\nkey_file = \"{}\"\n\n[[source]]\nname = \"app\"\nurl = \"{url}\"\n",
-            key.display()
-        ),
-    )
-    .unwrap();
+/// The configuration's one source, `app` at `url`.
+fn app(url: &str) -> String {
+    format!("[[source]]\nname = \"app\"\nurl = \"{url}\"\n")
 }
 
-fn items(cli: &Cli) -> (i32, Vec<serde_json::Value>) {
+/// `check --json`: its exit code and its checklist.
+fn items(cli: &Cli) -> (i32, Vec<CheckItem>) {
     let r = cli.run(&["check", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", r.stdout, r.stderr));
-    (r.code, v.as_array().unwrap().clone())
-}
-
-fn status<'a>(items: &'a [serde_json::Value], subject: &str, check: &str) -> &'a serde_json::Value {
-    items
-        .iter()
-        .find(|i| i["subject"] == subject && i["check"] == check)
-        .unwrap_or_else(|| panic!("no {subject}/{check} in {items:#?}"))
+    (r.code, json(&r))
 }
 
 #[test]
 fn check_names_each_failure_with_its_fix() {
-    let sw = crate::common::SeaweedFs::start();
     let src = Source::start();
     src.create_db(
         "app",
@@ -164,40 +144,35 @@ fn check_names_each_failure_with_its_fix() {
          GRANT SELECT ON open, secret TO writer; GRANT SELECT ON s TO writer;
          GRANT INSERT ON open TO writer;",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let other_key = keygen(dir.path(), "other.key");
-    let repo = sw.repo_url("check");
-    let cli = Cli::new().s3().cwd(dir.path());
+    let f = Repo::s3("check").with_config(&app(&src.url("app")));
+    keygen(f.dir.path(), "other.key");
+    let cli = &f.cli;
     let port = src.cluster.port();
     let url = |user: &str, pw: &str| format!("postgres://{user}:{pw}@127.0.0.1:{port}/app");
 
     // All good (the superuser is warned about).
-    config(dir.path(), &src.url("app"), &repo, &key);
-    let (code, all) = items(&cli);
+    let (code, all) = items(cli);
     assert_eq!(code, 0, "{all:#?}");
     for c in ["dns", "tcp", "login", "server", "pooler", "read"] {
-        assert_eq!(status(&all, "app", c)["status"], "ok", "{c}: {all:#?}");
+        assert_eq!(check_item(&all, "app", c).status, "ok", "{c}: {all:#?}");
     }
-    assert_eq!(status(&all, "app", "tls")["status"], "warn");
-    assert_eq!(status(&all, "app", "write")["status"], "warn");
+    assert_eq!(check_item(&all, "app", "tls").status, "warn");
+    assert_eq!(check_item(&all, "app", "write").status, "warn");
     assert!(
-        status(&all, "app", "server")["detail"]
-            .as_str()
-            .unwrap()
+        check_item(&all, "app", "server")
+            .detail
             .contains("pg_dump 15")
     );
     for c in ["write", "read", "list", "delete", "lock", "key"] {
         assert_eq!(
-            status(&all, "repository", c)["status"],
+            check_item(&all, "repository", c).status,
             "ok",
             "{c}: {all:#?}"
         );
     }
     assert!(
-        status(&all, "repository", "lock")["detail"]
-            .as_str()
-            .unwrap()
+        check_item(&all, "repository", "lock")
+            .detail
             .starts_with("Object Lock is off"),
         "{all:#?}"
     );
@@ -210,7 +185,7 @@ fn check_names_each_failure_with_its_fix() {
     );
 
     // A wrong password: login fails, named, with the fix; later steps skipped.
-    config(dir.path(), &url("reader", "nope"), &repo, &key);
+    f.write_config(&app(&url("reader", "nope")));
     let r = cli.fails(&["check"], 5, "app login");
     assert!(
         r.stdout.contains("✗ login") && r.stdout.contains("refused the password"),
@@ -227,12 +202,7 @@ fn check_names_each_failure_with_its_fix() {
         .local_addr()
         .unwrap()
         .port();
-    config(
-        dir.path(),
-        &format!("postgres://u:p@127.0.0.1:{closed}/app"),
-        &repo,
-        &key,
-    );
+    f.write_config(&app(&format!("postgres://u:p@127.0.0.1:{closed}/app")));
     let r = cli.fails(&["check"], 5, "app tcp");
     assert!(
         r.stdout.contains("nothing answers on 127.0.0.1"),
@@ -241,7 +211,7 @@ fn check_names_each_failure_with_its_fix() {
     );
 
     // A role that cannot read one table: the table is named.
-    config(dir.path(), &url("reader", "reader-pw"), &repo, &key);
+    f.write_config(&app(&url("reader", "reader-pw")));
     let r = cli.fails(&["check"], 5, "app read");
     assert!(
         r.stdout.contains("cannot read 1 relation: public.secret"),
@@ -249,18 +219,17 @@ fn check_names_each_failure_with_its_fix() {
         r.stdout
     );
     assert!(r.stdout.contains("pg_read_all_data"), "{}", r.stdout);
-    let (_, all) = items(&cli);
-    assert_eq!(status(&all, "app", "write")["status"], "ok");
+    let (_, all) = items(cli);
+    assert_eq!(check_item(&all, "app", "write").status, "ok");
 
     // A role that can write: a warning, not a failure.
-    config(dir.path(), &url("writer", "writer-pw"), &repo, &key);
-    let (code, all) = items(&cli);
+    f.write_config(&app(&url("writer", "writer-pw")));
+    let (code, all) = items(cli);
     assert_eq!(code, 0, "{all:#?}");
-    assert_eq!(status(&all, "app", "write")["status"], "warn");
+    assert_eq!(check_item(&all, "app", "write").status, "warn");
     assert!(
-        status(&all, "app", "write")["detail"]
-            .as_str()
-            .unwrap()
+        check_item(&all, "app", "write")
+            .detail
             .contains("can change 1 table")
     );
 
@@ -274,7 +243,7 @@ fn check_names_each_failure_with_its_fix() {
              GRANT SELECT ON open, secret, guarded, s TO rls_reader;",
         )
         .unwrap();
-    config(dir.path(), &url("rls_reader", "rls-pw"), &repo, &key);
+    f.write_config(&app(&url("rls_reader", "rls-pw")));
     let r = cli.fails(&["check"], 5, "app rls");
     assert!(
         r.stdout.contains("public.guarded") && r.stdout.contains("BYPASSRLS"),
@@ -287,7 +256,7 @@ fn check_names_each_failure_with_its_fix() {
     cli.ok(&["check"]);
 
     // A wrong secret for the bucket.
-    config(dir.path(), &src.url("app"), &repo, &key);
+    f.write_config(&app(&src.url("app")));
     let wrong = cli.clone_with("AWS_SECRET_ACCESS_KEY", "wrong-secret");
     let r = wrong.fails(&["check"], 6, "repository write");
     assert!(r.stdout.contains("✗ write"), "{}", r.stdout);
@@ -295,7 +264,9 @@ fn check_names_each_failure_with_its_fix() {
 
     // A key that is not the repository's (the repository exists after one backup).
     cli.ok(&["backup"]);
-    config(dir.path(), &src.url("app"), &repo, &other_key);
+    // The same configuration, with the other key.
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(f.config_path(), text.replace("master.key", "other.key")).unwrap();
     let r = cli.fails(&["check"], 4, "repository key");
     assert!(r.stdout.contains("✗ key"), "{}", r.stdout);
     assert!(
@@ -321,17 +292,10 @@ fn role_sql_round_trip(major: u32) {
          ALTER TABLE private_notes ENABLE ROW LEVEL SECURITY;
          CREATE POLICY own ON private_notes USING (owner = current_user);",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    config(
-        dir.path(),
-        &src.url("app"),
-        dir.path().join("repo").to_str().unwrap(),
-        &key,
-    );
-    let cli = Cli::new()
-        .cwd(dir.path())
-        .env("OFFSITEDB_PG_BIN_DIRS", &crate::drill::join_dirs(&dirs));
+    let f = Repo::local()
+        .env("OFFSITEDB_PG_BIN_DIRS", &crate::drill::join_dirs(&dirs))
+        .with_config(&app(&src.url("app")));
+    let cli = &f.cli;
     let sql = cli.ok(&["role-sql", "app"]).stdout;
     assert_eq!(sql.contains("pg_read_all_data TO"), major >= 14, "{sql}");
     src.cluster.execute("app", &sql).unwrap();
@@ -345,22 +309,16 @@ fn role_sql_round_trip(major: u32) {
         "postgres://offsitedb_backup:{password}@127.0.0.1:{}/app",
         src.cluster.port()
     );
-    config(
-        dir.path(),
-        &url,
-        dir.path().join("repo").to_str().unwrap(),
-        &key,
-    );
-    let (code, all) = items(&cli);
+    f.write_config(&app(&url));
+    let (code, all) = items(cli);
     assert_eq!(code, 0, "{all:#?}");
-    assert_eq!(status(&all, "app", "read")["status"], "ok");
-    assert_eq!(status(&all, "app", "write")["status"], "ok", "{all:#?}");
+    assert_eq!(check_item(&all, "app", "read").status, "ok");
+    assert_eq!(check_item(&all, "app", "write").status, "ok", "{all:#?}");
     cli.ok(&["backup"]);
-    let r = cli.ok(&["drill", "latest", "--json"]);
-    let d: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(d["result"], "passed");
+    let d: Drill = json(&cli.ok(&["drill", "latest", "--json"]));
+    assert_eq!(d.result, "passed");
     // Every row, past the row-level security policy.
-    assert_eq!(d["tables"].as_array().unwrap().len(), 3, "{d:#}");
+    assert_eq!(d.tables.len(), 3, "{d:#?}");
     // And it cannot write, even when it asks for a read-write transaction.
     let mut c = postgres::Client::connect(
         &format!(
@@ -515,8 +473,7 @@ fn verify_full_with_a_ca_file() {
         src.cluster.execute("postgres", sql).unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
+    let f = Repo::local();
     let url = |ca: &str| {
         format!(
             "{}?sslmode=verify-full&sslrootcert={}",
@@ -524,9 +481,7 @@ fn verify_full_with_a_ca_file() {
             certs.path().join(ca).display()
         )
     };
-    let cli = Cli::new()
-        .env("OFFSITEDB_REPO", dir.path().join("repo").to_str().unwrap())
-        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
+    let cli = &f.cli;
     cli.ok(&["backup", "--source", &url("ca.pem"), "--name", "app"]);
     let r = cli.fails(
         &["backup", "--source", &url("other-ca.pem"), "--name", "app"],
@@ -534,25 +489,16 @@ fn verify_full_with_a_ca_file() {
         "tls failed",
     );
     assert!(r.stderr.contains("sslrootcert"), "{}", r.stderr);
-    config(
-        dir.path(),
-        &url("ca.pem"),
-        dir.path().join("repo").to_str().unwrap(),
-        &key,
-    );
-    let (code, all) = items(&Cli::new().cwd(dir.path()));
+    f.write_config(&app(&url("ca.pem")));
+    let (code, all) = items(&Cli::new().cwd(f.dir.path()));
     assert_eq!(code, 0, "{all:#?}");
-    assert_eq!(status(&all, "app", "tls")["status"], "ok");
+    assert_eq!(check_item(&all, "app", "tls").status, "ok");
 }
 
 #[test]
 fn a_fly_private_name_says_where_it_resolves_and_both_fixes() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keygen(dir.path(), "master.key");
-    let cli = Cli::new()
-        .env("OFFSITEDB_REPO", dir.path().join("repo").to_str().unwrap())
-        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
-    let r = cli.fails(
+    let f = Repo::local();
+    let r = f.cli.fails(
         &[
             "backup",
             "--source",
