@@ -7,6 +7,12 @@ The lock is `flock(2)` on a file in the state folder (`locks/<source>-<repositor
 the kernel releases it when its holder exits, however it exits, so a killed process never leaves
 a stale lock. The holder writes what it is doing into the file, for the message the waiting run
 prints. Waiting polls (and gives up on Ctrl-C / SIGTERM) rather than blocking in the kernel.
+
+Several users may share a state folder (the service's user, and root running a command by
+hand): the locks folder is made sticky and writable by all (like /tmp), and a lock file made by
+another user is locked through a read-only descriptor (`flock` needs no write access), so nobody
+is locked out by a file someone else created. The holder's note is then not rewritten, and a
+note whose process is gone is not shown.
 */
 
 use std::fs::{File, OpenOptions};
@@ -65,16 +71,9 @@ pub fn acquire(
 ) -> Result<SourceLock> {
     let path = lock_path(state_dir, location, source);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io_at("cannot create the lock folder", dir, &e))?;
+        make_lock_dir(dir)?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io_at("cannot open the lock file", &path, &e))?;
+    let (mut file, writable) = open(&path)?;
     let mut said = false;
     loop {
         // SAFETY: flock on a descriptor we own.
@@ -107,29 +106,88 @@ pub fn acquire(
         })?;
         std::thread::sleep(POLL);
     }
-    let text = format!(
-        "{what} (pid {}) since {}",
-        std::process::id(),
-        jiff::Timestamp::now()
-            .round(jiff::Unit::Second)
-            .unwrap_or_else(|_| jiff::Timestamp::now())
-    );
-    let _ = file
-        .set_len(0)
-        .and_then(|_| file.rewind())
-        .and_then(|_| file.write_all(text.as_bytes()));
+    if writable {
+        let text = format!(
+            "{what} (pid {}) since {}",
+            std::process::id(),
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or_else(|_| jiff::Timestamp::now())
+        );
+        let _ = file
+            .set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(text.as_bytes()));
+    }
     Ok(SourceLock { _file: file, path })
 }
 
-/// What the holder wrote, or a plain phrase when it has not written yet.
+/// The locks folder, sticky and writable by every user who can reach the state folder.
+fn make_lock_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
+            .map_err(|e| Error::io_at("cannot set the mode of", dir, &e)),
+        // Another run made it a moment ago.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io_at("cannot create the state folder", parent, &e))?;
+            }
+            make_lock_dir(dir)
+        }
+        Err(e) => Err(Error::io_at("cannot create the lock folder", dir, &e)),
+    }
+}
+
+/// Opens (creating) the lock file, read-write when we may, else read-only. Never follows a
+/// symlink planted in a shared folder.
+fn open(path: &Path) -> Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match rw {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map(|f| (f, false))
+            .map_err(|e| Error::io_at("cannot open the lock file", path, &e)),
+        Err(e) => Err(Error::io_at("cannot open the lock file", path, &e)),
+    }
+}
+
+/// What the holder wrote, when that process still runs (a holder that could not write its note
+/// leaves an earlier one's), else a plain phrase.
 fn holder(file: &mut File) -> String {
     let mut s = String::new();
     let _ = file.rewind().and_then(|_| file.read_to_string(&mut s));
     let s = s.trim();
-    if s.is_empty() {
-        "another offsitedb run holds its lock".to_string()
-    } else {
+    let alive = s
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse::<i32>().ok())
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        .is_some_and(|pid| {
+            let r = unsafe { libc::kill(pid, 0) };
+            r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        });
+    if alive {
         format!("another offsitedb run holds its lock: {s}")
+    } else {
+        "another offsitedb run holds its lock".to_string()
     }
 }
 

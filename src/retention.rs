@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Status, ahead, future_dated};
 
 /// How many of each kind to keep. Zero keeps none of that kind; a kind not named in a `keep`
-/// table is zero (only a source with no `keep` at all gets the default policy).
+/// table is zero. A source with no `keep` is never pruned, and a `keep` that names no rule is
+/// refused by the configuration (it would keep nothing but the newest snapshot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keep {

@@ -53,6 +53,14 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// For people: "database", "folder".
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceKind::Postgres => "database",
+            SourceKind::Directory => "folder",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Postgres => "postgres",

@@ -308,15 +308,34 @@ impl<S: ?Sized + ReadStore> Repository<S> {
                 ))
                 .with_hint("add --source NAME"));
             }
-            // The newest this machine's clock has reached: a future-dated id (a host whose clock
-            // ran ahead, or a forged one) is `latest` only when there is nothing else.
+            // A newest snapshot dated ahead of this machine's clock (a host whose clock ran
+            // ahead, a forged one, or this machine's clock behind): which one is meant is not
+            // for us to guess on the bad day.
+            let newest = entries.last().expect("non-empty");
             let now = Timestamp::now();
-            return Ok(entries
-                .iter()
-                .rev()
-                .find(|e| !super::future_dated(e.id.time(), now))
-                .unwrap_or_else(|| entries.last().expect("non-empty"))
-                .clone());
+            if super::future_dated(newest.id.time(), now) {
+                let before = entries
+                    .iter()
+                    .rev()
+                    .find(|e| !super::future_dated(e.id.time(), now));
+                return Err(Error::config(format!(
+                    "\"latest\" is unclear: the newest snapshot of {}, {}, is dated {}",
+                    newest.source,
+                    newest.id,
+                    super::ahead("", newest.id.time(), now).trim_start()
+                ))
+                .with_hint(match before {
+                    Some(b) => format!(
+                        "check this machine's clock, then name the snapshot: {} (the newest), or {} (the newest before now)",
+                        newest.id, b.id
+                    ),
+                    None => format!(
+                        "check this machine's clock, then name the snapshot: {}",
+                        newest.id
+                    ),
+                }));
+            }
+            return Ok(newest.clone());
         }
         let matches: Vec<&Entry> = entries
             .iter()

@@ -76,7 +76,47 @@ pub fn find(
         }
         return Ok(Some((p, origin)));
     }
-    Ok(candidates(env).into_iter().find(|(p, _)| p.is_file()))
+    match candidates(env).into_iter().find(|(p, _)| p.is_file()) {
+        Some((p, origin)) => {
+            trusted(&p)?;
+            Ok(Some((p, origin)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A file found by looking around (not one given explicitly) is used only if nobody else could
+/// have put it there: it runs programs (`pg_bin_dirs`) and names where backups go. Refused: a
+/// file every user may write, and a file of another user in a folder every user may write (a
+/// working directory such as /tmp).
+fn trusted(p: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        Err(Error::config(format!("refusing the configuration file {}: {why}", p.display()))
+            .with_hint("pass it explicitly (--config FILE or OFFSITEDB_CONFIG) if you trust it, or move it somewhere only its owner can write"))
+    };
+    let Ok(m) = std::fs::metadata(p) else {
+        return Ok(());
+    };
+    if m.mode() & 0o002 != 0 {
+        return refuse(format!("every user may write it (mode {:o})", m.mode() & 0o777));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let folder = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if m.uid() != me
+        && let Ok(d) = std::fs::metadata(folder)
+        && d.mode() & 0o002 != 0
+    {
+        return refuse(format!(
+            "it belongs to another user (uid {}), in a folder every user may write",
+            m.uid()
+        ));
+    }
+    Ok(())
 }
 
 /// "./offsitedb.toml, ~/.config/offsitedb/offsitedb.toml, /etc/offsitedb/offsitedb.toml", for
@@ -92,6 +132,24 @@ pub fn looked_in(env: &dyn Fn(&str) -> Option<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_anyone_could_have_planted_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let xdg = dir.path().join("offsitedb/offsitedb.toml");
+        std::fs::create_dir_all(xdg.parent().unwrap()).unwrap();
+        std::fs::write(&xdg, "").unwrap();
+        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let home = dir.path().display().to_string();
+        let env = move |k: &str| (k == "XDG_CONFIG_HOME").then(|| home.clone());
+        let e = find(None, &env).unwrap_err();
+        assert!(e.message().contains("every user may write it"), "{e:?}");
+        // Named explicitly, it is the user's choice.
+        assert!(find(Some(&xdg), &env).is_ok());
+        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(find(None, &env).unwrap().is_some());
+    }
 
     #[test]
     fn the_first_that_exists_wins_and_explicit_ones_must_exist() {

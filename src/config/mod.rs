@@ -135,7 +135,7 @@ pub struct SourceSection {
     pub schedule: Option<String>,
     /// IANA time zone of the schedule and of retention's days and months (default UTC).
     pub timezone: Option<String>,
-    /// Retention (default: 7 daily, 4 weekly, 12 monthly).
+    /// Retention, e.g. `{ daily = 7, weekly = 4, monthly = 12 }`; without it nothing is pruned.
     pub keep: Option<crate::retention::Keep>,
     /// Alert when no backup succeeded for this long (default: twice the schedule's interval).
     pub stale_after: Option<String>,
@@ -296,6 +296,29 @@ impl Settings {
         Location::parse(&url, aws.region.as_deref())
     }
 
+    /// One name per repository, however its location is spelled (a trailing `/`, a relative
+    /// path, a symlink): what a source's lock is keyed by.
+    pub fn repository_identity(&self) -> Result<String> {
+        Ok(match self.location()? {
+            Location::Local(p) => {
+                let p = std::path::absolute(&p).unwrap_or(p);
+                // The folder may not exist yet (the first backup creates it).
+                match (p.parent(), p.file_name()) {
+                    (Some(parent), Some(name)) => parent
+                        .canonicalize()
+                        .map(|c| c.join(name))
+                        .unwrap_or(p.clone()),
+                    _ => p.clone(),
+                }
+                .canonicalize()
+                .unwrap_or(p)
+                .display()
+                .to_string()
+            }
+            Location::S3(s) => format!("s3://{}/{}/{}", s.host, s.bucket, s.prefix),
+        })
+    }
+
     /// The S3 settings the environment, the AWS shared files and the file give.
     pub fn aws(&self) -> Result<aws::Resolved> {
         let r = self.repository_section();
@@ -370,6 +393,49 @@ impl Settings {
             .filter(|d| !d.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")))
+    }
+
+    /// Where the sources' locks live: the state folder, else (no HOME, or a folder this user
+    /// cannot write) a folder of this user's under `$XDG_RUNTIME_DIR` or the temporary folder,
+    /// which `warn` hears about (runs that see another folder do not see those locks).
+    pub fn lock_dir(&self, warn: &mut dyn FnMut(String)) -> Result<PathBuf> {
+        let why = match self.state_dir() {
+            Ok(d) => match std::fs::create_dir_all(&d) {
+                Ok(()) if writable(&d) => return Ok(d),
+                Ok(()) => format!("{} is not writable", d.display()),
+                Err(e) => format!(
+                    "cannot create {}: {}",
+                    d.display(),
+                    crate::error::describe_io(&e)
+                ),
+            },
+            Err(e) => e.message().to_string(),
+        };
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let fallback = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|v| !v.is_empty())
+            .map(|d| PathBuf::from(d).join("offsitedb"))
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("offsitedb-{uid}")));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&fallback);
+        }
+        if !writable(&fallback) {
+            return Err(Error::io(format!(
+                "no folder for the sources' locks: {why}, and {} is not writable",
+                fallback.display()
+            ))
+            .with_hint("set OFFSITEDB_STATE_DIR, or path under [state], to a folder this user can write"));
+        }
+        warn(format!(
+            "no usable state folder ({why}): the sources' locks are kept in {}, where only runs that see the same folder notice them",
+            fallback.display()
+        ));
+        Ok(fallback)
     }
 
     /// The state file: `[state] path`, else `state.db` in the state directory.
@@ -467,6 +533,16 @@ fn secrets_in(c: &ConfigFile) -> Vec<String> {
     out
 }
 
+/// Whether this process may create files in `dir`.
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) with a valid C string.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
 /// The state file's name in the state folder.
 pub const STATE_FILE: &str = "state.db";
 
@@ -514,6 +590,14 @@ pub fn parse(
                     )));
                 }
                 sources::Policy::from_section(s).map_err(|e| e.context(origin))?;
+                // An empty table (or a `${VAR}` left at zeros) must not mean "delete all but one".
+                if s.keep == Some(crate::retention::Keep::NONE) {
+                    return Err(Error::config(format!(
+                        "{origin}: source {:?} has a keep that names no rule: it would keep nothing but the newest snapshot",
+                        s.name
+                    ))
+                    .with_hint("name at least one rule, e.g. keep = { daily = 7, weekly = 4, monthly = 12 }, or leave keep out (then nothing is pruned)"));
+                }
                 let shape_ok = matches!(
                     (s.kind.unwrap_or_default(), &s.url, &s.path),
                     (SourceKind::Postgres, Some(_), None) | (SourceKind::Directory, None, Some(_))
@@ -704,6 +788,16 @@ url = "${FLY_DATABASE_URL}"
         // No keep: no retention at all (prune refuses, jobs do not prune).
         let b = Policy::from_section(&c.sources[1]).unwrap();
         assert_eq!(b.keep, None);
+        // An empty keep would delete all but the newest: refused.
+        for empty in ["keep = {}", "keep = { daily = 0 }"] {
+            let e = parse(
+                &format!("[[source]]\nname = \"a\"\nurl = \"x\"\n{empty}\n"),
+                "f",
+                &env,
+            )
+            .unwrap_err();
+            assert!(e.message().contains("names no rule"), "{e:?}");
+        }
     }
 
     #[test]

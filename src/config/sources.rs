@@ -207,16 +207,16 @@ impl Settings {
                 )
             })?;
             check_source_name(name)?;
-            return Ok(vec![SourceSpec::directory(
-                name,
-                dir.to_path_buf(),
-                flag.unwrap_or_default(),
-            )]);
+            let spec = SourceSpec::directory(name, dir.to_path_buf(), flag.unwrap_or_default());
+            self.same_as_configured(&spec)?;
+            return Ok(vec![spec]);
         }
         match sel.source.map(SourceArg::classify) {
             Some(SourceArg::Url(url)) => {
                 let name = url_name(url, sel.name)?;
-                Ok(vec![SourceSpec::url(&name, url, flag.unwrap_or_default())?])
+                let spec = SourceSpec::url(&name, url, flag.unwrap_or_default())?;
+                self.same_as_configured(&spec)?;
+                Ok(vec![spec])
             }
             Some(SourceArg::Name(n)) => {
                 if let Some(other) = sel.name.filter(|o| *o != n) {
@@ -261,6 +261,12 @@ impl Settings {
         match source.map(SourceArg::classify) {
             Some(SourceArg::Url(url)) => url_name(url, name).map(Some),
             Some(SourceArg::Name(n)) => {
+                if let Some(other) = name.filter(|o| *o != n) {
+                    return Err(Error::config(format!(
+                        "--source {n} and --name {other} name two sources"
+                    ))
+                    .with_hint("give one of them (--name names a source given by URL)"));
+                }
                 check_source_name(n)?;
                 Ok(Some(n.to_string()))
             }
@@ -272,6 +278,39 @@ impl Settings {
                 None => Ok(None),
             },
         }
+    }
+
+    /// A source given on the command line under the name of a configured one must be that
+    /// source: another database or folder under its name would mix into its snapshots (and a
+    /// success would lift its prune hold).
+    fn same_as_configured(&self, spec: &SourceSpec) -> Result<()> {
+        let Some(c) = self.file.sources.iter().find(|s| s.name == spec.name) else {
+            return Ok(());
+        };
+        let configured = configured(c, None)?;
+        let same = match (&configured.dir, &spec.dir) {
+            (Some(a), Some(b)) => {
+                a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a)) || a == b
+            }
+            (None, None) => {
+                let (a, b) = (&configured.conninfo, &spec.conninfo);
+                (a.host(), a.port(), a.dbname()) == (b.host(), b.port(), b.dbname())
+            }
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "{:?} names a configured source ({}), and this is another one ({}): their snapshots would mix",
+            spec.name,
+            configured.target(),
+            spec.target()
+        ))
+        .with_hint(format!(
+            "give it another name (--name NAME), or back up the configured one: --source {}",
+            spec.name
+        )))
     }
 
     /// The configured source called `name`, or an error listing the configured ones.
@@ -372,7 +411,11 @@ fn url_name(url: &str, name: Option<&str>) -> Result<String> {
     let name = match name {
         Some(n) => n.to_string(),
         None => {
-            let db = ConnInfo::parse(url)?.dbname();
+            // The database named in the URL: not a default taken from PGDATABASE or the user.
+            let db = ConnInfo::parse(url)?.get("dbname").map(str::to_string).ok_or_else(|| {
+                Error::config("the URL names no database, so it cannot name the source")
+                    .with_hint("add the database to the URL (postgres://USER@HOST:5432/DB), or name the source: --name NAME")
+            })?;
             check_source_name(&db).map_err(|_| {
                 Error::config(format!(
                     "the database name {db:?} cannot name the source (use letters, digits, '.', '_' or '-')"
@@ -501,6 +544,32 @@ mod tests {
             Some("shop")
         );
         assert!(s.source_name(Some("a b"), None).is_err());
+        assert!(s.source_name(Some("a"), Some("zzz")).is_err());
+        // A URL without a database does not take its name from PGDATABASE or the user.
+        let e = s.sources(&sel(Some("postgres://u@h"), None)).unwrap_err();
+        assert!(e.message().contains("names no database"), "{e:?}");
+        // Under a configured source's name, only that source: another database or a folder
+        // would mix into its snapshots.
+        assert_eq!(
+            names(s.sources(&sel(Some("postgres://x@h:5432/adb"), Some("a"))).unwrap()),
+            ["a"]
+        );
+        for (source, name) in [
+            ("postgres://u@other/adb", "a"),
+            ("postgres://u@h/shop", "a"),
+            ("postgres://u@h/shop", "b"),
+        ] {
+            let e = s.sources(&sel(Some(source), Some(name))).unwrap_err();
+            assert!(e.message().contains("their snapshots would mix"), "{e:?}");
+        }
+        let dir = |d: &'static str, n| Selection {
+            dir: Some(std::path::Path::new(d)),
+            name: Some(n),
+            ..Default::default()
+        };
+        assert!(s.sources(&dir("/srv", "b")).is_ok());
+        assert!(s.sources(&dir("/elsewhere", "b")).is_err());
+        assert!(s.sources(&dir("/srv", "a")).is_err());
         assert!(s.one_source(&sel(None, None), "run").is_err());
     }
 

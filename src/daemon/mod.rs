@@ -51,41 +51,61 @@ pub fn job_with_alerts(
     note: &mut dyn FnMut(String),
 ) -> Result<JobReport> {
     let state = State::open(state_path)?;
-    let store = settings.open_store();
     // One run per source: a manual backup or prune of the same source finishes first. A busy
-    // source with `Wait::No` is not a failed backup: nothing is recorded or alerted.
-    let _lock = match &store {
-        Ok(st) => Some(crate::lock::acquire(
-            &settings.state_dir()?,
-            &st.location(),
+    // source with `Wait::No`, or a wait ended by a signal, is not a failed backup: nothing is
+    // recorded or alerted. A lock that cannot be taken at all is a failed backup like any other.
+    let locked = settings.repository_identity().and_then(|repo| {
+        crate::lock::acquire(
+            &settings.lock_dir(&mut |w| warn!(source = %spec.name, "{w}"))?,
+            &repo,
             &spec.name,
             "job",
             opts.wait,
             note,
-        )?),
-        Err(_) => None,
+        )
+    });
+    let _lock = match locked {
+        Ok(l) => Some(l),
+        Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::Interrupted) => return Err(e),
+        Err(e) => return finish_unstarted(settings, spec, &state, dispatcher, metrics, e),
     };
     dispatcher.ping(Ping::Start, &spec.policy.heartbeat);
     info!(source = %spec.name, target = %spec.target(), "job started");
-    let report = match store
+    let report = match settings
+        .open_store()
         .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
     {
         Ok(repo) => job::run(&repo, spec, &state, opts, note)?,
-        Err(e) => {
-            // No repository, no backup: recorded like a failed backup.
-            let id = state.start(Job::Backup, &spec.name, Timestamp::now())?;
-            state.finish(
-                id,
-                Timestamp::now(),
-                &crate::state::Outcome {
-                    error: Some(e.message().to_string()),
-                    ..Default::default()
-                },
-            )?;
-            job::failed_report(spec, e)
-        }
+        Err(e) => return finish_unstarted(settings, spec, &state, dispatcher, metrics, e),
     };
+    alert_and_count(settings, spec, &state, dispatcher, metrics, report)
+}
 
+/// A job whose backup could not even start (no repository, no lock): recorded like a failed
+/// backup, and alerted.
+fn finish_unstarted(
+    settings: &Settings,
+    spec: &SourceSpec,
+    state: &State,
+    dispatcher: &Dispatcher,
+    metrics: Option<&metrics::Shared>,
+    e: Error,
+) -> Result<JobReport> {
+    let id = state.start(Job::Backup, &spec.name, Timestamp::now())?;
+    state.finish(id, Timestamp::now(), &crate::state::Outcome::failed(&e))?;
+    let report = job::failed_report(spec, e);
+    alert_and_count(settings, spec, state, dispatcher, metrics, report)
+}
+
+/// After a job: alerts on every change, the heartbeat, and the metrics.
+fn alert_and_count(
+    settings: &Settings,
+    spec: &SourceSpec,
+    state: &State,
+    dispatcher: &Dispatcher,
+    metrics: Option<&metrics::Shared>,
+    report: JobReport,
+) -> Result<JobReport> {
     let name = spec.name.as_str();
     if report
         .failure()
@@ -515,9 +535,14 @@ if let Err(e) = job_with_alerts(
                 Some(&metrics),
                 &mut note,
             ) {
-                // Only the state file fails this way: the job may not have run at all.
-                error!(source = %spec.name, error = %e.message(), "the job could not run or record its result (state file)");
-                dispatcher.ping(Ping::Fail, &spec.policy.heartbeat);
+                if e.kind() == ErrorKind::Interrupted {
+                    // Stopped while it waited for the source's lock: nothing ran.
+                    info!(source = %spec.name, "job stopped before it started (shutdown)");
+                } else {
+                    // Only the state file fails this way: the job may not have run at all.
+                    error!(source = %spec.name, error = %e.message(), "the job could not run or record its result (state file)");
+                    dispatcher.ping(Ping::Fail, &spec.policy.heartbeat);
+                }
             }
         })
         .expect("spawn a job thread")

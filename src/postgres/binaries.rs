@@ -23,12 +23,19 @@ pub struct PgProgram {
     pub major: u32,
 }
 
-/// The directories to search, configured ones first.
+/// The directories to search: `OFFSITEDB_PG_BIN_DIRS`, then `pg_bin_dirs` of the file, then the
+/// usual places and PATH.
 pub fn search_dirs(configured: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = configured.to_vec();
-    if let Ok(env) = std::env::var("OFFSITEDB_PG_BIN_DIRS") {
-        dirs.extend(env.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-    }
+    // The environment before the file, as for every setting.
+    let mut dirs: Vec<PathBuf> = std::env::var("OFFSITEDB_PG_BIN_DIRS")
+        .map(|env| {
+            env.split(':')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.extend(configured.iter().cloned());
     for pattern_root in ["/usr/lib/postgresql", "/usr"] {
         if let Ok(entries) = std::fs::read_dir(pattern_root) {
             let mut found: Vec<PathBuf> = entries

@@ -520,3 +520,37 @@ fn quiet_says_only_the_result_and_verbose_says_more() {
     // Errors still show with -q.
     repo.cli.fails(&["-q", "show", "nope"], 8, "no snapshot");
 }
+
+/// One name, one source: a folder under a database's name, or another database under a
+/// configured source's name, would mix into its snapshots (and a success would lift the prune
+/// hold of a source whose backups fail); both are refused before anything is written.
+#[test]
+fn one_name_holds_one_source() {
+    let repo = crate::common::Repo::local()
+        .with_source("app", "CREATE TABLE t AS SELECT 1 AS x");
+    repo.src().create_db("other", "CREATE TABLE u AS SELECT 2 AS y");
+    repo.backup(&repo.src().url("app"), "app");
+    let folder = repo.dir.path().join("files");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("a.txt"), "a").unwrap();
+    repo.cli.fails(
+        &["backup", "--dir", folder.to_str().unwrap(), "--name", "app"],
+        3,
+        "the repository's snapshots of app are of a database (app), and this source is a folder: they would mix",
+    );
+    assert_eq!(repo.list(Some("app")).len(), 1);
+    // A configured source's name given to another database on the command line.
+    let url = repo.src().url("app");
+    let repo = repo.with_config(&format!(
+        "[[source]]\nname = \"app\"\nurl = \"{url}\"\nkeep = {{ last = 2 }}\n"
+    ));
+    repo.cli.fails(
+        &["backup", "--source", &repo.src().url("other"), "--name", "app"],
+        3,
+        "\"app\" names a configured source",
+    );
+    // The configured database itself, given by URL, is fine.
+    repo.cli
+        .ok(&["backup", "--source", &repo.src().url("app"), "--name", "app"]);
+    assert_eq!(repo.list(Some("app")).len(), 2);
+}

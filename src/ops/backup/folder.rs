@@ -55,6 +55,10 @@ impl Folder {
 }
 
 impl super::Source for Folder {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Directory
+    }
+
     fn prepare(&mut self, _note: &mut dyn FnMut(String)) -> Result<Option<u64>> {
         let meta = fs::metadata(&self.path).map_err(|e| {
             Error::io_at("cannot read the folder", &self.path, &e)

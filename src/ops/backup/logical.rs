@@ -87,6 +87,10 @@ impl Logical {
 }
 
 impl super::Source for Logical {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Postgres
+    }
+
     fn prepare(&mut self, note: &mut dyn FnMut(String)) -> Result<Option<u64>> {
         let ci = &self.spec.conninfo;
         let target = ci.redacted();

@@ -80,6 +80,9 @@ pub trait Source {
     /// Once the bytes are stored: who the source is and what a drill will compare with.
     fn describe(self: Box<Self>, note: &mut dyn FnMut(String)) -> Result<Described>;
 
+    /// What the manifest says this source is.
+    fn kind(&self) -> crate::catalog::SourceKind;
+
     /// What is interrupted when Ctrl-C arrives (for the message).
     fn what(&self) -> &'static str {
         "the backup"
@@ -129,6 +132,7 @@ pub fn run<S: WriteStore + ?Sized>(
     note: &mut dyn FnMut(String),
 ) -> Result<Manifest> {
     let size_hint = source.prepare(note)?;
+    same_kind(repo, name, source.kind())?;
     // The source answered: now the repository may be created.
     repo.ensure_created()?;
     sweep_leftovers(repo.store(), name, note);
@@ -176,6 +180,32 @@ pub fn run<S: WriteStore + ?Sized>(
     );
     repo.commit_manifest(&manifest)?;
     Ok(manifest)
+}
+
+/// A name holds one kind of source: a folder backed up under a database's name (or the other
+/// way round) would mix into its snapshots, and drills and retention would compare the wrong
+/// things. An unreadable newest manifest does not stop the backup.
+fn same_kind<S: WriteStore + ?Sized>(
+    repo: &Repository<S>,
+    name: &str,
+    kind: crate::catalog::SourceKind,
+) -> Result<()> {
+    if repo.config().is_none() {
+        return Ok(());
+    }
+    let Some(newest) = repo.entries(Some(name))?.pop() else {
+        return Ok(());
+    };
+    match repo.manifest(&newest.source, &newest.id) {
+        Ok(m) if m.source.kind != kind => Err(Error::config(format!(
+            "the repository's snapshots of {name} are of a {} ({}), and this source is a {}: they would mix",
+            m.source.kind.label(),
+            m.source.database,
+            kind.label()
+        ))
+        .with_hint("give this source another name (--name NAME)")),
+        _ => Ok(()),
+    }
 }
 
 /// Cleans what earlier failed backups of this source left: uploads whose abort failed while

@@ -62,7 +62,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
             output::note(&format!("backing up {}", spec.name));
         }
         let result =
-            super::lock(&s, &repo.location(), &spec.name, "backup", a.no_wait).and_then(|_lock| {
+            super::lock(&s, &spec.name, "backup", a.no_wait).and_then(|_lock| {
                 Ok(ops::backup::run_source(
                     &repo,
                     spec,

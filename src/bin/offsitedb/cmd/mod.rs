@@ -28,7 +28,7 @@ use offsitedb::crypto::MasterKey;
 use offsitedb::lock::{SourceLock, Wait};
 use offsitedb::storage::{ReadStore, WriteStore};
 
-use crate::output::{self, warn};
+use crate::output::warn;
 
 /// The options every command takes.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -122,21 +122,16 @@ pub fn open_write(s: &Settings) -> Result<Repository<dyn WriteStore>> {
     Ok(Repository::open_for_writing(s.open_store()?, key(s)?)?)
 }
 
-/// Takes the source's lock on this machine (see `offsitedb::lock`).
-pub fn lock(
-    s: &Settings,
-    location: &str,
-    source: &str,
-    what: &str,
-    no_wait: bool,
-) -> Result<SourceLock> {
+/// Takes the source's lock on this machine (see `offsitedb::lock`). Waiting is said as a
+/// warning: even with -q, a run that waits must not look hung.
+pub fn lock(s: &Settings, source: &str, what: &str, no_wait: bool) -> Result<SourceLock> {
     Ok(offsitedb::lock::acquire(
-        &s.state_dir()?,
-        location,
+        &s.lock_dir(&mut |w| warn(&w))?,
+        &s.repository_identity()?,
         source,
         what,
         if no_wait { Wait::No } else { Wait::Yes },
-        &mut |n| output::note(&n),
+        &mut |n| warn(&n),
     )?)
 }
 
