@@ -24,10 +24,11 @@ snapshot. Problems of the snapshot (it does not decrypt, does not restore, or re
 data) fail the drill and are recorded.
 */
 
+mod readback;
 mod stream;
 mod verify;
 
-use verify::SessionSql;
+use readback::SessionSql;
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Seek, Write};
@@ -484,7 +485,7 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
             problems.extend(restore_problems(&exit, &server_version, &mut notes));
         }
         let settings = SessionSql::new(m);
-        let baseline = verify::after_pre_data(&target, &settings, m, &mut notes)?;
+        let baseline = readback::after_pre_data(&target, &settings, m, &mut notes)?;
         let encoding = toc
             .encoding
             .clone()
@@ -658,7 +659,7 @@ fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
         restored.restore_secs = restore_end.duration_since(t_restore).as_secs_f64();
         let (mut tables, verify_secs) = pool.finish(&mut problems)?;
         let t_lo = Instant::now();
-        verify::large_objects(&target, m, &mut tables, &mut problems)?;
+        readback::large_objects(&target, m, &mut tables, &mut problems)?;
         restored.verify_secs = verify_secs + t_lo.elapsed().as_secs_f64();
         problems.dedup();
         ctx.keep_scratch(&mut scratch, &mut notes);
@@ -931,12 +932,12 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
         child.drain_stdout();
         child.wait_exit()
     };
-    // Pre-data apart, to see the database before any row is in (see `verify::after_pre_data`).
+    // Pre-data apart, to see the database before any row is in (see `readback::after_pre_data`).
     let exit = pg_restore(&["--section=pre-data"])?;
     if !exit.status.success() {
         problems.extend(restore_problems(&exit, &server_version, &mut notes));
     }
-    let baseline = verify::after_pre_data(&target, &settings, m, &mut notes)?;
+    let baseline = readback::after_pre_data(&target, &settings, m, &mut notes)?;
     let exit = pg_restore(&["--section=data", "--section=post-data"])?;
     restored.restore_secs = t_restore.elapsed().as_secs_f64();
     if !exit.status.success() {
@@ -965,7 +966,7 @@ fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> 
         }
     });
     let (mut tables, _) = pool.finish(&mut problems)?;
-    verify::large_objects(&target, m, &mut tables, &mut problems)?;
+    readback::large_objects(&target, m, &mut tables, &mut problems)?;
     restored.verify_secs = t_verify.elapsed().as_secs_f64();
     ctx.keep_scratch(&mut scratch, &mut notes);
     restored.tables = tables;
