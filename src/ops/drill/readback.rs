@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::postgres::rawcopy::RawConn;
 use crate::postgres::{self, ConnInfo, client};
 
-use super::{quote_ident, quote_literal};
+use super::target::{quote_ident, quote_literal};
 
 /// The session settings that make `COPY … TO STDOUT` print what pg_dump printed.
 pub(super) struct SessionSql {

@@ -249,7 +249,7 @@ pub(super) fn load_session_sql(encoding: &str) -> String {
     if !encoding.is_empty() {
         sql.push_str(&format!(
             " SET client_encoding = {};",
-            super::quote_literal(encoding)
+            super::target::quote_literal(encoding)
         ));
     }
     sql
