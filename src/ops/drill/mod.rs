@@ -8,9 +8,10 @@ download ─► unseal ─► decompress ─► dump inspector ─┬─ TOC ─
 then pg_restore -j N --section=post-data, while each loaded table is read back and compared
 ```
 
-That streamed restore ([`stream`]) is the drill. A snapshot whose rows were counted rather than
-inspected, or an archive the inspector cannot follow, is instead spooled to a file (TOC offsets
-filled in) and restored by `pg_restore -j N`, then verified the same way.
+That streamed restore ([`streamed`], its load phase in [`load`]) is the drill. A snapshot whose
+rows were counted rather than inspected, or an archive the inspector cannot follow, is instead
+spooled to a file (TOC offsets filled in) and restored by `pg_restore -j N` ([`spooled`]), then
+verified the same way.
 
 The drill restores into a throwaway cluster of the source's major version (initdb'd while the
 download runs, tuned for restore speed, unix socket only), or into a temporary database on a
@@ -25,11 +26,11 @@ data) fail the drill and are recorded.
 */
 
 mod folder;
+mod load;
 mod pgrestore;
 mod readback;
 mod record;
 mod spooled;
-mod stream;
 mod streamed;
 mod target;
 mod verify;
@@ -154,7 +155,7 @@ fn run_drill<S: WriteStore + ?Sized>(
         work: work.path(),
         started,
         t0,
-        batch_bytes: env_size("OFFSITEDB_DRILL_BATCH_KIB", 1 << 10, 1, stream::BATCH_BYTES)?,
+        batch_bytes: env_size("OFFSITEDB_DRILL_BATCH_KIB", 1 << 10, 1, load::BATCH_BYTES)?,
         split_bytes: env_size("OFFSITEDB_DRILL_SPLIT_MIB", 1 << 20, 0, verify::SPLIT_BYTES)?,
     };
     let mut notes = Vec::new();

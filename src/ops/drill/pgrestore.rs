@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::postgres::{self, ConnInfo};
 use crate::process::{ChildProcess, Exit};
 
-use super::stream;
+use super::load;
 use super::target::{extension_package, major_of};
 
 /// pg_restore into `target`, as a drill runs it: no owners, no privileges.
@@ -37,7 +37,7 @@ pub(super) fn pg_restore_piped(
     cmd.args(args);
     let mut child = ChildProcess::spawn(cmd, "pg_restore", true)?;
     child.drain_stdout();
-    stream::feed_pg_restore(child.take_stdin(), archive, None);
+    load::feed_pg_restore(child.take_stdin(), archive, None);
     child.wait_exit()
 }
 

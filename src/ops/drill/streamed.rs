@@ -1,6 +1,6 @@
 /*!
 The streamed restore: pre-data as soon as the table of contents is in, rows loaded on `jobs`
-connections as they download (see [`super::stream`]), each table verified once loaded,
+connections as they download (see [`super::load`]), each table verified once loaded,
 post-data while the last tables are read back. No spool file is written; an archive this
 version cannot follow makes it fall back to the spooled restore.
 */
@@ -20,9 +20,9 @@ use super::pgrestore::{pg_restore_command, pg_restore_piped, restore_problems};
 use super::readback::{self, SessionSql};
 use super::record::compare_archive;
 use super::target::major_of;
-use super::{Attempt, Ctx, Interruptible, stream, verify};
+use super::{Attempt, Ctx, Interruptible, load, verify};
 
-/// The streamed restore (see [`super::stream`]): pre-data as soon as the table of contents is in,
+/// The streamed restore (see [`super::load`]): pre-data as soon as the table of contents is in,
 /// rows loaded on `jobs` connections as they download, each table verified once loaded,
 /// post-data while the last tables are read back.
 pub(super) fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
@@ -33,8 +33,8 @@ pub(super) fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result
     let (toc_tx, toc_rx) = mpsc::sync_channel(1);
     let (report_tx, report_rx) = mpsc::channel();
     let (other_tx, other_rx) = mpsc::sync_channel(16);
-    let (worker_txs, worker_rxs) = stream::queues(jobs);
-    let feed = stream::Feed::new(
+    let (worker_txs, worker_rxs) = load::queues(jobs);
+    let feed = load::Feed::new(
         toc_tx,
         worker_txs,
         report_tx.clone(),
@@ -104,10 +104,10 @@ pub(super) fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result
             .encoding
             .clone()
             .unwrap_or_else(|| m.verification.session.client_encoding.clone());
-        let session = stream::load_session_sql(&encoding);
+        let session = load::load_session_sql(&encoding);
         let mut loaders = Vec::with_capacity(jobs);
         for _ in 0..jobs {
-            loaders.push(stream::connect_loader(&target, &session)?);
+            loaders.push(load::connect_loader(&target, &session)?);
         }
         let toc_file = ctx.work.join("toc.dump");
         std::fs::write(&toc_file, &*toc.raw)
@@ -148,13 +148,13 @@ pub(super) fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result
             std::thread::scope(|s2| -> Result<_> {
                 for (c, rx) in loaders.into_iter().zip(worker_rxs) {
                     let tx = report_tx.clone();
-                    s2.spawn(move || stream::load(c, rx, tx));
+                    s2.spawn(move || load::load(c, rx, tx));
                 }
                 drop(report_tx);
                 let other_child = other.map(|(mut child, rx)| {
                     let stdin = child.take_stdin();
                     let raw = toc.raw.clone();
-                    s2.spawn(move || stream::feed_pg_restore(stdin, &raw, Some(rx)));
+                    s2.spawn(move || load::feed_pg_restore(stdin, &raw, Some(rx)));
                     child
                 });
                 for _ in 0..jobs {
@@ -182,8 +182,9 @@ pub(super) fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result
                 };
                 for report in report_rx {
                     let table = match &report {
-                        stream::Report::Expect { table, .. }
-                        | stream::Report::Loaded { table, .. } => *table,
+                        load::Report::Expect { table, .. } | load::Report::Loaded { table, .. } => {
+                            *table
+                        }
                     };
                     if table > latest {
                         latest = table;
@@ -198,7 +199,7 @@ pub(super) fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result
                         error: None,
                     });
                     match report {
-                        stream::Report::Expect {
+                        load::Report::Expect {
                             schema,
                             name,
                             parts,
@@ -207,7 +208,7 @@ pub(super) fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result
                             l.name = Some((schema, name));
                             l.parts = Some(parts);
                         }
-                        stream::Report::Loaded { result, .. } => {
+                        load::Report::Loaded { result, .. } => {
                             l.done += 1;
                             if let Err(e) = result {
                                 l.error.get_or_insert(e);
@@ -291,7 +292,7 @@ fn download_streamed<S: WriteStore + ?Sized>(
     repo: &Repository<S>,
     m: &Manifest,
     counters: &Counters,
-    mut feed: stream::Feed,
+    mut feed: load::Feed,
 ) -> Result<std::result::Result<DumpSummary, String>> {
     let (mut dump_reader, handle) = crate::ops::open_dump(repo, m, Some(counters.input.clone()))?;
     let inspected = dump::inspect_observed(
