@@ -5,7 +5,9 @@ By default the archive streams from the repository straight into `pg_restore` in
 transaction: every byte is authenticated as it arrives, and if anything fails (a damaged object,
 a missing role, a dropped connection) pg_restore is stopped and nothing is committed, so even a
 `--clean` restore leaves the target as it was. With `--jobs N` the archive is first written,
-verified, to a temporary file (pg_restore runs in parallel only from a file), then restored.
+verified, to a temporary file with its data offsets filled in ([`super::spool`], as a drill does:
+pg_restore runs in parallel only from a file, and its workers seek straight to their tables),
+then restored.
 
 pg_restore 17 and later open every connection with `SET transaction_timeout = 0`, which servers
 before 17 reject, and the archive of a pg_dump 17+ can only be read by a pg_restore 17+. For such
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use super::spool::{self, Spool};
 use crate::catalog::{Entry, Manifest, Repository};
 use crate::error::{Error, Result};
 use crate::pipeline::{Counters, Progress};
@@ -355,6 +358,9 @@ fn preamble_line(text: &[u8]) -> bool {
         .any(|p| text.starts_with(p))
 }
 
+/// `--jobs N`: the archive is spooled to a file (with its data offsets: see
+/// [`super::spool`]), then `pg_restore --jobs N` restores from it. The file is removed at the
+/// end, whatever happened.
 fn restore_from_spool<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     m: &Manifest,
@@ -363,68 +369,28 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
     counters: &Counters,
 ) -> Result<()> {
     let dir = super::work_parent(opts.spool_dir.clone())?;
-    ensure_space(
+    spool::check_space(
         &dir,
-        m.sizes.plain_bytes + (64 << 20),
-        "to stage the archive for a parallel restore",
+        m,
+        "a restore",
+        true,
+        None,
         "pass --spool-dir on a larger disk, or --jobs 1 to stream without a temporary file",
     )?;
-    let mut file = tempfile::Builder::new()
-        .prefix("offsitedb-restore-")
-        .suffix(".dump")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io_at("cannot create a temporary file in", &dir, &e))?;
-    {
-        let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
-        let progress = Progress::start("download", counters, opts.progress);
-        crate::pipeline::copy_large(&mut dump, file.as_file_mut()).map_err(|e| {
-            Error::from_io(e, &format!("cannot stage the archive in {}", dir.display()))
-        })?;
-        drop(progress);
-        super::finish_dump(dump, &handle, m)?;
-    }
+    let progress = Progress::start("download", counters, opts.progress);
+    let spooled = Spool::write(repo, m, &dir, counters)?;
+    drop(progress);
     cmd.arg("--jobs")
         .arg(opts.jobs.to_string())
-        .arg(file.path());
+        .arg(spooled.path());
     let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
     child.drain_stdout();
     let exit = child.wait_exit()?;
-    drop(file);
+    drop(spooled);
     if !exit.status.success() {
         return Err(restore_error("pg_restore", &exit));
     }
     Ok(())
-}
-
-/// Fails, naming the need and what is free, when `dir` has less than `need` bytes for us.
-pub(crate) fn ensure_space(
-    dir: &std::path::Path,
-    need: u64,
-    purpose: &str,
-    hint: &str,
-) -> Result<()> {
-    match free_space(dir) {
-        Some(free) if free < need => Err(Error::io(format!(
-            "not enough space in {} {purpose}: needs {}, has {}",
-            dir.display(),
-            crate::units::bytes(need),
-            crate::units::bytes(free)
-        ))
-        .with_hint(hint)),
-        _ => Ok(()),
-    }
-}
-
-/// Bytes available to us on the file system holding `dir`.
-pub fn free_space(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// `tool` (pg_restore or psql) failed: its error line, without the tool's own prefix

@@ -16,4 +16,5 @@ mod proxy;
 mod roundtrip;
 mod secrets;
 mod setup;
+mod spool;
 mod storage;

@@ -30,7 +30,7 @@ pub(super) fn directory_drill<S: WriteStore + ?Sized>(
     let t0 = Instant::now();
     let rec = m.files.clone().unwrap_or_default();
     let parent = crate::ops::work_parent(opts.work_dir.clone())?;
-    crate::ops::restore::ensure_space(
+    crate::ops::spool::ensure_space(
         &parent,
         rec.bytes + (64 << 20),
         "to extract the snapshot",

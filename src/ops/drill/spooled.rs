@@ -1,16 +1,16 @@
 /*!
 The spooled restore: the snapshot is downloaded into a file in the drill's work folder (while the
 throwaway cluster starts), given the data offsets pg_dump could not write to a pipe, and restored
-by `pg_restore -j N`, then every table is verified. It serves snapshots whose rows were counted
+by `pg_restore -j N`, then every table is verified. The file is [`crate::ops::spool`]'s, as for
+`restore --jobs`. It serves snapshots whose rows were counted
 rather than inspected, and archives the streamed restore cannot follow.
 */
 
-use std::io::{BufWriter, Read, Seek, Write};
 use std::time::Instant;
 
-use crate::catalog::{Manifest, Repository};
-use crate::dump::{self, DumpSummary};
+use crate::catalog::Manifest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::ops::spool::{self, Spool};
 use crate::pipeline::{Counters, Progress};
 use crate::process::ChildProcess;
 use crate::storage::WriteStore;
@@ -19,7 +19,7 @@ use super::pgrestore::{pg_restore_command, restore_problems};
 use super::readback::{self, SessionSql};
 use super::record::compare_archive;
 use super::target::major_of;
-use super::{Attempt, Ctx, Interruptible, verify};
+use super::{Attempt, Ctx, verify};
 
 /// The spooled restore: download into a file (while the cluster starts), give it its data
 /// offsets, `pg_restore -j`, then verify.
@@ -27,11 +27,10 @@ pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Resul
     let m = ctx.m;
     let mut notes = Vec::new();
     let mut problems = Vec::new();
-    let spool_path = ctx.work.join("snapshot.dump");
     let counters = Counters::default();
     let progress = Progress::start("drill download", &counters, ctx.opts.progress);
     let (download, cluster) = std::thread::scope(|s| {
-        let dl = s.spawn(|| download(ctx.repo, m, &spool_path, &counters));
+        let dl = s.spawn(|| Spool::write(ctx.repo, m, ctx.work, &counters));
         let cluster = ctx.start_cluster();
         let dl = dl
             .join()
@@ -42,14 +41,14 @@ pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Resul
     let cluster = cluster?;
     let mut restored = ctx.restored(cluster.as_ref());
     restored.download_secs = ctx.t0.elapsed().as_secs_f64();
-    let inspected = match download {
+    let spool = match download {
         Ok(d) => d,
         Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key) => {
             return Ok(Attempt::Unreadable(e, restored));
         }
         Err(e) => return Err(e),
     };
-    let (extensions, owners) = match &inspected {
+    let (extensions, owners) = match spool.inspected() {
         Ok(summary) => {
             compare_archive(m, summary, &mut problems);
             (
@@ -82,7 +81,7 @@ pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Resul
         cmd.args(sections)
             .arg("--jobs")
             .arg(ctx.jobs.to_string())
-            .arg(&spool_path);
+            .arg(spool.path());
         let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
         child.drain_stdout();
         child.wait_exit()
@@ -99,7 +98,7 @@ pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Resul
         problems.extend(restore_problems(&exit, &server_version, &mut notes));
     }
     // The spool file is not needed any more: give the disk back before verifying.
-    let _ = std::fs::remove_file(&spool_path);
+    drop(spool);
 
     let t_verify = Instant::now();
     let pool = verify::Pool::new(
@@ -141,109 +140,18 @@ pub(super) fn check_space(
     spool: bool,
 ) -> Result<()> {
     let plain = m.sizes.plain_bytes;
-    let spool_bytes = if spool { plain } else { 0 };
-    let need = if cluster {
-        spool_bytes + plain / 2 * 3 + (1 << 30)
-    } else {
-        spool_bytes + (64 << 20)
-    };
-    if let Some(free) = crate::ops::restore::free_space(dir)
-        && free < need
-    {
-        return Err(Error::io(format!(
-            "not enough disk in {} for a drill of {}/{}: it needs about {} (for a {} archive: {}), and {} is free",
-            dir.display(),
-            m.source.name,
-            m.snapshot_id,
-            crate::units::bytes(need),
-            crate::units::bytes(plain),
-            match (spool, cluster) {
-                (true, true) => "its spooled copy, the restored database, WAL and the cluster",
-                (false, true) => "the restored database, WAL and the cluster",
-                _ => "its spooled copy",
-            },
-            crate::units::bytes(free)
-        ))
-        .with_hint("free some space, or set OFFSITEDB_TMPDIR (or --work-dir) to a larger disk"));
-    }
-    Ok(())
-}
-
-/// Downloads, authenticates and decompresses the snapshot into `path`, inspecting the archive
-/// on the way. The outer result fails on damage (nothing is restored from a snapshot that does
-/// not authenticate); the inner one says whether the archive could be inspected.
-fn download<S: WriteStore + ?Sized>(
-    repo: &Repository<S>,
-    m: &Manifest,
-    path: &std::path::Path,
-    counters: &Counters,
-) -> Result<std::result::Result<DumpSummary, String>> {
-    // Read and write: the offsets rewrite checks what it overwrites.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io_at("cannot create", path, &e))?;
-    let (mut dump_reader, handle) = crate::ops::open_dump(repo, m, Some(counters.input.clone()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let write_err = std::cell::Cell::new(None::<std::io::Error>);
-    let inspected = {
-        let mut tee = Tee {
-            inner: &mut Interruptible(&mut dump_reader),
-            out: &mut out,
-            write_err: &write_err,
-        };
-        let r = dump::inspect(&mut tee).map_err(|e| e.to_string());
-        // Whatever the inspector left (all of it, if it gave up early) still goes to the file.
-        std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| read_error(e, &write_err))?;
-        r
-    };
-    if let Some(e) = write_err.take() {
-        return Err(Error::from_io(
-            e,
-            &format!("cannot write {}", path.display()),
-        ));
-    }
-    crate::ops::finish_dump(dump_reader, &handle, m)?;
-    let mut file = out
-        .into_inner()
-        .map_err(|e| Error::from_io(e.into_error(), &format!("cannot write {}", path.display())))?;
-    // pg_dump wrote to a pipe, so the archive has no data offsets; a file with them lets
-    // pg_restore's parallel workers seek straight to their tables.
-    if let Ok(summary) = &inspected {
-        dump::rewrite_offsets(&mut file, summary)
-            .map_err(|e| Error::from_io(e, &format!("cannot write {}", path.display())))?;
-    }
-    // No fsync: the spool lives as long as the drill, and a crash throws it away anyway.
-    file.seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| Error::from_io(e, &format!("cannot write {}", path.display())))?;
-    Ok(inspected)
-}
-
-fn read_error(e: std::io::Error, write_err: &std::cell::Cell<Option<std::io::Error>>) -> Error {
-    match write_err.take() {
-        Some(w) => Error::from_io(w, "cannot write the drill's spool file"),
-        None => Error::from_io(e, "cannot read the snapshot"),
-    }
-}
-
-/// Copies what is read through it into `out`. A write failure ends the reading (as an error)
-/// and is kept in `write_err`, so a full disk is reported as such.
-struct Tee<'a, R: Read, W: Write> {
-    inner: &'a mut R,
-    out: &'a mut W,
-    write_err: &'a std::cell::Cell<Option<std::io::Error>>,
-}
-
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Err(e) = self.out.write_all(&buf[..n]) {
-            let msg = e.to_string();
-            self.write_err.set(Some(e));
-            return Err(std::io::Error::other(msg));
-        }
-        Ok(n)
-    }
+    let database = cluster.then(|| {
+        (
+            plain / 2 * 3 + (1 << 30),
+            "the restored database, WAL and the cluster",
+        )
+    });
+    spool::check_space(
+        dir,
+        m,
+        "a drill",
+        spool,
+        database,
+        "free some space, or set OFFSITEDB_TMPDIR (or --work-dir) to a larger disk",
+    )
 }
