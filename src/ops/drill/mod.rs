@@ -33,9 +33,10 @@ mod record;
 mod spooled;
 mod streamed;
 mod target;
+mod tracking;
 mod verify;
 
-use record::{drill_record, failed, stopped};
+use record::stopped;
 
 pub use target::extension_package;
 
@@ -98,16 +99,7 @@ fn run_drill<S: WriteStore + ?Sized>(
     note: &mut dyn FnMut(String),
 ) -> Result<DrillOutcome> {
     // Checked before anything is read.
-    let jobs = match opts.jobs {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(DEFAULT_JOBS_MAX)),
-        n if n > JOBS_MAX => {
-            return Err(Error::config(format!(
-                "--jobs {n} is more connections than a drill can use (at most {JOBS_MAX})"
-            ))
-            .with_hint("leave --jobs out to use one per core"));
-        }
-        n => n,
-    };
+    let jobs = drill_jobs(opts.jobs)?;
     let started = Timestamp::now();
     let t0 = Instant::now();
     let m = repo.manifest(&entry.source, &entry.id)?;
@@ -116,36 +108,12 @@ fn run_drill<S: WriteStore + ?Sized>(
     }
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_restore = super::pick_pg_restore(&m, &dirs)?;
-
     // Everything about the environment is checked before the download starts (the cluster
     // itself starts with the download).
     if opts.drill_server.is_none() {
-        binaries::server_dir(Some(m.server.major), &dirs).map_err(|e| {
-            e.context(format!(
-                "a drill restores into a throwaway PostgreSQL {} (the source's version)",
-                m.server.major
-            ))
-            .with_hint(format!(
-                "install the PostgreSQL {} server (apt-get install postgresql-{}), list its bin directory in \
-                 OFFSITEDB_PG_BIN_DIRS, or drill on a scratch server with --drill-server URL",
-                m.server.major, m.server.major
-            ))
-        })?;
+        target::check_server_programs(&m, &dirs)?;
     }
-    let parent = super::work_parent(opts.work_dir.clone())?;
-    // A streamed drill writes no spool file (a snapshot with counted rows is spooled).
-    let spool = m.verification.method != VerifyMethod::ArchiveDigest;
-    spooled::check_space(&parent, &m, opts.drill_server.is_none(), spool)?;
-    let work = tempfile::Builder::new()
-        .prefix("offsitedb-drill-")
-        .tempdir_in(&parent)
-        .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?;
-    // As root, the throwaway cluster runs as `postgres`, which must reach its folder inside.
-    let _ = std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    );
-
+    let work = work_folder(&m, opts)?;
     let ctx = Ctx {
         repo,
         m: &m,
@@ -158,11 +126,49 @@ fn run_drill<S: WriteStore + ?Sized>(
         batch_bytes: env_size("OFFSITEDB_DRILL_BATCH_KIB", 1 << 10, 1, load::BATCH_BYTES)?,
         split_bytes: env_size("OFFSITEDB_DRILL_SPLIT_MIB", 1 << 20, 0, verify::SPLIT_BYTES)?,
     };
+    let (restored, unreadable) = restore(&ctx)?;
+    record::conclude(&ctx, pg_restore.version, restored, unreadable, note)
+}
+
+/// The connections a drill uses: `--jobs`, or one per core for 0.
+fn drill_jobs(jobs: usize) -> Result<usize> {
+    match jobs {
+        0 => Ok(std::thread::available_parallelism().map_or(2, |n| n.get().min(DEFAULT_JOBS_MAX))),
+        n if n > JOBS_MAX => Err(Error::config(format!(
+            "--jobs {n} is more connections than a drill can use (at most {JOBS_MAX})"
+        ))
+        .with_hint("leave --jobs out to use one per core")),
+        n => Ok(n),
+    }
+}
+
+/// The drill's own temporary folder (for the spool and the throwaway cluster), made once the
+/// disk the drill needs there is known to be free.
+fn work_folder(m: &Manifest, opts: &DrillOptions) -> Result<tempfile::TempDir> {
+    let parent = super::work_parent(opts.work_dir.clone())?;
+    // A streamed drill writes no spool file (a snapshot with counted rows is spooled).
+    let spool = m.verification.method != VerifyMethod::ArchiveDigest;
+    spooled::check_space(&parent, m, opts.drill_server.is_none(), spool)?;
+    let work = tempfile::Builder::new()
+        .prefix("offsitedb-drill-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?;
+    // As root, the throwaway cluster runs as `postgres`, which must reach its folder inside.
+    let _ = std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    );
+    Ok(work)
+}
+
+/// The restore and its verification: streamed when the backup could inspect the archive,
+/// otherwise (counted rows, or an archive this version cannot follow) spooled and given to
+/// `pg_restore -j`. Returns what it found, with the notes of both attempts, and the error of a
+/// snapshot that cannot be read back.
+fn restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<(Restored, Option<Error>)> {
     let mut notes = Vec::new();
-    // An archive the backup could inspect is restored as it streams; anything else (counted
-    // rows, or an archive this version cannot parse) is spooled and given to pg_restore -j.
-    let mut attempt = if m.verification.method == VerifyMethod::ArchiveDigest {
-        streamed::stream_restore(&ctx)?
+    let mut attempt = if ctx.m.verification.method == VerifyMethod::ArchiveDigest {
+        streamed::stream_restore(ctx)?
     } else {
         Attempt::Fallback(None)
     };
@@ -172,14 +178,8 @@ fn run_drill<S: WriteStore + ?Sized>(
                 "the archive could not be restored as it streamed ({why}): restored from a spooled copy instead"
             ));
         }
-        attempt = spooled::classic_restore(&ctx)?;
+        attempt = spooled::spooled_restore(ctx)?;
     }
-
-    let finish = |r: Restored| {
-        let version = pg_restore.version.clone();
-        drill_record(&m, started, t0, r, version, jobs, m.verification.method)
-    };
-
     let (mut restored, unreadable) = match attempt {
         Attempt::Done(r) => (r, None),
         Attempt::Unreadable(error, r) => (r, Some(error)),
@@ -187,34 +187,7 @@ fn run_drill<S: WriteStore + ?Sized>(
     };
     notes.append(&mut restored.notes);
     restored.notes = notes;
-    // A snapshot that cannot be read back is a failed drill, and recorded as one.
-    if let Some(error) = unreadable {
-        restored.problems.insert(0, error.message().to_string());
-        let record = finish(restored);
-        stopped()?;
-        repo.commit_drill(&record)?;
-        return Ok(DrillOutcome {
-            record,
-            failure: Some(error),
-        });
-    }
-    if m.verification.method == VerifyMethod::None {
-        restored.notes.push(format!(
-            "the manifest holds no row data ({}): only the restore itself was tested",
-            m.verification
-                .note
-                .as_deref()
-                .unwrap_or("no reason recorded")
-        ));
-    }
-    let record = finish(restored);
-    for n in &record.notes {
-        note(n.clone());
-    }
-    stopped()?;
-    repo.commit_drill(&record)?;
-    let failure = (!record.passed()).then(|| failed(&record));
-    Ok(DrillOutcome { record, failure })
+    Ok((restored, unreadable))
 }
 
 /// What both restore paths share.

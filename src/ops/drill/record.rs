@@ -15,7 +15,9 @@ use crate::catalog::{DrillRecord, Manifest, SnapshotId};
 use crate::dump::{self, DumpSummary};
 use crate::error::{Error, ErrorKind, Result};
 
-use super::Restored;
+use crate::storage::WriteStore;
+
+use super::{Ctx, DrillOutcome, Restored};
 
 /// The drill object of a restore that ran: passed when it found no problem.
 pub(super) fn drill_record(
@@ -121,4 +123,49 @@ pub(super) fn compare_archive(m: &Manifest, s: &DumpSummary, problems: &mut Vec<
             k.0, k.1
         ));
     }
+}
+
+/// Records a restore that ran. A snapshot that cannot be read back is a failed drill, recorded
+/// as one (its error first among the problems); otherwise the record passes when the restore
+/// found no problem. Nothing is recorded after a signal.
+pub(super) fn conclude<S: WriteStore + ?Sized>(
+    ctx: &Ctx<'_, S>,
+    pg_restore_version: String,
+    mut restored: Restored,
+    unreadable: Option<Error>,
+    note: &mut dyn FnMut(String),
+) -> Result<DrillOutcome> {
+    let m = ctx.m;
+    let method = m.verification.method;
+    let finish = |r: Restored| {
+        let version = pg_restore_version.clone();
+        drill_record(m, ctx.started, ctx.t0, r, version, ctx.jobs, method)
+    };
+    if let Some(error) = unreadable {
+        restored.problems.insert(0, error.message().to_string());
+        let record = finish(restored);
+        stopped()?;
+        ctx.repo.commit_drill(&record)?;
+        return Ok(DrillOutcome {
+            record,
+            failure: Some(error),
+        });
+    }
+    if method == VerifyMethod::None {
+        restored.notes.push(format!(
+            "the manifest holds no row data ({}): only the restore itself was tested",
+            m.verification
+                .note
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        ));
+    }
+    let record = finish(restored);
+    for n in &record.notes {
+        note(n.clone());
+    }
+    stopped()?;
+    ctx.repo.commit_drill(&record)?;
+    let failure = (!record.passed()).then(|| failed(&record));
+    Ok(DrillOutcome { record, failure })
 }

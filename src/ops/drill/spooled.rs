@@ -2,47 +2,39 @@
 The spooled restore: the snapshot is downloaded into a file in the drill's work folder (while the
 throwaway cluster starts), given the data offsets pg_dump could not write to a pipe, and restored
 by `pg_restore -j N`, then every table is verified. The file is [`crate::ops::spool`]'s, as for
-`restore --jobs`. It serves snapshots whose rows were counted
-rather than inspected, and archives the streamed restore cannot follow.
+`restore --jobs`. It serves snapshots whose rows were counted rather than inspected, and archives
+the streamed restore cannot follow.
 */
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::catalog::Manifest;
+use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ops::spool::{self, Spool};
 use crate::pipeline::{Counters, Progress};
-use crate::process::ChildProcess;
+use crate::process::{ChildProcess, Exit};
 use crate::storage::WriteStore;
 
 use super::pgrestore::{pg_restore_command, restore_problems};
 use super::readback::{self, SessionSql};
 use super::record::compare_archive;
-use super::target::major_of;
-use super::{Attempt, Ctx, verify};
+use super::target::{Ready, major_of};
+use super::verify::Pool;
+use super::{Attempt, Ctx};
 
 /// The spooled restore: download into a file (while the cluster starts), give it its data
 /// offsets, `pg_restore -j`, then verify.
-pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
+pub(super) fn spooled_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
     let m = ctx.m;
-    let mut notes = Vec::new();
-    let mut problems = Vec::new();
-    let counters = Counters::default();
-    let progress = Progress::start("drill download", &counters, ctx.opts.progress);
-    let (download, cluster) = std::thread::scope(|s| {
-        let dl = s.spawn(|| Spool::write(ctx.repo, m, ctx.work, &counters));
-        let cluster = ctx.start_cluster();
-        let dl = dl
-            .join()
-            .unwrap_or_else(|_| Err(Error::internal("the drill download thread panicked")));
-        (dl, cluster)
-    });
-    drop(progress);
+    let (mut notes, mut problems) = (Vec::new(), Vec::new());
+    let (download, cluster) = download_while_the_cluster_starts(ctx);
     let cluster = cluster?;
     let mut restored = ctx.restored(cluster.as_ref());
     restored.download_secs = ctx.t0.elapsed().as_secs_f64();
     let spool = match download {
-        Ok(d) => d,
+        Ok(spool) => spool,
         Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key) => {
             return Ok(Attempt::Unreadable(e, restored));
         }
@@ -63,21 +55,51 @@ pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Resul
             (Vec::new(), Vec::new())
         }
     };
-    let (mut scratch, target, server_version) = ctx.prepare_target(cluster.as_ref(), &mut notes)?;
-    restored.server_version = server_version.clone();
-    ctx.before_restore(
-        cluster.as_ref(),
-        &target,
-        &server_version,
-        &extensions,
-        &owners,
-        &mut notes,
-    )?;
-
+    let mut ready = ctx.ready_target(cluster.as_ref(), &extensions, &owners, &mut notes)?;
+    restored.server_version = ready.server_version.clone();
     let t_restore = Instant::now();
     let settings = SessionSql::new(m);
-    let pg_restore = |sections: &[&str]| {
-        let mut cmd = pg_restore_command(ctx.pg_restore, &target);
+    let baseline = restore(ctx, &ready, &spool, &settings, &mut problems, &mut notes)?;
+    restored.restore_secs = t_restore.elapsed().as_secs_f64();
+    // The spool file is not needed any more: give the disk back before verifying.
+    drop(spool);
+    let t_verify = Instant::now();
+    let tables = verify_all(ctx, &ready, &settings, baseline, &mut problems)?;
+    restored.verify_secs = t_verify.elapsed().as_secs_f64();
+    let attempt = ctx.done(restored, &mut ready, tables, problems, notes);
+    drop(cluster);
+    Ok(attempt)
+}
+
+/// The spool, written while the throwaway cluster starts (on this thread: it dies with the
+/// thread that started it).
+fn download_while_the_cluster_starts<S: WriteStore + ?Sized>(
+    ctx: &Ctx<'_, S>,
+) -> (Result<Spool>, Result<Option<Cluster>>) {
+    let counters = Counters::default();
+    let _progress = Progress::start("drill download", &counters, ctx.opts.progress);
+    std::thread::scope(|s| {
+        let dl = s.spawn(|| Spool::write(ctx.repo, ctx.m, ctx.work, &counters));
+        let cluster = ctx.start_cluster();
+        let dl = dl
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the drill download thread panicked")));
+        (dl, cluster)
+    })
+}
+
+/// `pg_restore -j N` from the spool: pre-data apart, to see the database before any row is in
+/// (see [`readback::after_pre_data`], whose baseline this returns), then data and post-data.
+fn restore<S: WriteStore + ?Sized>(
+    ctx: &Ctx<'_, S>,
+    ready: &Ready,
+    spool: &Spool,
+    settings: &SessionSql,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Result<HashMap<usize, (u64, u128)>> {
+    let pg_restore = |sections: &[&str]| -> Result<Exit> {
+        let mut cmd = pg_restore_command(ctx.pg_restore, &ready.target);
         cmd.args(sections)
             .arg("--jobs")
             .arg(ctx.jobs.to_string())
@@ -86,26 +108,32 @@ pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Resul
         child.drain_stdout();
         child.wait_exit()
     };
-    // Pre-data apart, to see the database before any row is in (see `readback::after_pre_data`).
     let exit = pg_restore(&["--section=pre-data"])?;
     if !exit.status.success() {
-        problems.extend(restore_problems(&exit, &server_version, &mut notes));
+        problems.extend(restore_problems(&exit, &ready.server_version, notes));
     }
-    let baseline = readback::after_pre_data(&target, &settings, m, &mut notes)?;
+    let baseline = readback::after_pre_data(&ready.target, settings, ctx.m, notes)?;
     let exit = pg_restore(&["--section=data", "--section=post-data"])?;
-    restored.restore_secs = t_restore.elapsed().as_secs_f64();
     if !exit.status.success() {
-        problems.extend(restore_problems(&exit, &server_version, &mut notes));
+        problems.extend(restore_problems(&exit, &ready.server_version, notes));
     }
-    // The spool file is not needed any more: give the disk back before verifying.
-    drop(spool);
+    Ok(baseline)
+}
 
-    let t_verify = Instant::now();
-    let pool = verify::Pool::new(
+/// Every table read back at once on `jobs` connections, then the large objects.
+fn verify_all<S: WriteStore + ?Sized>(
+    ctx: &Ctx<'_, S>,
+    ready: &Ready,
+    settings: &SessionSql,
+    baseline: HashMap<usize, (u64, u128)>,
+    problems: &mut Vec<String>,
+) -> Result<Vec<crate::catalog::drill::TableCheck>> {
+    let m = ctx.m;
+    let pool = Pool::new(
         m,
-        &target,
-        &settings,
-        major_of(&server_version),
+        &ready.target,
+        settings,
+        major_of(&ready.server_version),
         ctx.jobs,
         ctx.split_bytes,
         baseline,
@@ -119,15 +147,9 @@ pub(super) fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Resul
             s.spawn(|| pool.work());
         }
     });
-    let (mut tables, _) = pool.finish(&mut problems)?;
-    readback::large_objects(&target, m, &mut tables, &mut problems)?;
-    restored.verify_secs = t_verify.elapsed().as_secs_f64();
-    ctx.keep_scratch(&mut scratch, &mut notes);
-    restored.tables = tables;
-    restored.problems = problems;
-    restored.notes = notes;
-    drop(cluster);
-    Ok(Attempt::Done(restored))
+    let (mut tables, _) = pool.finish(problems)?;
+    readback::large_objects(&ready.target, m, &mut tables, problems)?;
+    Ok(tables)
 }
 
 /// Disk the drill needs in `dir`: the spool file (when there is one), and (for a throwaway

@@ -6,13 +6,31 @@ extensions the dump creates (named with their package when missing) and, in a th
 cluster, the roles that own objects (created without login).
 */
 
+use crate::catalog::drill::TableCheck;
 use crate::catalog::{Manifest, SnapshotId};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::error::{Error, Result};
-use crate::postgres::{self, ConnInfo, client};
+use crate::postgres::{self, ConnInfo, binaries, client};
 use crate::storage::WriteStore;
 
-use super::{Ctx, Restored};
+use super::{Attempt, Ctx, Restored};
+
+/// The throwaway cluster's server programs (`initdb`, `postgres`) of the source's major, or an
+/// error saying how to get them.
+pub(super) fn check_server_programs(m: &Manifest, dirs: &[std::path::PathBuf]) -> Result<()> {
+    binaries::server_dir(Some(m.server.major), dirs).map_err(|e| {
+        e.context(format!(
+            "a drill restores into a throwaway PostgreSQL {} (the source's version)",
+            m.server.major
+        ))
+        .with_hint(format!(
+            "install the PostgreSQL {} server (apt-get install postgresql-{}), list its bin directory in \
+             OFFSITEDB_PG_BIN_DIRS, or drill on a scratch server with --drill-server URL",
+            m.server.major, m.server.major
+        ))
+    })?;
+    Ok(())
+}
 
 /// Connections a throwaway cluster must accept for `jobs`: the loaders, the verifiers and
 /// post-data's `pg_restore -j` can all be open at once, plus pg_restore's leader and ours.
@@ -52,9 +70,44 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
         .map(Some)
     }
 
+    /// The database to restore into, checked and with the roles the archive names (`extensions`
+    /// and `owners`: what the archive itself names, beside the manifest's).
+    pub(super) fn ready_target(
+        &self,
+        cluster: Option<&Cluster>,
+        extensions: &[String],
+        owners: &[String],
+        notes: &mut Vec<String>,
+    ) -> Result<Ready> {
+        let (scratch, target, server_version) = self.prepare_target(cluster, notes)?;
+        self.before_restore(cluster, &target, &server_version, extensions, owners, notes)?;
+        Ok(Ready {
+            scratch,
+            target,
+            server_version,
+        })
+    }
+
+    /// A restore that ran to its end, with what it found. With --keep the scratch database
+    /// stays.
+    pub(super) fn done(
+        &self,
+        mut restored: Restored,
+        ready: &mut Ready,
+        tables: Vec<TableCheck>,
+        problems: Vec<String>,
+        mut notes: Vec<String>,
+    ) -> Attempt {
+        self.keep_scratch(&mut ready.scratch, &mut notes);
+        restored.tables = tables;
+        restored.problems = problems;
+        restored.notes = notes;
+        Attempt::Done(restored)
+    }
+
     /// The database to restore into: the source's name in the throwaway cluster, or a
     /// temporary database on the drill server (dropped when the guard is).
-    pub(super) fn prepare_target(
+    fn prepare_target(
         &self,
         cluster: Option<&Cluster>,
         notes: &mut Vec<String>,
@@ -119,7 +172,7 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
 
     /// With --keep, the scratch database of a drill that ran to its end stays (one dropped
     /// for a fallback must not, or the second attempt could not create it).
-    pub(super) fn keep_scratch(&self, scratch: &mut Option<ScratchDb>, notes: &mut Vec<String>) {
+    fn keep_scratch(&self, scratch: &mut Option<ScratchDb>, notes: &mut Vec<String>) {
         if let Some(db) = scratch.as_mut().filter(|_| self.opts.keep) {
             db.keep = true;
             notes.push(format!(
@@ -131,7 +184,7 @@ impl<S: WriteStore + ?Sized> Ctx<'_, S> {
     }
 
     /// Checks and roles before anything is restored, with what the archive itself names.
-    pub(super) fn before_restore(
+    fn before_restore(
         &self,
         cluster: Option<&Cluster>,
         target: &ConnInfo,
@@ -172,6 +225,14 @@ fn create_database_sql(db: &str, m: &Manifest) -> String {
         ));
     }
     sql
+}
+
+/// The database a restore goes into, ready for it.
+pub(super) struct Ready {
+    /// The temporary database on the drill server, dropped with this (None in a cluster).
+    pub scratch: Option<ScratchDb>,
+    pub target: ConnInfo,
+    pub server_version: String,
 }
 
 pub(super) struct ScratchDb {
