@@ -12,7 +12,7 @@ then restored.
 pg_restore 17 and later open every connection with `SET transaction_timeout = 0`, which servers
 before 17 reject, and the archive of a pg_dump 17+ can only be read by a pg_restore 17+. For such
 a target pg_restore writes SQL instead, and `psql` of the same release runs it, without that one
-setting (see [`relay`]). That path has no parallel jobs.
+setting (see `relay`). That path has no parallel jobs.
 */
 
 use std::io::{BufReader, Read, Write};

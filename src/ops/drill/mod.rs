@@ -8,9 +8,9 @@ download ─► unseal ─► decompress ─► dump inspector ─┬─ TOC ─
 then pg_restore -j N --section=post-data, while each loaded table is read back and compared
 ```
 
-That streamed restore ([`streamed`], its load phase in [`load`]) is the drill. A snapshot whose
+That streamed restore (`streamed.rs`, its load phase in `load.rs`) is the drill. A snapshot whose
 rows were counted rather than inspected, or an archive the inspector cannot follow, is instead
-spooled to a file (TOC offsets filled in) and restored by `pg_restore -j N` ([`spooled`]), then
+spooled to a file (TOC offsets filled in) and restored by `pg_restore -j N` (`spooled.rs`), then
 verified the same way.
 
 The drill restores into a throwaway cluster of the source's major version (initdb'd while the
@@ -18,6 +18,12 @@ download runs, tuned for restore speed, unix socket only), or into a temporary d
 scratch server. Then every table is read back with `COPY … TO STDOUT` under pg_dump's own session
 settings, and its rows and content digest are compared with the manifest. The result is written
 to the repository as a new drill record; a snapshot is *sealed* when its latest drill passed.
+
+The files, by stage: `target.rs` (the throwaway cluster or drill server, and what it must have),
+`streamed.rs` with `load.rs` and `tracking.rs`, `spooled.rs` (through [`crate::ops::spool`],
+shared with `restore --jobs`), `folder.rs` (folder snapshots), the read-back in `verify.rs` and
+`readback.rs`, pg_restore's runs and errors in `pgrestore.rs`, and `record.rs` (the drill record
+and its verdict).
 
 Problems of the drill's own environment (no server programs of that major, not enough disk, an
 extension the drill cluster lacks) are errors and write no record: they say nothing about the
