@@ -24,6 +24,7 @@ pub mod list;
 pub mod prune;
 pub mod restore;
 pub mod role_sql;
+pub mod spool;
 
 /// Where temporary work goes (a drill's cluster and spool, a restore's spool): see
 /// [`crate::cluster::work_parent`].

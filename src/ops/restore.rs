@@ -5,23 +5,28 @@ By default the archive streams from the repository straight into `pg_restore` in
 transaction: every byte is authenticated as it arrives, and if anything fails (a damaged object,
 a missing role, a dropped connection) pg_restore is stopped and nothing is committed, so even a
 `--clean` restore leaves the target as it was. With `--jobs N` the archive is first written,
-verified, to a temporary file (pg_restore runs in parallel only from a file), then restored.
+verified, to a temporary file with its data offsets filled in ([`super::spool`], as a drill does:
+pg_restore runs in parallel only from a file, and its workers seek straight to their tables),
+then restored.
 
 pg_restore 17 and later open every connection with `SET transaction_timeout = 0`, which servers
 before 17 reject, and the archive of a pg_dump 17+ can only be read by a pg_restore 17+. For such
 a target pg_restore writes SQL instead, and `psql` of the same release runs it, without that one
-setting (see [`relay`]). That path has no parallel jobs.
+setting (see `relay`). That path has no parallel jobs.
 */
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::Artifact;
+use super::spool::{self, Spool};
 use crate::catalog::{Entry, Manifest, Repository};
 use crate::error::{Error, Result};
-use crate::pipeline::{Counters, Progress};
-use crate::postgres::{self, ConnInfo, binaries};
+use crate::pipeline::{Counters, Decoder, MeasureHandle, Progress};
+use crate::postgres::{self, ConnInfo, PgProgram, binaries};
 use crate::process::{ChildProcess, Exit};
 use crate::storage::ReadStore;
 
@@ -80,8 +85,57 @@ pub fn run<S: ReadStore + ?Sized>(
         ))
         .with_hint("restore it into a folder: --to-dir DIR"));
     }
-    let shown = target.redacted();
+    let target_major = check_target(target, &m, opts.clean, note)?;
+    let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
+    let pg_restore = super::pick_pg_restore(&m, &dirs)?;
+    let psql = psql_for(&pg_restore, target_major)?;
+    let mut jobs = opts.jobs.max(1);
+    if jobs > 1 && psql.is_some() {
+        note(format!(
+            "restoring with one job: pg_restore {} cannot connect to PostgreSQL {} directly (it sets transaction_timeout), so its SQL goes through psql",
+            pg_restore.version, target_major
+        ));
+        jobs = 1;
+    }
+    let mut cmd = pg_restore_command(&pg_restore.path, opts);
+    let counters = Counters::default();
+    if let Some(psql) = psql {
+        // psql, not pg_restore, makes the transaction: it commits only at the end of its input,
+        // which it sees only once the whole snapshot authenticated and pg_restore succeeded.
+        cmd.args(["--file", "-"]);
+        let run_sql = psql_command(&psql, target);
+        restore_streaming(repo, &m, cmd, Some(run_sql), opts, &counters)?;
+    } else {
+        cmd.arg("--dbname")
+            .arg(target.to_conninfo_without_secrets());
+        postgres::child_env(&mut cmd, target);
+        if jobs > 1 {
+            restore_from_spool(repo, &m, cmd, opts, &counters)?;
+        } else {
+            cmd.arg("--single-transaction");
+            restore_streaming(repo, &m, cmd, None, opts, &counters)?;
+        }
+    }
+    Ok(RestoreReport {
+        snapshot: m.snapshot_id.to_string(),
+        source: m.source.name.clone(),
+        target: target.redacted(),
+        pg_restore: pg_restore.version,
+        jobs,
+        seconds: start.elapsed().as_secs_f64(),
+        archive_bytes: m.sizes.plain_bytes,
+    })
+}
 
+/// The target must exist and, without `clean`, be empty. Returns its major version (a note
+/// says when it is older than the source's).
+fn check_target(
+    target: &ConnInfo,
+    m: &Manifest,
+    clean: bool,
+    note: &mut dyn FnMut(String),
+) -> Result<u32> {
+    let shown = target.redacted();
     let mut client = postgres::connect(target, "the target database").map_err(|e| {
         if e.message().contains("does not exist") {
             e.with_hint("create it first (createdb -T template0 NAME), then run the restore again")
@@ -101,7 +155,7 @@ pub fn run<S: ReadStore + ?Sized>(
         .map_err(|e| postgres::client::query_error("cannot inspect the target database", &e))?
         .get(0);
     drop(client);
-    if relations > 0 && !opts.clean {
+    if relations > 0 && !clean {
         return Err(Error::config(format!(
             "the target database {shown} is not empty: it holds {relations} {}",
             if relations == 1 { "table, view or sequence" } else { "tables, views or sequences" }
@@ -114,37 +168,34 @@ pub fn run<S: ReadStore + ?Sized>(
             m.server.major, info.major
         ));
     }
+    Ok(info.major)
+}
 
-    let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
-    let pg_restore = super::pick_pg_restore(&m, &dirs)?;
-    let psql = if pg_restore.major >= 17 && info.major < 17 {
-        let psql = pg_restore.path.with_file_name("psql");
-        if !psql.exists() {
-            return Err(Error::tool(format!(
-                "restoring into PostgreSQL {} with pg_restore {} needs psql next to it ({} is missing)",
-                info.major,
-                pg_restore.version,
-                psql.display()
-            ))
-            .with_hint(format!(
-                "install the PostgreSQL {} client package, which has both",
-                pg_restore.major
-            )));
-        }
-        Some(psql)
-    } else {
-        None
-    };
-    let mut jobs = opts.jobs.max(1);
-    if jobs > 1 && psql.is_some() {
-        note(format!(
-            "restoring with one job: pg_restore {} cannot connect to PostgreSQL {} directly (it sets transaction_timeout), so its SQL goes through psql",
-            pg_restore.version, info.major
-        ));
-        jobs = 1;
+/// The psql next to a pg_restore 17+ restoring into a server before 17 (see the module's
+/// doc); None when pg_restore can connect itself.
+fn psql_for(pg_restore: &PgProgram, target_major: u32) -> Result<Option<PathBuf>> {
+    if pg_restore.major < 17 || target_major >= 17 {
+        return Ok(None);
     }
+    let psql = pg_restore.path.with_file_name("psql");
+    if !psql.exists() {
+        return Err(Error::tool(format!(
+            "restoring into PostgreSQL {} with pg_restore {} needs psql next to it ({} is missing)",
+            target_major,
+            pg_restore.version,
+            psql.display()
+        ))
+        .with_hint(format!(
+            "install the PostgreSQL {} client package, which has both",
+            pg_restore.major
+        )));
+    }
+    Ok(Some(psql))
+}
 
-    let mut cmd = crate::process::command(&pg_restore.path);
+/// pg_restore with the options every restore takes; where it writes is added by the caller.
+fn pg_restore_command(pg_restore: &Path, opts: &RestoreOptions) -> Command {
+    let mut cmd = crate::process::command(pg_restore);
     cmd.args(["--no-password", "--exit-on-error"]);
     if opts.clean {
         cmd.args(["--clean", "--if-exists"]);
@@ -155,44 +206,41 @@ pub fn run<S: ReadStore + ?Sized>(
     if opts.no_privileges {
         cmd.arg("--no-privileges");
     }
-    let counters = Counters::default();
-    if let Some(psql) = psql {
-        // psql, not pg_restore, makes the transaction: it commits only at the end of its input,
-        // which it sees only once the whole snapshot authenticated and pg_restore succeeded.
-        cmd.args(["--file", "-"]);
-        let mut run_sql = crate::process::command(psql);
-        run_sql
-            .args([
-                "--no-psqlrc",
-                "--quiet",
-                "--no-password",
-                "--single-transaction",
-            ])
-            .args(["--set", "ON_ERROR_STOP=1", "--file", "-", "--dbname"])
-            .arg(target.to_conninfo_without_secrets());
-        postgres::child_env(&mut run_sql, target);
-        restore_streaming(repo, &m, cmd, Some(run_sql), opts, &counters)?;
-    } else {
-        cmd.arg("--dbname")
-            .arg(target.to_conninfo_without_secrets());
-        postgres::child_env(&mut cmd, target);
-        if jobs > 1 {
-            restore_from_spool(repo, &m, cmd, opts, &counters)?;
-        } else {
-            cmd.arg("--single-transaction");
-            restore_streaming(repo, &m, cmd, None, opts, &counters)?;
-        }
-    }
-    Ok(RestoreReport {
-        snapshot: m.snapshot_id.to_string(),
-        source: m.source.name.clone(),
-        target: shown,
-        pg_restore: pg_restore.version,
-        jobs,
-        seconds: start.elapsed().as_secs_f64(),
-        archive_bytes: m.sizes.plain_bytes,
-    })
+    cmd
 }
+
+/// psql running the SQL it reads on its standard input in one transaction, stopping at the
+/// first error.
+fn psql_command(psql: &Path, target: &ConnInfo) -> Command {
+    let mut run_sql = crate::process::command(psql);
+    run_sql
+        .args([
+            "--no-psqlrc",
+            "--quiet",
+            "--no-password",
+            "--single-transaction",
+        ])
+        .args(["--set", "ON_ERROR_STOP=1", "--file", "-", "--dbname"])
+        .arg(target.to_conninfo_without_secrets());
+    postgres::child_env(&mut run_sql, target);
+    run_sql
+}
+
+/// psql taking pg_restore's SQL, and the thread that hands it over (see [`relay`]).
+struct Psql {
+    child: ChildProcess,
+    relay: JoinHandle<std::io::Result<ChildStdin>>,
+}
+
+/// Kills psql first (so it cannot commit), when there is one.
+fn kill_psql<T>(psql: Option<(ChildProcess, T)>) {
+    if let Some((p, _)) = psql {
+        p.kill();
+    }
+}
+
+// What is left of the archive, and what checks it at its end.
+type ArchiveRest = (Decoder<BufReader<Artifact>>, MeasureHandle);
 
 /// Streams the archive into `cmd` (pg_restore). With `sql`, pg_restore writes SQL, which [`relay`]
 /// hands to `sql` (psql) on a thread. Nothing is committed unless the whole snapshot authenticated
@@ -207,45 +255,10 @@ fn restore_streaming<S: ReadStore + ?Sized>(
 ) -> Result<()> {
     let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
     let mut child = ChildProcess::spawn(cmd, "pg_restore", true)?;
-    let psql = match sql {
-        Some(sql) => {
-            let out = child.take_stdout();
-            let mut p = ChildProcess::spawn(sql, "psql", true)?;
-            p.drain_stdout();
-            let input = p.take_stdin();
-            let relay = std::thread::Builder::new()
-                .name("restore-sql".into())
-                .spawn(move || relay(out, input))
-                .map_err(|e| Error::process(format!("cannot start a thread: {e}")))?;
-            Some((p, relay))
-        }
-        None => {
-            child.drain_stdout();
-            None
-        }
-    };
+    let psql = start_psql(&mut child, sql)?;
     let mut stdin = child.take_stdin();
     let progress = Progress::start("restore", counters, opts.progress);
-    let mut buf = vec![0u8; 256 * 1024];
-    let fed = loop {
-        if let Err(e) = crate::interrupt::check() {
-            break Err(e);
-        }
-        let n = match dump.read(&mut buf) {
-            Ok(0) => break Ok(true),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A damaged snapshot: kill pg_restore before it can commit anything.
-            Err(e) => break Err(Error::from_io(e, "cannot read the snapshot")),
-        };
-        if stdin.write_all(&buf[..n]).is_err() {
-            // pg_restore stopped reading: its own error (or psql's) says why.
-            break Ok(false);
-        }
-        counters
-            .output
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    };
+    let fed = feed(&mut dump, &mut stdin, counters);
     drop(progress);
     let checked = fed.and_then(|all| {
         if all {
@@ -258,49 +271,25 @@ fn restore_streaming<S: ReadStore + ?Sized>(
     let rest = match checked {
         Ok(rest) => rest,
         Err(e) => {
-            if let Some((p, _)) = psql {
-                p.kill();
-            }
+            kill_psql(psql.map(|p| (p.child, ())));
             child.kill();
             return Err(e.context("restore stopped, nothing was committed"));
         }
     };
     drop(stdin);
     let exit = child.wait_exit()?;
-    let psql = match psql {
-        None => None,
-        Some((p, relay)) => {
-            let relayed = relay.join().unwrap_or_else(|_| {
-                Err(std::io::Error::other(
-                    "the thread handing SQL to psql panicked",
-                ))
-            });
-            match relayed {
-                // psql stopped reading: it failed, and says why (pg_restore then could not write).
-                Err(_) => return Err(restore_error("psql", &p.kill())),
-                Ok(input) => Some((p, input)),
-            }
-        }
-    };
+    let psql = join_relay(psql)?;
     if !exit.status.success() {
-        if let Some((p, _)) = psql {
-            p.kill();
-        }
+        kill_psql(psql);
         crate::interrupt::check()
             .map_err(|e| e.context("restore stopped, nothing was committed"))?;
         return Err(restore_error("pg_restore", &exit));
     }
-    if let Some((mut dump, handle)) = rest {
-        // pg_restore finished without the archive's last bytes: still authenticate them.
-        let end = std::io::copy(&mut dump, &mut std::io::sink())
-            .map_err(|e| Error::from_io(e, "cannot read the snapshot"))
-            .and_then(|_| super::finish_dump(dump, &handle, m));
-        if let Err(e) = end {
-            if let Some((p, _)) = psql {
-                p.kill();
-            }
-            return Err(e.context("pg_restore completed, but the end of the snapshot"));
-        }
+    if let Some(rest) = rest
+        && let Err(e) = authenticate_rest(rest, m)
+    {
+        kill_psql(psql);
+        return Err(e.context("pg_restore completed, but the end of the snapshot"));
     }
     if let Some((p, input)) = psql {
         drop(input);
@@ -310,6 +299,70 @@ fn restore_streaming<S: ReadStore + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// With `sql`, psql reading what pg_restore writes (through [`relay`] on a thread); without,
+/// pg_restore's output is drained.
+fn start_psql(child: &mut ChildProcess, sql: Option<Command>) -> Result<Option<Psql>> {
+    let Some(sql) = sql else {
+        child.drain_stdout();
+        return Ok(None);
+    };
+    let out = child.take_stdout();
+    let mut p = ChildProcess::spawn(sql, "psql", true)?;
+    p.drain_stdout();
+    let input = p.take_stdin();
+    let relay = std::thread::Builder::new()
+        .name("restore-sql".into())
+        .spawn(move || relay(out, input))
+        .map_err(|e| Error::process(format!("cannot start a thread: {e}")))?;
+    Ok(Some(Psql { child: p, relay }))
+}
+
+/// Copies the archive into pg_restore. `Ok(false)` when pg_restore stopped reading (its own
+/// error, or psql's, says why); an error on a signal or a damaged snapshot (then pg_restore is
+/// killed before it can commit anything).
+fn feed(dump: &mut impl Read, stdin: &mut ChildStdin, counters: &Counters) -> Result<bool> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        crate::interrupt::check()?;
+        let n = match dump.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::from_io(e, "cannot read the snapshot")),
+        };
+        if stdin.write_all(&buf[..n]).is_err() {
+            return Ok(false);
+        }
+        counters
+            .output
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Waits for the thread handing SQL to psql. psql stopped reading when it failed, and says why
+/// (pg_restore then could not write): that is the error.
+fn join_relay(psql: Option<Psql>) -> Result<Option<(ChildProcess, ChildStdin)>> {
+    let Some(Psql { child, relay }) = psql else {
+        return Ok(None);
+    };
+    let relayed = relay.join().unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "the thread handing SQL to psql panicked",
+        ))
+    });
+    match relayed {
+        Err(_) => Err(restore_error("psql", &child.kill())),
+        Ok(input) => Ok(Some((child, input))),
+    }
+}
+
+/// pg_restore finished without the archive's last bytes: they are still authenticated.
+fn authenticate_rest((mut dump, handle): ArchiveRest, m: &Manifest) -> Result<()> {
+    std::io::copy(&mut dump, &mut std::io::sink())
+        .map_err(|e| Error::from_io(e, "cannot read the snapshot"))?;
+    super::finish_dump(dump, &handle, m)
 }
 
 /// Copies pg_restore's SQL to psql, leaving out the `SET transaction_timeout = 0;` of its fixed
@@ -355,6 +408,9 @@ fn preamble_line(text: &[u8]) -> bool {
         .any(|p| text.starts_with(p))
 }
 
+/// `--jobs N`: the archive is spooled to a file (with its data offsets: see
+/// [`super::spool`]), then `pg_restore --jobs N` restores from it. The file is removed at the
+/// end, whatever happened.
 fn restore_from_spool<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     m: &Manifest,
@@ -363,68 +419,28 @@ fn restore_from_spool<S: ReadStore + ?Sized>(
     counters: &Counters,
 ) -> Result<()> {
     let dir = super::work_parent(opts.spool_dir.clone())?;
-    ensure_space(
+    spool::check_space(
         &dir,
-        m.sizes.plain_bytes + (64 << 20),
-        "to stage the archive for a parallel restore",
+        m,
+        "a restore",
+        true,
+        None,
         "pass --spool-dir on a larger disk, or --jobs 1 to stream without a temporary file",
     )?;
-    let mut file = tempfile::Builder::new()
-        .prefix("offsitedb-restore-")
-        .suffix(".dump")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io_at("cannot create a temporary file in", &dir, &e))?;
-    {
-        let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
-        let progress = Progress::start("download", counters, opts.progress);
-        crate::pipeline::copy_large(&mut dump, file.as_file_mut()).map_err(|e| {
-            Error::from_io(e, &format!("cannot stage the archive in {}", dir.display()))
-        })?;
-        drop(progress);
-        super::finish_dump(dump, &handle, m)?;
-    }
+    let progress = Progress::start("download", counters, opts.progress);
+    let spooled = Spool::write(repo, m, &dir, counters)?;
+    drop(progress);
     cmd.arg("--jobs")
         .arg(opts.jobs.to_string())
-        .arg(file.path());
+        .arg(spooled.path());
     let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
     child.drain_stdout();
     let exit = child.wait_exit()?;
-    drop(file);
+    drop(spooled);
     if !exit.status.success() {
         return Err(restore_error("pg_restore", &exit));
     }
     Ok(())
-}
-
-/// Fails, naming the need and what is free, when `dir` has less than `need` bytes for us.
-pub(crate) fn ensure_space(
-    dir: &std::path::Path,
-    need: u64,
-    purpose: &str,
-    hint: &str,
-) -> Result<()> {
-    match free_space(dir) {
-        Some(free) if free < need => Err(Error::io(format!(
-            "not enough space in {} {purpose}: needs {}, has {}",
-            dir.display(),
-            crate::units::bytes(need),
-            crate::units::bytes(free)
-        ))
-        .with_hint(hint)),
-        _ => Ok(()),
-    }
-}
-
-/// Bytes available to us on the file system holding `dir`.
-pub fn free_space(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// `tool` (pg_restore or psql) failed: its error line, without the tool's own prefix

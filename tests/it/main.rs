@@ -21,4 +21,5 @@ mod roles;
 mod roundtrip;
 mod secrets;
 mod setup;
+mod spool;
 mod storage;

@@ -8,9 +8,10 @@ download ─► unseal ─► decompress ─► dump inspector ─┬─ TOC ─
 then pg_restore -j N --section=post-data, while each loaded table is read back and compared
 ```
 
-That streamed restore ([`stream`]) is the drill. A snapshot whose rows were counted rather than
-inspected, or an archive the inspector cannot follow, is instead spooled to a file (TOC offsets
-filled in) and restored by `pg_restore -j N`, then verified the same way.
+That streamed restore (`streamed.rs`, its load phase in `load.rs`) is the drill. A snapshot whose
+rows were counted rather than inspected, or an archive the inspector cannot follow, is instead
+spooled to a file (TOC offsets filled in) and restored by `pg_restore -j N` (`spooled.rs`), then
+verified the same way.
 
 The drill restores into a throwaway cluster of the source's major version (initdb'd while the
 download runs, tuned for restore speed, unix socket only), or into a temporary database on a
@@ -18,34 +19,44 @@ scratch server. Then every table is read back with `COPY … TO STDOUT` under pg
 settings, and its rows and content digest are compared with the manifest. The result is written
 to the repository as a new drill record; a snapshot is *sealed* when its latest drill passed.
 
+The files, by stage: `target.rs` (the throwaway cluster or drill server, and what it must have),
+`streamed.rs` with `load.rs` and `tracking.rs`, `spooled.rs` (through [`crate::ops::spool`],
+shared with `restore --jobs`), `folder.rs` (folder snapshots), the read-back in `verify.rs` and
+`readback.rs`, pg_restore's runs and errors in `pgrestore.rs`, and `record.rs` (the drill record
+and its verdict).
+
 Problems of the drill's own environment (no server programs of that major, not enough disk, an
 extension the drill cluster lacks) are errors and write no record: they say nothing about the
 snapshot. Problems of the snapshot (it does not decrypt, does not restore, or restores different
 data) fail the drill and are recorded.
 */
 
-mod stream;
+mod folder;
+mod load;
+mod pgrestore;
+mod readback;
+mod record;
+mod spooled;
+mod streamed;
+mod target;
+mod tracking;
 mod verify;
 
-use verify::SessionSql;
+use record::stopped;
 
-use std::collections::HashMap;
-use std::io::{BufWriter, Read, Seek, Write};
+pub use target::extension_package;
+
+use std::io::Read;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::Instant;
 
 use jiff::Timestamp;
 
-use crate::catalog::drill::{DRILL_VERSION, DrillResult, TableCheck, Timings};
-use crate::catalog::manifest::{TableRecord, VerifyMethod};
-use crate::catalog::{DrillRecord, Entry, Manifest, Repository, SnapshotId};
-use crate::cluster::{Cluster, ClusterOptions};
-use crate::dump::{self, DumpSummary};
-use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{Counters, Progress};
-use crate::postgres::{self, ConnInfo, binaries, client};
-use crate::process::{ChildProcess, Exit};
+use crate::catalog::drill::TableCheck;
+use crate::catalog::manifest::VerifyMethod;
+use crate::catalog::{DrillRecord, Entry, Manifest, Repository};
+use crate::error::{Error, Result};
+use crate::postgres::{ConnInfo, binaries};
 use crate::storage::WriteStore;
 
 #[derive(Clone, Debug, Default)]
@@ -75,12 +86,6 @@ const DEFAULT_JOBS_MAX: usize = 16;
 /// The most `--jobs` a drill takes.
 const JOBS_MAX: usize = 64;
 
-/// Connections a throwaway cluster must accept for `jobs`: the loaders, the verifiers and
-/// post-data's `pg_restore -j` can all be open at once, plus pg_restore's leader and ours.
-fn max_connections(jobs: usize) -> u32 {
-    (3 * jobs + 10).max(30) as u32
-}
-
 /// Drills one snapshot and records the result in the repository.
 pub fn run<S: WriteStore + ?Sized>(
     repo: &Repository<S>,
@@ -100,54 +105,21 @@ fn run_drill<S: WriteStore + ?Sized>(
     note: &mut dyn FnMut(String),
 ) -> Result<DrillOutcome> {
     // Checked before anything is read.
-    let jobs = match opts.jobs {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(DEFAULT_JOBS_MAX)),
-        n if n > JOBS_MAX => {
-            return Err(Error::config(format!(
-                "--jobs {n} is more connections than a drill can use (at most {JOBS_MAX})"
-            ))
-            .with_hint("leave --jobs out to use one per core"));
-        }
-        n => n,
-    };
+    let jobs = drill_jobs(opts.jobs)?;
     let started = Timestamp::now();
     let t0 = Instant::now();
     let m = repo.manifest(&entry.source, &entry.id)?;
     if m.is_directory() {
-        return directory_drill(repo, &m, opts, started, note);
+        return folder::directory_drill(repo, &m, opts, started, note);
     }
     let dirs = binaries::search_dirs(&opts.pg_bin_dirs);
     let pg_restore = super::pick_pg_restore(&m, &dirs)?;
-
     // Everything about the environment is checked before the download starts (the cluster
     // itself starts with the download).
     if opts.drill_server.is_none() {
-        binaries::server_dir(Some(m.server.major), &dirs).map_err(|e| {
-            e.context(format!(
-                "a drill restores into a throwaway PostgreSQL {} (the source's version)",
-                m.server.major
-            ))
-            .with_hint(format!(
-                "install the PostgreSQL {} server (apt-get install postgresql-{}), list its bin directory in \
-                 OFFSITEDB_PG_BIN_DIRS, or drill on a scratch server with --drill-server URL",
-                m.server.major, m.server.major
-            ))
-        })?;
+        target::check_server_programs(&m, &dirs)?;
     }
-    let parent = super::work_parent(opts.work_dir.clone())?;
-    // A streamed drill writes no spool file (a snapshot with counted rows is spooled).
-    let spool = m.verification.method != VerifyMethod::ArchiveDigest;
-    check_space(&parent, &m, opts.drill_server.is_none(), spool)?;
-    let work = tempfile::Builder::new()
-        .prefix("offsitedb-drill-")
-        .tempdir_in(&parent)
-        .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?;
-    // As root, the throwaway cluster runs as `postgres`, which must reach its folder inside.
-    let _ = std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    );
-
+    let work = work_folder(&m, opts)?;
     let ctx = Ctx {
         repo,
         m: &m,
@@ -157,14 +129,52 @@ fn run_drill<S: WriteStore + ?Sized>(
         work: work.path(),
         started,
         t0,
-        batch_bytes: env_size("OFFSITEDB_DRILL_BATCH_KIB", 1 << 10, 1, stream::BATCH_BYTES)?,
+        batch_bytes: env_size("OFFSITEDB_DRILL_BATCH_KIB", 1 << 10, 1, load::BATCH_BYTES)?,
         split_bytes: env_size("OFFSITEDB_DRILL_SPLIT_MIB", 1 << 20, 0, verify::SPLIT_BYTES)?,
     };
+    let (restored, unreadable) = restore(&ctx)?;
+    record::conclude(&ctx, pg_restore.version, restored, unreadable, note)
+}
+
+/// The connections a drill uses: `--jobs`, or one per core for 0.
+fn drill_jobs(jobs: usize) -> Result<usize> {
+    match jobs {
+        0 => Ok(std::thread::available_parallelism().map_or(2, |n| n.get().min(DEFAULT_JOBS_MAX))),
+        n if n > JOBS_MAX => Err(Error::config(format!(
+            "--jobs {n} is more connections than a drill can use (at most {JOBS_MAX})"
+        ))
+        .with_hint("leave --jobs out to use one per core")),
+        n => Ok(n),
+    }
+}
+
+/// The drill's own temporary folder (for the spool and the throwaway cluster), made once the
+/// disk the drill needs there is known to be free.
+fn work_folder(m: &Manifest, opts: &DrillOptions) -> Result<tempfile::TempDir> {
+    let parent = super::work_parent(opts.work_dir.clone())?;
+    // A streamed drill writes no spool file (a snapshot with counted rows is spooled).
+    let spool = m.verification.method != VerifyMethod::ArchiveDigest;
+    spooled::check_space(&parent, m, opts.drill_server.is_none(), spool)?;
+    let work = tempfile::Builder::new()
+        .prefix("offsitedb-drill-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?;
+    // As root, the throwaway cluster runs as `postgres`, which must reach its folder inside.
+    let _ = std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    );
+    Ok(work)
+}
+
+/// The restore and its verification: streamed when the backup could inspect the archive,
+/// otherwise (counted rows, or an archive this version cannot follow) spooled and given to
+/// `pg_restore -j`. Returns what it found, with the notes of both attempts, and the error of a
+/// snapshot that cannot be read back.
+fn restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<(Restored, Option<Error>)> {
     let mut notes = Vec::new();
-    // An archive the backup could inspect is restored as it streams; anything else (counted
-    // rows, or an archive this version cannot parse) is spooled and given to pg_restore -j.
-    let mut attempt = if m.verification.method == VerifyMethod::ArchiveDigest {
-        stream_restore(&ctx)?
+    let mut attempt = if ctx.m.verification.method == VerifyMethod::ArchiveDigest {
+        streamed::stream_restore(ctx)?
     } else {
         Attempt::Fallback(None)
     };
@@ -174,14 +184,8 @@ fn run_drill<S: WriteStore + ?Sized>(
                 "the archive could not be restored as it streamed ({why}): restored from a spooled copy instead"
             ));
         }
-        attempt = classic_restore(&ctx)?;
+        attempt = spooled::spooled_restore(ctx)?;
     }
-
-    let finish = |r: Restored| {
-        let version = pg_restore.version.clone();
-        drill_record(&m, started, t0, r, version, jobs, m.verification.method)
-    };
-
     let (mut restored, unreadable) = match attempt {
         Attempt::Done(r) => (r, None),
         Attempt::Unreadable(error, r) => (r, Some(error)),
@@ -189,34 +193,7 @@ fn run_drill<S: WriteStore + ?Sized>(
     };
     notes.append(&mut restored.notes);
     restored.notes = notes;
-    // A snapshot that cannot be read back is a failed drill, and recorded as one.
-    if let Some(error) = unreadable {
-        restored.problems.insert(0, error.message().to_string());
-        let record = finish(restored);
-        stopped()?;
-        repo.commit_drill(&record)?;
-        return Ok(DrillOutcome {
-            record,
-            failure: Some(error),
-        });
-    }
-    if m.verification.method == VerifyMethod::None {
-        restored.notes.push(format!(
-            "the manifest holds no row data ({}): only the restore itself was tested",
-            m.verification
-                .note
-                .as_deref()
-                .unwrap_or("no reason recorded")
-        ));
-    }
-    let record = finish(restored);
-    for n in &record.notes {
-        note(n.clone());
-    }
-    stopped()?;
-    repo.commit_drill(&record)?;
-    let failure = (!record.passed()).then(|| failed(&record));
-    Ok(DrillOutcome { record, failure })
+    Ok((restored, unreadable))
 }
 
 /// What both restore paths share.
@@ -275,584 +252,6 @@ enum Attempt {
     Fallback(Option<String>),
 }
 
-impl<S: WriteStore + ?Sized> Ctx<'_, S> {
-    /// An empty result naming the drill's target.
-    fn restored(&self, cluster: Option<&Cluster>) -> Restored {
-        Restored {
-            target_label: match &self.opts.drill_server {
-                Some(ci) => ci.redacted(),
-                None => "throwaway cluster".to_string(),
-            },
-            server_version: cluster
-                .map(|c| c.version().version.clone())
-                .unwrap_or_default(),
-            ..Restored::default()
-        }
-    }
-
-    /// The throwaway cluster (None with --drill-server). It runs until dropped, and dies with
-    /// the thread that started it (PR_SET_PDEATHSIG): call this on the drill's own thread.
-    fn start_cluster(&self) -> Result<Option<Cluster>> {
-        if self.opts.drill_server.is_some() {
-            return Ok(None);
-        }
-        Cluster::start(&ClusterOptions {
-            major: Some(self.m.server.major),
-            bin_dirs: self.opts.pg_bin_dirs.clone(),
-            tuned_for_restore: true,
-            parent_dir: Some(self.work.to_path_buf()),
-            max_connections: Some(max_connections(self.jobs)),
-            ..Default::default()
-        })
-        .map(Some)
-    }
-
-    /// The database to restore into: the source's name in the throwaway cluster, or a
-    /// temporary database on the drill server (dropped when the guard is).
-    fn prepare_target(
-        &self,
-        cluster: Option<&Cluster>,
-        notes: &mut Vec<String>,
-    ) -> Result<(Option<ScratchDb>, ConnInfo, String)> {
-        let m = self.m;
-        match (&self.opts.drill_server, cluster) {
-            (Some(admin), _) => {
-                let db = format!(
-                    "offsitedb_drill_{}",
-                    SnapshotId::new(self.started)?
-                        .as_str()
-                        .to_lowercase()
-                        .replace('-', "_")
-                );
-                let mut c = postgres::connect(admin, "the drill server")?;
-                let info = postgres::server_info(&mut c)?;
-                if info.major != m.server.major {
-                    notes.push(format!(
-                        "the drill server runs PostgreSQL {}, the source ran {}",
-                        info.version, m.server.version
-                    ));
-                }
-                c.batch_execute(&create_database_sql(&db, m)).map_err(|e| {
-                    let err = client::query_error("cannot create the drill database", &e);
-                    if e.code() == Some(&::postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-                        err.with_hint(format!(
-                            "the drill server's role needs CREATEDB (ALTER ROLE {} CREATEDB), or \
-                             leave out --drill-server to drill in a throwaway cluster",
-                            quote_ident(&admin.user())
-                        ))
-                    } else {
-                        err
-                    }
-                })?;
-                Ok((
-                    Some(ScratchDb {
-                        admin: admin.clone(),
-                        name: db.clone(),
-                        keep: false,
-                    }),
-                    admin.with_dbname(&db),
-                    info.version,
-                ))
-            }
-            (None, Some(cl)) => {
-                let mut db = m.source.database.clone();
-                // Every new cluster has these (managed servers often name the app's database
-                // `postgres`): the drill restores under another name, which nothing in the dump names.
-                if matches!(db.as_str(), "postgres" | "template0" | "template1") {
-                    db = format!("offsitedb_drill_{db}");
-                    notes.push(format!(
-                        "restored as {db}: a new cluster already has a database named {}",
-                        m.source.database
-                    ));
-                }
-                cl.execute("postgres", &create_database_sql(&db, m))?;
-                Ok((None, cl.conninfo(&db), cl.version().version.clone()))
-            }
-            (None, None) => Err(Error::internal("a drill needs a cluster or a drill server")),
-        }
-    }
-
-    /// With --keep, the scratch database of a drill that ran to its end stays (one dropped
-    /// for a fallback must not, or the second attempt could not create it).
-    fn keep_scratch(&self, scratch: &mut Option<ScratchDb>, notes: &mut Vec<String>) {
-        if let Some(db) = scratch.as_mut().filter(|_| self.opts.keep) {
-            db.keep = true;
-            notes.push(format!(
-                "the drill database {} is kept on the drill server (drop it with DROP DATABASE {})",
-                db.name,
-                quote_ident(&db.name)
-            ));
-        }
-    }
-
-    /// Checks and roles before anything is restored, with what the archive itself names.
-    fn before_restore(
-        &self,
-        cluster: Option<&Cluster>,
-        target: &ConnInfo,
-        server_version: &str,
-        extensions: &[String],
-        owners: &[String],
-        notes: &mut Vec<String>,
-    ) -> Result<()> {
-        // Extensions the drill target lacks: the drill cannot prove anything until they are there.
-        check_extensions(target, self.m, extensions, server_version)?;
-        if let Some(cl) = cluster {
-            create_owner_roles(cl, self.m, owners, notes);
-        }
-        notes.push(
-            "restored with --no-owner --no-privileges: a drill proves data, not grants".to_string(),
-        );
-        Ok(())
-    }
-}
-
-/// The streamed restore (see [`stream`]): pre-data as soon as the table of contents is in,
-/// rows loaded on `jobs` connections as they download, each table verified once loaded,
-/// post-data while the last tables are read back.
-fn stream_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
-    let m = ctx.m;
-    let jobs = ctx.jobs;
-    let mut notes = Vec::new();
-    let mut problems = Vec::new();
-    let (toc_tx, toc_rx) = mpsc::sync_channel(1);
-    let (report_tx, report_rx) = mpsc::channel();
-    let (other_tx, other_rx) = mpsc::sync_channel(16);
-    let (worker_txs, worker_rxs) = stream::queues(jobs);
-    let feed = stream::Feed::new(
-        toc_tx,
-        worker_txs,
-        report_tx.clone(),
-        other_tx,
-        ctx.batch_bytes as usize,
-    );
-    let counters = Counters::default();
-    let progress = Progress::start("drill download", &counters, ctx.opts.progress);
-    let t0 = ctx.t0;
-    let counters_ref = &counters;
-
-    std::thread::scope(|s| -> Result<Attempt> {
-        // Everything the restore holds (the receiving ends) is dropped when this closure
-        // returns, so a failure here stops the download thread instead of leaving it waiting.
-        let dl = s.spawn(move || {
-            let r = download_streamed(ctx.repo, m, counters_ref, feed);
-            (r, t0.elapsed().as_secs_f64())
-        });
-        let mut dl = Some(dl);
-        let mut join_download = || {
-            dl.take()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        (
-                            Err(Error::internal("the drill download thread panicked")),
-                            0.0,
-                        )
-                    })
-                })
-                .unwrap_or_else(|| (Err(Error::internal("the download was joined twice")), 0.0))
-        };
-        let cluster = ctx.start_cluster()?;
-        let mut restored = ctx.restored(cluster.as_ref());
-        let Ok(toc) = toc_rx.recv() else {
-            // The download ended before the table of contents.
-            let (r, secs) = join_download();
-            restored.download_secs = secs;
-            return match r {
-                Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key) => {
-                    Ok(Attempt::Unreadable(e, restored))
-                }
-                Err(e) => Err(e),
-                Ok(Err(why)) => Ok(Attempt::Fallback(Some(why))),
-                Ok(Ok(_)) => Err(Error::internal("the archive had no table of contents")),
-            };
-        };
-        let (mut scratch, target, server_version) =
-            ctx.prepare_target(cluster.as_ref(), &mut notes)?;
-        restored.server_version = server_version.clone();
-        ctx.before_restore(
-            cluster.as_ref(),
-            &target,
-            &server_version,
-            &toc.extensions,
-            &toc.owners,
-            &mut notes,
-        )?;
-
-        let t_restore = Instant::now();
-        let exit = pg_restore_piped(ctx.pg_restore, &target, &["--section=pre-data"], &toc.raw)?;
-        if !exit.status.success() {
-            problems.extend(restore_problems(&exit, &server_version, &mut notes));
-        }
-        let settings = SessionSql::new(m);
-        let baseline = verify::after_pre_data(&target, &settings, m, &mut notes)?;
-        let encoding = toc
-            .encoding
-            .clone()
-            .unwrap_or_else(|| m.verification.session.client_encoding.clone());
-        let session = stream::load_session_sql(&encoding);
-        let mut loaders = Vec::with_capacity(jobs);
-        for _ in 0..jobs {
-            loaders.push(stream::connect_loader(&target, &session)?);
-        }
-        let toc_file = ctx.work.join("toc.dump");
-        std::fs::write(&toc_file, &*toc.raw)
-            .map_err(|e| Error::io_at("cannot write", &toc_file, &e))?;
-        let other = if toc.other_data.is_empty() {
-            drop(other_rx);
-            None
-        } else {
-            let list = ctx.work.join("other-data.list");
-            let ids: String = toc.other_data.iter().map(|id| format!("{id}\n")).collect();
-            std::fs::write(&list, ids).map_err(|e| Error::io_at("cannot write", &list, &e))?;
-            let mut cmd = pg_restore_command(ctx.pg_restore, &target);
-            cmd.arg("--use-list").arg(&list);
-            let mut child = ChildProcess::spawn(cmd, "pg_restore", true)?;
-            child.drain_stdout();
-            Some((child, other_rx))
-        };
-
-        let pool = verify::Pool::new(
-            m,
-            &target,
-            &settings,
-            major_of(&server_version),
-            jobs,
-            ctx.split_bytes,
-            baseline,
-        );
-        let by_name: HashMap<(&str, &str), usize> = m
-            .verification
-            .tables
-            .iter()
-            .enumerate()
-            .map(|(i, t)| ((t.schema.as_str(), t.name.as_str()), i))
-            .collect();
-        let mut pushed = vec![false; m.verification.tables.len()];
-
-        let (download, download_secs, post_exit, other_exit, restore_end) =
-            std::thread::scope(|s2| -> Result<_> {
-                for (c, rx) in loaders.into_iter().zip(worker_rxs) {
-                    let tx = report_tx.clone();
-                    s2.spawn(move || stream::load(c, rx, tx));
-                }
-                drop(report_tx);
-                let other_child = other.map(|(mut child, rx)| {
-                    let stdin = child.take_stdin();
-                    let raw = toc.raw.clone();
-                    s2.spawn(move || stream::feed_pg_restore(stdin, &raw, Some(rx)));
-                    child
-                });
-                for _ in 0..jobs {
-                    s2.spawn(|| pool.work());
-                }
-
-                // Tables as they load: each one complete goes to the verifiers at once.
-                struct Load {
-                    name: Option<(String, String)>,
-                    parts: Option<usize>,
-                    done: usize,
-                    error: Option<String>,
-                }
-                let mut loads: HashMap<usize, Load> = HashMap::new();
-                // A table that finishes loading while later tables still stream in is read back
-                // at once; the last ones wait for post-data (whose ALTER TABLE … ADD CONSTRAINT
-                // needs the table to itself, and would queue the reads of a split table behind it).
-                let mut latest = 0;
-                let mut held: Vec<usize> = Vec::new();
-                let push = |i: usize, pushed: &mut Vec<bool>| {
-                    if !pushed[i] {
-                        pushed[i] = true;
-                        pool.push(i);
-                    }
-                };
-                for report in report_rx {
-                    let table = match &report {
-                        stream::Report::Expect { table, .. }
-                        | stream::Report::Loaded { table, .. } => *table,
-                    };
-                    if table > latest {
-                        latest = table;
-                        for i in held.drain(..) {
-                            push(i, &mut pushed);
-                        }
-                    }
-                    let l = loads.entry(table).or_insert(Load {
-                        name: None,
-                        parts: None,
-                        done: 0,
-                        error: None,
-                    });
-                    match report {
-                        stream::Report::Expect {
-                            schema,
-                            name,
-                            parts,
-                            ..
-                        } => {
-                            l.name = Some((schema, name));
-                            l.parts = Some(parts);
-                        }
-                        stream::Report::Loaded { result, .. } => {
-                            l.done += 1;
-                            if let Err(e) = result {
-                                l.error.get_or_insert(e);
-                            }
-                        }
-                    }
-                    if l.parts == Some(l.done) {
-                        let l = loads.remove(&table).expect("just seen");
-                        let (schema, name) = l.name.unwrap_or_default();
-                        if let Some(e) = l.error {
-                            problems.push(format!("table {schema}.{name} did not load: {e}"));
-                        }
-                        if let Some(&i) = by_name.get(&(schema.as_str(), name.as_str())) {
-                            if table < latest {
-                                push(i, &mut pushed);
-                            } else {
-                                held.push(i);
-                            }
-                        }
-                    }
-                }
-                let (download, download_secs) = join_download();
-                let other_exit = other_child.map(|c| c.wait_exit()).transpose()?;
-                // Indexes and constraints, while the verifiers read the tables back.
-                let post_exit = if download.as_ref().is_ok_and(|d| d.is_ok()) {
-                    let mut cmd = pg_restore_command(ctx.pg_restore, &target);
-                    cmd.arg("--section=post-data")
-                        .arg("--jobs")
-                        .arg(jobs.to_string())
-                        .arg(&toc_file);
-                    let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
-                    child.drain_stdout();
-                    Some(child.wait_exit()?)
-                } else {
-                    None
-                };
-                let restore_end = Instant::now();
-                // A snapshot that failed on the way is not worth reading back.
-                if post_exit.is_some() {
-                    for i in held.into_iter().chain(0..pushed.len()) {
-                        push(i, &mut pushed);
-                    }
-                }
-                pool.close();
-                Ok((download, download_secs, post_exit, other_exit, restore_end))
-            })?;
-        restored.download_secs = download_secs;
-        drop(progress);
-        let summary = match download {
-            Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key) => {
-                return Ok(Attempt::Unreadable(e, restored));
-            }
-            Err(e) => return Err(e),
-            Ok(Err(why)) => return Ok(Attempt::Fallback(Some(why))),
-            Ok(Ok(summary)) => summary,
-        };
-        compare_archive(m, &summary, &mut problems);
-        for exit in [other_exit, post_exit].into_iter().flatten() {
-            if !exit.status.success() {
-                problems.extend(restore_problems(&exit, &server_version, &mut notes));
-            }
-        }
-        restored.restore_secs = restore_end.duration_since(t_restore).as_secs_f64();
-        let (mut tables, verify_secs) = pool.finish(&mut problems)?;
-        let t_lo = Instant::now();
-        verify::large_objects(&target, m, &mut tables, &mut problems)?;
-        restored.verify_secs = verify_secs + t_lo.elapsed().as_secs_f64();
-        problems.dedup();
-        ctx.keep_scratch(&mut scratch, &mut notes);
-        restored.tables = tables;
-        restored.problems = problems;
-        restored.notes = notes;
-        drop(cluster);
-        Ok(Attempt::Done(restored))
-    })
-}
-
-/// The download of a streamed restore: the archive goes through the inspector to `feed`. The
-/// outer result fails on damage; the inner one says whether the archive could be followed.
-fn download_streamed<S: WriteStore + ?Sized>(
-    repo: &Repository<S>,
-    m: &Manifest,
-    counters: &Counters,
-    mut feed: stream::Feed,
-) -> Result<std::result::Result<DumpSummary, String>> {
-    let (mut dump_reader, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
-    let inspected = dump::inspect_observed(
-        &mut Interruptible(&mut dump_reader),
-        dump::OnError::Stop,
-        &mut feed,
-    );
-    drop(feed);
-    match inspected {
-        Ok(summary) => {
-            super::finish_dump(dump_reader, &handle, m)?;
-            Ok(Ok(summary))
-        }
-        // A read error is the snapshot's (or the store's); the restore stopping is not.
-        Err(dump::DumpError::Io(e)) => Err(Error::from_io(e, "cannot read the snapshot")),
-        Err(e) => Ok(Err(e.to_string())),
-    }
-}
-
-/// A directory snapshot's drill: extract it into a temporary folder (checked against the
-/// manifest's sizes up front), compare every file's size and SHA-256 with the manifest, and
-/// record the result.
-fn directory_drill<S: WriteStore + ?Sized>(
-    repo: &Repository<S>,
-    m: &Manifest,
-    opts: &DrillOptions,
-    started: Timestamp,
-    note: &mut dyn FnMut(String),
-) -> Result<DrillOutcome> {
-    let t0 = Instant::now();
-    let rec = m.files.clone().unwrap_or_default();
-    let parent = super::work_parent(opts.work_dir.clone())?;
-    super::restore::ensure_space(
-        &parent,
-        rec.bytes + (64 << 20),
-        "to extract the snapshot",
-        "pass --work-dir on a larger disk (or set OFFSITEDB_TMPDIR)",
-    )?;
-    let work = tempfile::Builder::new()
-        .prefix("offsitedb-drill-")
-        .tempdir_in(&parent)
-        .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?;
-    let counters = Counters::default();
-    let (mut dump, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
-    let progress = Progress::start("drill", &counters, opts.progress);
-    let extracted = super::directory::extract(&mut Interruptible(&mut dump), work.path());
-    drop(progress);
-    let restore_secs = t0.elapsed().as_secs_f64();
-    let mut problems = Vec::new();
-    let mut extra_notes = Vec::new();
-    let failure_of_read = match extracted {
-        Ok(got) => {
-            let tail = std::io::copy(&mut dump, &mut std::io::sink())
-                .map_err(|e| Error::from_io(e, "cannot read the snapshot"))
-                .and_then(|_| super::finish_dump(dump, &handle, m));
-            problems.extend(super::directory::compare(&rec, &got));
-            extra_notes.extend(got.notes.iter().take(20).cloned());
-            tail.err()
-        }
-        Err(e) => Some(e),
-    };
-    // Only the snapshot's own faults fail it; this machine's (a full disk) are errors.
-    if let Some(e) = &failure_of_read
-        && !matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key)
-    {
-        super::directory::make_removable(work.path());
-        return Err(failure_of_read.expect("checked above"));
-    }
-    if let Some(e) = &failure_of_read {
-        problems.insert(0, e.message().to_string());
-    }
-    let verify_secs = t0.elapsed().as_secs_f64() - restore_secs;
-    super::directory::make_removable(work.path());
-    drop(work);
-    let mut notes = vec![format!(
-        "{} files ({}), {} folders, {} symlinks, {} hard links extracted and checked",
-        rec.files,
-        crate::units::bytes(rec.bytes),
-        rec.directories,
-        rec.symlinks,
-        rec.hard_links
-    )];
-    notes.extend(extra_notes);
-    if !rec.skipped.is_empty() {
-        notes.push(format!(
-            "{} entries were left out or changed during the backup (see the manifest)",
-            rec.skipped.len()
-        ));
-    }
-    let restored = Restored {
-        download_secs: restore_secs,
-        restore_secs,
-        verify_secs,
-        target_label: "a temporary folder".into(),
-        problems,
-        notes,
-        ..Restored::default()
-    };
-    let record = drill_record(
-        m,
-        started,
-        t0,
-        restored,
-        String::new(),
-        1,
-        VerifyMethod::FileDigests,
-    );
-    for n in &record.notes {
-        note(n.clone());
-    }
-    stopped()?;
-    repo.commit_drill(&record)?;
-    let failure = (!record.passed()).then(|| failure_of_read.unwrap_or_else(|| failed(&record)));
-    Ok(DrillOutcome { record, failure })
-}
-
-/// The drill object of a restore that ran: passed when it found no problem.
-fn drill_record(
-    m: &Manifest,
-    started: Timestamp,
-    t0: Instant,
-    r: Restored,
-    pg_restore_version: String,
-    jobs: usize,
-    method: VerifyMethod,
-) -> DrillRecord {
-    DrillRecord {
-        drill_version: DRILL_VERSION,
-        drill_id: SnapshotId::new(started).unwrap_or_else(|_| m.snapshot_id.clone()),
-        snapshot_id: m.snapshot_id.clone(),
-        source: m.source.name.clone(),
-        result: if r.problems.is_empty() {
-            DrillResult::Passed
-        } else {
-            DrillResult::Failed
-        },
-        started,
-        finished: Timestamp::now(),
-        timings: Timings {
-            download: round(r.download_secs),
-            restore: round(r.restore_secs),
-            verify: round(r.verify_secs),
-            total: round(t0.elapsed().as_secs_f64()),
-        },
-        target: r.target_label,
-        server_version: r.server_version,
-        pg_restore_version,
-        jobs,
-        method,
-        tables: r.tables,
-        problems: r.problems,
-        notes: r.notes,
-        created_by: format!("offsitedb {}", crate::VERSION),
-    }
-}
-
-/// The error of a drill that ran and found problems: its first one.
-fn failed(record: &DrillRecord) -> Error {
-    Error::new(
-        ErrorKind::DrillFailed,
-        format!(
-            "drill of {}/{} failed: {}",
-            record.source,
-            record.snapshot_id,
-            record.problems.first().map(String::as_str).unwrap_or("")
-        ),
-    )
-}
-
-/// A drill stopped by a signal proves nothing either way: no record is written (a Ctrl-C or a
-/// service manager's SIGTERM also reaches pg_restore and the throwaway server, which would
-/// otherwise make a good snapshot look like a failed one).
-fn stopped() -> Result<()> {
-    crate::interrupt::check().map_err(|e| e.context("drill stopped, nothing recorded"))
-}
-
 /// Reads until a signal arrives, then fails: the download stops at its next buffer.
 struct Interruptible<'a, R: Read>(&'a mut R);
 
@@ -862,653 +261,5 @@ impl<R: Read> Read for Interruptible<'_, R> {
             return Err(std::io::Error::other("interrupted by a signal"));
         }
         self.0.read(buf)
-    }
-}
-
-/// The spooled restore: download into a file (while the cluster starts), give it its data
-/// offsets, `pg_restore -j`, then verify.
-fn classic_restore<S: WriteStore + ?Sized>(ctx: &Ctx<'_, S>) -> Result<Attempt> {
-    let m = ctx.m;
-    let mut notes = Vec::new();
-    let mut problems = Vec::new();
-    let spool_path = ctx.work.join("snapshot.dump");
-    let counters = Counters::default();
-    let progress = Progress::start("drill download", &counters, ctx.opts.progress);
-    let (download, cluster) = std::thread::scope(|s| {
-        let dl = s.spawn(|| download(ctx.repo, m, &spool_path, &counters));
-        let cluster = ctx.start_cluster();
-        let dl = dl
-            .join()
-            .unwrap_or_else(|_| Err(Error::internal("the drill download thread panicked")));
-        (dl, cluster)
-    });
-    drop(progress);
-    let cluster = cluster?;
-    let mut restored = ctx.restored(cluster.as_ref());
-    restored.download_secs = ctx.t0.elapsed().as_secs_f64();
-    let inspected = match download {
-        Ok(d) => d,
-        Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key) => {
-            return Ok(Attempt::Unreadable(e, restored));
-        }
-        Err(e) => return Err(e),
-    };
-    let (extensions, owners) = match &inspected {
-        Ok(summary) => {
-            compare_archive(m, summary, &mut problems);
-            (
-                summary.extensions.clone(),
-                summary.owners.iter().cloned().collect(),
-            )
-        }
-        Err(why) => {
-            notes.push(format!(
-                "the archive could not be inspected ({why}); pg_restore reads it sequentially"
-            ));
-            (Vec::new(), Vec::new())
-        }
-    };
-    let (mut scratch, target, server_version) = ctx.prepare_target(cluster.as_ref(), &mut notes)?;
-    restored.server_version = server_version.clone();
-    ctx.before_restore(
-        cluster.as_ref(),
-        &target,
-        &server_version,
-        &extensions,
-        &owners,
-        &mut notes,
-    )?;
-
-    let t_restore = Instant::now();
-    let settings = SessionSql::new(m);
-    let pg_restore = |sections: &[&str]| {
-        let mut cmd = pg_restore_command(ctx.pg_restore, &target);
-        cmd.args(sections)
-            .arg("--jobs")
-            .arg(ctx.jobs.to_string())
-            .arg(&spool_path);
-        let mut child = ChildProcess::spawn(cmd, "pg_restore", false)?;
-        child.drain_stdout();
-        child.wait_exit()
-    };
-    // Pre-data apart, to see the database before any row is in (see `verify::after_pre_data`).
-    let exit = pg_restore(&["--section=pre-data"])?;
-    if !exit.status.success() {
-        problems.extend(restore_problems(&exit, &server_version, &mut notes));
-    }
-    let baseline = verify::after_pre_data(&target, &settings, m, &mut notes)?;
-    let exit = pg_restore(&["--section=data", "--section=post-data"])?;
-    restored.restore_secs = t_restore.elapsed().as_secs_f64();
-    if !exit.status.success() {
-        problems.extend(restore_problems(&exit, &server_version, &mut notes));
-    }
-    // The spool file is not needed any more: give the disk back before verifying.
-    let _ = std::fs::remove_file(&spool_path);
-
-    let t_verify = Instant::now();
-    let pool = verify::Pool::new(
-        m,
-        &target,
-        &settings,
-        major_of(&server_version),
-        ctx.jobs,
-        ctx.split_bytes,
-        baseline,
-    );
-    for i in 0..m.verification.tables.len() {
-        pool.push(i);
-    }
-    pool.close();
-    std::thread::scope(|s| {
-        for _ in 0..ctx.jobs {
-            s.spawn(|| pool.work());
-        }
-    });
-    let (mut tables, _) = pool.finish(&mut problems)?;
-    verify::large_objects(&target, m, &mut tables, &mut problems)?;
-    restored.verify_secs = t_verify.elapsed().as_secs_f64();
-    ctx.keep_scratch(&mut scratch, &mut notes);
-    restored.tables = tables;
-    restored.problems = problems;
-    restored.notes = notes;
-    drop(cluster);
-    Ok(Attempt::Done(restored))
-}
-
-fn round(s: f64) -> f64 {
-    (s * 100.0).round() / 100.0
-}
-
-/// Disk the drill needs in `dir`: the spool file (when there is one), and (for a throwaway
-/// cluster) the restored database (its tables and indexes, estimated at 1.5 times the dump)
-/// plus WAL and the cluster's own files.
-fn check_space(dir: &std::path::Path, m: &Manifest, cluster: bool, spool: bool) -> Result<()> {
-    let plain = m.sizes.plain_bytes;
-    let spool_bytes = if spool { plain } else { 0 };
-    let need = if cluster {
-        spool_bytes + plain / 2 * 3 + (1 << 30)
-    } else {
-        spool_bytes + (64 << 20)
-    };
-    if let Some(free) = super::restore::free_space(dir)
-        && free < need
-    {
-        return Err(Error::io(format!(
-            "not enough disk in {} for a drill of {}/{}: it needs about {} (for a {} archive: {}), and {} is free",
-            dir.display(),
-            m.source.name,
-            m.snapshot_id,
-            crate::units::bytes(need),
-            crate::units::bytes(plain),
-            match (spool, cluster) {
-                (true, true) => "its spooled copy, the restored database, WAL and the cluster",
-                (false, true) => "the restored database, WAL and the cluster",
-                _ => "its spooled copy",
-            },
-            crate::units::bytes(free)
-        ))
-        .with_hint("free some space, or set OFFSITEDB_TMPDIR (or --work-dir) to a larger disk"));
-    }
-    Ok(())
-}
-
-/// Downloads, authenticates and decompresses the snapshot into `path`, inspecting the archive
-/// on the way. The outer result fails on damage (nothing is restored from a snapshot that does
-/// not authenticate); the inner one says whether the archive could be inspected.
-fn download<S: WriteStore + ?Sized>(
-    repo: &Repository<S>,
-    m: &Manifest,
-    path: &std::path::Path,
-    counters: &Counters,
-) -> Result<std::result::Result<DumpSummary, String>> {
-    // Read and write: the offsets rewrite checks what it overwrites.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io_at("cannot create", path, &e))?;
-    let (mut dump_reader, handle) = super::open_dump(repo, m, Some(counters.input.clone()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let write_err = std::cell::Cell::new(None::<std::io::Error>);
-    let inspected = {
-        let mut tee = Tee {
-            inner: &mut Interruptible(&mut dump_reader),
-            out: &mut out,
-            write_err: &write_err,
-        };
-        let r = dump::inspect(&mut tee).map_err(|e| e.to_string());
-        // Whatever the inspector left (all of it, if it gave up early) still goes to the file.
-        std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| read_error(e, &write_err))?;
-        r
-    };
-    if let Some(e) = write_err.take() {
-        return Err(Error::from_io(
-            e,
-            &format!("cannot write {}", path.display()),
-        ));
-    }
-    super::finish_dump(dump_reader, &handle, m)?;
-    let mut file = out
-        .into_inner()
-        .map_err(|e| Error::from_io(e.into_error(), &format!("cannot write {}", path.display())))?;
-    // pg_dump wrote to a pipe, so the archive has no data offsets; a file with them lets
-    // pg_restore's parallel workers seek straight to their tables.
-    if let Ok(summary) = &inspected {
-        dump::rewrite_offsets(&mut file, summary)
-            .map_err(|e| Error::from_io(e, &format!("cannot write {}", path.display())))?;
-    }
-    // No fsync: the spool lives as long as the drill, and a crash throws it away anyway.
-    file.seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| Error::from_io(e, &format!("cannot write {}", path.display())))?;
-    Ok(inspected)
-}
-
-fn read_error(e: std::io::Error, write_err: &std::cell::Cell<Option<std::io::Error>>) -> Error {
-    match write_err.take() {
-        Some(w) => Error::from_io(w, "cannot write the drill's spool file"),
-        None => Error::from_io(e, "cannot read the snapshot"),
-    }
-}
-
-/// Copies what is read through it into `out`. A write failure ends the reading (as an error)
-/// and is kept in `write_err`, so a full disk is reported as such.
-struct Tee<'a, R: Read, W: Write> {
-    inner: &'a mut R,
-    out: &'a mut W,
-    write_err: &'a std::cell::Cell<Option<std::io::Error>>,
-}
-
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Err(e) = self.out.write_all(&buf[..n]) {
-            let msg = e.to_string();
-            self.write_err.set(Some(e));
-            return Err(std::io::Error::other(msg));
-        }
-        Ok(n)
-    }
-}
-
-/// The stored archive against its manifest: a dump that changed after the manifest was made is
-/// caught here, before anything is restored.
-fn compare_archive(m: &Manifest, s: &DumpSummary, problems: &mut Vec<String>) {
-    if m.verification.method != VerifyMethod::ArchiveDigest {
-        return;
-    }
-    let mut expected: std::collections::BTreeMap<(String, String), &TableRecord> = m
-        .verification
-        .tables
-        .iter()
-        .map(|t| ((t.schema.clone(), t.name.clone()), t))
-        .collect();
-    for t in &s.tables {
-        match expected.remove(&(t.schema.clone(), t.name.clone())) {
-            Some(e) => {
-                let digest = dump::digest_hex(t.digest);
-                if e.rows != t.rows || e.digest.as_deref() != Some(digest.as_str()) {
-                    problems.push(format!(
-                        "the stored archive differs from its manifest in table {}.{}: {} rows (digest {}), the manifest says {} rows (digest {})",
-                        t.schema,
-                        t.name,
-                        t.rows,
-                        digest,
-                        e.rows,
-                        e.digest.as_deref().unwrap_or("none")
-                    ));
-                }
-            }
-            None => problems.push(format!(
-                "the stored archive has table {}.{}, which its manifest does not list",
-                t.schema, t.name
-            )),
-        }
-    }
-    for (k, _) in expected {
-        problems.push(format!(
-            "table {}.{} is in the manifest but not in the stored archive",
-            k.0, k.1
-        ));
-    }
-}
-
-pub(super) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-pub(super) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn create_database_sql(db: &str, m: &Manifest) -> String {
-    let enc = &m.verification.session.client_encoding;
-    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db));
-    if !enc.is_empty() {
-        // With the C locale any server encoding is allowed: the drill database stores text in
-        // the source's encoding, so nothing is converted on the way in or out.
-        sql.push_str(&format!(
-            " ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C'",
-            quote_literal(enc)
-        ));
-    }
-    sql
-}
-
-struct ScratchDb {
-    admin: ConnInfo,
-    name: String,
-    keep: bool,
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        if let Ok(mut c) = postgres::connect(&self.admin, "the drill server") {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quote_ident(&self.name)
-            ));
-        }
-    }
-}
-
-/// Fails when the drill target lacks an extension the dump creates, naming it and its package.
-fn check_extensions(
-    target: &ConnInfo,
-    m: &Manifest,
-    in_archive: &[String],
-    server_version: &str,
-) -> Result<()> {
-    let mut wanted: Vec<String> = m.verification.extensions.clone();
-    wanted.extend(in_archive.iter().cloned());
-    wanted.sort();
-    wanted.dedup();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let mut c = postgres::connect(target, "the drill database")?;
-    let available: std::collections::HashSet<String> = c
-        .query("SELECT name::text FROM pg_available_extensions", &[])
-        .map_err(|e| client::query_error("cannot list the available extensions", &e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let missing: Vec<&String> = wanted.iter().filter(|e| !available.contains(*e)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let major = major_of(server_version);
-    let names: Vec<String> = missing.iter().map(|e| format!("{e:?}")).collect();
-    let packages: Vec<String> = missing
-        .iter()
-        .map(|e| extension_package(e, major))
-        .collect();
-    Err(Error::tool(format!(
-        "the drill server (PostgreSQL {server_version}) lacks the extension{} {} that snapshot {}/{} needs",
-        if missing.len() == 1 { "" } else { "s" },
-        names.join(", "),
-        m.source.name,
-        m.snapshot_id
-    ))
-    .with_hint(format!(
-        "install {} for PostgreSQL {major} where the drill runs, or drill on a server that has it (--drill-server URL)",
-        packages.join(", ")
-    )))
-}
-
-fn major_of(version: &str) -> u32 {
-    version
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The Debian/Ubuntu package (apt.postgresql.org) that provides an extension.
-pub fn extension_package(ext: &str, major: u32) -> String {
-    const CONTRIB: &[&str] = &[
-        "adminpack",
-        "amcheck",
-        "autoinc",
-        "bloom",
-        "btree_gin",
-        "btree_gist",
-        "citext",
-        "cube",
-        "dblink",
-        "dict_int",
-        "dict_xsyn",
-        "earthdistance",
-        "file_fdw",
-        "fuzzystrmatch",
-        "hstore",
-        "insert_username",
-        "intagg",
-        "intarray",
-        "isn",
-        "lo",
-        "ltree",
-        "moddatetime",
-        "pageinspect",
-        "pg_buffercache",
-        "pg_freespacemap",
-        "pg_prewarm",
-        "pg_stat_statements",
-        "pg_surgery",
-        "pg_trgm",
-        "pg_visibility",
-        "pg_walinspect",
-        "pgcrypto",
-        "pgrowlocks",
-        "pgstattuple",
-        "postgres_fdw",
-        "refint",
-        "seg",
-        "sslinfo",
-        "tablefunc",
-        "tcn",
-        "tsm_system_rows",
-        "tsm_system_time",
-        "unaccent",
-        "uuid-ossp",
-        "xml2",
-    ];
-    if CONTRIB.contains(&ext) {
-        return format!(
-            "the contrib modules (postgresql-contrib; on Debian part of postgresql-{major})"
-        );
-    }
-    let pkg = match ext {
-        "postgis"
-        | "postgis_raster"
-        | "postgis_topology"
-        | "postgis_sfcgal"
-        | "postgis_tiger_geocoder"
-        | "address_standardizer" => format!("postgresql-{major}-postgis-3"),
-        "vector" => format!("postgresql-{major}-pgvector"),
-        "timescaledb" => format!("timescaledb-2-postgresql-{major} (packagecloud.io/timescale)"),
-        "pg_cron" => format!("postgresql-{major}-cron"),
-        "pgaudit" => format!("postgresql-{major}-pgaudit"),
-        "pg_partman" => format!("postgresql-{major}-partman"),
-        "pg_repack" => format!("postgresql-{major}-repack"),
-        "hypopg" => format!("postgresql-{major}-hypopg"),
-        "pgrouting" => format!("postgresql-{major}-pgrouting"),
-        "h3" | "h3_postgis" => format!("postgresql-{major}-h3"),
-        "orafce" => format!("postgresql-{major}-orafce"),
-        "pg_hint_plan" => format!("postgresql-{major}-pg-hint-plan"),
-        "hll" => format!("postgresql-{major}-hll"),
-        "plv8" => format!("postgresql-{major}-plv8"),
-        "plpython3u" => format!("postgresql-plpython3-{major}"),
-        "plperl" | "plperlu" => format!("postgresql-plperl-{major}"),
-        "pltcl" | "pltclu" => format!("postgresql-pltcl-{major}"),
-        other => format!(
-            "postgresql-{major}-{} (or whatever package provides the {other} extension)",
-            other.replace('_', "-")
-        ),
-    };
-    format!("{pkg} (extension {ext})")
-}
-
-/// In a throwaway cluster, the roles that own objects exist as NOLOGIN roles, so statements
-/// that name them (policies, for instance) restore. Owners themselves are not restored.
-fn create_owner_roles(cl: &Cluster, m: &Manifest, in_archive: &[String], notes: &mut Vec<String>) {
-    let mut owners: Vec<String> = m.verification.owners.clone();
-    owners.extend(in_archive.iter().cloned());
-    owners.sort();
-    owners.dedup();
-    owners.retain(|o| o != crate::cluster::SUPERUSER && !o.is_empty());
-    if owners.is_empty() {
-        return;
-    }
-    let sql: String = owners
-        .iter()
-        .map(|o| {
-            format!(
-                "DO $$BEGIN CREATE ROLE {} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$;",
-                quote_ident(o)
-            )
-        })
-        .collect();
-    if cl.execute("postgres", &sql).is_ok() {
-        notes.push(format!(
-            "roles of the dump created in the drill cluster (without login): {}",
-            owners.join(", ")
-        ));
-    }
-}
-
-/// pg_restore into `target`, as a drill runs it: no owners, no privileges.
-fn pg_restore_command(pg_restore: &std::path::Path, target: &ConnInfo) -> std::process::Command {
-    let mut cmd = crate::process::command(pg_restore);
-    cmd.args(["--no-password", "--no-owner", "--no-privileges"])
-        .arg("--dbname")
-        .arg(target.to_conninfo_without_secrets());
-    postgres::child_env(&mut cmd, target);
-    cmd
-}
-
-/// pg_restore reading `archive` (header and TOC only) from its standard input.
-fn pg_restore_piped(
-    pg_restore: &std::path::Path,
-    target: &ConnInfo,
-    args: &[&str],
-    archive: &[u8],
-) -> Result<Exit> {
-    let mut cmd = pg_restore_command(pg_restore, target);
-    cmd.args(args);
-    let mut child = ChildProcess::spawn(cmd, "pg_restore", true)?;
-    child.drain_stdout();
-    stream::feed_pg_restore(child.take_stdin(), archive, None);
-    child.wait_exit()
-}
-
-/// pg_restore's errors, one problem each, named with the fix where it is known.
-fn restore_problems(exit: &Exit, server_version: &str, notes: &mut Vec<String>) -> Vec<String> {
-    let major = major_of(server_version);
-    let mut out = Vec::new();
-    let mut lines = exit.errors.iter().peekable();
-    while let Some(line) = lines.next() {
-        if !line.contains("error:") {
-            continue;
-        }
-        let text = line
-            .split_once("error: ")
-            .map_or(line.as_str(), |(_, t)| t)
-            .trim();
-        if text.starts_with("errors ignored on restore") {
-            continue;
-        }
-        // pg_restore 17+ sets transaction_timeout, which servers before 17 do not know; the
-        // setting only guards pg_restore's own session, and everything else restores.
-        if text.contains("unrecognized configuration parameter \"transaction_timeout\"") {
-            notes.push(format!(
-                "pg_restore set transaction_timeout, which PostgreSQL {server_version} does not have (harmless; a pg_restore of the server's own major avoids it)"
-            ));
-            continue;
-        }
-        let detail = lines
-            .peek()
-            .filter(|l| !l.contains("error:"))
-            .map(|l| l.trim().to_string());
-        if let Some(ext) = quoted_after(text, "extension \"")
-            .filter(|_| text.contains("is not available") || text.contains("control file"))
-            .or_else(|| control_file_name(text))
-        {
-            out.push(format!(
-                "the drill server lacks the extension {ext:?}: install {} where the drill runs",
-                extension_package(&ext, major)
-            ));
-        } else if let Some(role) =
-            quoted_after(text, "role \"").filter(|_| text.contains("does not exist"))
-        {
-            out.push(format!(
-                "the dump refers to role {role:?}, which the drill server does not have{}: create it there \
-                 (CREATE ROLE {role} NOLOGIN), or drill on a server that has it (--drill-server URL)",
-                detail.map(|d| format!(" ({d})")).unwrap_or_default()
-            ));
-        } else {
-            out.push(format!(
-                "pg_restore: {text}{}",
-                detail.map(|d| format!(" [{d}]")).unwrap_or_default()
-            ));
-        }
-    }
-    // A failed exit is a problem unless pg_restore said why and every reason is benign: one
-    // killed by a signal, or whose messages we cannot read, has restored an unknown part.
-    let mut reasons = exit
-        .errors
-        .iter()
-        .filter(|l| l.contains("error:") && !l.contains("errors ignored on restore"))
-        .peekable();
-    let benign_only = exit.status.success()
-        || (reasons.peek().is_some() && reasons.all(|l| l.contains("\"transaction_timeout\"")));
-    if out.is_empty() && !benign_only {
-        out.push(format!("pg_restore failed: {}", exit.reason()));
-    }
-    out.dedup();
-    out
-}
-
-fn quoted_after(text: &str, prefix: &str) -> Option<String> {
-    let start = text.find(prefix)? + prefix.len();
-    let end = text[start..].find('"')?;
-    Some(text[start..start + end].to_string())
-}
-
-/// `could not open extension control file "/usr/share/.../vector.control"` → `vector`.
-fn control_file_name(text: &str) -> Option<String> {
-    let path = quoted_after(text, "control file \"")?;
-    let file = path.rsplit('/').next()?;
-    file.strip_suffix(".control").map(str::to_string)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_extension_packages() {
-        assert!(extension_package("postgis", 16).contains("postgresql-16-postgis-3"));
-        assert!(extension_package("vector", 18).contains("postgresql-18-pgvector"));
-        assert!(extension_package("pg_trgm", 15).contains("contrib"));
-        assert!(extension_package("my_ext", 17).contains("postgresql-17-my-ext"));
-    }
-
-    #[test]
-    fn reads_extension_names_from_errors() {
-        assert_eq!(
-            control_file_name(
-                "could not open extension control file \"/usr/share/postgresql/18/extension/vector.control\": No such file or directory"
-            )
-            .as_deref(),
-            Some("vector")
-        );
-        assert_eq!(
-            quoted_after("extension \"vector\" is not available", "extension \"").as_deref(),
-            Some("vector")
-        );
-    }
-
-    fn exit(code: &str, errors: &[&str]) -> Exit {
-        use std::os::unix::process::ExitStatusExt;
-        let raw = match code {
-            "ok" => 0,
-            "1" => 1 << 8,
-            _ => 9, // killed by SIGKILL
-        };
-        Exit {
-            status: std::process::ExitStatus::from_raw(raw),
-            stderr: errors.iter().map(|l| l.to_string()).collect(),
-            errors: errors.iter().map(|l| l.to_string()).collect(),
-        }
-    }
-
-    /// A pg_restore that failed without a line we can read (killed, or speaking another
-    /// language) has restored an unknown part: the drill must not pass.
-    #[test]
-    fn a_failed_pg_restore_is_a_problem_even_when_it_says_nothing_we_read() {
-        let mut notes = Vec::new();
-        assert!(restore_problems(&exit("ok", &[]), "16.4", &mut notes).is_empty());
-        let killed = restore_problems(&exit("9", &[]), "16.4", &mut notes);
-        assert_eq!(killed, ["pg_restore failed: killed by signal 9"]);
-        let german = restore_problems(
-            &exit(
-                "1",
-                &["pg_restore: Fehler: Funktion inner_f(text) existiert nicht"],
-            ),
-            "16.4",
-            &mut notes,
-        );
-        assert_eq!(german.len(), 1, "{german:?}");
-        let benign = [
-            "pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter \"transaction_timeout\"",
-            "Command was: SET transaction_timeout = 0;",
-            "pg_restore: warning: errors ignored on restore: 1",
-        ];
-        assert!(restore_problems(&exit("1", &benign), "16.4", &mut notes).is_empty());
-        assert!(notes.iter().any(|n| n.contains("transaction_timeout")));
     }
 }

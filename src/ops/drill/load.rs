@@ -1,18 +1,21 @@
-//! The drill's streamed restore: the archive is restored while it downloads, and each table is
-//! verified as soon as it is in.
-//!
-//! ```text
-//! download ─► unseal ─► decompress ─► inspector ─┬─ header + TOC ──► pg_restore --section=pre-data
-//!                                                ├─ table rows ────► COPY … FROM STDIN on N connections
-//!                                                └─ large objects ─► pg_restore -L (other data entries)
-//! then pg_restore -j N --section=post-data (indexes, constraints) while tables are read back
-//! ```
-//!
-//! pg_restore loads a table on one connection; here its rows go, in batches cut at row ends, to
-//! whichever of `jobs` connections has room, each running pg_dump's own COPY statement for it
-//! under pg_restore's session settings. So a big table loads on every core, the download
-//! overlaps the load, and no spool file is written. Everything that is not table data is
-//! restored by pg_restore itself, from the archive's own header and table of contents.
+/*!
+The load phase of the streamed restore: while the archive downloads, the inspector hands each
+part of it to the part of the restore that takes it ([`Feed`]), and table rows are loaded on
+`jobs` connections ([`load`]).
+
+```text
+download ─► unseal ─► decompress ─► inspector ─┬─ header + TOC ──► pg_restore --section=pre-data
+                                               ├─ table rows ────► COPY … FROM STDIN on N connections
+                                               └─ large objects ─► pg_restore -L (other data entries)
+then pg_restore -j N --section=post-data (indexes, constraints) while tables are read back
+```
+
+pg_restore loads a table on one connection; here its rows go, in batches cut at row ends, to
+whichever of `jobs` connections has room, each running pg_dump's own COPY statement for it
+under pg_restore's session settings. So a big table loads on every core, the download
+overlaps the load, and no spool file is written. Everything that is not table data is
+restored by pg_restore itself, from the archive's own header and table of contents.
+*/
 
 use std::io::Write;
 use std::sync::Arc;
@@ -249,7 +252,7 @@ pub(super) fn load_session_sql(encoding: &str) -> String {
     if !encoding.is_empty() {
         sql.push_str(&format!(
             " SET client_encoding = {};",
-            super::quote_literal(encoding)
+            super::target::quote_literal(encoding)
         ));
     }
     sql
