@@ -11,8 +11,9 @@ files' `default` profile last, as the AWS SDKs fall back to it:
 - credentials: `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY`; else the profile `AWS_PROFILE`
   names; else `[repository] access_key_id` + `secret_access_key`; else `[repository] profile`;
   else the `default` profile;
-- endpoint: `?endpoint=` in the repository URL; else `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`;
-  else the profile's `endpoint_url`;
+- endpoint: `?endpoint=` in the repository URL (wherever the URL comes from: it names this
+  repository, the variables a machine's default); else `AWS_ENDPOINT_URL_S3`,
+  `AWS_ENDPOINT_URL`; else the profile's `endpoint_url`;
 - region: `?region=` in the URL; else `AWS_REGION`, `AWS_DEFAULT_REGION`; else the profile's
   `region` (a provider's endpoint names its own region and wins over both, as before).
 
@@ -88,8 +89,8 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>, file: &FileSettings<'_>) ->
         Some(name) => Some(load_profile(name, env)?.ok_or_else(|| {
             Error::config(format!(
                 "the AWS profile {name:?} is in neither {} nor {}",
-                credentials_file(env).display(),
-                config_file(env).display()
+                shown(credentials_file(env)),
+                shown(config_file(env))
             ))
             .with_hint(if env_profile.is_some() {
                 "set AWS_PROFILE to a profile the files define, or unset it"
@@ -177,22 +178,26 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>, file: &FileSettings<'_>) ->
     Ok(out)
 }
 
-fn home(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    env("HOME").map(PathBuf::from).unwrap_or_default()
+/// The home folder; without one, the shared files are not looked for (never relative to
+/// wherever we run).
+fn home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("HOME")
+        .filter(|h| Path::new(h).is_absolute())
+        .map(PathBuf::from)
 }
 
-pub fn credentials_file(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+pub fn credentials_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     env("AWS_SHARED_CREDENTIALS_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| home(env).join(".aws/credentials"))
+        .or_else(|| home(env).map(|h| h.join(".aws/credentials")))
 }
 
-pub fn config_file(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+pub fn config_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     env("AWS_CONFIG_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| home(env).join(".aws/config"))
+        .or_else(|| home(env).map(|h| h.join(".aws/config")))
 }
 
 /// The profile `name` from the shared files; `None` when neither defines it.
@@ -211,6 +216,7 @@ fn load_profile(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Opti
         (credentials_file(env), name.to_string()),
         (config_file(env), config_section),
     ] {
+        let Some(path) = path else { continue };
         let Some(text) = read_optional(&path)? else {
             continue;
         };
@@ -225,6 +231,12 @@ fn load_profile(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Opti
         }
     }
     Ok(found.then_some(p))
+}
+
+fn shown(p: Option<PathBuf>) -> String {
+    p.map_or("(no HOME: no AWS shared file)".to_string(), |p| {
+        p.display().to_string()
+    })
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {

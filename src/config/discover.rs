@@ -99,7 +99,10 @@ fn trusted(p: &Path) -> Result<()> {
         return Ok(());
     };
     if m.mode() & 0o002 != 0 {
-        return refuse(format!("every user may write it (mode {:o})", m.mode() & 0o777));
+        return refuse(format!(
+            "every user may write it (mode {:o})",
+            m.mode() & 0o777
+        ));
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };

@@ -401,7 +401,9 @@ impl Settings {
     pub fn lock_dir(&self, warn: &mut dyn FnMut(String)) -> Result<PathBuf> {
         let why = match self.state_dir() {
             Ok(d) => match std::fs::create_dir_all(&d) {
-                Ok(()) if writable(&d) => return Ok(d),
+                // The locks folder is open to every user (see `lock`): enough when the state
+                // folder itself is another user's (the service's, with root typing a command).
+                Ok(()) if writable(&d) || writable(&d.join("locks")) => return Ok(d),
                 Ok(()) => format!("{} is not writable", d.display()),
                 Err(e) => format!(
                     "cannot create {}: {}",
@@ -429,7 +431,9 @@ impl Settings {
                 "no folder for the sources' locks: {why}, and {} is not writable",
                 fallback.display()
             ))
-            .with_hint("set OFFSITEDB_STATE_DIR, or path under [state], to a folder this user can write"));
+            .with_hint(
+                "set OFFSITEDB_STATE_DIR, or path under [state], to a folder this user can write",
+            ));
         }
         warn(format!(
             "no usable state folder ({why}): the sources' locks are kept in {}, where only runs that see the same folder notice them",

@@ -290,7 +290,10 @@ impl Settings {
         let configured = configured(c, None)?;
         let same = match (&configured.dir, &spec.dir) {
             (Some(a), Some(b)) => {
-                a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a)) || a == b
+                a.canonicalize()
+                    .ok()
+                    .is_some_and(|a| b.canonicalize().ok() == Some(a))
+                    || a == b
             }
             (None, None) => {
                 let (a, b) = (&configured.conninfo, &spec.conninfo);
@@ -551,7 +554,10 @@ mod tests {
         // Under a configured source's name, only that source: another database or a folder
         // would mix into its snapshots.
         assert_eq!(
-            names(s.sources(&sel(Some("postgres://x@h:5432/adb"), Some("a"))).unwrap()),
+            names(
+                s.sources(&sel(Some("postgres://x@h:5432/adb"), Some("a")))
+                    .unwrap()
+            ),
             ["a"]
         );
         for (source, name) in [

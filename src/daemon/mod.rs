@@ -117,7 +117,7 @@ fn alert_and_count(
     }
     // Alerts: one per change of each condition.
     let send = |event: Event, firing: bool, message: String| -> Result<()> {
-        if let Some(mut a) = alerts::transition(&state, name, event, firing, &message)? {
+        if let Some(mut a) = alerts::transition(state, name, event, firing, &message)? {
             a.last_success = state
                 .last(name, Job::Backup, Some(RunResult::Ok))?
                 .and_then(|r| r.finished);

@@ -720,6 +720,33 @@ pub fn configuration(settings: &Settings) -> Vec<Item> {
         items: Vec::new(),
     };
     l.ok("file", settings.describe_file());
+    // Where the history, the alert state and the sources' locks are: every run on this machine
+    // (the daemon's and a command typed by hand) must find the same folder.
+    match settings.state_path() {
+        Ok(p) => {
+            let mut fallback = None;
+            match settings.lock_dir(&mut |w| fallback = Some(w)) {
+                Ok(_) if fallback.is_none() => l.ok(
+                    "state",
+                    format!(
+                        "{} (run history, alert state; locks beside it): every run of a source on this machine must use this folder to see the others",
+                        p.display()
+                    ),
+                ),
+                Ok(_) => l.warn(
+                    "state",
+                    fallback.unwrap_or_default(),
+                    "set path under [state] in the configuration (or OFFSITEDB_STATE_DIR) to a folder this user can write",
+                ),
+                Err(e) => l.fail("state", &e),
+            }
+        }
+        Err(e) => l.warn(
+            "state",
+            e.message().to_string(),
+            "set path under [state] in the configuration (or OFFSITEDB_STATE_DIR)",
+        ),
+    }
     if let Ok(crate::storage::Location::S3(_)) = settings.location() {
         match settings.aws() {
             Ok(a) => match a.credentials_from {

@@ -71,7 +71,9 @@ fn a_future_dated_snapshot_neither_lifts_the_hold_nor_is_deleted() {
     assert!(
         shown.stderr.contains("\"latest\" is unclear")
             && shown.stderr.contains(future.as_str())
-            && shown.stderr.contains(&format!("or {} (the newest before now)", ids[3])),
+            && shown
+                .stderr
+                .contains(&format!("or {} (the newest before now)", ids[3])),
         "{}",
         shown.stderr
     );

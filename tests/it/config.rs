@@ -526,9 +526,9 @@ fn quiet_says_only_the_result_and_verbose_says_more() {
 /// hold of a source whose backups fail); both are refused before anything is written.
 #[test]
 fn one_name_holds_one_source() {
-    let repo = crate::common::Repo::local()
-        .with_source("app", "CREATE TABLE t AS SELECT 1 AS x");
-    repo.src().create_db("other", "CREATE TABLE u AS SELECT 2 AS y");
+    let repo = crate::common::Repo::local().with_source("app", "CREATE TABLE t AS SELECT 1 AS x");
+    repo.src()
+        .create_db("other", "CREATE TABLE u AS SELECT 2 AS y");
     repo.backup(&repo.src().url("app"), "app");
     let folder = repo.dir.path().join("files");
     std::fs::create_dir(&folder).unwrap();
@@ -545,12 +545,23 @@ fn one_name_holds_one_source() {
         "[[source]]\nname = \"app\"\nurl = \"{url}\"\nkeep = {{ last = 2 }}\n"
     ));
     repo.cli.fails(
-        &["backup", "--source", &repo.src().url("other"), "--name", "app"],
+        &[
+            "backup",
+            "--source",
+            &repo.src().url("other"),
+            "--name",
+            "app",
+        ],
         3,
         "\"app\" names a configured source",
     );
     // The configured database itself, given by URL, is fine.
-    repo.cli
-        .ok(&["backup", "--source", &repo.src().url("app"), "--name", "app"]);
+    repo.cli.ok(&[
+        "backup",
+        "--source",
+        &repo.src().url("app"),
+        "--name",
+        "app",
+    ]);
     assert_eq!(repo.list(Some("app")).len(), 2);
 }

@@ -217,6 +217,22 @@ fn a_prune_started_during_a_backup_of_its_source_waits_for_it() {
         "source app is busy: another offsitedb run holds its lock: backup (pid",
     );
     assert!(r.stdout.is_empty());
+    // However the repository is spelled (here with a trailing slash), it is the same lock.
+    let spelled = format!("{}/", repo.url);
+    repo.cli.fails(
+        &[
+            "prune",
+            "--source",
+            "app",
+            "--keep",
+            "last=1",
+            "--no-wait",
+            "--repo",
+            &spelled,
+        ],
+        14,
+        "source app is busy",
+    );
     // The job of the same source too (what serve runs).
     repo.cli.fails(
         &[
@@ -249,7 +265,7 @@ fn a_prune_started_during_a_backup_of_its_source_waits_for_it() {
     let stderr = String::from_utf8_lossy(&p.stderr);
     assert!(p.status.success(), "{stderr}");
     assert_eq!(
-        stderr.matches("note: waiting for source app").count(),
+        stderr.matches("warning: waiting for source app").count(),
         1,
         "{stderr}"
     );
@@ -258,4 +274,77 @@ fn a_prune_started_during_a_backup_of_its_source_waits_for_it() {
     assert_eq!(kept.len(), 1);
     let new_id = String::from_utf8_lossy(&b.stdout).trim().to_string();
     assert_eq!(kept[0].id, new_id);
+}
+
+/// Locks are shared by every user of the machine: a lock file root made (a backup typed by
+/// hand) does not lock the service's user out, and a run without any state folder (no HOME)
+/// still backs up, its locks in a folder of its own, said.
+#[test]
+fn a_lock_made_by_another_user_or_without_a_state_folder_does_not_stop_a_backup() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (the CI machines run as root)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (state, data) = (root.path().join("state"), root.path().join("data"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "a").unwrap();
+    let key = crate::common::keygen(root.path(), "master.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let repo = root.path().join("repo");
+    let cli = crate::common::Cli::new()
+        .cwd(root.path())
+        .env("OFFSITEDB_STATE_DIR", state.to_str().unwrap())
+        .env("OFFSITEDB_REPO", repo.to_str().unwrap())
+        .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap());
+    let args = ["backup", "--dir", data.to_str().unwrap(), "--name", "files"];
+    cli.ok(&args);
+    // The repository is open to all here, so only the lock (and the history) are root's.
+    std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&repo)
+        .status()
+        .unwrap();
+    let as_nobody = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = as_nobody(
+        cli.command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::common::offsitedb_bin())
+            .args(args),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("lock"), "{stderr}");
+    // No HOME and no state folder at all: the backup runs, and says where its locks are.
+    let (code, stderr) = as_nobody(
+        cli.without("OFFSITEDB_STATE_DIR")
+            .command(crate::common::offsitedb_bin())
+            .env_remove("HOME")
+            .env_remove("XDG_STATE_HOME")
+            .args(args),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("no usable state folder") && stderr.contains("locks are kept in"),
+        "{stderr}"
+    );
+    assert_eq!(
+        crate::common::Cli::new()
+            .env("OFFSITEDB_REPO", repo.to_str().unwrap())
+            .env("OFFSITEDB_KEY_FILE", key.to_str().unwrap())
+            .cwd(root.path())
+            .ok(&["list", "--json"])
+            .stdout
+            .matches("\"id\"")
+            .count(),
+        3
+    );
 }

@@ -34,7 +34,7 @@ use offsitedb::{Error, units};
 use crate::cmd::Global;
 use crate::cmd::serve::LogFormat;
 
-/// `-q`: no notes or informational lines.
+/// `-q`: no summaries or progress lines.
 static QUIET: AtomicBool = AtomicBool::new(false);
 
 /// Sets the verbosity, and the log lines (`tracing`): `serve` logs at info by default, other
@@ -116,10 +116,10 @@ pub fn warn(msg: &str) {
     eprintln!("warning: {msg}");
 }
 
+/// A remark worth a line whatever the verbosity (a fallback taken, something left out): `-q`
+/// hides progress and summaries, never these.
 pub fn note(msg: &str) {
-    if !QUIET.load(Ordering::Relaxed) {
-        eprintln!("note: {msg}");
-    }
+    eprintln!("note: {msg}");
 }
 
 /// A line for the person at the terminal about what was done (stderr; standard output carries
@@ -446,7 +446,12 @@ pub fn history(runs: &[offsitedb::state::Run]) {
 /// `check`'s list: one line per step, the fix under each failure or warning.
 pub fn checklist(items: &[offsitedb::ops::check::Item]) {
     use offsitedb::ops::check::Status;
-    let w = items.iter().map(|i| i.check.len()).max().unwrap_or(8).max(8);
+    let w = items
+        .iter()
+        .map(|i| i.check.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let mut subject = "";
     for i in items {
         if i.subject != subject {

@@ -61,16 +61,15 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         if specs.len() > 1 {
             output::note(&format!("backing up {}", spec.name));
         }
-        let result =
-            super::lock(&s, &spec.name, "backup", a.no_wait).and_then(|_lock| {
-                Ok(ops::backup::run_source(
-                    &repo,
-                    spec,
-                    &opts,
-                    state.as_ref(),
-                    &mut |n| output::note(&n),
-                )?)
-            });
+        let result = super::lock(&s, &spec.name, "backup", a.no_wait).and_then(|_lock| {
+            Ok(ops::backup::run_source(
+                &repo,
+                spec,
+                &opts,
+                state.as_ref(),
+                &mut |n| output::note(&n),
+            )?)
+        });
         match result {
             Ok(m) => {
                 let entry = Entry {

@@ -120,10 +120,19 @@ fn err_text(e: Error) -> String {
 
 pub fn run(f: Args, g: &Global) -> Result<()> {
     let then_check = !f.no_check;
+    // Where later commands will look first: --config, then OFFSITEDB_CONFIG.
     let config = g
         .config
         .clone()
+        .or_else(|| {
+            std::env::var_os("OFFSITEDB_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from("offsitedb.toml"));
+    // Paths typed on the command line mean what they meant where they were typed, not next to
+    // the file (the file's own defaults, like master.key, do go next to it).
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     if config.exists() && !f.force {
         return Err(
             Error::config(format!("{} already exists", config.display()))
@@ -154,7 +163,14 @@ pub fn run(f: Args, g: &Global) -> Result<()> {
             String::new()
         }
     };
-    let repo = match g.repo.clone() {
+    let repo_flag = g.repo.clone().map(|r| {
+        if r.contains("://") {
+            r
+        } else {
+            absolute(PathBuf::from(r)).display().to_string()
+        }
+    });
+    let repo = match repo_flag {
         Some(r) => r,
         None if a.on => a.ask(
             "Repository (s3://bucket/prefix?endpoint=https://..., or a folder)",
@@ -245,6 +261,7 @@ pub fn run(f: Args, g: &Global) -> Result<()> {
         key_file: g
             .key_file
             .clone()
+            .map(absolute)
             .unwrap_or_else(|| PathBuf::from("master.key")),
     };
     let key_id = write(&config, &answers, f.force)?;

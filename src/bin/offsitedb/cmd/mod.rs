@@ -49,7 +49,7 @@ pub struct Global {
     /// Say more: -v what is used and why (configuration file, credentials, programs), -vv debug
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
-    /// Say less: no notes or progress, only warnings, errors and the result
+    /// Say less: no progress or summaries; notes, warnings, errors and the result still print
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }
