@@ -197,7 +197,9 @@ impl Settings {
                     warn(w);
                 }
                 // Relative paths in the file are relative to the file, not to wherever we run.
-                let base = p.parent().unwrap_or(Path::new("."));
+                // Made absolute, so that what check and messages show means one place.
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                let base = abs.parent().unwrap_or(Path::new("."));
                 if let Some(k) = file.repository.as_mut().and_then(|r| r.key_file.as_mut())
                     && k.is_relative()
                 {

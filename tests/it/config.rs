@@ -565,3 +565,60 @@ fn one_name_holds_one_source() {
     ]);
     assert_eq!(repo.list(Some("app")).len(), 2);
 }
+
+/// The state folder follows the rule too (the environment before the file), `check` names it,
+/// and `init` writes its file where OFFSITEDB_CONFIG points, keeping typed paths as typed.
+#[test]
+fn the_state_folder_and_init_follow_the_same_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path(), "master.key");
+    std::fs::write(
+        dir.path().join("offsitedb.toml"),
+        "[repository]\nurl = \"repo\"\nkey_file = \"master.key\"\n[state]\npath = \"file-state/state.db\"\n",
+    )
+    .unwrap();
+    let state_of = |cli: &Cli| -> String {
+        let items: Vec<CheckItem> = json(&cli.run(&["check", "--json"]));
+        check_item(&items, "configuration", "state").detail.clone()
+    };
+    let file_only = Cli::new().cwd(dir.path()).without("OFFSITEDB_STATE_DIR");
+    assert!(
+        state_of(&file_only).starts_with(&format!(
+            "{}",
+            dir.path().join("file-state/state.db").display()
+        )),
+        "{}",
+        state_of(&file_only)
+    );
+    let env_dir = dir.path().join("env-state");
+    let with_env = file_only.clone_with("OFFSITEDB_STATE_DIR", env_dir.to_str().unwrap());
+    assert!(
+        state_of(&with_env).starts_with(&format!("{}", env_dir.join("state.db").display())),
+        "{}",
+        state_of(&with_env)
+    );
+
+    // init: the file goes where later commands look first; a typed relative path keeps its
+    // meaning (relative to where it was typed), the file's own defaults go next to the file.
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("etc/o.toml");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let cli = Cli::new()
+        .cwd(work.path())
+        .env("OFFSITEDB_CONFIG", target.to_str().unwrap());
+    cli.ok(&[
+        "init",
+        "--source",
+        "postgres://u@127.0.0.1:1/app",
+        "--repo",
+        "myrepo",
+        "--no-check",
+    ]);
+    let text = std::fs::read_to_string(&target).unwrap();
+    assert!(
+        text.contains(&work.path().join("myrepo").display().to_string()),
+        "{text}"
+    );
+    assert!(target.parent().unwrap().join("master.key").exists());
+    assert!(!work.path().join("offsitedb.toml").exists());
+}
