@@ -4,22 +4,19 @@ use anyhow::Result;
 use offsitedb::config::Settings;
 use offsitedb::{Error, ErrorKind, ops};
 
-use super::{Global, SourceArgs};
+use super::{Global, SourceArgs, SourceOrPositional};
 use crate::output::{self, warn};
 
 /// Test everything a backup needs (network, TLS, login, privileges, repository, key), with a fix for each failure
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A configured source or a database URL (same as --source; default: every configured source)
-    #[arg(value_name = "SOURCE", conflicts_with = "source")]
-    pub positional: Option<String>,
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub source: SourceOrPositional,
 }
 
 pub fn run(a: Args, g: &Global) -> Result<()> {
     let s = g.settings()?;
-    check(&s, a.source.or_positional(a.positional), g.json)
+    check(&s, a.source.get(), g.json)
 }
 
 /// Also what `init` runs on the file it wrote.

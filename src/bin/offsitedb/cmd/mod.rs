@@ -65,6 +65,27 @@ pub struct SourceArgs {
     pub name: Option<String>,
 }
 
+/// `SOURCE` as a positional argument too (as earlier versions took it), for `check`,
+/// `role-sql` and `run`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SourceOrPositional {
+    /// A configured source or a database URL (the same as --source)
+    #[arg(value_name = "SOURCE", conflicts_with = "source")]
+    positional: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+impl SourceOrPositional {
+    pub fn get(self) -> SourceArgs {
+        let mut s = self.source;
+        if s.source.is_none() {
+            s.source = self.positional;
+        }
+        s
+    }
+}
+
 impl SourceArgs {
     pub fn selection(&self) -> Selection<'_> {
         Selection {
@@ -72,14 +93,6 @@ impl SourceArgs {
             name: self.name.as_deref(),
             ..Default::default()
         }
-    }
-
-    /// With a positional SOURCE (an alias of `--source`, kept from earlier versions).
-    pub fn or_positional(mut self, positional: Option<String>) -> Self {
-        if self.source.is_none() {
-            self.source = positional;
-        }
-        self
     }
 
     /// The name a repository command filters on.

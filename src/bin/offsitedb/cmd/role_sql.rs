@@ -3,17 +3,14 @@
 use anyhow::Result;
 use offsitedb::{Error, ops};
 
-use super::{Global, SourceArgs};
+use super::{Global, SourceOrPositional};
 use crate::output;
 
 /// Print the SQL for a read-only backup role, for the server's version
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A configured source or a database URL (same as --source): its server decides the SQL
-    #[arg(value_name = "SOURCE", conflicts_with = "source")]
-    pub positional: Option<String>,
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub source: SourceOrPositional,
     /// The role's name
     #[arg(long, default_value = "offsitedb_backup")]
     pub role: String,
@@ -27,7 +24,7 @@ pub struct Args {
 
 pub fn run(a: Args, g: &Global) -> Result<()> {
     let s = g.settings()?;
-    let source = a.source.or_positional(a.positional);
+    let source = a.source.get();
     let offline = source.source.is_none() && source.name.is_none();
     let spec = match (a.major, offline) {
         (Some(m), true) => ops::role_sql::offline(a.role, a.schemas, m)?,

@@ -4,17 +4,14 @@ use anyhow::Result;
 use offsitedb::lock::Wait;
 use offsitedb::ops;
 
-use super::{Global, SourceArgs};
+use super::{Global, SourceOrPositional};
 use crate::output;
 
 /// Run a source's job now: backup, drill, prune (what `serve` runs on its schedule)
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A configured source or a database URL (same as --source)
-    #[arg(value_name = "SOURCE", conflicts_with = "source")]
-    pub positional: Option<String>,
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub source: SourceOrPositional,
     /// Fail at once (exit 14) when another run of the same source holds its lock
     #[arg(long)]
     pub no_wait: bool,
@@ -22,7 +19,7 @@ pub struct Args {
 
 pub fn run(a: Args, g: &Global) -> Result<()> {
     let s = g.settings()?;
-    let spec = s.one_source(&a.source.or_positional(a.positional).selection(), "run")?;
+    let spec = s.one_source(&a.source.get().selection(), "run")?;
     let dispatcher = super::alert_test::dispatcher(&s)?;
     let opts = ops::job::JobOptions {
         backup: ops::backup::BackupOptions {
