@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod directory;
 mod drill;
+mod drill_awkward;
 mod dump;
 mod email;
 mod failures;
