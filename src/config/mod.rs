@@ -304,18 +304,13 @@ impl Settings {
         Ok(match self.location()? {
             Location::Local(p) => {
                 let p = std::path::absolute(&p).unwrap_or(p);
-                // The folder may not exist yet (the first backup creates it).
-                match (p.parent(), p.file_name()) {
-                    (Some(parent), Some(name)) => parent
-                        .canonicalize()
-                        .map(|c| c.join(name))
-                        .unwrap_or(p.clone()),
-                    _ => p.clone(),
-                }
-                .canonicalize()
-                .unwrap_or(p)
-                .display()
-                .to_string()
+                // The folder may not exist yet (the first backup creates it): then its parent.
+                p.canonicalize()
+                    .ok()
+                    .or_else(|| Some(p.parent()?.canonicalize().ok()?.join(p.file_name()?)))
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
             }
             Location::S3(s) => format!("s3://{}/{}/{}", s.host, s.bucket, s.prefix),
         })

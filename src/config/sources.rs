@@ -350,29 +350,33 @@ impl Settings {
         name: Option<&str>,
         flag: Option<crate::retention::Keep>,
     ) -> Result<Vec<(String, crate::retention::Keep, jiff::tz::TimeZone)>> {
-        let specs = match name {
-            // A source only in the repository is pruned by the rules given.
-            Some(n) if !self.file.sources.iter().any(|s| s.name == n) => {
-                check_source_name(n)?;
-                let mut spec = SourceSpec::directory(n, PathBuf::new(), Compression::default());
-                spec.dir = None;
-                vec![spec]
-            }
-            Some(n) => vec![self.configured_source(n, None)?],
+        // Only names and policies: prune connects to no source.
+        let policies: Vec<(String, Policy)> = match name {
+            Some(n) => match self.file.sources.iter().find(|s| s.name == n) {
+                Some(section) => vec![(n.to_string(), Policy::from_section(section)?)],
+                // A source only in the repository is pruned by the rules given.
+                None => {
+                    check_source_name(n)?;
+                    vec![(n.to_string(), Policy::default())]
+                }
+            },
             None => {
-                let all = self.configured_sources(None)?;
-                if all.is_empty() {
+                if self.file.sources.is_empty() {
                     return Err(no_source(self));
                 }
-                all
+                self.file
+                    .sources
+                    .iter()
+                    .map(|s| Ok((s.name.clone(), Policy::from_section(s)?)))
+                    .collect::<Result<_>>()?
             }
         };
         let mut out = Vec::new();
         let mut missing = Vec::new();
-        for spec in specs {
-            match flag.or(spec.policy.keep) {
-                Some(k) => out.push((spec.name, k, spec.policy.tz)),
-                None => missing.push(spec.name),
+        for (name, policy) in policies {
+            match flag.or(policy.keep) {
+                Some(k) => out.push((name, k, policy.tz)),
+                None => missing.push(name),
             }
         }
         if !missing.is_empty() {
@@ -577,6 +581,18 @@ mod tests {
         assert!(s.sources(&dir("/elsewhere", "b")).is_err());
         assert!(s.sources(&dir("/srv", "a")).is_err());
         assert!(s.one_source(&sel(None, None), "run").is_err());
+        // Prune: a configured source's keep, else --keep; without either, refused by name.
+        let e = s.retention_targets(Some("a"), None).unwrap_err();
+        assert!(
+            e.message().contains("no retention configured for source a"),
+            "{e:?}"
+        );
+        let e = s.retention_targets(None, None).unwrap_err();
+        assert!(e.message().contains("source a, source b"), "{e:?}");
+        let k = crate::retention::parse_rules("last=1").unwrap();
+        let t = s.retention_targets(Some("elsewhere"), Some(k)).unwrap();
+        assert_eq!((t[0].0.as_str(), t[0].1), ("elsewhere", k));
+        assert!(s.retention_targets(Some("elsewhere"), None).is_err());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn job_with_alerts(
         )
     });
     let _lock = match locked {
-        Ok(l) => Some(l),
+        Ok(l) => l,
         Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::Interrupted) => return Err(e),
         Err(e) => return finish_unstarted(settings, spec, &state, dispatcher, metrics, e),
     };

@@ -43,7 +43,7 @@ pub fn for_source(
     schemas: Vec<String>,
     major: Option<u32>,
 ) -> Result<RoleSpec> {
-    if source.dir.is_some() {
+    if source.kind() == crate::catalog::SourceKind::Directory {
         return Err(Error::config(format!(
             "source {:?} is a folder: it has no database role",
             source.name

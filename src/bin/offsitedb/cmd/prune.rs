@@ -47,7 +47,12 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     };
     let mut reports = Vec::new();
     for (name, keep, tz) in targets {
-        let _lock = super::lock(&s, &name, "prune", a.no_wait)?;
+        // A dry run deletes nothing, so it need not wait for a running backup.
+        let _lock = if a.dry_run {
+            None
+        } else {
+            Some(super::lock(&s, &name, "prune", a.no_wait)?)
+        };
         let snapshots = ops::list::list(&repo, Some(&name), &mut |w| warn(&w))?;
         let failing = match &state {
             Some(st) => ops::job::failing(st, &name)?,
