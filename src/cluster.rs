@@ -37,6 +37,8 @@ pub struct ClusterOptions {
     pub template_cache: Option<PathBuf>,
     /// Connections the server accepts; `None`: 30.
     pub max_connections: Option<u32>,
+    /// More `postgresql.conf` lines (a source that archives WAL: `archive_mode = on`, ...).
+    pub extra_conf: String,
 }
 
 pub struct Cluster {
@@ -215,6 +217,8 @@ impl Cluster {
                  wal_init_zero = off\nwal_recycle = off\nwal_buffers = '64MB'\njit = off\n",
             );
         }
+        conf.push_str(&opts.extra_conf);
+        conf.push('\n');
         let conf_path = data.join("postgresql.conf");
         let mut existing = std::fs::read_to_string(&conf_path)
             .map_err(|e| Error::io_at("cannot read", &conf_path, &e))?;
@@ -276,6 +280,11 @@ impl Cluster {
     /// The folder holding the cluster (data and socket); removed on drop.
     pub fn path(&self) -> &Path {
         self.dir.as_ref().expect("running").path()
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
     }
 
     /// How to reach database `db` as the superuser.

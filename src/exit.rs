@@ -196,3 +196,22 @@ mod readme {
         );
     }
 }
+
+/// `wal-push` and `wal-fetch` answer PostgreSQL, not a person, so they speak its language
+/// (README "Exit codes of wal-push and wal-fetch"): for `archive_command`, 0 stored and 1 failed
+/// (the archiver retries; an exit above 125 would make PostgreSQL restart the archiver); for
+/// `restore_command`, 0 written, 1 not in the archive (recovery ends there or follows another
+/// timeline, correctly), and [`WAL_FATAL`] for anything else, above 125 so that PostgreSQL
+/// stops recovery instead of taking a store outage or a damaged object for the end of the WAL
+/// and promoting a database that is missing data.
+pub mod wal {
+    /// wal-push: stored (or already stored with the same content); wal-fetch: written.
+    pub const OK: u8 = 0;
+    /// wal-push: not stored, the archiver will retry.
+    pub const RETRY: u8 = 1;
+    /// wal-fetch: the file is not in the archive.
+    pub const NOT_FOUND: u8 = 1;
+    /// wal-fetch: any other failure; PostgreSQL aborts recovery.
+    pub const FATAL: u8 = 200;
+}
+pub use wal::FATAL as WAL_FATAL;

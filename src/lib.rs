@@ -14,6 +14,7 @@ Modules by concern (DESIGN.md section 9):
 - [`catalog`]: snapshot ids, manifests, the repository and its listing
 - [`ops`]: one file per operation (backup, restore, decrypt, keygen, demo)
 - [`config`]: the TOML file, environment interpolation, and precedence of flags
+- [`wal`]: the WAL archive (file names, LSNs, timelines, WAL objects) for point-in-time recovery
 */
 
 pub mod alerts;
@@ -36,6 +37,7 @@ pub mod schedule;
 pub mod state;
 pub mod storage;
 pub mod units;
+pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -9,6 +9,7 @@ reported, and trusted for nothing (it does not count as the newest, and a future
 record seals nothing).
 */
 
+pub mod base;
 pub mod drill;
 pub mod ids;
 pub mod manifest;

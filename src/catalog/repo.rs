@@ -472,7 +472,7 @@ struct Versions {
     drill_version: Option<u64>,
 }
 
-fn wrong_key_error(theirs: &KeyId, ours: &MasterKey) -> Error {
+pub(super) fn wrong_key_error(theirs: &KeyId, ours: &MasterKey) -> Error {
     Error::key(format!(
         "object was sealed with key id {theirs}, but the key given has key id {}",
         ours.id()
@@ -482,7 +482,7 @@ fn wrong_key_error(theirs: &KeyId, ours: &MasterKey) -> Error {
 
 /// Reads a small sealed object and opens it: at most `limit` bytes (see
 /// [`ReadStore::get_limited`]), the header checked before anything after it is read.
-fn read_sealed<S: ?Sized + ReadStore>(
+pub(super) fn read_sealed<S: ?Sized + ReadStore>(
     store: &S,
     key: &MasterKey,
     object: &str,
@@ -515,7 +515,7 @@ fn read_sealed<S: ?Sized + ReadStore>(
 }
 
 /// Refuses to write a small object its readers would refuse.
-fn within_limit(what: &str, sealed: &[u8], limit: u64) -> Result<()> {
+pub(super) fn within_limit(what: &str, sealed: &[u8], limit: u64) -> Result<()> {
     if sealed.len() as u64 > limit {
         return Err(Error::config(format!(
             "{what} would be {}, over the {} limit that readers of it enforce; nothing was written",

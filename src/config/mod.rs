@@ -146,6 +146,25 @@ pub struct SourceSection {
     /// This source's own heartbeat URLs (pinged besides `[alerts] heartbeat`).
     #[serde(default)]
     pub heartbeat: Vec<Secret>,
+    /// How its WAL reaches the archive: "push" (`archive_command = 'offsitedb wal-push %p'`),
+    /// or "off" (the default: no point-in-time recovery).
+    pub wal: Option<WalMode>,
+    /// When `serve` takes base backups of it (same forms as `schedule`).
+    pub base_schedule: Option<String>,
+    /// How many WAL files `wal-push` uploads at once (the one asked for and `.ready` ones after
+    /// it) and `wal-fetch` fetches ahead; default 4.
+    pub wal_concurrency: Option<usize>,
+}
+
+/// How a source's WAL is archived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalMode {
+    /// No WAL archive.
+    #[default]
+    Off,
+    /// The server's `archive_command` calls `offsitedb wal-push`.
+    Push,
 }
 
 /// What the command line says, before it is merged with the file and the environment.

@@ -120,7 +120,16 @@ pub struct Policy {
     pub jitter: std::time::Duration,
     pub drill: bool,
     pub heartbeat: Vec<Secret>,
+    /// How WAL is archived (point-in-time recovery).
+    pub wal: super::WalMode,
+    /// When base backups are taken.
+    pub base_schedule: Option<crate::schedule::Schedule>,
+    /// WAL files pushed or fetched at once.
+    pub wal_concurrency: usize,
 }
+
+/// WAL files `wal-push` and `wal-fetch` handle at once unless a source says otherwise.
+pub const DEFAULT_WAL_CONCURRENCY: usize = 4;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -132,6 +141,9 @@ impl Default for Policy {
             jitter: std::time::Duration::ZERO,
             drill: true,
             heartbeat: Vec::new(),
+            wal: super::WalMode::Off,
+            base_schedule: None,
+            wal_concurrency: DEFAULT_WAL_CONCURRENCY,
         }
     }
 }
@@ -172,6 +184,22 @@ impl Policy {
                 .unwrap_or_default(),
             drill: s.drill.unwrap_or(true),
             heartbeat: s.heartbeat.clone(),
+            wal: s.wal.unwrap_or_default(),
+            base_schedule: s
+                .base_schedule
+                .as_deref()
+                .map(|t| crate::schedule::Schedule::parse(t, s.timezone.as_deref()))
+                .transpose()
+                .map_err(|e| ctx(e.context("base_schedule")))?,
+            wal_concurrency: match s.wal_concurrency {
+                None => DEFAULT_WAL_CONCURRENCY,
+                Some(n @ 1..=64) => n,
+                Some(n) => {
+                    return Err(ctx(Error::config(format!(
+                        "wal_concurrency = {n} is out of range (1 to 64)"
+                    ))));
+                }
+            },
         })
     }
 

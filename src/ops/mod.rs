@@ -13,6 +13,8 @@ use crate::pipeline::{Decoder, MeasureHandle, MeasureReader, Measured, decompres
 use crate::storage::ReadStore;
 
 pub mod backup;
+pub mod backup_list;
+pub mod base_fetch;
 pub mod check;
 pub mod decrypt;
 pub mod demo;
@@ -21,10 +23,15 @@ pub mod drill;
 pub mod init;
 pub mod job;
 pub mod list;
+pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod role_sql;
 pub mod spool;
+pub mod wal_fetch;
+pub mod wal_push;
+pub mod wal_show;
+pub mod wal_verify;
 
 /// Where temporary work goes (a drill's cluster and spool, a restore's spool): see
 /// [`crate::cluster::work_parent`].

@@ -1,5 +1,7 @@
 //! Integration tests: one binary (one link), real PostgreSQL clusters and a real S3 server.
 
+mod archiving;
+mod base_backup;
 mod cli;
 mod clock_skew;
 mod common;
@@ -16,6 +18,7 @@ mod foundation;
 mod hostile;
 mod hostile_archives;
 mod jobs;
+mod pitr;
 mod planted;
 mod proxy;
 mod roles;
@@ -24,3 +27,5 @@ mod secrets;
 mod setup;
 mod spool;
 mod storage;
+mod wal_archive;
+mod wal_inspect;

@@ -45,6 +45,13 @@ enum Command {
     Prune(cmd::prune::Args),
     History(cmd::history::Args),
     Demo(cmd::demo::Args),
+    WalPush(cmd::wal_push::Args),
+    WalFetch(cmd::wal_fetch::Args),
+    BackupPush(cmd::backup_push::Args),
+    BackupFetch(cmd::backup_fetch::Args),
+    BackupList(cmd::backup_list::Args),
+    WalShow(cmd::wal_show::Args),
+    WalVerify(cmd::wal_verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,9 +82,19 @@ fn main() -> ExitCode {
         Command::Prune(a) => cmd::prune::run(a, &g),
         Command::History(a) => cmd::history::run(a, &g),
         Command::Demo(a) => cmd::demo::run(a, &g),
+        Command::WalPush(a) => cmd::wal_push::run(a, &g),
+        Command::WalFetch(a) => cmd::wal_fetch::run(a, &g),
+        Command::BackupPush(a) => cmd::backup_push::run(a, &g),
+        Command::BackupFetch(a) => cmd::backup_fetch::run(a, &g),
+        Command::BackupList(a) => cmd::backup_list::run(a, &g),
+        Command::WalShow(a) => cmd::wal_show::run(a, &g),
+        Command::WalVerify(a) => cmd::wal_verify::run(a, &g),
     };
     match result {
         Ok(()) => offsitedb::exit::ExitCode::Success.into(),
-        Err(e) => output::print_error(&e).into(),
+        Err(e) => match e.downcast_ref::<cmd::Exit>() {
+            Some(cmd::Exit(code)) => std::process::ExitCode::from(*code),
+            None => output::print_error(&e).into(),
+        },
     }
 }

@@ -4,6 +4,9 @@
 
 pub mod alert_test;
 pub mod backup;
+pub mod backup_fetch;
+pub mod backup_list;
+pub mod backup_push;
 pub mod check;
 pub mod decrypt;
 pub mod demo;
@@ -18,6 +21,10 @@ pub mod role_sql;
 pub mod run;
 pub mod serve;
 pub mod show;
+pub mod wal_fetch;
+pub mod wal_push;
+pub mod wal_show;
+pub mod wal_verify;
 
 use std::path::PathBuf;
 
@@ -147,6 +154,19 @@ pub fn lock(s: &Settings, source: &str, what: &str, no_wait: bool) -> Result<Sou
         &mut |n| warn(&n),
     )?)
 }
+
+/// An error already reported (on stderr, in the form its reader expects), ending the run with
+/// this exit code: `wal-push` and `wal-fetch` answer PostgreSQL (`offsitedb::exit::wal`).
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Prints `value` as pretty JSON on standard output.
 pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<()> {

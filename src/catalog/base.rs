@@ -1,0 +1,259 @@
+/*!
+Base backups: a physical copy of a whole cluster (`pg_basebackup`, tar format), the starting point
+of a point-in-time restore. They live beside the snapshots, under their own folder:
+
+```text
+base/<source>/<backup-id>/data       sealed, compressed tar (pg_basebackup -Ft -X fetch)
+base/<source>/<backup-id>/manifest   sealed JSON, written LAST: no manifest, no base backup
+```
+
+The manifest says where in the WAL the copy starts and ends: a restore needs the WAL archive from
+`start_lsn` on (the `start_wal` segment and after) and may stop at any point after `end_lsn`, where
+the copy is consistent. Ids have the snapshots' form (`20261204T031500Z-k3f9qa`).
+*/
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::ids::{SnapshotId, check_source_name};
+use super::manifest::{DataObject, DumpRecord, Encryption, ServerRecord, Sizes, SourceInfo};
+use super::repo::{Repository, read_sealed, within_limit, wrong_key_error};
+use crate::crypto::{UnsealReader, seal_bytes};
+use crate::error::{Error, Result};
+use crate::pipeline::Compression;
+use crate::storage::{ReadStore, WriteStore};
+use crate::wal::name::{Lsn, WalName};
+
+pub const BASE_MANIFEST_VERSION: u32 = 1;
+/// A base backup manifest lists tablespaces, not files: small.
+pub const BASE_MANIFEST_MAX: u64 = 16 << 20;
+
+pub fn base_prefix(source: &str) -> String {
+    format!("base/{source}/")
+}
+
+pub fn base_data_key(source: &str, id: &SnapshotId) -> String {
+    format!("base/{source}/{id}/data")
+}
+
+pub fn base_manifest_key(source: &str, id: &SnapshotId) -> String {
+    format!("base/{source}/{id}/manifest")
+}
+
+/// Everything known about one base backup. docs/FORMAT.md describes every field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseManifest {
+    pub base_manifest_version: u32,
+    pub backup_id: SnapshotId,
+    pub source: SourceInfo,
+    /// The server copied; `system_identifier` comes from the copy's own `global/pg_control`.
+    pub server: ServerRecord,
+    /// The timeline the copy was taken on.
+    pub timeline: u32,
+    /// Where recovery starts (the backup's checkpoint redo point).
+    pub start_lsn: Lsn,
+    /// Where the copy becomes consistent: the earliest point it can be restored to.
+    pub end_lsn: Lsn,
+    /// The server's `wal_segment_size`.
+    pub segment_size: u64,
+    /// The first WAL segment a restore needs.
+    pub start_wal: String,
+    /// When the copy started and ended (the server's clock as pg_basebackup saw it end).
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub sizes: Sizes,
+    pub compression: Compression,
+    pub encryption: Encryption,
+    pub data: DataObject,
+    /// How the copy was made: pg_basebackup's version and arguments (no connection string).
+    pub tool: DumpRecord,
+    /// Whether the server's own `backup_manifest` is in the tar (PostgreSQL 13 and later), for
+    /// `pg_verifybackup`.
+    pub server_manifest: bool,
+    /// Tablespaces besides the default ones (always empty today: a backup with any is refused).
+    #[serde(default)]
+    pub tablespaces: Vec<String>,
+    pub created_by: String,
+}
+
+impl BaseManifest {
+    /// The first segment a restore of this copy needs, parsed.
+    pub fn start_segment(&self) -> Result<WalName> {
+        WalName::parse(&self.start_wal)
+    }
+
+    pub fn duration_secs(&self) -> f64 {
+        (self.finished - self.started)
+            .total(jiff::Unit::Second)
+            .unwrap_or(0.0)
+    }
+}
+
+/// One base backup as the listing shows it, before its manifest is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseEntry {
+    pub source: String,
+    pub id: SnapshotId,
+    pub data_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Version {
+    base_manifest_version: Option<u64>,
+}
+
+impl<S: ?Sized + ReadStore> Repository<S> {
+    /// The committed base backups (those with a manifest), oldest first. Reads only the listing.
+    pub fn base_entries(&self, source: Option<&str>) -> Result<Vec<BaseEntry>> {
+        let prefix = match source {
+            Some(s) => {
+                check_source_name(s)?;
+                base_prefix(s)
+            }
+            None => "base/".to_string(),
+        };
+        let mut with_manifest = std::collections::BTreeSet::new();
+        let mut sizes = std::collections::BTreeMap::new();
+        for obj in self.store().list(&prefix)? {
+            let parts: Vec<&str> = obj.key.split('/').collect();
+            let ["base", src, id, leaf] = parts.as_slice() else {
+                continue;
+            };
+            let Ok(id) = SnapshotId::parse(id) else {
+                continue;
+            };
+            match *leaf {
+                "manifest" => {
+                    with_manifest.insert((src.to_string(), id));
+                }
+                "data" => {
+                    sizes.insert((src.to_string(), id), obj.size);
+                }
+                _ => {}
+            }
+        }
+        let mut out: Vec<BaseEntry> = with_manifest
+            .into_iter()
+            .map(|(source, id)| BaseEntry {
+                data_size: sizes.get(&(source.clone(), id.clone())).copied(),
+                source,
+                id,
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id).then(a.source.cmp(&b.source)));
+        Ok(out)
+    }
+
+    /// Reads and checks one base backup manifest.
+    pub fn base_manifest(&self, source: &str, id: &SnapshotId) -> Result<BaseManifest> {
+        let key = base_manifest_key(source, id);
+        let plain = read_sealed(self.store(), self.key(), &key, BASE_MANIFEST_MAX, |k| {
+            wrong_key_error(k, self.key())
+        })
+        .map_err(|e| e.context(format!("base backup manifest of {source}/{id}")))?;
+        let invalid = |e: serde_json::Error| {
+            Error::integrity(format!(
+                "base backup manifest of {source}/{id} is not valid: {e}"
+            ))
+        };
+        let version = serde_json::from_slice::<Version>(&plain)
+            .map_err(invalid)?
+            .base_manifest_version;
+        if version != Some(BASE_MANIFEST_VERSION as u64) {
+            return Err(Error::config(format!(
+                "base backup {source}/{id} has manifest version {}, and this offsitedb reads version {BASE_MANIFEST_VERSION}",
+                version.map_or("(none)".to_string(), |v| v.to_string())
+            ))
+            .with_hint("upgrade offsitedb"));
+        }
+        let m: BaseManifest = serde_json::from_slice(&plain).map_err(invalid)?;
+        if &m.backup_id != id || m.source.name != source {
+            return Err(Error::integrity(format!(
+                "manifest at {key} describes base backup {}/{}, not {source}/{id}",
+                m.source.name, m.backup_id
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Every base backup manifest of a source, oldest first.
+    pub fn base_manifests(&self, source: &str) -> Result<Vec<BaseManifest>> {
+        self.base_entries(Some(source))?
+            .iter()
+            .map(|e| self.base_manifest(&e.source, &e.id))
+            .collect()
+    }
+
+    /// Resolves `LATEST` (any case), a full id, or a unique id prefix to a base backup.
+    pub fn resolve_base(&self, reference: &str, source: &str) -> Result<BaseManifest> {
+        let entries = self.base_entries(Some(source))?;
+        if entries.is_empty() {
+            return Err(Error::not_found(format!(
+                "no base backups of source {source:?} at {}",
+                self.location()
+            ))
+            .with_hint(format!(
+                "take one with: offsitedb backup-push --source {source}"
+            )));
+        }
+        let found: Vec<&BaseEntry> = if reference.eq_ignore_ascii_case("latest") {
+            entries.last().into_iter().collect()
+        } else {
+            entries
+                .iter()
+                .filter(|e| e.id.as_str().starts_with(reference))
+                .collect()
+        };
+        match found.as_slice() {
+            [one] => self.base_manifest(&one.source, &one.id),
+            [] => Err(Error::not_found(format!(
+                "no base backup {reference:?} of source {source:?}"
+            ))
+            .with_hint(format!(
+                "list them with: offsitedb backup-list --source {source}"
+            ))),
+            _ => Err(Error::config(format!(
+                "{reference:?} matches {} base backups of {source:?}; give more of the id",
+                found.len()
+            ))),
+        }
+    }
+
+    /// Opens a base backup's data: the compressed tar, unsealed as it streams, refused if it is
+    /// not the object the manifest describes.
+    pub fn open_base_data(
+        &self,
+        m: &BaseManifest,
+    ) -> Result<UnsealReader<Box<dyn std::io::Read + Send>>> {
+        let r = self.store().get(&m.data.key)?;
+        let what = format!("base backup {}/{}", m.source.name, m.backup_id);
+        let reader = UnsealReader::new(r, self.key()).map_err(|e| e.context(&what))?;
+        if crate::units::hex(&reader.header().salt) != m.data.salt {
+            return Err(Error::integrity(format!(
+                "{what}: the data object is not the one its manifest describes (different salt)"
+            ))
+            .with_hint("the object was replaced; restore from another base backup"));
+        }
+        Ok(reader)
+    }
+}
+
+impl<S: ?Sized + WriteStore> Repository<S> {
+    /// Writes a base backup's manifest: the step that makes it exist.
+    pub fn commit_base_manifest(&self, m: &BaseManifest) -> Result<()> {
+        let json = serde_json::to_vec(m).expect("serializable");
+        let sealed = seal_bytes(self.key(), &json)?;
+        let key = base_manifest_key(&m.source.name, &m.backup_id);
+        within_limit(
+            &format!("base backup manifest {key}"),
+            &sealed,
+            BASE_MANIFEST_MAX,
+        )?;
+        if self.store().put_new(&key, &sealed)? {
+            Ok(())
+        } else {
+            Err(Error::storage(format!("{key} already exists")))
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `offsitedb wal-push`: archive one WAL file, and the `.ready` ones after it. (Being built: issue 16.)
