@@ -287,6 +287,14 @@ fn pitr(
 ) {
     let r = match Replication::read(client) {
         Ok(r) => r,
+        // Information only for a source that does not push WAL.
+        Err(e) if spec.policy.wal != WalMode::Push => {
+            return l.warn(
+                "pitr",
+                e.message().to_string(),
+                "nothing to do unless you want point-in-time recovery",
+            );
+        }
         Err(e) => {
             let checks = pitr_checks(spec);
             l.fail(checks[0], &e);

@@ -19,8 +19,8 @@ use offsitedb::storage::ReadStore;
 
 use crate::archiving::{archiving_conf, server_user};
 use crate::common::{
-    ACCESS_KEY, CheckItem, Cli, HistoryRun, Run, SECRET_KEY, SeaweedFs, Source, check_item, json,
-    keygen, tree,
+    ACCESS_KEY, CheckItem, Cli, HistoryRun, Run, SECRET_KEY, SeaweedFs, Source, assert_interrupted,
+    check_item, json, keygen, sigterm_when, tree,
 };
 use crate::drill::{join_dirs, npm_server, pg15, pypi_18};
 
@@ -189,14 +189,19 @@ impl Fixture {
         keys
     }
 
-    /// Nothing but `ids`' data and manifest under `base/`, and no upload left unfinished.
+    /// Nothing but `ids`' data and manifest under `base/` (of source `app`), and no upload left
+    /// unfinished.
     fn only(&self, ids: &[&str]) {
+        self.only_of("app", ids)
+    }
+
+    fn only_of(&self, source: &str, ids: &[&str]) {
         let mut want: Vec<String> = ids
             .iter()
             .flat_map(|id| {
                 [
-                    format!("base/app/{id}/data"),
-                    format!("base/app/{id}/manifest"),
+                    format!("base/{source}/{id}/data"),
+                    format!("base/{source}/{id}/manifest"),
                 ]
             })
             .collect();
@@ -507,7 +512,18 @@ fn base_backups_of_13_with_newer_client_programs() {
     // Debian's PostgreSQL 15 programs copy and verify a 13 server: pg_verifybackup 15 checks
     // every file, and cannot read 13's WAL, which it says.
     let f = Fixture::start(13, vec![npm_server(13), pg15()[0].clone()], false);
-    let r = f.cli.ok(&["backup-push", "--json"]);
+    // From flags and the environment alone, no configuration file: a source by URL and name.
+    let cli = Cli::new()
+        .cwd(f.dir.path())
+        .env("OFFSITEDB_REPO", &f.weed.repo_url(&f.prefix))
+        .env(
+            "OFFSITEDB_KEY_FILE",
+            f.dir.path().join("master.key").to_str().unwrap(),
+        )
+        .s3()
+        .env("OFFSITEDB_PG_BIN_DIRS", &join_dirs(&f.dirs));
+    let url = f.src.url("app");
+    let r = cli.ok(&["backup-push", "--source", &url, "--name", "adhoc", "--json"]);
     assert!(
         r.stderr.contains("note: the source has no wal = \"push\""),
         "{}",
@@ -515,14 +531,17 @@ fn base_backups_of_13_with_newer_client_programs() {
     );
     let m: Pushed = json(&r);
     check_manifest(&f, &m, 15);
-    f.only(&[&m.backup_id]);
+    f.only_of("adhoc", &[&m.backup_id]);
 
     let data = f.data_dir("data");
-    let got: Fetched =
-        json(
-            &f.cli
-                .ok(&["backup-fetch", data.to_str().unwrap(), "latest", "--json"]),
-        );
+    let got: Fetched = json(&cli.ok(&[
+        "backup-fetch",
+        "--source",
+        "adhoc",
+        data.to_str().unwrap(),
+        "latest",
+        "--json",
+    ]));
     assert_eq!(got.backup_id, m.backup_id);
     assert!(!got.verify.wal, "{got:?}");
     assert!(
@@ -684,6 +703,15 @@ fn failed_base_backups_leave_nothing_and_say_why() {
     let history: Vec<HistoryRun> = json(&f.cli.ok(&["history", "--json"]));
     assert_eq!(history[0].job, "base_backup");
     assert_eq!(history[0].result, "failed", "{history:#?}");
+
+    // Interrupted (SIGTERM, as a service manager stops it) while pg_basebackup copies: the same.
+    let child = f.cli.spawn(&["backup-push"]);
+    let pid = child.id();
+    let out = sigterm_when(child, "pg_basebackup copying", || {
+        child_with(pid, "--pgdata=-").is_some()
+    });
+    assert_interrupted(&out);
+    f.only(&[&ok.backup_id]);
 
     // And the next one works.
     let next = f.push();

@@ -392,7 +392,7 @@ impl Replication {
             )
             .ok()
             .flatten()
-            .map(|r| r.get::<_, String>(0))
+            .and_then(|r| r.get::<_, Option<String>>(0))
             .filter(|s| !s.contains("insufficient privilege"));
         let segment_size: Option<i64> = r.get(6);
         Ok(Replication {
