@@ -16,7 +16,7 @@ source.prepare ─► (repository created) ─► source.open ─► compress �
    upload completed. Any failure before that aborts it: a failed backup leaves nothing visible.
 4. The source describes what it backed up ([`Source::describe`]). [`run`] returns that with
    what every stage of the sink measured ([`Stored`]); the caller assembles the manifest of its
-   kind (a snapshot's [`Manifest`], a base backup's [`crate::catalog::BaseManifest`]) and writes
+   kind (a snapshot's [`Manifest`], a base backup's [`crate::catalog::base::BaseManifest`]) and writes
    it last: no manifest, no backup.
 5. With a state file, the run is recorded in the history ([`recorded`]).
 
