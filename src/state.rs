@@ -49,6 +49,8 @@ pub enum Job {
     Backup,
     Drill,
     Prune,
+    /// `backup-push`: a base backup (its id in `snapshot`).
+    BaseBackup,
 }
 
 /// How a step stands.
@@ -96,7 +98,8 @@ macro_rules! text_enum {
 text_enum!(Job {
     Backup = "backup",
     Drill = "drill",
-    Prune = "prune"
+    Prune = "prune",
+    BaseBackup = "base_backup"
 });
 text_enum!(RunResult {
     Running = "running",

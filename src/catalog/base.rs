@@ -59,14 +59,17 @@ pub struct BaseManifest {
     pub segment_size: u64,
     /// The first WAL segment a restore needs.
     pub start_wal: String,
-    /// When the copy started and ended (the server's clock as pg_basebackup saw it end).
+    /// When the copy started and ended, by the server's clock (`clock_timestamp()` read just
+    /// before pg_basebackup started and just after it ended, so the copy lies within; our clock
+    /// when the server could not be asked).
     pub started: Timestamp,
     pub finished: Timestamp,
     pub sizes: Sizes,
     pub compression: Compression,
     pub encryption: Encryption,
     pub data: DataObject,
-    /// How the copy was made: pg_basebackup's version and arguments (no connection string).
+    /// How the copy was made: pg_basebackup's version and arguments (no connection string);
+    /// `format` is "tar".
     pub tool: DumpRecord,
     /// Whether the server's own `backup_manifest` is in the tar (PostgreSQL 13 and later), for
     /// `pg_verifybackup`.
@@ -77,7 +80,71 @@ pub struct BaseManifest {
     pub created_by: String,
 }
 
+/// What a base backup source learned, for its manifest; the rest comes from the pipeline.
+#[derive(Clone, Debug)]
+pub struct BaseDescribed {
+    pub source: SourceInfo,
+    pub server: ServerRecord,
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub segment_size: u64,
+    pub start_wal: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub tool: DumpRecord,
+    pub server_manifest: bool,
+    pub tablespaces: Vec<String>,
+}
+
 impl BaseManifest {
+    /// The manifest of a base backup whose data object `data_key` the sink stored (`stored`:
+    /// what each stage saw), sealed with `key`. Every size and hash comes from the stages.
+    pub fn assemble(
+        id: SnapshotId,
+        d: BaseDescribed,
+        stored: &crate::pipeline::sink::SinkResult,
+        data_key: String,
+        compression: Compression,
+        key: &crate::crypto::MasterKey,
+    ) -> BaseManifest {
+        BaseManifest {
+            base_manifest_version: BASE_MANIFEST_VERSION,
+            backup_id: id,
+            source: d.source,
+            server: d.server,
+            timeline: d.timeline,
+            start_lsn: d.start_lsn,
+            end_lsn: d.end_lsn,
+            segment_size: d.segment_size,
+            start_wal: d.start_wal,
+            started: d.started,
+            finished: d.finished,
+            sizes: Sizes {
+                plain_bytes: stored.plain.bytes,
+                compressed_bytes: stored.compressed.bytes,
+                stored_bytes: stored.stored.bytes,
+            },
+            compression,
+            encryption: Encryption {
+                format: crate::crypto::seal::FORMAT_VERSION,
+                algorithm: "AES-256-GCM".into(),
+                key_id: key.id().to_string(),
+                chunk_size: crate::crypto::seal::DEFAULT_CHUNK_SIZE,
+            },
+            data: DataObject {
+                key: data_key,
+                salt: crate::units::hex(&stored.salt),
+                sha256_stored: stored.stored.sha256.clone(),
+                sha256_compressed: stored.compressed.sha256.clone(),
+            },
+            tool: d.tool,
+            server_manifest: d.server_manifest,
+            tablespaces: d.tablespaces,
+            created_by: format!("offsitedb {}", crate::VERSION),
+        }
+    }
+
     /// The first segment a restore of this copy needs, parsed.
     pub fn start_segment(&self) -> Result<WalName> {
         WalName::parse(&self.start_wal)

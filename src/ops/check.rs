@@ -1,8 +1,11 @@
 /*!
 `offsitedb check`: everything a backup needs, tested one step at a time, each failure with its
 fix. For a source: the address (and what its provider changes), DNS, TCP, TLS, login, server
-version and the pg_dump that will be used, poolers, and the role's privileges (every table and
-sequence readable; a warning when it can write). For the repository: write, read, list and delete
+version and the pg_dump that will be used, poolers, the role's privileges (every table and
+sequence readable; a warning when it can write), and what point-in-time recovery needs (for a
+source with `wal = "push"`: REPLICATION, wal_level, archive_mode and archive_command,
+max_wal_senders, tablespaces, pg_basebackup; for others one line saying how ready it is). For
+the repository: write, read, list and delete
 a probe object, the bucket's Object Lock setting, and whether the key is the repository's.
 
 Steps after a failed one that depends on it are skipped, so the first failure is the one to fix.
@@ -15,8 +18,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::catalog::Repository;
-use crate::config::{Settings, SourceSpec};
+use crate::config::{Settings, SourceSpec, WalMode};
 use crate::error::{Error, ErrorKind};
+use crate::ops::backup::basebackup::Replication;
 use crate::postgres::{self, binaries, pooler, provider};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -113,7 +117,11 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
     for n in &spec.notes {
         l.push("address", Status::Warn, n.clone(), None);
     }
-    const AFTER_NET: [&str; 6] = ["tls", "login", "server", "pooler", "read", "write"];
+    let after_net: Vec<&'static str> = ["tls", "login", "server", "pooler", "read", "write"]
+        .into_iter()
+        .chain(pitr_checks(spec))
+        .collect();
+    let after_net = after_net.as_slice();
     if !ci.is_unix_socket() {
         let host = ci.host();
         let port = ci.port();
@@ -130,7 +138,7 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
                     ),
                 );
                 l.skip(&["tcp"]);
-                l.skip(&AFTER_NET);
+                l.skip(after_net);
                 return l.items;
             }
         };
@@ -162,7 +170,7 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
                     }),
                 ),
             );
-            l.skip(&AFTER_NET);
+            l.skip(after_net);
             return l.items;
         };
         l.ok(
@@ -180,7 +188,7 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
                     ))
                     .with_hint("enable ssl on the server, or (on a private network only) set sslmode=disable"),
                 );
-                l.skip(&AFTER_NET[1..]);
+                l.skip(&after_net[1..]);
                 return l.items;
             }
             Ok(false) => l.warn(
@@ -200,13 +208,15 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
         Ok(c) => c,
         Err(e) => {
             l.fail("login", &e);
-            l.skip(&AFTER_NET[2..]);
+            l.skip(&after_net[2..]);
             return l.items;
         }
     };
     l.ok("login", format!("logged in as {}", ci.user()));
+    let mut major = None;
     match postgres::server_info(&mut client) {
         Ok(info) => {
+            major = Some((info.major, info.version.clone()));
             let dirs = binaries::search_dirs(pg_bin_dirs);
             match binaries::pick(
                 "pg_dump",
@@ -245,7 +255,161 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
     }
 
     privileges(&mut client, &mut l);
+    pitr(&mut client, spec, major, pg_bin_dirs, &mut l);
     l.items
+}
+
+/// The point-in-time recovery lines of a database source.
+fn pitr_checks(spec: &SourceSpec) -> Vec<&'static str> {
+    if spec.policy.wal == WalMode::Push {
+        vec![
+            "replication",
+            "wal_level",
+            "archive_mode",
+            "max_wal_senders",
+            "tablespaces",
+            "pg_basebackup",
+        ]
+    } else {
+        vec!["pitr"]
+    }
+}
+
+/// What base backups and the WAL archive need of the server and the role. With `wal = "push"`
+/// each is a line (a failure is what `backup-push` would refuse, with the same fix); without,
+/// one line that says what is missing, as information.
+fn pitr(
+    client: &mut ::postgres::Client,
+    spec: &SourceSpec,
+    major: Option<(u32, String)>,
+    pg_bin_dirs: &[std::path::PathBuf],
+    l: &mut List<'_>,
+) {
+    let r = match Replication::read(client) {
+        Ok(r) => r,
+        // Information only for a source that does not push WAL.
+        Err(e) if spec.policy.wal != WalMode::Push => {
+            return l.warn(
+                "pitr",
+                e.message().to_string(),
+                "nothing to do unless you want point-in-time recovery",
+            );
+        }
+        Err(e) => {
+            let checks = pitr_checks(spec);
+            l.fail(checks[0], &e);
+            l.skip(&checks[1..]);
+            return;
+        }
+    };
+    if spec.policy.wal != WalMode::Push {
+        let missing: Vec<&str> = [
+            (r.role_error().is_some(), "REPLICATION for the role"),
+            (r.wal_level_error().is_some(), "wal_level = replica"),
+            (r.archive_mode == "off", "archive_mode = on"),
+            (r.senders_error().is_some(), "max_wal_senders above 0"),
+            (r.tablespace_error().is_some(), "no tablespaces"),
+        ]
+        .into_iter()
+        .filter_map(|(m, what)| m.then_some(what))
+        .collect();
+        l.ok(
+            "pitr",
+            format!(
+                "point-in-time recovery is off (wal = \"push\" in the source's configuration turns it on); {}",
+                if missing.is_empty() {
+                    "the server and the role are ready for it".to_string()
+                } else {
+                    format!("it would also need {}", missing.join(", "))
+                }
+            ),
+        );
+        return;
+    }
+    match r.role_error() {
+        None => l.ok(
+            "replication",
+            format!(
+                "the role {} {}: base backups can connect",
+                r.role,
+                if r.superuser {
+                    "is a superuser"
+                } else {
+                    "has REPLICATION"
+                }
+            ),
+        ),
+        Some(e) => l.fail("replication", &e),
+    }
+    match r.wal_level_error() {
+        None => l.ok("wal_level", format!("wal_level is {}", r.wal_level)),
+        Some(e) => l.fail("wal_level", &e),
+    }
+    let archive_fix = "as a superuser: ALTER SYSTEM SET archive_mode = on; ALTER SYSTEM SET archive_command = 'offsitedb wal-push %p'; then restart the server (the README shows archive_command lines for each way to find the configuration)";
+    match (r.archive_mode.as_str(), r.archive_command.as_deref()) {
+        ("off", _) => l.fail(
+            "archive_mode",
+            &Error::source_db(
+                "archive_mode is off: the server archives no WAL, so nothing can be restored past a base backup's end",
+            )
+            .with_hint(archive_fix),
+        ),
+        (mode, None) => l.ok(
+            "archive_mode",
+            format!("archive_mode is {mode} (archive_command is not readable by this role)"),
+        ),
+        (mode, Some(cmd)) if cmd.trim().is_empty() => l.fail(
+            "archive_mode",
+            &Error::source_db(format!(
+                "archive_mode is {mode} and archive_command is empty: WAL piles up in pg_wal, waiting to be archived"
+            ))
+            .with_hint(
+                "as a superuser: ALTER SYSTEM SET archive_command = 'offsitedb wal-push %p'; SELECT pg_reload_conf()",
+            ),
+        ),
+        (mode, Some(cmd)) if !cmd.contains("wal-push") => l.warn(
+            "archive_mode",
+            format!("archive_mode is {mode}, and archive_command does not call offsitedb wal-push: {cmd}"),
+            "as a superuser: ALTER SYSTEM SET archive_command = 'offsitedb wal-push %p'; SELECT pg_reload_conf()",
+        ),
+        (mode, Some(cmd)) => l.ok(
+            "archive_mode",
+            format!("archive_mode is {mode}; archive_command = {cmd}"),
+        ),
+    }
+    match r.senders_error() {
+        None => l.ok(
+            "max_wal_senders",
+            format!("max_wal_senders is {}", r.max_wal_senders),
+        ),
+        Some(e) => l.fail("max_wal_senders", &e),
+    }
+    match r.tablespace_error() {
+        None => l.ok(
+            "tablespaces",
+            "no tablespaces besides pg_default and pg_global".into(),
+        ),
+        Some(e) => l.fail("tablespaces", &e),
+    }
+    match major {
+        Some((major, version)) => match binaries::pick(
+            "pg_basebackup",
+            major,
+            &binaries::search_dirs(pg_bin_dirs),
+            &format!("the server runs PostgreSQL {version}"),
+        ) {
+            Ok(p) => l.ok(
+                "pg_basebackup",
+                format!(
+                    "pg_basebackup {} ({}) will be used",
+                    p.version,
+                    p.path.display()
+                ),
+            ),
+            Err(e) => l.fail("pg_basebackup", &e),
+        },
+        None => l.skip(&["pg_basebackup"]),
+    }
 }
 
 /// Sends PostgreSQL's SSLRequest: the server answers `S` (TLS) or `N`.

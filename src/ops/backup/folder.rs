@@ -55,6 +55,8 @@ impl Folder {
 }
 
 impl super::Source for Folder {
+    type Described = Described;
+
     fn kind(&self) -> SourceKind {
         SourceKind::Directory
     }

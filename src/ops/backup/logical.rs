@@ -87,6 +87,8 @@ impl Logical {
 }
 
 impl super::Source for Logical {
+    type Described = Described;
+
     fn kind(&self) -> SourceKind {
         SourceKind::Postgres
     }

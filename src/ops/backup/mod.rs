@@ -14,15 +14,18 @@ source.prepare ─► (repository created) ─► source.open ─► compress �
    multipart upload, in constant memory, no temporary file. After the bytes end the source says
    whether they are complete (pg_dump's exit status, the folder walk's result); only then is the
    upload completed. Any failure before that aborts it: a failed backup leaves nothing visible.
-4. The source describes what it backed up ([`Source::describe`]); the catalog assembles the
-   manifest from that and from what every stage of the sink measured, and writes it last: no
-   manifest, no snapshot.
-5. With a state file, the run is recorded in the history.
+4. The source describes what it backed up ([`Source::describe`]). [`run`] returns that with
+   what every stage of the sink measured ([`Stored`]); the caller assembles the manifest of its
+   kind (a snapshot's [`Manifest`], a base backup's [`crate::catalog::base::BaseManifest`]) and writes
+   it last: no manifest, no backup.
+5. With a state file, the run is recorded in the history ([`recorded`]).
 
-A kind of source (a logical dump in [`logical`], a folder in [`folder`]; next a base backup and
-WAL segments) is a small implementation of [`Source`], in its own file.
+A kind of source (a logical dump in [`logical`], a folder in [`folder`], a base backup in
+[`basebackup`]; next WAL segments) is a small implementation of [`Source`], in its own file;
+[`Layout`] says where its objects go.
 */
 
+pub mod basebackup;
 pub mod folder;
 pub mod logical;
 
@@ -35,10 +38,10 @@ use jiff::Timestamp;
 
 use crate::catalog::manifest::Described;
 use crate::catalog::repo::data_key;
-use crate::catalog::{Manifest, Repository, SnapshotId};
+use crate::catalog::{Manifest, Repository, SnapshotId, base};
 use crate::config::SourceSpec;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::sink::{self, SinkSpec};
+use crate::pipeline::sink::{self, SinkResult, SinkSpec};
 use crate::pipeline::{Compression, Counters, Progress};
 use crate::state::{Job, Outcome, State};
 use crate::storage::WriteStore;
@@ -68,8 +71,53 @@ pub struct Stream {
     pub on_eof: Box<dyn FnOnce() -> Result<()> + Send>,
 }
 
+/// Where a kind of backup lives in the repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `snapshots/<source>/<id>/`: logical dumps and folders.
+    Snapshot,
+    /// `base/<source>/<id>/`: base backups.
+    Base,
+}
+
+impl Layout {
+    pub fn data_key(self, source: &str, id: &SnapshotId) -> String {
+        match self {
+            Layout::Snapshot => data_key(source, id),
+            Layout::Base => base::base_data_key(source, id),
+        }
+    }
+
+    /// Where a source's objects of this kind are (for sweeping leftovers).
+    pub fn prefix(self, source: &str) -> String {
+        match self {
+            Layout::Snapshot => format!("snapshots/{source}/"),
+            Layout::Base => base::base_prefix(source),
+        }
+    }
+}
+
+/// What the skeleton stored: a complete data object, not yet committed (no manifest).
+pub struct Stored<D> {
+    pub id: SnapshotId,
+    /// Our clock, before the source was opened and after it was described.
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    /// The data object's key.
+    pub key: String,
+    /// What each stage of the sink saw.
+    pub sink: SinkResult,
+    pub compression: Compression,
+    /// What the source said about itself.
+    pub described: D,
+}
+
 /// One kind of source in the backup skeleton.
 pub trait Source {
+    /// What [`Source::describe`] returns: a snapshot's [`Described`], or a base backup's
+    /// [`crate::catalog::base::BaseDescribed`].
+    type Described;
+
     /// Before anything is written: what can be checked (connect, find programs, read the
     /// folder). Returns an upper estimate of the bytes to come, for the upload's part size.
     fn prepare(&mut self, note: &mut dyn FnMut(String)) -> Result<Option<u64>>;
@@ -78,7 +126,7 @@ pub trait Source {
     fn open(&mut self, note: &mut dyn FnMut(String)) -> Result<Stream>;
 
     /// Once the bytes are stored: who the source is and what a drill will compare with.
-    fn describe(self: Box<Self>, note: &mut dyn FnMut(String)) -> Result<Described>;
+    fn describe(self: Box<Self>, note: &mut dyn FnMut(String)) -> Result<Self::Described>;
 
     /// What the manifest says this source is.
     fn kind(&self) -> crate::catalog::SourceKind;
@@ -98,48 +146,90 @@ pub fn run_source<S: WriteStore + ?Sized>(
     state: Option<&State>,
     note: &mut dyn FnMut(String),
 ) -> Result<Manifest> {
-    let source: Box<dyn Source> = match &spec.dir {
+    let source: Box<dyn Source<Described = Described>> = match &spec.dir {
         Some(dir) => Box::new(folder::Folder::new(&spec.name, dir)),
         None => Box::new(logical::Logical::new(spec, opts)),
     };
+    recorded(
+        state,
+        Job::Backup,
+        &spec.name,
+        || {
+            let s = run(
+                repo,
+                &spec.name,
+                spec.compression,
+                opts,
+                Layout::Snapshot,
+                source,
+                note,
+            )?;
+            let manifest = Manifest::assemble(
+                s.id,
+                s.started,
+                s.finished,
+                s.described,
+                &s.sink,
+                s.key,
+                s.compression,
+                repo.key(),
+            );
+            repo.commit_manifest(&manifest)?;
+            Ok(manifest)
+        },
+        |m| Outcome {
+            snapshot: Some(m.snapshot_id.to_string()),
+            plain_bytes: Some(m.sizes.plain_bytes),
+            stored_bytes: Some(m.sizes.stored_bytes),
+            ..Default::default()
+        },
+    )
+}
+
+/// Runs `work` as one step of the history when `state` is given: started, then finished with
+/// `outcome` of its result (or its error).
+pub fn recorded<T>(
+    state: Option<&State>,
+    job: Job,
+    source: &str,
+    work: impl FnOnce() -> Result<T>,
+    outcome: impl FnOnce(&T) -> Outcome,
+) -> Result<T> {
     let id = match state {
-        Some(st) => Some(st.start(Job::Backup, &spec.name, Timestamp::now())?),
+        Some(st) => Some(st.start(job, source, Timestamp::now())?),
         None => None,
     };
-    let result = run(repo, &spec.name, spec.compression, opts, source, note);
+    let result = work();
     if let (Some(st), Some(id)) = (state, id) {
-        let outcome = match &result {
-            Ok(m) => Outcome {
-                snapshot: Some(m.snapshot_id.to_string()),
-                plain_bytes: Some(m.sizes.plain_bytes),
-                stored_bytes: Some(m.sizes.stored_bytes),
-                ..Default::default()
-            },
+        let o = match &result {
+            Ok(v) => outcome(v),
             Err(e) => Outcome::failed(e),
         };
-        st.finish(id, Timestamp::now(), &outcome)?;
+        st.finish(id, Timestamp::now(), &o)?;
     }
     result
 }
 
-/// The skeleton: prepare, create the repository, stream through the sink, describe, commit.
-pub fn run<S: WriteStore + ?Sized>(
+/// The skeleton: prepare, create the repository, stream through the sink, describe. The caller
+/// commits the manifest of its kind from what this returns.
+pub fn run<S: WriteStore + ?Sized, D>(
     repo: &Repository<S>,
     name: &str,
     compression: Compression,
     opts: &BackupOptions,
-    mut source: Box<dyn Source>,
+    layout: Layout,
+    mut source: Box<dyn Source<Described = D>>,
     note: &mut dyn FnMut(String),
-) -> Result<Manifest> {
+) -> Result<Stored<D>> {
     let size_hint = source.prepare(note)?;
     same_kind(repo, name, source.kind())?;
     // The source answered: now the repository may be created.
     repo.ensure_created()?;
-    sweep_leftovers(repo.store(), name, note);
+    sweep_leftovers(repo.store(), &layout.prefix(name), note);
 
     let started = Timestamp::now();
     let id = SnapshotId::new(started)?;
-    let key = data_key(name, &id);
+    let key = layout.data_key(name, &id);
     let upload = repo.store().upload(&key, size_hint)?;
     let mut stream = source.open(note)?;
     let counters = Counters::default();
@@ -168,18 +258,15 @@ pub fn run<S: WriteStore + ?Sized>(
         }
     })?;
     let described = source.describe(note)?;
-    let manifest = Manifest::assemble(
+    Ok(Stored {
         id,
         started,
-        Timestamp::now(),
-        described,
-        &stored,
+        finished: Timestamp::now(),
         key,
+        sink: stored,
         compression,
-        repo.key(),
-    );
-    repo.commit_manifest(&manifest)?;
-    Ok(manifest)
+        described,
+    })
 }
 
 /// A name holds one kind of source: a folder backed up under a database's name (or the other
@@ -210,7 +297,7 @@ fn same_kind<S: WriteStore + ?Sized>(
 
 /// Cleans what earlier failed backups of this source left: uploads whose abort failed while
 /// the store was unreachable, and incomplete uploads older than two days.
-fn sweep_leftovers<S: WriteStore + ?Sized>(store: &S, source: &str, note: &mut dyn FnMut(String)) {
+fn sweep_leftovers<S: WriteStore + ?Sized>(store: &S, prefix: &str, note: &mut dyn FnMut(String)) {
     if let Ok(n) = store.clean_abandoned()
         && n > 0
     {
@@ -218,7 +305,7 @@ fn sweep_leftovers<S: WriteStore + ?Sized>(store: &S, source: &str, note: &mut d
             "aborted {n} unfinished upload(s) left by an earlier failed backup"
         ));
     }
-    let Ok(leftovers) = store.incomplete_uploads(&format!("snapshots/{source}/")) else {
+    let Ok(leftovers) = store.incomplete_uploads(prefix) else {
         return;
     };
     let cutoff = Timestamp::now() - jiff::SignedDuration::from_hours(STALE_UPLOAD_HOURS);

@@ -1,13 +1,76 @@
-//! `offsitedb backup-push` (being built: issue 16).
+//! `offsitedb backup-push`: a base backup (pg_basebackup) of one database server.
 
 use anyhow::Result;
+use offsitedb::config::Selection;
+use offsitedb::ops::backup::basebackup;
+use offsitedb::{ops, units};
 
-use super::Global;
+use super::{Global, SourceArgs};
+use crate::output::{self, outln};
 
-/// Take a base backup (pg_basebackup) into the repository
+/// Take a base backup (pg_basebackup) into the repository, for point-in-time recovery
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// zstd (default for base backups), zstd:LEVEL, gzip, gzip:LEVEL
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Fail at once (exit 14) when another run of the same source holds its lock
+    #[arg(long)]
+    pub no_wait: bool,
+}
 
-pub fn run(_a: Args, _g: &Global) -> Result<()> {
-    Err(offsitedb::Error::config("backup-push is not built yet").into())
+pub fn run(a: Args, g: &Global) -> Result<()> {
+    let s = g.settings()?;
+    let spec = s.one_source(
+        &Selection {
+            compression: a.compression.as_deref(),
+            ..a.source.selection()
+        },
+        "backup-push",
+    )?;
+    let compression = basebackup::compression_for(&s, &spec, a.compression.is_some());
+    let repo = super::open_write(&s)?;
+    let opts = ops::backup::BackupOptions {
+        pg_bin_dirs: s.pg_bin_dirs().to_vec(),
+        progress: g.progress(),
+        threads: 0,
+        counts_only: false,
+    };
+    let state = match s
+        .state_path()
+        .and_then(|p| offsitedb::state::State::open(&p))
+    {
+        Ok(st) => Some(st),
+        Err(e) => {
+            output::warn(&format!(
+                "this base backup is not recorded in the history: {}",
+                e.message()
+            ));
+            None
+        }
+    };
+    let _lock = super::lock(&s, &spec.name, "backup-push", a.no_wait)?;
+    let m = basebackup::run_source(&repo, &spec, compression, &opts, state.as_ref(), &mut |n| {
+        output::note(&n)
+    })?;
+    if g.json {
+        return super::print_json(&m);
+    }
+    output::info(&format!(
+        "{}: base backup of PostgreSQL {}, {} copied, {} stored ({}, {}), WAL {} to {} on timeline {}, in {}",
+        spec.name,
+        m.server.version,
+        units::bytes(m.sizes.plain_bytes),
+        units::bytes(m.sizes.stored_bytes),
+        m.compression,
+        m.encryption.algorithm,
+        m.start_lsn,
+        m.end_lsn,
+        m.timeline,
+        units::duration(std::time::Duration::from_secs_f64(m.duration_secs()))
+    ));
+    outln!("{}", m.backup_id);
+    Ok(())
 }
