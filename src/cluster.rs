@@ -52,12 +52,12 @@ pub struct Cluster {
 }
 
 /// The unprivileged user a cluster runs as when we are root.
-struct RunAs {
-    uid: u32,
-    gid: u32,
+pub(crate) struct RunAs {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
-fn run_as() -> Result<Option<RunAs>> {
+pub(crate) fn run_as() -> Result<Option<RunAs>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -127,14 +127,14 @@ fn reachable(dir: &Path, who: &RunAs) -> bool {
     })
 }
 
-fn chown_tree(path: &Path, who: &RunAs) -> Result<()> {
+pub(crate) fn chown_tree(path: &Path, who: &RunAs) -> Result<()> {
     std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid))
         .map_err(|e| Error::io_at("cannot change the owner of", path, &e))
 }
 
 /// A TCP port nobody listens on now. The cluster does not listen on TCP; the port only names
 /// its socket file, but a free one keeps `psql -p` habits working.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

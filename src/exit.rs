@@ -195,10 +195,28 @@ mod readme {
             ExitCode::markdown_table()
         );
     }
+
+    /// And its table of what wal-push and wal-fetch answer PostgreSQL.
+    #[test]
+    fn the_readme_lists_the_wal_exit_codes() {
+        let readme = include_str!("../README.md");
+        for row in [
+            format!("| `wal-push` | {} | stored", super::wal::OK),
+            format!("| `wal-push` | {} | not stored", super::wal::RETRY),
+            format!("| `wal-fetch` | {} | written", super::wal::OK),
+            format!(
+                "| `wal-fetch` | {} | not in the archive",
+                super::wal::NOT_FOUND
+            ),
+            format!("| `wal-fetch` | {} | anything else", super::wal::FATAL),
+        ] {
+            assert!(readme.contains(&row), "README.md lacks {row:?}");
+        }
+    }
 }
 
 /// `wal-push` and `wal-fetch` answer PostgreSQL, not a person, so they speak its language
-/// (README "Exit codes of wal-push and wal-fetch"): for `archive_command`, 0 stored and 1 failed
+/// (README "Point-in-time recovery", docs/PITR.md): for `archive_command`, 0 stored and 1 failed
 /// (the archiver retries; an exit above 125 would make PostgreSQL restart the archiver); for
 /// `restore_command`, 0 written, 1 not in the archive (recovery ends there or follows another
 /// timeline, correctly), and [`WAL_FATAL`] for anything else, above 125 so that PostgreSQL
@@ -215,3 +233,6 @@ pub mod wal {
     pub const FATAL: u8 = 200;
 }
 pub use wal::FATAL as WAL_FATAL;
+
+// Above 125 stops recovery; the archiver's failure must stay at or below it.
+const _: () = assert!(wal::FATAL > 125 && wal::RETRY <= 125);

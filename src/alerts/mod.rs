@@ -34,6 +34,8 @@ pub enum Event {
     /// No successful backup for longer than `stale_after`: the dead man's switch.
     NoRecentBackup,
     PruneFailed,
+    /// A scheduled base backup (point-in-time recovery) failed.
+    BaseBackupFailed,
     StorageUnreachable,
     /// `offsitedb alert-test`.
     Test,
@@ -46,6 +48,7 @@ impl Event {
             Event::DrillFailed => "drill_failed",
             Event::NoRecentBackup => "no_recent_backup",
             Event::PruneFailed => "prune_failed",
+            Event::BaseBackupFailed => "base_backup_failed",
             Event::StorageUnreachable => "storage_unreachable",
             Event::Test => "test",
         }
@@ -57,6 +60,7 @@ impl Event {
             Event::DrillFailed => "restore drill failed",
             Event::NoRecentBackup => "no recent backup",
             Event::PruneFailed => "prune failed",
+            Event::BaseBackupFailed => "base backup failed",
             Event::StorageUnreachable => "storage unreachable",
             Event::Test => "test alert",
         }

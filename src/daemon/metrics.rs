@@ -30,6 +30,9 @@ pub struct SourceMetrics {
     pub next_run: Option<Timestamp>,
     pub jobs_ok: u64,
     pub jobs_failed: u64,
+    /// The last successful base backup (point-in-time recovery), when the source has them.
+    pub base_last_success: Option<Timestamp>,
+    pub base_next_run: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +115,19 @@ impl Metrics {
                 "offsitedb_next_run_timestamp_seconds",
                 "When the next job is due.",
                 |m| m.next_run.map(|t| t.as_millisecond() as f64 / 1000.0),
+            ),
+            (
+                "offsitedb_base_backup_last_success_timestamp_seconds",
+                "When the last base backup (point-in-time recovery) succeeded.",
+                |m| {
+                    m.base_last_success
+                        .map(|t| t.as_millisecond() as f64 / 1000.0)
+                },
+            ),
+            (
+                "offsitedb_base_backup_next_run_timestamp_seconds",
+                "When the next base backup is due.",
+                |m| m.base_next_run.map(|t| t.as_millisecond() as f64 / 1000.0),
             ),
         ];
         for (name, help, pick) in series {

@@ -15,6 +15,7 @@ silently stop, and answers `/metrics` and `/healthz`.
 [`job_with_alerts`] is also what `offsitedb run SOURCE` runs: the same path, in the foreground.
 */
 
+pub mod base;
 pub mod metrics;
 
 use std::collections::BTreeMap;
@@ -346,10 +347,10 @@ pub fn serve_with(
         .configured_sources(None)?
         .into_iter()
         .filter(|s| {
-            if s.policy.schedule.is_none() {
+            if s.policy.schedule.is_none() && s.policy.base_schedule.is_none() {
                 warn!(source = %s.name, "no schedule: this source is not run by serve");
             }
-            s.policy.schedule.is_some()
+            s.policy.schedule.is_some() || s.policy.base_schedule.is_some()
         })
         .collect();
     if specs.is_empty() {
@@ -388,9 +389,13 @@ pub fn serve_with(
     info!(%addr, "serving /metrics and /healthz");
 
     let started = Timestamp::now();
+    let mut base_slots = base::slots(&specs, &state, &metrics, started)?;
     let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
     for spec in specs {
-        let schedule = spec.policy.schedule.clone().expect("filtered on schedule");
+        // A source with only a base_schedule has its base backup slot alone.
+        let Some(schedule) = spec.policy.schedule.clone() else {
+            continue;
+        };
         let last = state.last_attempt(&spec.name, Job::Backup)?;
         let ok = state.last(&spec.name, Job::Backup, Some(RunResult::Ok))?;
         let missed = last
@@ -470,11 +475,20 @@ pub fn serve_with(
                 error!(source = %slot.spec.name, error = %e.message(), "cannot check for a recent backup");
             }
         }
+        base::tick(
+            &mut base_slots,
+            &settings,
+            &state_path,
+            &dispatcher,
+            &metrics,
+            now,
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 
     info!("stopping: no new jobs; running jobs stop at their next buffer");
     let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
+    base::finish(&mut base_slots, deadline);
     for slot in slots.values_mut() {
         if let Some(h) = slot.running.take() {
             while !h.is_finished() && std::time::Instant::now() < deadline {

@@ -44,6 +44,27 @@ impl fmt::Display for Location {
     }
 }
 
+impl Location {
+    /// The URL that parses back to this location, with everything spelled out (endpoint,
+    /// region, addressing style): for a configuration written for another process.
+    pub fn to_url(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+            Location::S3(s) => {
+                let mut u = format!("s3://{}", s.bucket);
+                if !s.prefix.is_empty() {
+                    u.push('/');
+                    u.push_str(&s.prefix);
+                }
+                format!(
+                    "{u}?endpoint={}://{}&region={}&path_style={}",
+                    s.scheme, s.host, s.region, s.path_style
+                )
+            }
+        }
+    }
+}
+
 const URL_HELP: &str =
     "use s3://BUCKET/PREFIX?endpoint=https://HOST&region=REGION, file:///PATH, or a plain path";
 
@@ -217,6 +238,19 @@ mod tests {
         match Location::parse(url, None).unwrap() {
             Location::S3(s) => s,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn to_url_parses_back_to_the_same_location() {
+        for url in [
+            "s3://my-backups/offsitedb?endpoint=https://s3.us-west-004.backblazeb2.com",
+            "s3://bkt/a/b/?region=eu-central-1",
+            "s3://bkt?endpoint=http://127.0.0.1:9000&region=us-east-1",
+            "/var/backups/repo",
+        ] {
+            let l = Location::parse(url, None).unwrap();
+            assert_eq!(Location::parse(&l.to_url(), None).unwrap(), l, "{url}");
         }
     }
 

@@ -1,0 +1,233 @@
+/*!
+Base backups on a source's `base_schedule`: the daemon's second kind of job, beside the backup job
+(`schedule`). A base backup runs under the source's lock like every job (so it never overlaps the
+source's backup, drill or prune on this machine), is recorded in the history as `base_backup`, and
+alerts once per change (`base_backup_failed`, resolved by the next success). A run missed while
+the daemon was down runs once at start, as backup jobs do. Retention of base backups and WAL is
+the backup job's `prune` (the same `keep` rules).
+*/
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use jiff::Timestamp;
+use tracing::{error, info, warn};
+
+use super::metrics;
+use crate::alerts::{self, Dispatcher, Event};
+use crate::catalog::Repository;
+use crate::config::{Settings, SourceSpec};
+use crate::error::{ErrorKind, Result};
+use crate::state::{Job, RunResult, State};
+
+/// One source's base backup schedule.
+pub(super) struct BaseSlot {
+    spec: SourceSpec,
+    next: Timestamp,
+    running: Option<JoinHandle<()>>,
+}
+
+/// The slots of the sources that have a `base_schedule`.
+pub(super) fn slots(
+    specs: &[SourceSpec],
+    state: &State,
+    metrics: &metrics::Shared,
+    started: Timestamp,
+) -> Result<BTreeMap<String, BaseSlot>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let Some(schedule) = &spec.policy.base_schedule else {
+            continue;
+        };
+        let last = state.last_attempt(&spec.name, Job::BaseBackup)?;
+        let missed = last
+            .as_ref()
+            .is_some_and(|r| schedule.next_after(r.started) <= started);
+        let next = if missed {
+            info!(source = %spec.name, "a scheduled base backup was missed while offsitedb was down: taking it now");
+            started
+        } else {
+            super::jittered(schedule.next_after(started), spec.policy.jitter)
+        };
+        {
+            let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+            let s = m.sources.entry(spec.name.clone()).or_default();
+            s.base_next_run = Some(next);
+            s.base_last_success = state
+                .last(&spec.name, Job::BaseBackup, Some(RunResult::Ok))?
+                .and_then(|r| r.finished);
+        }
+        info!(source = %spec.name, base_schedule = %schedule, next = %next, "base backups scheduled");
+        out.insert(
+            spec.name.clone(),
+            BaseSlot {
+                spec: spec.clone(),
+                next,
+                running: None,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Starts the base backups that are due.
+pub(super) fn tick(
+    slots: &mut BTreeMap<String, BaseSlot>,
+    settings: &Arc<Settings>,
+    state_path: &Path,
+    dispatcher: &Arc<Dispatcher>,
+    metrics: &metrics::Shared,
+    now: Timestamp,
+) {
+    for slot in slots.values_mut() {
+        if slot.running.as_ref().is_some_and(|h| h.is_finished())
+            && let Some(Err(_)) = slot.running.take().map(|h| h.join())
+        {
+            error!(source = %slot.spec.name, "the base backup crashed (a bug: please report it)");
+        }
+        if now < slot.next {
+            continue;
+        }
+        if slot.running.is_some() {
+            warn!(source = %slot.spec.name, "the previous base backup is still running: this one is skipped");
+        } else {
+            slot.running = Some(spawn(settings, &slot.spec, state_path, dispatcher, metrics));
+        }
+        let schedule = slot.spec.policy.base_schedule.as_ref().expect("slotted");
+        slot.next = super::jittered(schedule.next_after(now), slot.spec.policy.jitter);
+        let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+        m.sources
+            .entry(slot.spec.name.clone())
+            .or_default()
+            .base_next_run = Some(slot.next);
+    }
+}
+
+/// Waits (until `deadline`) for running base backups at shutdown.
+pub(super) fn finish(slots: &mut BTreeMap<String, BaseSlot>, deadline: std::time::Instant) {
+    for slot in slots.values_mut() {
+        if let Some(h) = slot.running.take() {
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                error!(source = %slot.spec.name, "the base backup did not stop in time");
+            }
+        }
+    }
+}
+
+fn spawn(
+    settings: &Arc<Settings>,
+    spec: &SourceSpec,
+    state_path: &Path,
+    dispatcher: &Arc<Dispatcher>,
+    metrics: &metrics::Shared,
+) -> JoinHandle<()> {
+    let (settings, spec, state_path, dispatcher, metrics) = (
+        settings.clone(),
+        spec.clone(),
+        PathBuf::from(state_path),
+        dispatcher.clone(),
+        metrics.clone(),
+    );
+    std::thread::Builder::new()
+        .name(format!("base-{}", spec.name))
+        .spawn(move || {
+            let name = spec.name.clone();
+            let mut note = |n: String| info!(source = %name, "{n}");
+            if let Err(e) =
+                base_backup_with_alerts(&settings, &spec, &state_path, &dispatcher, &metrics, &mut note)
+            {
+                if e.kind() == ErrorKind::Interrupted {
+                    info!(source = %spec.name, "base backup stopped before it started (shutdown)");
+                } else {
+                    error!(source = %spec.name, error = %e.message(), "the base backup could not run or record its result (state file)");
+                }
+            }
+        })
+        .expect("spawn a base backup thread")
+}
+
+/// One base backup with its lock, history record, alerts and metrics.
+pub fn base_backup_with_alerts(
+    settings: &Settings,
+    spec: &SourceSpec,
+    state_path: &Path,
+    dispatcher: &Dispatcher,
+    metrics: &metrics::Shared,
+    note: &mut dyn FnMut(String),
+) -> Result<()> {
+    let state = State::open(state_path)?;
+    let _lock = crate::lock::acquire(
+        &settings.lock_dir(&mut |w| warn!(source = %spec.name, "{w}"))?,
+        &settings.repository_identity()?,
+        &spec.name,
+        "base backup",
+        crate::lock::Wait::Yes,
+        note,
+    )?;
+    info!(source = %spec.name, "base backup started");
+    let opts = crate::ops::backup::BackupOptions {
+        pg_bin_dirs: settings.pg_bin_dirs().to_vec(),
+        ..Default::default()
+    };
+    let compression = crate::ops::backup::basebackup::compression_for(settings, spec, false);
+    let result = settings
+        .open_store()
+        .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
+        .and_then(|repo| {
+            crate::ops::backup::basebackup::run_source(
+                &repo,
+                spec,
+                compression,
+                &opts,
+                Some(&state),
+                note,
+            )
+        });
+    let name = spec.name.as_str();
+    let (firing, message) = match &result {
+        Err(e) if e.kind() == ErrorKind::Interrupted => {
+            info!(source = name, "base backup interrupted");
+            return Ok(());
+        }
+        Err(e) => {
+            error!(source = name, error = %e.message(), "base backup failed");
+            (
+                true,
+                format!("the base backup of {name} failed: {}", e.message()),
+            )
+        }
+        Ok(m) => {
+            info!(source = name, backup = %m.backup_id, end_lsn = %m.end_lsn, "base backup done");
+            let mut mm = metrics.lock().unwrap_or_else(|p| p.into_inner());
+            let s = mm.sources.entry(name.to_string()).or_default();
+            s.base_last_success = Some(m.finished);
+            s.jobs_ok += 1;
+            (
+                false,
+                format!("base backups of {name} succeed again ({})", m.backup_id),
+            )
+        }
+    };
+    if firing {
+        let mut mm = metrics.lock().unwrap_or_else(|p| p.into_inner());
+        mm.sources.entry(name.to_string()).or_default().jobs_failed += 1;
+    }
+    if let Some(a) = alerts::transition(&state, name, Event::BaseBackupFailed, firing, &message)? {
+        warn!(
+            source = name,
+            event = Event::BaseBackupFailed.key(),
+            status = a.status,
+            "{}",
+            a.message
+        );
+        dispatcher.send(a);
+    }
+    Ok(())
+}
