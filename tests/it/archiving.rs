@@ -221,18 +221,27 @@ impl Pitr {
     /// Runs offsitedb as the archiver does: as the server's user (when we are root, so that
     /// what it writes under pg_wal stays the server's), in the data folder, with `HOME=/`.
     pub fn run_as_server(&self, args: &[&str]) -> Run {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = self.cli.command(offsitedb_bin());
-        cmd.args(args).current_dir(self.data_dir()).env("HOME", "/");
-        if let Some((uid, gid)) = server_user() {
-            cmd.uid(uid).gid(gid);
-        }
-        let out = cmd.output().expect("run offsitedb");
+        let out = self.server_command(args).output().expect("run offsitedb");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// `offsitedb ARGS` as [`Pitr::run_as_server`] runs it, with its output piped.
+    pub fn server_command(&self, args: &[&str]) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.cli.command(offsitedb_bin());
+        cmd.args(args)
+            .current_dir(self.data_dir())
+            .env("HOME", "/")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some((uid, gid)) = server_user() {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
     }
 
     /// The server log once a line holds all of `needles` (up to 30 s: the logging collector

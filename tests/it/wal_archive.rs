@@ -182,13 +182,27 @@ fn archive_command_end_to_end_and_wal_fetch_exit_codes() {
     );
     assert!(!dir2.path().join("pg_wal/RECOVERYXLOG").exists());
 
-    // The store down: exit 200, never 1.
+    // The store down: wal-fetch exits 200, never 1. Meanwhile a wal-push that gets SIGTERM
+    // (a service manager stopping everything) still answers the archiver with 1, not 130.
     p.weed.kill();
+    let push = p
+        .server_command(&["wal-push", "--config", &config, &wal_path])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling our own child by pid.
+    unsafe {
+        libc::kill(push.id() as i32, libc::SIGTERM);
+    }
     let (_dir3, cli3) = fetcher(&p);
     let r = cli3.run(&["wal-fetch", first, "pg_wal/RECOVERYXLOG"]);
     assert_eq!(r.code, 200, "{}", r.stderr);
     assert!(r.stderr.starts_with("error: wal-fetch"), "{}", r.stderr);
     assert!(!r.stderr.contains(SECRET_KEY));
+    let out = push.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: wal-push"), "{stderr}");
 }
 
 #[test]
