@@ -30,13 +30,16 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::name::WalName;
-use crate::crypto::{MasterKey, UnsealReader, seal_bytes};
+use crate::crypto::{MasterKey, SealWriter, UnsealReader};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"OSDBWAL1";
 const MAX_NAME: usize = 64;
 /// The largest WAL file: a 1 GB segment (PostgreSQL's maximum segment size).
 pub const MAX_FILE: u64 = 1 << 30;
+/// The largest stored WAL object: the largest file, incompressible (zstd adds under 1 %), and
+/// the seal's tags and header.
+pub const MAX_OBJECT: u64 = MAX_FILE + MAX_FILE / 64 + (1 << 20);
 /// zstd level for WAL: level 1 keeps the archiver ahead of a busy server on one core.
 pub const ZSTD_LEVEL: i32 = 1;
 
@@ -78,7 +81,8 @@ pub fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Seals a WAL file's bytes as its repository object.
+/// Seals a WAL file's bytes as its repository object. The compressor writes straight into the
+/// seal (no plaintext copy of the object is built first).
 pub fn encode(
     key: &MasterKey,
     name: &WalName,
@@ -86,33 +90,44 @@ pub fn encode(
     sha256: &[u8; 32],
     compression: WalCompression,
 ) -> Result<Vec<u8>> {
+    if content.len() as u64 > MAX_FILE {
+        return Err(Error::config(format!(
+            "{name} is {} bytes, over the 1 GB a WAL file can be",
+            content.len()
+        )));
+    }
     let name = name.to_string();
-    let mut plain = Vec::with_capacity(content.len() / 3 + 128);
-    plain.extend_from_slice(MAGIC);
-    plain.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    plain.extend_from_slice(name.as_bytes());
-    plain.extend_from_slice(&(content.len() as u64).to_be_bytes());
-    plain.extend_from_slice(sha256);
-    plain.extend_from_slice(&(Timestamp::now().as_millisecond()).to_be_bytes());
+    // WAL compresses well (segments are often mostly zeroes): a guess that rarely regrows.
+    let guess = match compression {
+        WalCompression::None => content.len(),
+        WalCompression::Zstd(_) => content.len() / 2,
+    };
+    let mut w = SealWriter::new(Vec::with_capacity(guess + 4096), key)?;
+    let mut head = Vec::with_capacity(MAGIC.len() + 2 + name.len() + 8 + 32 + 8 + 1);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(&(content.len() as u64).to_be_bytes());
+    head.extend_from_slice(sha256);
+    head.extend_from_slice(&(Timestamp::now().as_millisecond()).to_be_bytes());
+    head.push(match compression {
+        WalCompression::None => 0,
+        WalCompression::Zstd(_) => 1,
+    });
+    let seal_err = |e: std::io::Error| Error::from_io(e, "cannot seal the WAL file");
+    w.write_all(&head).map_err(seal_err)?;
     match compression {
-        WalCompression::None => {
-            plain.push(0);
-            plain.extend_from_slice(content);
-        }
+        WalCompression::None => w.write_all(content).map_err(seal_err)?,
         WalCompression::Zstd(level) => {
-            plain.push(1);
-            let mut enc = zstd::stream::Encoder::new(plain, level)
-                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
+            let zstd_err = |e: std::io::Error| Error::internal(format!("zstd: {e}"));
+            let mut enc = zstd::stream::Encoder::new(&mut w, level).map_err(zstd_err)?;
             enc.set_pledged_src_size(Some(content.len() as u64))
-                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
-            enc.write_all(content)
-                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
-            plain = enc
-                .finish()
-                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
+                .map_err(zstd_err)?;
+            enc.write_all(content).map_err(zstd_err)?;
+            enc.finish().map_err(zstd_err)?;
         }
     }
-    seal_bytes(key, &plain)
+    w.finish()
 }
 
 /// Reads the header of a stored WAL file (the first sealed chunk only), checking that it is
@@ -137,11 +152,23 @@ pub fn decode<R: Read>(
     out: &mut dyn Write,
 ) -> Result<WalHeader> {
     let (header, r) = read_header(reader, key, expected)?;
+    decode_rest(header, r, expected, out)
+}
+
+/// The rest of [`decode`] after [`read_header`]: decompresses the file into `out` and checks
+/// its size and digest against `header` (for a caller that looks at the header first).
+pub fn decode_rest<R: Read>(
+    header: WalHeader,
+    r: UnsealReader<R>,
+    expected: &WalName,
+    out: &mut dyn Write,
+) -> Result<WalHeader> {
     let mut sink = Checked {
         out,
         hasher: Sha256::new(),
         written: 0,
         limit: header.size,
+        out_error: None,
     };
     let what = format!("WAL file {expected}");
     let copied = if header.compressed {
@@ -153,7 +180,9 @@ pub fn decode<R: Read>(
         std::io::copy(&mut r, &mut sink)
     };
     copied.map_err(|e| {
-        if sink.written > sink.limit {
+        if let Some(w) = sink.out_error.take() {
+            Error::from_io(w, &format!("cannot write {what}"))
+        } else if sink.written > sink.limit {
             Error::integrity(format!(
                 "{what} holds more bytes than its header says ({})",
                 header.size
@@ -241,6 +270,8 @@ struct Checked<'a> {
     hasher: Sha256,
     written: u64,
     limit: u64,
+    /// A failure of `out` (a full disk), told apart from a failure to read the object.
+    out_error: Option<std::io::Error>,
 }
 
 impl Write for Checked<'_> {
@@ -250,7 +281,11 @@ impl Write for Checked<'_> {
             return Err(std::io::Error::other("more bytes than the header says"));
         }
         self.hasher.update(buf);
-        self.out.write_all(buf)?;
+        if let Err(e) = self.out.write_all(buf) {
+            let kind = e.kind();
+            self.out_error = Some(e);
+            return Err(std::io::Error::new(kind, "cannot write the WAL file"));
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use offsitedb::cluster::ClusterOptions;
 
-use crate::common::{ACCESS_KEY, BUCKET, Cli, DB_PASSWORD, SECRET_KEY, SeaweedFs, Source, keygen};
+use crate::common::{
+    ACCESS_KEY, BUCKET, Cli, DB_PASSWORD, Run, SECRET_KEY, SeaweedFs, Source, keygen, offsitedb_bin,
+};
 
 /// The source name the fixture archives under.
 pub const SOURCE: &str = "app";
@@ -76,15 +78,21 @@ pub fn archiving_conf() -> String {
 }
 
 impl Pitr {
-    /// A source server of the given major version (newest when `None`), archiving into a new
+    /// A source server of the given major version (the newest installed when `None`), archiving into a new
     /// bucket prefix with `extra_source` lines added to its `[[source]]`.
     pub fn start(major: Option<u32>, extra_source: &str) -> Pitr {
         let weed = SeaweedFs::start();
+        // A major asked for comes from the npm server binaries (the version matrix); `None`
+        // is the newest the machine has.
         let src = Source::start_with(ClusterOptions {
             major,
+            bin_dirs: major.map(crate::drill::npm_server).into_iter().collect(),
             extra_conf: archiving_conf(),
             ..Default::default()
         });
+        if let Some(m) = major {
+            assert_eq!(src.cluster.version().major, m);
+        }
         let dir = tempfile::Builder::new()
             .prefix("offsitedb-pitr-")
             .tempdir_in("/tmp")
@@ -131,10 +139,13 @@ impl Pitr {
 
     /// Sets `archive_command` and reloads (archive_mode is on from the start).
     pub fn set_archive_command(&self, cmd: &str) {
+        // Two statements, not one batch: a batch runs as one transaction, and ALTER SYSTEM
+        // refuses to run inside one.
         self.sql(&format!(
-            "ALTER SYSTEM SET archive_command = '{}'; SELECT pg_reload_conf();",
+            "ALTER SYSTEM SET archive_command = '{}'",
             cmd.replace('\'', "''")
         ));
+        self.sql("SELECT pg_reload_conf()");
     }
 
     /// Runs SQL in database `postgres`.
@@ -200,6 +211,54 @@ impl Pitr {
     pub fn server_log(&self) -> String {
         let log = self.src.cluster.data_dir().join("log/server.log");
         std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    /// The data folder: the archiver's working folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.src.cluster.data_dir()
+    }
+
+    /// Runs offsitedb as the archiver does: as the server's user (when we are root, so that
+    /// what it writes under pg_wal stays the server's), in the data folder, with `HOME=/`.
+    pub fn run_as_server(&self, args: &[&str]) -> Run {
+        let out = self.server_command(args).output().expect("run offsitedb");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `offsitedb ARGS` as [`Pitr::run_as_server`] runs it, with its output piped.
+    pub fn server_command(&self, args: &[&str]) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.cli.command(offsitedb_bin());
+        cmd.args(args)
+            .current_dir(self.data_dir())
+            .env("HOME", "/")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some((uid, gid)) = server_user() {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    /// The server log once a line holds all of `needles` (up to 30 s: the logging collector
+    /// writes a moment after the archiver reported).
+    pub fn wait_log_line(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.server_log();
+            if log.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needles:?} in the server log in 30 s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A new folder the server's user owns, for a data folder to restore into.
