@@ -29,6 +29,8 @@ pub struct Pitr {
     pub cli: Cli,
     pub src: Source,
     pub prefix: String,
+    /// Where the programs of the source's major (and PostgreSQL 18's clients) are.
+    pub bin_dirs: Vec<PathBuf>,
 }
 
 /// The user a throwaway cluster runs as when we are root (PostgreSQL refuses root).
@@ -84,9 +86,19 @@ impl Pitr {
         let weed = SeaweedFs::start();
         // A major asked for comes from the npm server binaries (the version matrix); `None`
         // is the newest the machine has.
+        // The server programs of that major, and PostgreSQL 18's client programs (pg_basebackup,
+        // pg_verifybackup at least as new as any server of the matrix).
+        let bin_dirs: Vec<PathBuf> = major
+            .map(crate::drill::npm_server)
+            .into_iter()
+            .chain([crate::drill::pypi_18()])
+            .collect();
         let src = Source::start_with(ClusterOptions {
             major,
-            bin_dirs: major.map(crate::drill::npm_server).into_iter().collect(),
+            bin_dirs: major
+                .map(crate::drill::npm_server)
+                .into_iter()
+                .collect(),
             extra_conf: archiving_conf(),
             ..Default::default()
         });
@@ -114,8 +126,11 @@ impl Pitr {
         .unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
         give_to_server(dir.path());
-        let cli = Cli::new().env("OFFSITEDB_CONFIG", config.to_str().unwrap());
+        let cli = Cli::new()
+            .env("OFFSITEDB_CONFIG", config.to_str().unwrap())
+            .env("OFFSITEDB_PG_BIN_DIRS", &crate::drill::join_dirs(&bin_dirs));
         let p = Pitr {
+            bin_dirs,
             weed,
             dir,
             config,

@@ -298,7 +298,7 @@ impl TestServer {
         let major = std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap();
         let program = offsitedb::postgres::binaries::server_dir(
             Some(major.trim().parse().unwrap()),
-            &offsitedb::postgres::binaries::search_dirs(&[]),
+            &offsitedb::postgres::binaries::search_dirs(&p.bin_dirs),
         )
         .unwrap();
         let name = pgdata.file_name().unwrap().to_string_lossy().into_owned();
