@@ -183,6 +183,10 @@ impl Archive {
         self.r.store()
     }
 
+    fn exists(&self, name: &str) -> bool {
+        self.store().head(&Archive::key(name)).unwrap().is_some()
+    }
+
     fn remove(&self, name: &str) {
         self.store().delete(&Archive::key(name)).unwrap();
     }
@@ -306,6 +310,50 @@ struct Problem {
     kind: String,
     name: String,
     detail: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Prune {
+    dry_run: bool,
+    deleted: Vec<String>,
+    base_backups: Option<BasePrune>,
+    wal: Option<WalPrune>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BasePrune {
+    deleted: Vec<String>,
+    plan: BasePlan,
+}
+
+#[derive(Debug, Deserialize)]
+struct BasePlan {
+    held: Option<String>,
+    decisions: Vec<Decision>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Decision {
+    id: String,
+    keep: bool,
+    reasons: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WalPrune {
+    keep_from: Option<String>,
+    held: Option<String>,
+    deleted: Vec<WalDeleted>,
+    files_deleted: usize,
+    files_kept: usize,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct WalDeleted {
+    timeline: u32,
+    first: String,
+    last: String,
+    files: usize,
 }
 
 fn backup_list(a: &Archive) -> Vec<BaseLine> {
@@ -618,6 +666,137 @@ fn wal_verify_timeline_finds_a_missing_or_bogus_history_file() {
         3,
         "--read-data is for wal-verify integrity",
     );
+}
+
+#[test]
+fn prune_deletes_the_wal_below_the_oldest_kept_base_backup() {
+    let a = Archive::standard();
+    // last=2 keeps B2 and B3: B1 goes, and the WAL below B2's segment 5.
+    let run = |keep: &str, extra: &[&str]| -> Prune {
+        let mut args = vec!["prune", "--source", SOURCE, "--keep", keep, "--json"];
+        args.extend_from_slice(extra);
+        let mut v: Vec<Prune> = json(&a.cli().ok(&args));
+        v.remove(0)
+    };
+    let dry = run("last=2", &["--dry-run"]);
+    assert!(dry.dry_run && dry.deleted.is_empty());
+    let base = dry.base_backups.as_ref().unwrap();
+    let doomed: Vec<&str> = base
+        .plan
+        .decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    assert_eq!(doomed, [B1]);
+    let newest = base.plan.decisions.iter().find(|d| d.id == B3).unwrap();
+    assert_eq!(newest.reasons, ["newest base backup", "last 2 (1 of 2)"]);
+    let wal = dry.wal.as_ref().unwrap();
+    assert_eq!(wal.keep_from, Some(seg(1, 5)));
+    assert_eq!(
+        wal.deleted,
+        [WalDeleted {
+            timeline: 1,
+            first: seg(1, 1),
+            last: seg(1, 4),
+            // Segments 1-4 and B1's .backup file.
+            files: 5,
+        }]
+    );
+    assert_eq!((wal.files_deleted, wal.files_kept), (5, 15));
+    // A dry run deletes nothing.
+    assert!(a.exists(&seg(1, 1)));
+    assert_eq!(backup_list(&a).len(), 3);
+    let human = a
+        .cli()
+        .ok(&["prune", "--source", SOURCE, "--keep", "last=2", "--dry-run"])
+        .stdout;
+    assert!(
+        human.contains(&format!(
+            "would delete  {}..{}  5 files",
+            seg(1, 1),
+            seg(1, 4)
+        )),
+        "{human}"
+    );
+
+    let done = run("last=2", &[]);
+    assert_eq!(done.base_backups.unwrap().deleted, [B1]);
+    assert_eq!(done.wal.unwrap().files_deleted, 5);
+    for n in 1..=4 {
+        assert!(!a.exists(&seg(1, n)), "segment {n} is still there");
+    }
+    assert!(!a.exists(&format!("{}.00000028.backup", seg(1, 2))));
+    assert!(a.exists(&seg(1, 5)) && a.exists(&format!("{}.00000028.backup", seg(1, 5))));
+    assert!(a.exists("00000002.history"));
+    assert_eq!(
+        backup_list(&a)
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect::<Vec<_>>(),
+        [B2, B3]
+    );
+    // What is left is whole.
+    a.cli().ok(&["wal-verify", "integrity", "--source", SOURCE]);
+
+    // last=1 keeps B3 (timeline 2, segment 12): the rest of timeline 1, its .partial, and
+    // timeline 2's segments 10-11 go; the history file stays.
+    let p = run("last=1", &[]);
+    let wal = p.wal.unwrap();
+    assert_eq!(wal.keep_from, Some(seg(2, 12)));
+    assert_eq!(
+        wal.deleted
+            .iter()
+            .map(|d| (d.timeline, d.first.clone(), d.last.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (1, seg(1, 5), format!("{}.partial", seg(1, 10))),
+            (2, seg(2, 10), seg(2, 11)),
+        ]
+    );
+    assert!(a.exists("00000002.history"));
+    assert!(a.exists(&format!("{}.00000028.backup", seg(2, 12))));
+    a.cli().ok(&["wal-verify", "integrity", "--source", SOURCE]);
+    a.cli().ok(&["wal-verify", "timeline", "--source", SOURCE]);
+}
+
+#[test]
+fn prune_deletes_no_wal_while_the_newest_base_backup_is_damaged_or_none_exists() {
+    let a = Archive::standard();
+    a.store()
+        .delete(&base_data_key(SOURCE, &SnapshotId::parse(B3).unwrap()))
+        .unwrap();
+    let r = a
+        .cli()
+        .ok(&["prune", "--source", SOURCE, "--keep", "last=1", "--json"]);
+    let p: Vec<Prune> = json(&r);
+    let base = p[0].base_backups.as_ref().unwrap();
+    assert!(base.deleted.is_empty());
+    let held = base.plan.held.as_deref().unwrap();
+    assert!(
+        held.contains(&format!("the newest base backup, {B3}, is damaged")),
+        "{held}"
+    );
+    let wal = p[0].wal.as_ref().unwrap();
+    assert_eq!(wal.held.as_deref(), Some(held));
+    assert_eq!(wal.files_deleted, 0);
+    assert!(a.exists(&seg(1, 1)));
+
+    // WAL with no base backup at all is kept.
+    let b = Archive::empty();
+    for n in 1..=3 {
+        b.push(&seg(1, n));
+    }
+    let p: Vec<Prune> = json(
+        &b.cli()
+            .ok(&["prune", "--source", SOURCE, "--keep", "last=1", "--json"]),
+    );
+    let wal = p[0].wal.as_ref().unwrap();
+    assert_eq!(
+        wal.held.as_deref(),
+        Some("no base backup: the WAL is kept until one exists")
+    );
+    assert!(b.exists(&seg(1, 1)));
 }
 
 #[test]
