@@ -165,6 +165,10 @@ pub struct Plan {
     /// Snapshots dated ahead of this machine's clock, one line each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub future_dated: Vec<String>,
+    /// Why backups count as failing, when they do (what `held` quotes): a prune hands it on to
+    /// the plan of the source's base backups, so that one hold covers both.
+    #[serde(skip)]
+    pub failing: Option<String>,
 }
 
 impl Plan {
@@ -267,9 +271,9 @@ pub fn plan(
         }
     }
 
+    let failing = failing.map(str::to_string).or(newest_failing);
     let held = failing
-        .map(str::to_string)
-        .or(newest_failing)
+        .as_ref()
         .map(|why| format!("nothing is deleted while backups are failing ({why})"));
     let decisions = all
         .iter()
@@ -293,6 +297,7 @@ pub fn plan(
         decisions,
         held,
         future_dated: future,
+        failing,
     }
 }
 

@@ -1,1 +1,125 @@
-//! `offsitedb backup-list`: base backups, their WAL ranges, and the WAL coverage after each. (Being built: issue 16.)
+/*!
+`offsitedb backup-list`: every base backup with its WAL range (start and end LSN, timeline) and
+how far the archived WAL after it reaches: to which LSN on which timeline a restore of it can
+go, and the first missing segment when a gap stops it short ([`crate::wal::timeline::Coverage`]).
+Read-only: manifests, the WAL listing and the history files.
+*/
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::wal_show::{SegmentSizeFrom, load};
+use crate::catalog::Repository;
+use crate::error::Result;
+use crate::storage::ReadStore;
+use crate::wal::name::Lsn;
+use crate::wal::timeline::Coverage;
+
+/// One base backup as `backup-list` prints it (docs: README "backup-list --json").
+#[derive(Clone, Debug, Serialize)]
+pub struct BaseSummary {
+    pub source: String,
+    pub id: String,
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub start_wal: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub duration_seconds: f64,
+    /// The tar as pg_basebackup wrote it, compressed, and as stored (sealed).
+    pub plain_bytes: u64,
+    pub compressed_bytes: u64,
+    pub stored_bytes: u64,
+    pub server_version: String,
+    pub segment_size: u64,
+    pub segment_size_from: SegmentSizeFrom,
+    /// How far the WAL after it reaches; `None` when its `start_wal` is not a segment name.
+    pub wal: Option<Coverage>,
+}
+
+/// Every base backup (of one source, or of all), oldest first. Unreadable manifests are
+/// reported through `note` and left out.
+pub fn list<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    source: Option<&str>,
+    note: &mut dyn FnMut(String),
+) -> Result<Vec<BaseSummary>> {
+    let sources: std::collections::BTreeSet<String> = match source {
+        Some(s) => [s.to_string()].into(),
+        None => repo
+            .base_entries(None)?
+            .into_iter()
+            .map(|e| e.source)
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for s in sources {
+        let loaded = load(repo, &s, note)?;
+        for m in &loaded.bases {
+            out.push(BaseSummary {
+                source: s.clone(),
+                id: m.backup_id.to_string(),
+                timeline: m.timeline,
+                start_lsn: m.start_lsn,
+                end_lsn: m.end_lsn,
+                start_wal: m.start_wal.clone(),
+                started: m.started,
+                finished: m.finished,
+                duration_seconds: m.duration_secs(),
+                plain_bytes: m.sizes.plain_bytes,
+                compressed_bytes: m.sizes.compressed_bytes,
+                stored_bytes: m.sizes.stored_bytes,
+                server_version: m.server.version.clone(),
+                segment_size: loaded.segment_size,
+                segment_size_from: loaded.segment_size_from,
+                wal: loaded.base_start(m).map(|b| loaded.archive.coverage(&b)),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id).then(a.source.cmp(&b.source)));
+    Ok(out)
+}
+
+/// The coverage in words: "WAL to 0/9000000 on timeline 2, complete".
+pub fn coverage_line(b: &BaseSummary) -> String {
+    let Some(c) = &b.wal else {
+        return format!(
+            "no WAL position: start_wal {:?} is not a segment",
+            b.start_wal
+        );
+    };
+    let mut line = match (c.restorable_to, c.timeline, &c.missing_from) {
+        (None, _, missing) => format!(
+            "WAL missing from {}",
+            missing.as_deref().unwrap_or(&b.start_wal)
+        ),
+        (Some(to), Some(tl), Some(missing)) => {
+            format!("WAL to {to} on timeline {tl}, then missing from {missing}")
+        }
+        (Some(to), tl, None) => {
+            let tl = tl.unwrap_or(c.target_timeline);
+            if c.consistent {
+                format!("WAL to {to} on timeline {tl}, complete")
+            } else {
+                format!(
+                    "WAL to {to} on timeline {tl}, not yet to the backup's end {}: not restorable yet",
+                    b.end_lsn
+                )
+            }
+        }
+        (Some(to), None, Some(missing)) => format!("WAL to {to}, then missing from {missing}"),
+    };
+    if c.restorable_to.is_some() && c.missing_from.is_some() && !c.consistent {
+        line.push_str(&format!(
+            " (before the backup's end {}: not restorable)",
+            b.end_lsn
+        ));
+    }
+    if let Some(why) = &c.newest_unreachable {
+        line.push_str(&format!(
+            "; the newest timeline is out of its reach ({why})"
+        ));
+    }
+    line
+}

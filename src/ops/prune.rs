@@ -8,6 +8,17 @@ uploads. An object the store refuses to delete because it is under Object Lock i
 reported, not an error: it is deleted by a later prune once its retention ends. While the
 source's backups fail, nothing at all is deleted.
 
+Base backups (point-in-time recovery) follow the same `keep` rules as snapshots, in a plan of
+their own: they are not drilled, so a period keeps its newest base backup, and one whose data
+object is missing or of the wrong size counts as damaged (and holds everything when it is the
+newest). They are deleted manifest first too. Then the WAL: every file (segments, `.partial`,
+`.backup`) below the start segment of the oldest base backup still there (kept, or whose
+deletion the store refused), on every timeline, oldest first, so what goes is a prefix of each
+timeline and nothing a remaining backup or the restore window after it reads
+([`crate::wal::timeline::Archive::prunable`]). History files are never deleted. No WAL is
+deleted while anything is held, while a base backup manifest cannot be read, or when the source
+has no base backup.
+
 "Newest" and the hold are decided at `now` from the snapshots this machine's clock has reached
 (see [`crate::retention`]): a future-dated snapshot is kept and named in the plan, and a snapshot
 whose latest drill record is unreadable is kept whatever the policy says.
@@ -20,10 +31,12 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::catalog::{SnapshotId, Summary, repo};
+use crate::catalog::base::{base_manifest_key, base_prefix};
+use crate::catalog::{Repository, SnapshotId, Status, Summary, repo};
 use crate::error::{Error, ErrorKind, Result};
 use crate::retention::{Candidate, Keep, Plan};
-use crate::storage::WriteStore;
+use crate::storage::{ObjectInfo, WriteStore};
+use crate::wal::object as wal_object;
 
 /// How long a snapshot without a manifest may be an upload still in progress.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(48 * 3600);
@@ -53,6 +66,53 @@ pub struct PruneReport {
     /// Leftovers still within the grace period.
     pub leftovers_kept: Vec<String>,
     pub unfinished_uploads_aborted: usize,
+    /// Base backups, when the source has any (or leftovers of one).
+    pub base_backups: Option<BasePrune>,
+    /// The WAL archive, when the source has one or base backups.
+    pub wal: Option<WalPrune>,
+}
+
+/// What a prune does to a source's base backups.
+#[derive(Clone, Debug, Serialize)]
+pub struct BasePrune {
+    pub plan: Plan,
+    /// Base backups whose deletion finished.
+    pub deleted: Vec<String>,
+    /// Objects left alone, with why (Object Lock).
+    pub skipped: Vec<String>,
+    pub leftovers_removed: Vec<String>,
+    pub leftovers_kept: Vec<String>,
+    /// Base backups whose manifest cannot be read: left alone, and the WAL is kept whole.
+    pub unreadable: Vec<String>,
+}
+
+/// What a prune does to a source's WAL archive.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalPrune {
+    pub segment_size: u64,
+    /// The first segment number kept on every timeline, as the oldest remaining base
+    /// backup's start segment.
+    pub keep_from: Option<String>,
+    /// Why no WAL is deleted, when a rule keeps it all.
+    pub held: Option<String>,
+    /// What was (in a dry run: would be) deleted, per timeline, oldest first.
+    pub deleted: Vec<WalDeleted>,
+    pub files_deleted: usize,
+    pub bytes_deleted: u64,
+    pub files_kept: usize,
+    pub bytes_kept: u64,
+    /// Objects the store refused to delete (Object Lock), with why.
+    pub skipped: Vec<String>,
+}
+
+/// A run of deleted WAL files of one timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalDeleted {
+    pub timeline: u32,
+    pub first: String,
+    pub last: String,
+    pub files: usize,
+    pub bytes: u64,
 }
 
 /// Prunes one source. `snapshots` are its summaries (from [`super::list::list`]).
@@ -97,6 +157,8 @@ pub fn run<S: WriteStore + ?Sized>(
         leftovers_removed: Vec::new(),
         leftovers_kept: Vec::new(),
         unfinished_uploads_aborted: 0,
+        base_backups: None,
+        wal: None,
     };
 
     // Every object of the source, by snapshot id.
@@ -156,18 +218,36 @@ pub fn run<S: WriteStore + ?Sized>(
         report.leftovers_removed.push(id);
     }
 
-    for u in store.incomplete_uploads(&prefix)? {
-        let old = u
-            .started
-            .as_deref()
-            .and_then(|s| s.parse::<Timestamp>().ok())
-            // An upload of unknown age may be a backup running right now: left alone.
-            .is_some_and(|t| now.duration_since(t).as_secs() >= opts.grace.as_secs() as i64);
-        if old && !hold {
-            if !opts.dry_run {
-                store.abort_incomplete(&u)?;
+    // One hold for both: failing backups hold the base backups and the WAL too.
+    let failing = report.plan.failing.clone();
+    prune_pitr(
+        repository,
+        source,
+        opts,
+        failing.as_deref(),
+        now,
+        &mut report,
+    )?;
+    let base_hold = hold
+        || report
+            .base_backups
+            .as_ref()
+            .is_some_and(|b| b.plan.held.is_some());
+
+    for (prefix, hold) in [(prefix, hold), (base_prefix(source), base_hold)] {
+        for u in store.incomplete_uploads(&prefix)? {
+            let old = u
+                .started
+                .as_deref()
+                .and_then(|s| s.parse::<Timestamp>().ok())
+                // An upload of unknown age may be a backup running right now: left alone.
+                .is_some_and(|t| now.duration_since(t).as_secs() >= opts.grace.as_secs() as i64);
+            if old && !hold {
+                if !opts.dry_run {
+                    store.abort_incomplete(&u)?;
+                }
+                report.unfinished_uploads_aborted += 1;
             }
-            report.unfinished_uploads_aborted += 1;
         }
     }
     Ok(report)
@@ -182,6 +262,16 @@ fn delete_snapshot<S: WriteStore + ?Sized>(
     keys: &[String],
 ) -> Result<Option<String>> {
     let manifest = repo::manifest_key(source, id);
+    delete_objects(store, &format!("snapshot {source}/{id}"), &manifest, keys)
+}
+
+/// Deletes `keys`, `manifest` first; see [`delete_snapshot`].
+fn delete_objects<S: WriteStore + ?Sized>(
+    store: &S,
+    what: &str,
+    manifest: &str,
+    keys: &[String],
+) -> Result<Option<String>> {
     let mut order: Vec<&String> = keys.iter().filter(|k| **k == manifest).collect();
     order.extend(keys.iter().filter(|k| **k != manifest));
     if order.is_empty() {
@@ -197,7 +287,7 @@ fn delete_snapshot<S: WriteStore + ?Sized>(
                     e.message()
                 )));
             }
-            Err(e) => return Err(e.context(format!("cannot delete snapshot {source}/{id}"))),
+            Err(e) => return Err(e.context(format!("cannot delete {what}"))),
         }
     }
     Ok(None)
@@ -210,5 +300,260 @@ fn locked(e: &Error) -> bool {
     e.kind() == ErrorKind::Storage && {
         let m = e.message().to_ascii_lowercase();
         m.contains("object lock") || m.contains("objectlock") || m.contains("retention")
+    }
+}
+
+/// Applies the retention to the source's base backups, then deletes the WAL no remaining base
+/// backup needs. Leaves `report.base_backups` and `report.wal` unset when the source has
+/// neither base backups nor WAL.
+fn prune_pitr<S: WriteStore + ?Sized>(
+    repository: &Repository<S>,
+    source: &str,
+    opts: &PruneOptions,
+    failing: Option<&str>,
+    now: Timestamp,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let store = repository.store();
+    let prefix = base_prefix(source);
+    let mut objects: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
+    for o in store.list(&prefix)? {
+        if let Some(id) = o.key[prefix.len()..].split('/').next() {
+            objects.entry(id.to_string()).or_default().push(o.clone());
+        }
+    }
+    if objects.is_empty() && store.any(&wal_object::source_prefix(source))?.is_none() {
+        return Ok(());
+    }
+    let loaded = super::wal_show::load(repository, source, &mut |_| {})?;
+
+    // Base backups are not drilled: each is "not drilled", or damaged when its data object is
+    // missing or not the size its manifest says.
+    let candidates: Vec<Candidate> = loaded
+        .bases
+        .iter()
+        .map(|m| {
+            let data = objects
+                .get(m.backup_id.as_str())
+                .and_then(|v| v.iter().find(|o| o.key == m.data.key));
+            Candidate {
+                id: m.backup_id.to_string(),
+                time: m.started.max(m.backup_id.time()),
+                status: match data {
+                    Some(o) if o.size == m.sizes.stored_bytes => Status::NotDrilled,
+                    _ => Status::Damaged,
+                },
+                pinned: None,
+            }
+        })
+        .collect();
+    let mut plan = crate::retention::plan(&candidates, &opts.keep, &opts.tz, failing, now);
+    for_base_backups(&mut plan, failing.is_some());
+    let mut base = BasePrune {
+        plan,
+        deleted: Vec::new(),
+        skipped: Vec::new(),
+        leftovers_removed: Vec::new(),
+        leftovers_kept: Vec::new(),
+        unreadable: loaded.unreadable_bases.clone(),
+    };
+    let hold = base.plan.held.is_some();
+
+    let doomed: Vec<String> = base.plan.deletions().map(|d| d.id.clone()).collect();
+    let mut refused = std::collections::BTreeSet::new();
+    for id in doomed {
+        if opts.dry_run {
+            continue;
+        }
+        let sid = SnapshotId::parse(&id)?;
+        let keys: Vec<String> = objects
+            .remove(&id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let manifest = base_manifest_key(source, &sid);
+        match delete_objects(
+            store,
+            &format!("base backup {source}/{id}"),
+            &manifest,
+            &keys,
+        )? {
+            None => base.deleted.push(id),
+            Some(why) => {
+                base.skipped.push(format!("{id}: {why}"));
+                refused.insert(id);
+            }
+        }
+    }
+
+    // Leftovers: ids with objects but no manifest (an interrupted backup-push).
+    let listed: std::collections::BTreeSet<String> = loaded
+        .bases
+        .iter()
+        .map(|m| m.backup_id.to_string())
+        .collect();
+    for (id, objs) in objects {
+        let Ok(sid) = SnapshotId::parse(&id) else {
+            continue;
+        };
+        let keys: Vec<String> = objs.into_iter().map(|o| o.key).collect();
+        let manifest = base_manifest_key(source, &sid);
+        if listed.contains(&id) || keys.contains(&manifest) {
+            continue;
+        }
+        let age = now.duration_since(sid.time());
+        if hold || age.as_secs() < opts.grace.as_secs() as i64 {
+            base.leftovers_kept.push(if hold {
+                format!("{id} (interrupted base backup, kept while backups fail)")
+            } else {
+                format!("{id} (started {}, may still be uploading)", sid.time())
+            });
+            continue;
+        }
+        if !opts.dry_run
+            && let Some(why) = delete_objects(
+                store,
+                &format!("base backup {source}/{id}"),
+                &manifest,
+                &keys,
+            )?
+        {
+            base.skipped.push(format!("{id}: {why}"));
+            continue;
+        }
+        base.leftovers_removed.push(id);
+    }
+
+    // The WAL: a prefix of every timeline, below the oldest base backup that remains.
+    let remaining: Vec<&crate::catalog::base::BaseManifest> = loaded
+        .bases
+        .iter()
+        .filter(|m| {
+            let id = m.backup_id.to_string();
+            refused.contains(&id) || base.plan.decisions.iter().any(|d| d.id == id && d.keep)
+        })
+        .collect();
+    let starts: Vec<Option<u64>> = remaining
+        .iter()
+        .map(|m| loaded.base_start(m).map(|b| b.start_segment))
+        .collect();
+    let sizes: std::collections::BTreeSet<u64> =
+        loaded.bases.iter().map(|m| m.segment_size).collect();
+    let held = if let Some(h) = &base.plan.held {
+        Some(h.clone())
+    } else if let Some(u) = loaded.unreadable_bases.first() {
+        Some(format!(
+            "base backup {u}: the WAL it needs is unknown, so none is deleted"
+        ))
+    } else if loaded.bases.is_empty() {
+        Some("no base backup: the WAL is kept until one exists".to_string())
+    } else if sizes.len() > 1 {
+        Some(format!(
+            "the base backups disagree on the WAL segment size ({}), so none is deleted",
+            sizes
+                .iter()
+                .map(|s| crate::units::bytes(*s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    } else {
+        starts.iter().position(Option::is_none).map(|i| {
+            format!(
+                "base backup {} names no WAL segment to start from ({:?}), so no WAL is deleted",
+                remaining[i].backup_id, remaining[i].start_wal
+            )
+        })
+    };
+    let mut wal = WalPrune {
+        segment_size: loaded.segment_size,
+        keep_from: None,
+        held: held.clone(),
+        deleted: Vec::new(),
+        files_deleted: 0,
+        bytes_deleted: 0,
+        files_kept: loaded.archived.len(),
+        bytes_kept: loaded.archived.iter().map(|a| a.size).sum(),
+        skipped: Vec::new(),
+    };
+    let starts: Vec<u64> = starts.into_iter().flatten().collect();
+    if held.is_none()
+        && let Some((cut, files)) = loaded.archive.prunable(&starts)
+    {
+        // The oldest remaining backup's own start names the cut.
+        wal.keep_from = remaining
+            .iter()
+            .filter_map(|m| loaded.base_start(m).map(|b| (b.start_segment, m)))
+            .find(|(n, _)| *n == cut)
+            .map(|(_, m)| m.start_wal.clone());
+        let mut stopped = std::collections::BTreeSet::new();
+        for f in files {
+            let tl = f.name.timeline;
+            if stopped.contains(&tl) {
+                continue;
+            }
+            if !opts.dry_run {
+                let key = wal_object::key(source, &f.name);
+                match store.delete(&key) {
+                    Ok(()) => {}
+                    Err(e) if locked(&e) => {
+                        // A later file is locked for at least as long: this timeline stops
+                        // here, and what remains of its prefix waits for a later prune.
+                        wal.skipped.push(format!(
+                            "{} (and older-than-window files after it on timeline {tl}): the store refuses to delete it (Object Lock retention?): {}",
+                            f.name,
+                            e.message()
+                        ));
+                        stopped.insert(tl);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e.context(format!("cannot delete WAL file {}", f.name)));
+                    }
+                }
+            }
+            wal.files_deleted += 1;
+            wal.bytes_deleted += f.size;
+            wal.files_kept -= 1;
+            wal.bytes_kept -= f.size;
+            match wal.deleted.last_mut() {
+                Some(r) if r.timeline == tl => {
+                    r.last = f.name.to_string();
+                    r.files += 1;
+                    r.bytes += f.size;
+                }
+                _ => wal.deleted.push(WalDeleted {
+                    timeline: tl,
+                    first: f.name.to_string(),
+                    last: f.name.to_string(),
+                    files: 1,
+                    bytes: f.size,
+                }),
+            }
+        }
+    }
+    report.base_backups = Some(base);
+    report.wal = Some(wal);
+    Ok(())
+}
+
+/// Words for base backups in a plan made by the snapshots' rules: they are never drilled, so
+/// "not drilled" says nothing, and "the newest snapshot" is the newest base backup. A hold
+/// handed on from the snapshots (`inherited`) keeps its words: it is about a snapshot.
+fn for_base_backups(plan: &mut Plan, inherited: bool) {
+    const HELD: &str = "nothing is deleted while backups are failing";
+    let fix = |r: &str| {
+        r.replace(" (not sealed: not drilled)", "")
+            .replace("newest snapshot", "newest base backup")
+    };
+    for d in &mut plan.decisions {
+        for r in &mut d.reasons {
+            if !(inherited && r.starts_with(HELD)) {
+                *r = fix(r);
+            }
+        }
+    }
+    if !inherited {
+        plan.held = plan.held.as_deref().map(fix);
     }
 }

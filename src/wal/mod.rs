@@ -10,6 +10,7 @@ The operations that use them are in `ops` (`wal_push`, `wal_fetch`, `wal_show`, 
 
 pub mod name;
 pub mod object;
+pub mod timeline;
 
 use crate::catalog::check_source_name;
 use crate::error::Result;

@@ -1,13 +1,73 @@
-//! `offsitedb backup-list` (being built: issue 16).
+//! `offsitedb backup-list`: base backups, their WAL ranges, and how far the WAL after each reaches.
 
 use anyhow::Result;
+use offsitedb::{ops, units};
 
-use super::Global;
+use super::{Global, SourceArgs};
+use crate::output::{self, outln, warn};
 
 /// List base backups with their WAL ranges and coverage
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
 
-pub fn run(_a: Args, _g: &Global) -> Result<()> {
-    Err(offsitedb::Error::config("backup-list is not built yet").into())
+pub fn run(a: Args, g: &Global) -> Result<()> {
+    let s = g.settings()?;
+    let name = a.source.name_filter(&s)?;
+    let repo = super::open_read(&s)?;
+    let items = ops::backup_list::list(&repo, name.as_deref(), &mut |w| warn(&w))?;
+    if g.json {
+        return super::print_json(&items);
+    }
+    if items.is_empty() {
+        output::info(&format!("no base backups in {}", repo.location()));
+        return Ok(());
+    }
+    let src_w = items
+        .iter()
+        .map(|b| b.source.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let lsn_w = items
+        .iter()
+        .map(|b| {
+            b.start_lsn
+                .to_string()
+                .len()
+                .max(b.end_lsn.to_string().len())
+        })
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    outln!(
+        "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  WAL",
+        "ID",
+        "SOURCE",
+        "TL",
+        "START LSN",
+        "END LSN",
+        "STARTED (UTC)",
+        "TOOK",
+        "STORED",
+    );
+    for b in &items {
+        outln!(
+            "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {}",
+            b.id,
+            b.source,
+            b.timeline,
+            b.start_lsn.to_string(),
+            b.end_lsn.to_string(),
+            b.started.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            units::duration(std::time::Duration::from_secs_f64(
+                b.duration_seconds.max(0.0)
+            )),
+            units::bytes(b.stored_bytes),
+            ops::backup_list::coverage_line(b),
+        );
+    }
+    Ok(())
 }

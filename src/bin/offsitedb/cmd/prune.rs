@@ -1,13 +1,14 @@
-//! `offsitedb prune`: deletes what the retention policy no longer keeps.
+//! `offsitedb prune`: deletes what the retention policy no longer keeps: snapshots, base backups,
+//! and the WAL older than the oldest base backup kept.
 
 use anyhow::Result;
-use offsitedb::ops;
 use offsitedb::state::State;
+use offsitedb::{ops, units};
 
 use super::{Global, SourceArgs};
-use crate::output::{self, warn};
+use crate::output::{self, outln, warn};
 
-/// Delete snapshots that the retention policy no longer keeps
+/// Delete snapshots, base backups and WAL that the retention policy no longer keeps
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -68,6 +69,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         let r = ops::prune::run(&repo, &name, &snapshots, &opts, jiff::Timestamp::now())?;
         if !g.json {
             output::prune_report(&r);
+            pitr_report(&r);
         }
         reports.push(r);
     }
@@ -75,4 +77,79 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         super::print_json(&reports)?;
     }
     Ok(())
+}
+
+/// The base backups' and the WAL's part of a prune, after the snapshots'.
+fn pitr_report(r: &ops::prune::PruneReport) {
+    let verb = if r.dry_run { "would delete" } else { "delete" };
+    if let Some(b) = &r.base_backups {
+        outln!("{}: base backups, keep {}", r.source, r.policy);
+        if let Some(h) = &b.plan.held {
+            outln!("  {h}");
+        }
+        for d in &b.plan.decisions {
+            if d.keep {
+                outln!("  keep          {}  {}", d.id, d.reasons.join("; "));
+            } else {
+                outln!("  {verb:<13} {}", d.id);
+            }
+        }
+        for s in &b.skipped {
+            outln!("  skipped       {s}");
+        }
+        for u in &b.unreadable {
+            outln!("  keep          {u} (unreadable manifest)");
+        }
+        for l in &b.leftovers_removed {
+            outln!("  {verb:<13} {l}  (interrupted base backup, no manifest)");
+        }
+        for l in &b.leftovers_kept {
+            outln!("  keep          {l}");
+        }
+        let n = b.plan.deletions().count();
+        if r.dry_run {
+            outln!("{}: dry run, {n} base backup(s) would be deleted", r.source);
+        } else {
+            outln!("{}: {} base backup(s) deleted", r.source, b.deleted.len());
+        }
+    }
+    if let Some(w) = &r.wal {
+        if let Some(h) = &w.held {
+            outln!("{}: WAL: nothing deleted ({h})", r.source);
+            return;
+        }
+        if let Some(k) = &w.keep_from {
+            outln!(
+                "{}: WAL: keep from segment {k} on (the oldest base backup kept starts there), and every history file",
+                r.source
+            );
+        }
+        for d in &w.deleted {
+            outln!(
+                "  {verb:<13} {}..{}  {} file{}, {} (timeline {})",
+                d.first,
+                d.last,
+                d.files,
+                if d.files == 1 { "" } else { "s" },
+                units::bytes(d.bytes),
+                d.timeline
+            );
+        }
+        for s in &w.skipped {
+            outln!("  skipped       {s}");
+        }
+        outln!(
+            "{}: WAL: {} file(s), {} {}; {} file(s), {} kept",
+            r.source,
+            w.files_deleted,
+            units::bytes(w.bytes_deleted),
+            if r.dry_run {
+                "would be deleted"
+            } else {
+                "deleted"
+            },
+            w.files_kept,
+            units::bytes(w.bytes_kept)
+        );
+    }
 }
