@@ -95,10 +95,7 @@ impl Pitr {
             .collect();
         let src = Source::start_with(ClusterOptions {
             major,
-            bin_dirs: major
-                .map(crate::drill::npm_server)
-                .into_iter()
-                .collect(),
+            bin_dirs: major.map(crate::drill::npm_server).into_iter().collect(),
             extra_conf: archiving_conf(),
             ..Default::default()
         });

@@ -147,12 +147,26 @@ fn restore_to_time_lsn_and_latest(major: Option<u32>) {
     p.sql("DROP TABLE t;");
     p.switch_and_archive();
 
+    // Trial restores: promoted, they must not archive a new timeline into the source's archive
+    // (the restore to the end would follow it, and miss the DROP TABLE).
     let (at_t, report) = restore_running(
         &p,
         "at-time",
-        &["--target-time", &t, "--target-action", "promote"],
+        &[
+            "--target-time",
+            &t,
+            "--target-action",
+            "promote",
+            "--no-archive",
+        ],
     );
     assert_eq!(report.reached.as_ref().unwrap().state, "promoted");
+    assert_eq!(
+        at_t.text("SELECT current_setting('archive_mode')"),
+        "off",
+        "--no-archive:\n{}",
+        std::fs::read_to_string(at_t.pgdata.join("postgresql.auto.conf")).unwrap()
+    );
     assert!(!report.backup.is_empty());
     assert_eq!(at_t.scalar("SELECT count(*) FROM t"), 200, "{}", at_t.log());
     assert_eq!(at_t.scalar("SELECT max(id)::bigint FROM t"), 200);
@@ -161,7 +175,13 @@ fn restore_to_time_lsn_and_latest(major: Option<u32>) {
     let (at_lsn, report) = restore_running(
         &p,
         "at-lsn",
-        &["--target-lsn", &lsn, "--target-action", "promote"],
+        &[
+            "--target-lsn",
+            &lsn,
+            "--target-action",
+            "promote",
+            "--no-archive",
+        ],
     );
     assert_eq!(
         at_lsn.scalar("SELECT count(*) FROM t"),
@@ -173,13 +193,62 @@ fn restore_to_time_lsn_and_latest(major: Option<u32>) {
     assert!(!replayed.is_empty());
     drop(at_lsn);
 
-    let (latest, _) = restore_running(&p, "latest", &["--latest"]);
+    let (latest, _) = restore_running(&p, "latest", &["--latest", "--no-archive"]);
     assert_eq!(
         latest.text("SELECT coalesce(to_regclass('t')::text, 'dropped')"),
         "dropped",
-        "the restore to the end of the archive replays the DROP TABLE"
+        "the restore to the end of the archive replays the DROP TABLE:\n{}\n{}",
+        latest.log(),
+        p.cli.run(&["wal-show", "--source", SOURCE]).stdout
     );
     drop(latest);
+
+    // Targets outside the window are refused before anything is written, naming the window.
+    let outside = p.new_data_dir("outside");
+    let dir = outside.to_str().unwrap();
+    for (target, needle) in [
+        (
+            "2020-01-01T00:00:00Z",
+            "before the window that can be restored",
+        ),
+        (
+            "2999-01-01T00:00:00Z",
+            "after the window that can be restored",
+        ),
+    ] {
+        p.cli.fails(
+            &[
+                "restore",
+                "--source",
+                SOURCE,
+                "--pgdata",
+                dir,
+                "--target-time",
+                target,
+            ],
+            3,
+            needle,
+        );
+    }
+    let r = p.cli.fails(
+        &[
+            "restore",
+            "--source",
+            SOURCE,
+            "--pgdata",
+            dir,
+            "--target-time",
+            "2026-12-04 10:00:00",
+        ],
+        3,
+        "not a time with a time zone",
+    );
+    assert!(
+        r.stderr.contains("hint: give the time zone"),
+        "{}",
+        r.stderr
+    );
+    assert!(!outside.exists(), "nothing is written for a refused target");
 
     // Nothing secret reached the server's log through the archiver.
     let log = p.server_log();

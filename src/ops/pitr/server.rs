@@ -122,7 +122,12 @@ pub fn start(
         // server left running does not die with the terminal.
         .process_group(0);
     if root {
-        cmd.uid(meta.uid()).gid(meta.gid());
+        // The owner's own home, not root's: its restore_command must not read root's files
+        // (~/.aws) any more than a service manager's start would.
+        cmd.uid(meta.uid()).gid(meta.gid()).env(
+            "HOME",
+            home_of(meta.uid()).unwrap_or_else(|| PathBuf::from("/")),
+        );
     }
     let child = cmd
         .spawn()
@@ -262,6 +267,19 @@ impl Drop for Started {
             self.stop();
         }
     }
+}
+
+/// A user's home folder, from the password database.
+fn home_of(uid: u32) -> Option<PathBuf> {
+    // SAFETY: getpwuid returns null or a pointer to static storage, read at once.
+    let pw = unsafe { libc::getpwuid(uid) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null; pw_dir is a NUL-terminated string.
+    let dir = unsafe { std::ffi::CStr::from_ptr((*pw).pw_dir) };
+    use std::os::unix::ffi::OsStrExt;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
 }
 
 /// The server's own words on where recovery stopped.
