@@ -265,7 +265,16 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             )));
         }
         let found: Vec<&BaseEntry> = if reference.eq_ignore_ascii_case("latest") {
-            entries.last().into_iter().collect()
+            // Ids order by the second they started, then at random: of backups started in the
+            // same second, the newest is the one that ends furthest in the WAL.
+            let newest = entries.last().expect("not empty").id.time();
+            let mut same: Vec<BaseManifest> = entries
+                .iter()
+                .filter(|e| e.id.time() == newest)
+                .map(|e| self.base_manifest(&e.source, &e.id))
+                .collect::<Result<_>>()?;
+            same.sort_by_key(|m| (m.end_lsn, m.finished));
+            return Ok(same.pop().expect("the newest entry is in it"));
         } else {
             entries
                 .iter()

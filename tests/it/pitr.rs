@@ -580,3 +580,55 @@ fn stolon_style_backup_fetch_then_wal_fetch_recovers() {
         server.log()
     );
 }
+
+/// `serve` takes base backups on the source's `base_schedule` (a source with no dump schedule
+/// at all), records them in the history and shows them in /metrics.
+#[test]
+fn serve_takes_base_backups_on_base_schedule() {
+    let p = Pitr::start(None, "base_schedule = \"every 2s\"");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = p.cli.spawn(&["serve", "--listen", &listen]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let listed = loop {
+        let r = p.cli.run(&["backup-list", "--source", SOURCE, "--json"]);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap_or_default();
+        if list.len() >= 2 {
+            break list;
+        }
+        if Instant::now() > deadline || serve.try_wait().unwrap().is_some() {
+            let _ = serve.kill();
+            let out = serve.wait_with_output().unwrap();
+            panic!(
+                "serve took no two base backups in 90 s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(listed.iter().all(|b| b["timeline"] == 1), "{listed:?}");
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&listen).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        s.read_to_string(&mut page).unwrap();
+        page
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let out = serve.wait_with_output().unwrap();
+    assert!(
+        metrics.contains("offsitedb_base_backup_last_success_timestamp_seconds{source=\"app\"}"),
+        "{metrics}"
+    );
+    let history = p.cli.ok(&["history", "--source", SOURCE, "--json"]).stdout;
+    assert!(history.contains("base_backup"), "{history}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("base backup done"), "{log}");
+}

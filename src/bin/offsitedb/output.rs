@@ -83,20 +83,37 @@ pub fn init(g: &Global, serve: Option<LogFormat>) {
     }
 }
 
+/// Writes lines to stderr in one write: under PostgreSQL's logging collector (wal-push and
+/// wal-fetch, and whatever they warn about) a line written in pieces can wait in the collector,
+/// its end stuck until some later message arrives.
+pub fn stderr_lines(text: &str) {
+    use std::io::Write;
+    let mut t = String::with_capacity(text.len() + 1);
+    t.push_str(text);
+    if !t.ends_with('\n') {
+        t.push('\n');
+    }
+    let _ = std::io::stderr().lock().write_all(t.as_bytes());
+}
+
 /// Prints `error: …` (and `hint: …`) on stderr and returns the exit code.
 pub fn print_error(e: &anyhow::Error) -> ExitCode {
     match e.downcast_ref::<Error>() {
         Some(err) => {
-            eprintln!("error: {}", err.message());
-            if let Some(h) = err.hint() {
-                eprintln!("hint: {h}");
-            }
+            stderr_lines(&error_text("", err));
             err.kind().exit()
         }
         None => {
-            eprintln!("error: {e:#}");
+            stderr_lines(&format!("error: {e:#}"));
             ExitCode::Internal
         }
+    }
+}
+
+fn error_text(prefix: &str, err: &Error) -> String {
+    match err.hint() {
+        Some(h) => format!("error: {prefix}{}\nhint: {h}", err.message()),
+        None => format!("error: {prefix}{}", err.message()),
     }
 }
 
@@ -106,27 +123,24 @@ pub fn library_error(e: anyhow::Error) -> anyhow::Result<Error> {
 }
 
 pub fn print_error_for(source: &str, err: &Error) {
-    eprintln!("error: {source}: {}", err.message());
-    if let Some(h) = err.hint() {
-        eprintln!("hint: {h}");
-    }
+    stderr_lines(&error_text(&format!("{source}: "), err));
 }
 
 pub fn warn(msg: &str) {
-    eprintln!("warning: {msg}");
+    stderr_lines(&format!("warning: {msg}"));
 }
 
 /// A remark worth a line whatever the verbosity (a fallback taken, something left out): `-q`
 /// hides progress and summaries, never these.
 pub fn note(msg: &str) {
-    eprintln!("note: {msg}");
+    stderr_lines(&format!("note: {msg}"));
 }
 
 /// A line for the person at the terminal about what was done (stderr; standard output carries
 /// the result). Silent with `-q`.
 pub fn info(msg: &str) {
     if !QUIET.load(Ordering::Relaxed) {
-        eprintln!("{msg}");
+        stderr_lines(msg);
     }
 }
 

@@ -157,13 +157,7 @@ pub fn report_error(command: &str, file: &str, e: &anyhow::Error, fallback_hint:
     log(&text);
 }
 
-/// Writes `text` and a newline to stderr in one `write`. PostgreSQL's logging collector reads
-/// our stderr from a pipe: a line written in pieces (as `eprintln!` does) can leave its last
-/// piece, the newline, waiting in the collector until the next message, so the line would not
-/// reach the log file when it happens.
+/// One line (and its hint) on stderr, in one write (see `output::stderr_lines`).
 pub fn log(text: &str) {
-    use std::io::Write;
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(format!("{text}\n").as_bytes());
+    crate::output::stderr_lines(text);
 }
