@@ -274,6 +274,41 @@ pub struct Described {
     pub verification: Verification,
 }
 
+impl Sizes {
+    /// What the sink's stages counted.
+    pub fn stored(s: &crate::pipeline::sink::SinkResult) -> Sizes {
+        Sizes {
+            plain_bytes: s.plain.bytes,
+            compressed_bytes: s.compressed.bytes,
+            stored_bytes: s.stored.bytes,
+        }
+    }
+}
+
+impl Encryption {
+    /// The sealed format this version writes, with `key`.
+    pub fn sealed_with(key: &crate::crypto::MasterKey) -> Encryption {
+        Encryption {
+            format: crate::crypto::seal::FORMAT_VERSION,
+            algorithm: "AES-256-GCM".into(),
+            key_id: key.id().to_string(),
+            chunk_size: crate::crypto::seal::DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+impl DataObject {
+    /// The object the sink stored under `key`.
+    pub fn stored(key: String, s: &crate::pipeline::sink::SinkResult) -> DataObject {
+        DataObject {
+            key,
+            salt: crate::units::hex(&s.salt),
+            sha256_stored: s.stored.sha256.clone(),
+            sha256_compressed: s.compressed.sha256.clone(),
+        }
+    }
+}
+
 impl Manifest {
     /// The manifest of a snapshot whose data object `data_key` the sink stored (`stored`: what
     /// each stage saw), sealed with `key`. Every size and hash comes from the stages; nothing is
@@ -298,24 +333,10 @@ impl Manifest {
             files: described.files,
             started,
             finished,
-            sizes: Sizes {
-                plain_bytes: stored.plain.bytes,
-                compressed_bytes: stored.compressed.bytes,
-                stored_bytes: stored.stored.bytes,
-            },
+            sizes: Sizes::stored(stored),
             compression,
-            encryption: Encryption {
-                format: crate::crypto::seal::FORMAT_VERSION,
-                algorithm: "AES-256-GCM".into(),
-                key_id: key.id().to_string(),
-                chunk_size: crate::crypto::seal::DEFAULT_CHUNK_SIZE,
-            },
-            data: DataObject {
-                key: data_key,
-                salt: crate::units::hex(&stored.salt),
-                sha256_stored: stored.stored.sha256.clone(),
-                sha256_compressed: stored.compressed.sha256.clone(),
-            },
+            encryption: Encryption::sealed_with(key),
+            data: DataObject::stored(data_key, stored),
             verification: described.verification,
             created_by: format!("offsitedb {}", crate::VERSION),
         }

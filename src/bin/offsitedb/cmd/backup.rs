@@ -40,21 +40,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         threads: 0,
         counts_only: false,
     };
-    // A manual backup is in the history too (and counts for `prune`'s hold and the dead man's
-    // switch); a state file that cannot be opened does not stop a backup.
-    let state = match s
-        .state_path()
-        .and_then(|p| offsitedb::state::State::open(&p))
-    {
-        Ok(st) => Some(st),
-        Err(e) => {
-            output::warn(&format!(
-                "this backup is not recorded in the history: {}",
-                e.message()
-            ));
-            None
-        }
-    };
+    let state = super::state_for(&s, "backup");
     let mut failed: Option<Error> = None;
     let mut done = Vec::new();
     for spec in &specs {

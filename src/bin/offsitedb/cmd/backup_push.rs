@@ -38,19 +38,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         threads: 0,
         counts_only: false,
     };
-    let state = match s
-        .state_path()
-        .and_then(|p| offsitedb::state::State::open(&p))
-    {
-        Ok(st) => Some(st),
-        Err(e) => {
-            output::warn(&format!(
-                "this base backup is not recorded in the history: {}",
-                e.message()
-            ));
-            None
-        }
-    };
+    let state = super::state_for(&s, "base backup");
     let _lock = super::lock(&s, &spec.name, "backup-push", a.no_wait)?;
     let m = basebackup::run_source(&repo, &spec, compression, &opts, state.as_ref(), &mut |n| {
         output::note(&n)

@@ -168,6 +168,24 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// The run history, for a backup typed by hand (it counts for `prune`'s hold and the dead man's
+/// switch too); a state file that cannot be opened does not stop the backup, it is said.
+pub fn state_for(s: &Settings, what: &str) -> Option<offsitedb::state::State> {
+    match s
+        .state_path()
+        .and_then(|p| offsitedb::state::State::open(&p))
+    {
+        Ok(st) => Some(st),
+        Err(e) => {
+            warn(&format!(
+                "this {what} is not recorded in the history: {}",
+                e.message()
+            ));
+            None
+        }
+    }
+}
+
 /// Prints `value` as pretty JSON on standard output.
 pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<()> {
     crate::output::outln!("{}", serde_json::to_string_pretty(value)?);
