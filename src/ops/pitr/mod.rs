@@ -78,6 +78,7 @@ pub fn run<S: ReadStore + ?Sized>(
 ) -> Result<PitrReport> {
     let began = std::time::Instant::now();
     check_action(&opts.action)?;
+    check_timeline(&opts.timeline)?;
     let plan = target::plan(repo, source, &opts.target, opts.backup.as_deref())?;
     note(format!(
         "restoring {source} to {} from base backup {} (consistent from LSN {}); the archive can restore {}",
@@ -151,6 +152,15 @@ pub fn run<S: ReadStore + ?Sized>(
         reached,
         seconds: began.elapsed().as_secs_f64(),
     })
+}
+
+fn check_timeline(t: &str) -> Result<()> {
+    if t == "latest" || t == "current" || t.parse::<u32>().is_ok_and(|n| n > 0) {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "--target-timeline {t:?}: use latest, current, or a timeline number"
+    )))
 }
 
 fn check_action(a: &str) -> Result<()> {
