@@ -247,8 +247,8 @@ fn a_backlog_is_pushed_ahead_and_only_matching_status_entries_are_trusted() {
     std::fs::write(
         status.join(&liar),
         format!(
-            "{size} {} {SOURCE} {}\n",
-            "0".repeat(64),
+            "{size} xxh3:{} {SOURCE} {}\n",
+            "0".repeat(32),
             p.store().location()
         ),
     )
