@@ -32,6 +32,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;
+pub mod report;
 pub mod retention;
 pub mod schedule;
 pub mod state;

@@ -1,0 +1,6 @@
+/*!
+The monthly Restore Drill Report: the document you forward when someone asks whether the backups
+are tested. [`doc`] is the document model both renderers draw.
+*/
+
+pub mod doc;
