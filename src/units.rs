@@ -92,6 +92,29 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// For people reading a report: `42 s`, `1 min 30 s`, `2 h`, `1 h 5 min`, `3 d 4 h` (two units at
+/// most, whole numbers; below ten seconds one decimal).
+pub fn spoken(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 10.0 {
+        return format!("{s:.1} s");
+    }
+    let s = s.round() as u64;
+    let pair = |big: u64, bu: &str, small: u64, su: &str| {
+        if small == 0 {
+            format!("{big} {bu}")
+        } else {
+            format!("{big} {bu} {small} {su}")
+        }
+    };
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => pair(s / 60, "min", s % 60, "s"),
+        3600..86400 => pair(s / 3600, "h", (s % 3600) / 60, "min"),
+        _ => pair(s / 86400, "d", (s % 86400) / 3600, "h"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +139,14 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(1234)), "1.2s");
         assert_eq!(duration(Duration::from_secs(83)), "1m23s");
         assert_eq!(duration(Duration::from_secs(7260)), "2h01m");
+        assert_eq!(spoken(Duration::from_millis(4200)), "4.2 s");
+        assert_eq!(spoken(Duration::from_secs(42)), "42 s");
+        assert_eq!(spoken(Duration::from_secs(90)), "1 min 30 s");
+        assert_eq!(spoken(Duration::from_secs(7200)), "2 h");
+        assert_eq!(spoken(Duration::from_secs(3900)), "1 h 5 min");
+        assert_eq!(
+            spoken(Duration::from_secs(3 * 86400 + 4 * 3600 + 59)),
+            "3 d 4 h"
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::storage::s3::{Credentials, S3Options, S3Store};
 use crate::storage::{Location, WriteStore, local::LocalStore};
 
 pub use discover::Origin;
-pub use sources::{Policy, Selection, SourceArg, SourceKind, SourceSpec};
+pub use sources::{Objectives, Policy, Selection, SourceArg, SourceKind, SourceSpec};
 
 /// A string that is never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -141,6 +141,10 @@ pub struct SourceSection {
     pub stale_after: Option<String>,
     /// Start each scheduled job up to this much later, at random (default 0s).
     pub jitter: Option<String>,
+    /// Recovery point objective: the most data (time) a loss may cost, e.g. "1h".
+    pub rpo: Option<String>,
+    /// Recovery time objective: the longest a restore may take, e.g. "30m".
+    pub rto: Option<String>,
     /// Drill each new snapshot as part of the job (default true).
     pub drill: Option<bool>,
     /// This source's own heartbeat URLs (pinged besides `[alerts] heartbeat`).

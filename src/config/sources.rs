@@ -126,6 +126,17 @@ pub struct Policy {
     pub base_schedule: Option<crate::schedule::Schedule>,
     /// WAL files pushed or fetched at once.
     pub wal_concurrency: usize,
+    /// Objectives (`rpo`, `rto`): what the report, the dashboard and alerts measure against.
+    pub objectives: Objectives,
+}
+
+/// What a source promises: the recovery point (the most time a loss may cost) and the recovery
+/// time (the longest a restore may take). Every drill measures the second; the gaps between good
+/// backups (or the WAL archive's lag) measure the first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Objectives {
+    pub rpo: Option<std::time::Duration>,
+    pub rto: Option<std::time::Duration>,
 }
 
 /// WAL files `wal-push` and `wal-fetch` handle at once unless a source says otherwise.
@@ -144,6 +155,7 @@ impl Default for Policy {
             wal: super::WalMode::Off,
             base_schedule: None,
             wal_concurrency: DEFAULT_WAL_CONCURRENCY,
+            objectives: Objectives::default(),
         }
     }
 }
@@ -199,6 +211,10 @@ impl Policy {
                         "wal_concurrency = {n} is out of range (1 to 64)"
                     ))));
                 }
+            },
+            objectives: Objectives {
+                rpo: duration("rpo", &s.rpo).map_err(ctx)?,
+                rto: duration("rto", &s.rto).map_err(ctx)?,
             },
         })
     }

@@ -145,6 +145,20 @@ impl MasterKey {
         KeyId(id)
     }
 
+    /// A keyed digest of `data` for one `purpose` (HMAC-SHA-256 under a key derived with HKDF,
+    /// so no other use of the master key can produce it): proves that the holder of this key
+    /// wrote `data`.
+    pub fn mac(&self, purpose: &[u8], data: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut k = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(None, &self.bytes)
+            .expand(purpose, &mut *k)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let mut m = Hmac::<Sha256>::new_from_slice(&*k).expect("HMAC takes any key length");
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+
     pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
         &self.bytes
     }

@@ -25,6 +25,7 @@ pub mod job;
 pub mod list;
 pub mod pitr;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod role_sql;
 pub mod spool;

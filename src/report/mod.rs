@@ -3,4 +3,11 @@ The monthly Restore Drill Report: the document you forward when someone asks whe
 are tested. [`doc`] is the document model both renderers draw.
 */
 
+pub mod compose;
 pub mod doc;
+pub mod fingerprint;
+mod gather;
+pub mod html;
+pub mod measure;
+pub mod model;
+pub mod pdf;

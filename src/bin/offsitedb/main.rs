@@ -52,6 +52,7 @@ enum Command {
     BackupList(cmd::backup_list::Args),
     WalShow(cmd::wal_show::Args),
     WalVerify(cmd::wal_verify::Args),
+    Report(cmd::report::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
         Command::BackupList(a) => cmd::backup_list::run(a, &g),
         Command::WalShow(a) => cmd::wal_show::run(a, &g),
         Command::WalVerify(a) => cmd::wal_verify::run(a, &g),
+        Command::Report(a) => cmd::report::run(a, &g),
     };
     match result {
         Ok(()) => offsitedb::exit::ExitCode::Success.into(),

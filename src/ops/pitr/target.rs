@@ -229,7 +229,7 @@ pub fn plan<S: ReadStore + ?Sized>(
 }
 
 /// The window: from the oldest base backup's end to the newest archived segment.
-fn window<S: ReadStore + ?Sized>(
+pub fn window<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     source: &str,
     backups: &[BaseManifest],

@@ -16,6 +16,7 @@ pub mod init;
 pub mod keygen;
 pub mod list;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod role_sql;
 pub mod run;

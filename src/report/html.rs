@@ -1,0 +1,4 @@
+//! Placeholder until the renderer lands (replaced by the renderer branch).
+pub fn render(d: &super::doc::Document) -> String {
+    format!("{d:?}")
+}

@@ -1,0 +1,326 @@
+//! `offsitedb report`: a month of a repository built by the tests (daily snapshots with a
+//! four-day gap, one failed drill, a source that stopped backing up), read back as JSON (golden),
+//! PDF (read by poppler's pdftotext, pdfinfo and pdffonts, pages rendered by pdftoppm) and HTML;
+//! fingerprints checked and a tampered report refused; and a real backup and drill of a real
+//! PostgreSQL reported in the running month.
+
+use std::path::{Path, PathBuf};
+
+use jiff::{Timestamp, ToSpan};
+use offsitedb::catalog::SnapshotId;
+use offsitedb::catalog::drill::{DRILL_VERSION, DrillRecord, DrillResult, Timings};
+use offsitedb::catalog::manifest::VerifyMethod;
+use serde_json::Value;
+
+use crate::common::{Cli, Repo, keygen};
+use crate::planted::Planted;
+
+const GOLDEN: &str = "tests/golden/report-2026-11.json";
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// A drill record that took `seconds`, passed or failed with `problem`.
+fn drill(
+    p: &Planted,
+    source: &str,
+    id: &SnapshotId,
+    at: Timestamp,
+    seconds: f64,
+    problem: Option<&str>,
+) {
+    p.repo
+        .commit_drill(&DrillRecord {
+            drill_version: DRILL_VERSION,
+            drill_id: SnapshotId::new(at).unwrap(),
+            snapshot_id: id.clone(),
+            source: source.into(),
+            result: if problem.is_none() {
+                DrillResult::Passed
+            } else {
+                DrillResult::Failed
+            },
+            started: at,
+            finished: at + (seconds as i64).seconds(),
+            timings: Timings {
+                download: 1.0,
+                restore: seconds - 2.0,
+                verify: 1.0,
+                total: seconds,
+            },
+            target: "a temporary folder".into(),
+            server_version: String::new(),
+            pg_restore_version: String::new(),
+            jobs: 1,
+            method: VerifyMethod::FileDigests,
+            tables: Vec::new(),
+            problems: problem.map(|p| vec![p.to_string()]).unwrap_or_default(),
+            notes: Vec::new(),
+            created_by: "written by a test".into(),
+        })
+        .unwrap();
+}
+
+/// `app`: a snapshot every day of November 2026 at 03:00 except the 10th to the 12th, each
+/// drilled ten minutes later (40 s + the day), the 20th's drill failed; one from October 31st
+/// before it. `billing`: one snapshot in September, none since.
+fn november(dir: &Path) -> (Planted, PathBuf) {
+    let p = Planted::new(dir);
+    let mut days: Vec<Timestamp> = vec![at("2026-10-31T03:00:00Z")];
+    for d in (1..=30).filter(|d| !(10..=12).contains(d)) {
+        days.push(at(&format!("2026-11-{d:02}T03:00:00Z")));
+    }
+    for (i, t) in days.iter().enumerate() {
+        let id = p.empty_folder("app", *t);
+        let day = t.to_zoned(jiff::tz::TimeZone::UTC).day() as f64;
+        let failed = (t.to_string() == "2026-11-20T03:00:00Z")
+            .then_some("file data/orders.csv: sha256 differs from the manifest");
+        drill(
+            &p,
+            "app",
+            &id,
+            *t + 10.minutes(),
+            40.0 + day + i as f64 % 2.0,
+            failed,
+        );
+    }
+    let old = p.empty_folder("billing", at("2026-09-15T03:00:00Z"));
+    drill(&p, "billing", &old, at("2026-09-15T03:10:00Z"), 20.0, None);
+    let config = dir.join("offsitedb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[repository]
+url = "{repo}"
+key_file = "{key}"
+
+[[source]]
+name = "app"
+kind = "directory"
+path = "{data}"
+schedule = "daily at 03:00"
+rpo = "30h"
+rto = "30m"
+keep = {{ daily = 7, weekly = 4, monthly = 12 }}
+
+[[source]]
+name = "billing"
+kind = "directory"
+path = "{data}"
+schedule = "daily at 04:00"
+"#,
+            repo = p.path.display(),
+            key = p.key_file.display(),
+            data = dir.display(),
+        ),
+    )
+    .unwrap();
+    (p, config)
+}
+
+/// Snapshot and drill ids end in a random part: kept to their time.
+fn redact_ids(v: &mut Value) {
+    match v {
+        Value::String(s) if SnapshotId::parse(s).is_ok() => {
+            *s = format!("{}-<random>", s.split('-').next().unwrap());
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_ids),
+        Value::Object(o) => o.values_mut().for_each(redact_ids),
+        _ => {}
+    }
+}
+
+/// What changes from run to run, and the version, replaced.
+fn redact(mut v: Value) -> Value {
+    redact_ids(&mut v);
+    for (k, with) in [
+        ("generated_at", "<generated>"),
+        ("fingerprint", "<fingerprint>"),
+        ("generated_by", "offsitedb <version>"),
+    ] {
+        v[k] = Value::String(with.into());
+    }
+    v["repository"]["location"] = "<repository>".into();
+    v["repository"]["key_id"] = "<key id>".into();
+    v
+}
+
+fn cli_for(config: &Path) -> Cli {
+    Cli::new().env("OFFSITEDB_CONFIG", config.to_str().unwrap())
+}
+
+#[test]
+fn a_month_with_a_gap_and_a_failed_drill_matches_the_golden_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, config) = november(dir.path());
+    let cli = cli_for(&config).cwd(dir.path());
+    let out = dir.path().join("november.json");
+    cli.ok(&[
+        "report",
+        "--month",
+        "2026-11",
+        "--format",
+        "json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let got: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+
+    // The figures the golden file holds, said plainly so a wrong golden cannot hide them.
+    let app = &got["sources"][0];
+    assert_eq!(app["name"], "app");
+    assert_eq!(app["verdict"]["kind"], "failed");
+    assert_eq!(
+        app["verdict"]["headline"],
+        "1 of 27 snapshots could not be restored"
+    );
+    assert_eq!(app["snapshots"]["taken"], 27);
+    assert_eq!(app["snapshots"]["passed"], 26);
+    // The gap: the 9th's snapshot to the 13th's, four days, over the promised 30 hours.
+    let worst = &app["recovery_point"]["worst"];
+    assert_eq!(worst["from"], "2026-11-09T03:00:00Z");
+    assert_eq!(worst["to"], "2026-11-13T03:00:00Z");
+    assert_eq!(app["objectives"]["rpo_met"], false);
+    // The failed snapshot (the 20th) is not a good backup either: 19th to 21st, two days.
+    let gaps = app["recovery_point"]["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert_eq!(gaps[1]["from"], "2026-11-19T03:00:00Z");
+    // Drills on November 1st..30th (the 31st of October's ran in October): 27, one failed.
+    assert_eq!(app["drills"].as_array().unwrap().len(), 27);
+    assert_eq!(app["restore_time"]["count"], 26);
+    assert_eq!(app["objectives"]["rto_met"], true);
+    let billing = &got["sources"][1];
+    assert_eq!(billing["verdict"]["kind"], "failed");
+    assert_eq!(
+        billing["verdict"]["headline"],
+        "No backup this month (the last one was taken 2026-09-15)"
+    );
+
+    let redacted = serde_json::to_string_pretty(&redact(got)).unwrap() + "\n";
+    let golden = crate::common::project_dir().join(GOLDEN);
+    if std::env::var_os("OFFSITEDB_BLESS").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &redacted).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|e| panic!("{}: {e} (OFFSITEDB_BLESS=1 writes it)", golden.display()));
+    assert_eq!(
+        redacted, want,
+        "the report differs from {GOLDEN}; if the change is meant, rerun with OFFSITEDB_BLESS=1 and review the diff"
+    );
+}
+
+#[test]
+fn a_report_verifies_and_a_changed_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, config) = november(dir.path());
+    let cli = cli_for(&config).cwd(dir.path());
+    let json = dir.path().join("r.json");
+    cli.ok(&[
+        "report",
+        "--month",
+        "2026-11",
+        "--format",
+        "json",
+        "-o",
+        json.to_str().unwrap(),
+    ]);
+    let ok = cli.ok(&["report", "verify", json.to_str().unwrap()]);
+    assert!(ok.stdout.contains("matches"), "{}", ok.stdout);
+    assert!(
+        ok.stdout
+            .contains("app: FAILED: 1 of 27 snapshots could not be restored"),
+        "{}",
+        ok.stdout
+    );
+
+    // One figure changed: refused, exit 7 (integrity).
+    let text = std::fs::read_to_string(&json).unwrap();
+    let edited = text.replacen("\"failed\": 1,", "\"failed\": 0,", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&json, edited).unwrap();
+    cli.fails(
+        &["report", "verify", json.to_str().unwrap()],
+        7,
+        "does not match the report's content",
+    );
+
+    // Another repository's key: refused the same way.
+    let other = keygen(dir.path(), "other.key");
+    let fresh = dir.path().join("fresh.json");
+    cli.ok(&[
+        "report",
+        "--month",
+        "2026-11",
+        "--format",
+        "json",
+        "-o",
+        fresh.to_str().unwrap(),
+    ]);
+    cli.clone_with("OFFSITEDB_KEY_FILE", other.to_str().unwrap())
+        .fails(
+            &["report", "verify", fresh.to_str().unwrap()],
+            7,
+            "does not match",
+        );
+
+    // Not a report at all.
+    let junk = dir.path().join("junk.pdf");
+    std::fs::write(&junk, b"%PDF-1.7 nothing here").unwrap();
+    cli.fails(
+        &["report", "verify", junk.to_str().unwrap()],
+        7,
+        "carries no OffsiteDB report data",
+    );
+}
+
+#[test]
+fn months_that_make_no_sense_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, config) = november(dir.path());
+    let cli = cli_for(&config).cwd(dir.path());
+    cli.fails(
+        &["report", "--month", "2026-13"],
+        3,
+        "invalid month \"2026-13\"",
+    );
+    cli.fails(&["report", "--month", "2999-01"], 3, "has not started yet");
+    cli.fails(
+        &["report", "--source", "nope", "--month", "2026-11"],
+        3,
+        "nope",
+    );
+}
+
+/// A real backup and drill of a real PostgreSQL, reported in the running month.
+#[test]
+fn a_real_backup_and_drill_is_reported_with_its_tested_restore_time() {
+    let repo = Repo::local().with_source(
+        "shop",
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g;",
+    );
+    let url = repo.src().url("shop");
+    repo.cli.ok(&["backup", "--source", &url]);
+    repo.cli.ok(&["drill", "latest", "--source", "shop"]);
+    let month = Timestamp::now().strftime("%Y-%m").to_string();
+    let r = repo
+        .cli
+        .ok(&["report", "--month", &month, "--format", "json"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let s = &v["sources"][0];
+    assert_eq!(s["name"], "shop");
+    assert_eq!(s["kind"], "database");
+    assert_eq!(v["period"]["partial"], true);
+    assert_eq!(s["verdict"]["kind"], "passed", "{s}");
+    assert_eq!(
+        s["verdict"]["headline"],
+        "The snapshot was drilled and passed"
+    );
+    assert!(s["restore_time"]["max"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(v["repository"]["provider"], "local folder");
+    assert!(
+        s["failed_runs"].is_array(),
+        "the history of this machine is read: {s}"
+    );
+}
