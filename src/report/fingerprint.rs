@@ -37,8 +37,7 @@ fn compute(report: &Report, key: &MasterKey) -> Result<String> {
     let json = serde_json::to_vec(&unsigned)
         .map_err(|e| Error::internal(format!("cannot serialize the report: {e}")))?;
     let hex = crate::units::hex(&key.mac(PURPOSE, &json));
-    Ok(hex[..SHOWN]
-        .as_bytes()
+    Ok(hex.as_bytes()[..SHOWN]
         .chunks(4)
         .map(|c| std::str::from_utf8(c).expect("hex is ASCII"))
         .collect::<Vec<_>>()
