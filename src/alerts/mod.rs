@@ -37,6 +37,12 @@ pub enum Event {
     /// A scheduled base backup (point-in-time recovery) failed.
     BaseBackupFailed,
     StorageUnreachable,
+    /// A drill's tested restore time exceeded the source's `rto`.
+    #[serde(rename = "rto_missed")]
+    RestoreTimeObjectiveMissed,
+    /// The time since the last good backup exceeded the source's `rpo`.
+    #[serde(rename = "rpo_missed")]
+    RecoveryPointObjectiveMissed,
     /// `offsitedb alert-test`.
     Test,
 }
@@ -50,6 +56,8 @@ impl Event {
             Event::PruneFailed => "prune_failed",
             Event::BaseBackupFailed => "base_backup_failed",
             Event::StorageUnreachable => "storage_unreachable",
+            Event::RestoreTimeObjectiveMissed => "rto_missed",
+            Event::RecoveryPointObjectiveMissed => "rpo_missed",
             Event::Test => "test",
         }
     }
@@ -62,6 +70,8 @@ impl Event {
             Event::PruneFailed => "prune failed",
             Event::BaseBackupFailed => "base backup failed",
             Event::StorageUnreachable => "storage unreachable",
+            Event::RestoreTimeObjectiveMissed => "tested restore time over its objective",
+            Event::RecoveryPointObjectiveMissed => "recovery point over its objective",
             Event::Test => "test alert",
         }
     }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, MIME_VERSION_1_0};
-use lettre::message::{Mailbox, Message};
+use lettre::message::{Mailbox, Message, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     Certificate, CertificateStore, SmtpConnection, TlsParameters,
@@ -41,6 +41,14 @@ enum Tls {
     Upgrade,
     Implicit,
     None,
+}
+
+/// A file sent with a message.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
 }
 
 /// A configured mail route: server, credentials, sender and recipients.
@@ -152,7 +160,17 @@ impl Mail {
     /// Sends one message. The failure says which step failed and what the server answered, and
     /// whether trying again could help.
     pub fn send(&self, subject: &str, body: &str) -> std::result::Result<(), Failure> {
-        let message = self.message(subject, body)?;
+        self.send_with(subject, body, &[])
+    }
+
+    /// [`Mail::send`] with files attached (the monthly report).
+    pub fn send_with(
+        &self,
+        subject: &str,
+        body: &str,
+        attachments: &[Attachment],
+    ) -> std::result::Result<(), Failure> {
+        let message = self.message(subject, body, attachments)?;
         let tls = match self.tls {
             Tls::None => None,
             _ => Some(self.tls_parameters()?),
@@ -227,7 +245,12 @@ impl Mail {
         Ok(())
     }
 
-    fn message(&self, subject: &str, body: &str) -> std::result::Result<Message, Failure> {
+    fn message(
+        &self,
+        subject: &str,
+        body: &str,
+        attachments: &[Attachment],
+    ) -> std::result::Result<Message, Failure> {
         let mut id = [0u8; 12];
         let _ = getrandom::fill(&mut id);
         let mut b = Message::builder()
@@ -235,14 +258,30 @@ impl Mail {
             // One header line: a line break in the subject would start a header of its own.
             .subject(subject.replace(['\r', '\n'], " "))
             .message_id(Some(format!("<{}@offsitedb>", crate::units::hex(&id))))
-            .header(MIME_VERSION_1_0)
-            .header(ContentType::TEXT_PLAIN);
+            .header(MIME_VERSION_1_0);
         for to in &self.to {
             b = b.to(to.clone());
         }
+        let built =
+            |e: lettre::error::Error| Failure::permanent(format!("cannot build the message: {e}"));
         // lettre ends the data with CRLF . CRLF itself: a final line break would add a blank line.
-        b.body(body.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|e| Failure::permanent(format!("cannot build the message: {e}")))
+        let text = body.trim_end_matches(['\r', '\n']).to_string();
+        if attachments.is_empty() {
+            return b.header(ContentType::TEXT_PLAIN).body(text).map_err(built);
+        }
+        let mut parts = MultiPart::mixed().singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(text),
+        );
+        for a in attachments {
+            let ctype = ContentType::parse(&a.content_type)
+                .map_err(|e| Failure::permanent(format!("cannot attach {}: {e}", a.name)))?;
+            parts = parts.singlepart(
+                lettre::message::Attachment::new(a.name.clone()).body(a.bytes.clone(), ctype),
+            );
+        }
+        b.multipart(parts).map_err(built)
     }
 
     /// The Mozilla roots, plus the certificates in `?ca=`.
@@ -470,6 +509,7 @@ mod tests {
             .message(
                 "échec\r\nBcc: x@example.com",
                 &format!("one\n.two\n{long}\n"),
+                &[],
             )
             .unwrap();
         let text = String::from_utf8(msg.formatted()).unwrap();
@@ -481,6 +521,33 @@ mod tests {
             assert!(line.len() <= 998, "{} octets", line.len());
             assert!(!line.contains('\n'), "a bare LF in {line:?}");
         }
+    }
+
+    #[test]
+    fn an_attachment_travels_as_base64_beside_the_text() {
+        let m = mail("smtp://mail.example.com").unwrap();
+        let pdf = b"%PDF-1.7\n\x00\xffbinary".to_vec();
+        let msg = m
+            .message(
+                "report",
+                "the summary",
+                &[Attachment {
+                    name: "offsitedb-report-2026-11.pdf".into(),
+                    content_type: "application/pdf".into(),
+                    bytes: pdf.clone(),
+                }],
+            )
+            .unwrap();
+        let text = String::from_utf8(msg.formatted()).unwrap();
+        assert!(text.contains("multipart/mixed"), "{text}");
+        assert!(text.contains("the summary"), "{text}");
+        assert!(
+            text.contains("filename=\"offsitedb-report-2026-11.pdf\""),
+            "{text}"
+        );
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&pdf);
+        assert!(text.contains(&b64), "{text}");
     }
 
     #[test]

@@ -17,6 +17,8 @@ silently stop, and answers `/metrics` and `/healthz`.
 
 pub mod base;
 pub mod metrics;
+pub mod monthly;
+mod objectives;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -188,6 +190,9 @@ fn alert_and_count(
                     false,
                     format!("restore drills of {name} pass again"),
                 )?;
+                if let Some(secs) = report.restore_seconds {
+                    objectives::after_drill(spec, state, dispatcher, secs)?;
+                }
             }
         }
     }
@@ -370,6 +375,8 @@ pub fn serve_with(
     // Fail fast on a wrong key or an unreadable repository (a new one is fine).
     settings.master_key(&mut |w| warn!("{w}"))?;
     let channels = alerts::Channels::from_config(settings.file.alerts.as_ref())?;
+    let report_mail = channels.email.clone();
+    let mut monthly = monthly::Monthly::new();
     let dispatcher = Arc::new(Dispatcher::start(channels, |d| {
         error!(channel = %d.channel, attempts = d.attempts, error = d.error.as_deref().unwrap_or(""), "alert delivery failed");
     }));
@@ -471,10 +478,15 @@ pub fn serve_with(
             }
             // A state file that cannot be read or written (a full disk) must not stop the
             // daemon: the other sources' jobs go on, and the next check tries again.
-            if let Err(e) = dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now) {
+            if let Err(e) = dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now)
+                .and_then(|()| {
+                    objectives::recovery_point(&slot.spec, &state, &dispatcher, started, now)
+                })
+            {
                 error!(source = %slot.spec.name, error = %e.message(), "cannot check for a recent backup");
             }
         }
+        monthly.tick(&settings, report_mail.as_ref());
         base::tick(
             &mut base_slots,
             &settings,
@@ -489,6 +501,7 @@ pub fn serve_with(
     info!("stopping: no new jobs; running jobs stop at their next buffer");
     let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
     base::finish(&mut base_slots, deadline);
+    monthly.finish(deadline);
     for slot in slots.values_mut() {
         if let Some(h) = slot.running.take() {
             while !h.is_finished() && std::time::Instant::now() < deadline {

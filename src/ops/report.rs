@@ -80,7 +80,9 @@ pub fn generate<S: ReadStore + ?Sized>(
     let mut r = model::build(repo, scope, note)?;
     if let Some(s) = scope.source
         && !scope.configured.iter().any(|c| c.name == s)
-        && r.sources.iter().all(|x| x.retention.kept == 0 && x.pitr.is_none())
+        && r.sources
+            .iter()
+            .all(|x| x.retention.kept == 0 && x.pitr.is_none())
     {
         return Err(Error::config(format!(
             "no source named {s:?} in the configuration or the repository"

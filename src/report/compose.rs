@@ -147,6 +147,48 @@ fn recovery_line(s: &SourceReport) -> String {
     }
 }
 
+/// One line for `list`: "app, last 30 days: recovery point 4 d (objective 1 d 6 h: MISSED);
+/// slowest tested restore 1 min 11 s (objective 30 min: met)".
+pub fn objectives_line(s: &SourceReport) -> String {
+    let o = &s.objectives;
+    let part = |what: &str, achieved: Option<f64>, promised: Option<f64>, m: Option<bool>| {
+        let a = achieved.map(secs).unwrap_or("unknown".into());
+        match promised {
+            Some(p) => format!(
+                "{what} {a} (objective {}: {})",
+                secs(p),
+                match m {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "not measured",
+                }
+            ),
+            None => format!("{what} {a}"),
+        }
+    };
+    let rpo = if o.rpo_from.as_deref() == Some("rpo") {
+        o.rpo_seconds
+    } else {
+        None
+    };
+    format!(
+        "{}, last 30 days: {}; {}",
+        s.name,
+        part(
+            "recovery point",
+            o.achieved_rpo_seconds,
+            rpo,
+            if rpo.is_some() { o.rpo_met } else { None }
+        ),
+        part(
+            "slowest tested restore",
+            o.achieved_rto_seconds,
+            o.rto_seconds,
+            o.rto_met
+        )
+    )
+}
+
 fn met(m: Option<bool>) -> &'static str {
     match m {
         Some(true) => "(met)",

@@ -75,6 +75,16 @@ impl Period {
         })
     }
 
+    /// The `days` before `now` (what `list` and the dashboard measure objectives over).
+    pub fn last_days(now: Timestamp, days: i64) -> Period {
+        Period {
+            month: format!("last-{days}-days"),
+            start: now - jiff::SignedDuration::from_hours(24 * days),
+            end: now,
+            partial: true,
+        }
+    }
+
     /// The last month that has ended by `now`.
     pub fn last_full(now: Timestamp) -> Period {
         let d = now.to_zoned(jiff::tz::TimeZone::UTC).date();
@@ -87,8 +97,15 @@ impl Period {
         t >= self.start && t < self.end
     }
 
-    /// "November 2026".
+    /// "November 2026" (or "the last 30 days").
     pub fn title(&self) -> String {
+        if let Some(days) = self
+            .month
+            .strip_prefix("last-")
+            .and_then(|d| d.strip_suffix("-days"))
+        {
+            return format!("the last {days} days");
+        }
         let d = self.start.to_zoned(jiff::tz::TimeZone::UTC);
         d.strftime("%B %Y").to_string()
     }

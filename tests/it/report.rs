@@ -324,3 +324,20 @@ fn a_real_backup_and_drill_is_reported_with_its_tested_restore_time() {
         "the history of this machine is read: {s}"
     );
 }
+
+/// `list` says achieved against promised for the sources that promise something.
+#[test]
+fn list_shows_objectives_achieved_against_promised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, config) = november(dir.path());
+    let out = cli_for(&config).ok(&["list"]).stdout;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("app, last 30 days: "))
+        .unwrap_or_else(|| panic!("no objectives line for app:\n{out}"));
+    // The newest good backup is from November 30th: days ago, over the 30 hours promised.
+    assert!(line.contains("(objective 1 d 6 h: MISSED)"), "{line}");
+    assert!(line.contains("slowest tested restore"), "{line}");
+    // billing promises nothing but its schedule: no line.
+    assert!(!out.contains("billing, last 30 days"), "{out}");
+}
