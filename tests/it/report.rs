@@ -341,3 +341,42 @@ fn list_shows_objectives_achieved_against_promised() {
     // billing promises nothing but its schedule: no line.
     assert!(!out.contains("billing, last 30 days"), "{out}");
 }
+
+/// A drill slower than the source's `rto` alerts once; met again, it resolves once.
+#[test]
+fn a_drill_over_the_recovery_time_objective_alerts_once_per_change() {
+    use crate::daemon::Receiver;
+    let src = crate::common::Source::start();
+    // Enough rows that a restore takes more than one second however fast the machine.
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 400000) g",
+    );
+    let hooks = Receiver::start();
+    let config = |rto: &str| {
+        format!(
+            "[state]\npath = \"state.db\"\n\n[alerts]\nwebhook = [\"{}\"]\n\n[[source]]\nname = \"app\"\nurl = \"{}\"\nrto = \"{rto}\"\n",
+            hooks.url("/hook"),
+            src.url("app")
+        )
+    };
+    let s = Repo::local().with_config(&config("1s"));
+    for _ in 0..2 {
+        s.cli.ok(&["run", "app"]);
+    }
+    s.write_config(&config("1h"));
+    s.cli.ok(&["run", "app"]);
+    let (hook, seen) = hooks.alerts("/hook");
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(e, s)| (e.as_str(), s.as_str())).collect();
+    assert_eq!(
+        seen,
+        [("rto_missed", "firing"), ("rto_missed", "resolved")],
+        "{hook:#?}"
+    );
+    assert!(
+        hook[0]
+            .message
+            .contains("over the recovery time objective of 1.0 s"),
+        "{hook:#?}"
+    );
+}
