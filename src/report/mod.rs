@@ -3,4 +3,5 @@ The monthly Restore Drill Report: the document you forward when someone asks whe
 are tested. [`doc`] is the document model both renderers draw.
 */
 
+pub mod chart;
 pub mod doc;
