@@ -5,3 +5,6 @@ are tested. [`doc`] is the document model both renderers draw.
 
 pub mod chart;
 pub mod doc;
+pub mod fonts;
+pub mod html;
+pub mod pdf;

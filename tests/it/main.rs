@@ -21,6 +21,7 @@ mod jobs;
 mod pitr;
 mod planted;
 mod proxy;
+mod report_render;
 mod roles;
 mod roundtrip;
 mod secrets;
