@@ -14,7 +14,21 @@ use offsitedb::report::{html, pdf};
 
 const NOV_1: f64 = 1_793_491_200.0; // 2026-11-01T00:00:00Z
 const DAY: f64 = 86_400.0;
-const ATTACHMENT: &str = r#"{"format":"offsitedb-report/1","period":"2026-11","sources":[{"name":"billing","verdict":"failed","note":"</script><b>not markup</b>"}]}"#;
+/// The report's JSON: long and repetitive, so that any compression would change its bytes.
+fn attachment() -> String {
+    let drills: Vec<String> = (1..=60)
+        .map(|i| {
+            format!(
+                r#"{{"snapshot":"snap-{i:04}","result":"passed","seconds":{}}}"#,
+                30 + i
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"format":"offsitedb-report/1","period":"2026-11","sources":[{{"name":"billing","note":"</script><b>not markup</b>","drills":[{}]}}]}}"#,
+        drills.join(",")
+    )
+}
 
 fn verdict(tone: Tone, subject: &str, headline: &str, details: &[&str]) -> Verdict {
     Verdict {
@@ -179,7 +193,7 @@ fn sample() -> Document {
                 ],
             },
         ],
-        attachment: Some(ATTACHMENT.into()),
+        attachment: Some(attachment()),
     }
 }
 
@@ -274,6 +288,13 @@ fn check_pdf(paper: pdf::Paper, name: &str, size: (f64, f64)) {
     assert!(text.contains("…"), "{text}");
     let page2 = poppler("pdftotext", &["-layout", "-f", "2", "-l", "2", path, "-"]);
     assert!(page2.contains(&doc.running_header), "page 2:\n{page2}");
+    // The table's last page repeats its header row.
+    let n = pages.to_string();
+    let last_page = poppler("pdftotext", &["-layout", "-f", &n, "-l", &n, path, "-"]);
+    assert!(
+        last_page.contains("Snapshot") && last_page.contains("Restore time"),
+        "no header row on the last page:\n{last_page}"
+    );
     let page1 = poppler("pdftotext", &["-layout", "-f", "1", "-l", "1", path, "-"]);
     assert!(
         !page1.contains(&doc.running_header),
@@ -283,8 +304,8 @@ fn check_pdf(paper: pdf::Paper, name: &str, size: (f64, f64)) {
     // The attachment's bytes are in the file as they are (uncompressed).
     assert!(
         bytes
-            .windows(ATTACHMENT.len())
-            .any(|w| w == ATTACHMENT.as_bytes()),
+            .windows(attachment().len())
+            .any(|w| w == attachment().as_bytes()),
         "report.json is not stored verbatim"
     );
 
@@ -376,6 +397,6 @@ fn html_is_one_escaped_self_contained_file() {
     let start = r#"<script type="application/json" id="offsitedb-report">"#;
     let body = page.split(start).nth(1).expect("attachment embedded");
     let body = body.split("</script>").next().unwrap();
-    assert_eq!(body.replace("<\\/", "</"), ATTACHMENT);
+    assert_eq!(body.replace("<\\/", "</"), attachment());
     assert!(!body.contains("</"));
 }
