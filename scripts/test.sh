@@ -31,6 +31,9 @@ if ! [ -x /usr/sbin/postfix ] || ! [ -x /usr/sbin/saslpasswd2 ] || ! ls /usr/lib
   apt_install postfix sasl2-bin libsasl2-modules
 fi
 
+# poppler-utils (pdfinfo, pdffonts, pdftotext, pdftoppm) checks the rendered PDF reports.
+command -v pdftotext >/dev/null || apt_install poppler-utils
+
 # Python tools: SeaweedFS (the S3 server), cryptography (for the reference decryptor and test
 # certificates) and aiosmtpd (a real SMTP server for the email alert tests).
 VENV=.venv

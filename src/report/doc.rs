@@ -24,6 +24,19 @@ pub enum Tone {
     Bad,
 }
 
+impl Tone {
+    /// The tone in words, printed next to its colour so a grey copy reads the same; empty for
+    /// neutral, which needs no word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Tone::Neutral => "",
+            Tone::Good => "OK",
+            Tone::Warning => "WARNING",
+            Tone::Bad => "FAILED",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Document {
     /// "Restore Drill Report".

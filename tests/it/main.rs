@@ -22,6 +22,7 @@ mod pitr;
 mod planted;
 mod proxy;
 mod report;
+mod report_render;
 mod roles;
 mod roundtrip;
 mod secrets;
