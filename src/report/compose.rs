@@ -82,11 +82,7 @@ fn summary(r: &Report) -> Section {
         r.sources
             .iter()
             .map(|s| {
-                let mut details = vec![
-                    format!("{}: {}", verdict_word(s.verdict.kind), s.verdict.headline),
-                    restore_line(s),
-                    recovery_line(s),
-                ];
+                let mut details = vec![restore_line(s), recovery_line(s)];
                 details.extend(s.verdict.reasons.iter().cloned());
                 Verdict {
                     tone: tone(s.verdict.kind),
@@ -296,7 +292,6 @@ fn source(r: &Report, s: &SourceReport) -> Section {
             col("Result", Align::Left, false),
             col("Restore time", Align::Right, false),
             col("Tables", Align::Right, false),
-            col("Problems", Align::Left, false),
         ],
         rows: s
             .drills
@@ -312,13 +307,20 @@ fn source(r: &Report, s: &SourceReport) -> Section {
                     } else {
                         d.tables.to_string()
                     },
-                    d.problems.join("; "),
                 ],
                 tone: if d.passed { Tone::Good } else { Tone::Bad },
             })
             .collect(),
         empty: "No drill ran this month.".into(),
     }));
+    // A table cell is cut to fit: the reasons a drill failed are written out in full.
+    for d in s.drills.iter().filter(|d| !d.passed) {
+        blocks.push(Block::Paragraph(vec![
+            Span::bold(format!("Failed drill {} of snapshot ", day_time(d.at))).toned(Tone::Bad),
+            Span::mono(d.snapshot.clone()),
+            Span::plain(format!(": {}", d.problems.join("; "))),
+        ]));
+    }
 
     blocks.push(Block::Subheading("Gaps".into()));
     let gap_rows: Vec<Row> = s

@@ -380,3 +380,220 @@ fn a_drill_over_the_recovery_time_objective_alerts_once_per_change() {
         "{hook:#?}"
     );
 }
+
+/// The PDF attached to a mail, decoded.
+fn attachment(mail: &str, name: &str) -> Vec<u8> {
+    let at = mail
+        .find(&format!("filename=\"{name}\""))
+        .unwrap_or_else(|| panic!("no attachment {name} in:\n{mail}"));
+    let part = &mail[at..];
+    let body_start = part
+        .find("\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| part.find("\n\n").map(|i| i + 2))
+        .unwrap();
+    let b64: String = part[body_start..]
+        .lines()
+        .take_while(|l| !l.starts_with("--"))
+        .map(str::trim)
+        .collect();
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+/// `serve` writes the last full month's report into the repository once and mails it as a PDF;
+/// started again, it neither rewrites nor resends it.
+#[test]
+fn serve_stores_the_last_months_report_once_and_mails_it() {
+    use crate::daemon::Smtp;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, config) = november(dir.path());
+    let smtp = Smtp::start(None, false);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[state]\npath = \"{}\"\n\n[alerts]\nemail = {{ smtp = \"smtp://127.0.0.1:{}?tls=none\", from = \"backups@example.com\", to = [\"ops@example.com\"] }}\n",
+        dir.path().join("state.db").display(),
+        smtp.port
+    ));
+    std::fs::write(&config, text).unwrap();
+    let month = offsitedb::report::model::Period::last_full(Timestamp::now()).month;
+    let key = format!("reports/{month}");
+    let start = || {
+        let settings = offsitedb::config::Settings::load(
+            offsitedb::config::Overrides {
+                config: Some(config.clone()),
+                ..Default::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        offsitedb::daemon::spawn(settings, listener).unwrap()
+    };
+    use offsitedb::storage::ReadStore;
+    let running = start();
+    let t = std::time::Instant::now();
+    while smtp.messages().is_empty() {
+        assert!(t.elapsed().as_secs() < 60, "no report mailed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    running.stop().unwrap();
+    assert!(
+        p.repo.store().head(&key).unwrap().is_some(),
+        "{key} not stored"
+    );
+    let stored = offsitedb::ops::report::read_month(&p.repo, &month).unwrap();
+    assert!(offsitedb::report::fingerprint::check(&stored, p.repo.key()).unwrap());
+    let names: Vec<&str> = stored.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["app", "billing"]);
+
+    let mail = &smtp.messages()[0];
+    assert!(mail.contains("Restore Drill Report"), "{mail}");
+    assert!(
+        mail.contains(&format!(
+            "app: {}",
+            offsitedb::report::compose::verdict_word(stored.sources[0].verdict.kind)
+        )),
+        "{mail}"
+    );
+    let pdf = attachment(mail, &format!("offsitedb-report-{month}.pdf"));
+    assert!(pdf.starts_with(b"%PDF-"), "the attachment is not a PDF");
+    // The PDF carries the stored report: verify accepts it with the repository's key.
+    let file = dir.path().join("mailed.pdf");
+    std::fs::write(&file, &pdf).unwrap();
+    let ok = cli_for(&config).ok(&["report", "verify", file.to_str().unwrap()]);
+    assert!(ok.stdout.contains("matches"), "{}", ok.stdout);
+
+    // Started again: the month is stored, so nothing is written or sent.
+    let running = start();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    running.stop().unwrap();
+    assert_eq!(smtp.messages().len(), 1, "the report was mailed twice");
+}
+
+/// The November report as a PDF, read by an independent reader (poppler), and as HTML: the
+/// figures of the golden JSON are on the pages; pages are kept as PNG test artifacts.
+#[test]
+fn the_pdf_and_html_reports_say_what_the_json_says() {
+    use crate::report_render::{artifacts, poppler};
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, config) = november(dir.path());
+    let cli = cli_for(&config).cwd(dir.path());
+    // The default name, in the working folder; a second run does not replace it.
+    cli.ok(&["report", "--month", "2026-11"]);
+    let pdf = dir.path().join("offsitedb-report-2026-11.pdf");
+    assert!(pdf.exists());
+    cli.fails(&["report", "--month", "2026-11"], 3, "exists");
+    let path = pdf.to_str().unwrap();
+
+    let info = poppler("pdfinfo", &[path]);
+    assert!(
+        info.contains("Title:") && info.contains("Restore Drill Report"),
+        "{info}"
+    );
+    assert!(info.contains("(A4)"), "A4: {info}");
+    let pages: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pages:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pages >= 4, "summary, two sources and more: {pages} pages");
+    let fonts = poppler("pdffonts", &[path]);
+    assert!(fonts.contains("DejaVuSans"), "{fonts}");
+    for line in fonts.lines().filter(|l| l.contains("DejaVu")) {
+        assert!(line.contains(" yes "), "a font not embedded: {line}");
+    }
+    let text = poppler("pdftotext", &["-layout", path, "-"]);
+    let first = text.split('\u{c}').next().unwrap();
+    for want in [
+        "Restore Drill Report",
+        "November 2026",
+        "1 of 27 snapshots could not be restored",
+        "No backup this month (the last one was taken 2026-09-15)",
+        "recovery point 4 d missed the promised 1 d 6 h",
+    ] {
+        assert!(first.contains(want), "page 1 lacks {want:?}:\n{first}");
+    }
+    for want in [
+        "Tested restore time per drill",
+        "median 57 s, 95th percentile 1 min 9 s, slowest 1 min 11 s",
+        "sha256 differs from the manifest",
+        "2026-11-09 03:00 UTC",
+        "daily 7, weekly 4, monthly 12",
+        "AES-256-GCM",
+        "page 1 of",
+        "offsitedb report verify FILE",
+    ] {
+        assert!(text.contains(want), "the PDF lacks {want:?}:\n{text}");
+    }
+    // The carried data verifies.
+    assert!(
+        cli.ok(&["report", "verify", path])
+            .stdout
+            .contains("matches")
+    );
+    // Pages as images, kept for people to look at.
+    let out = artifacts();
+    poppler(
+        "pdftoppm",
+        &[
+            "-png",
+            "-r",
+            "70",
+            "-f",
+            "1",
+            "-l",
+            "3",
+            path,
+            out.join("november").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("november"))
+    );
+
+    // US Letter.
+    let letter = dir.path().join("letter.pdf");
+    cli.ok(&[
+        "report",
+        "--month",
+        "2026-11",
+        "--paper",
+        "letter",
+        "-o",
+        letter.to_str().unwrap(),
+    ]);
+    let info = poppler("pdfinfo", &[letter.to_str().unwrap()]);
+    assert!(info.contains("612 x 792 pts (letter)"), "{info}");
+
+    // HTML: the same words, one file, and it verifies too.
+    let html = dir.path().join("november.html");
+    cli.ok(&[
+        "report",
+        "--month",
+        "2026-11",
+        "--format",
+        "html",
+        "-o",
+        html.to_str().unwrap(),
+    ]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("1 of 27 snapshots could not be restored"));
+    assert!(page.contains("<svg"), "charts inline");
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http"),
+        "nothing fetched"
+    );
+    assert!(
+        cli.ok(&["report", "verify", html.to_str().unwrap()])
+            .stdout
+            .contains("matches")
+    );
+}

@@ -198,7 +198,7 @@ fn sample() -> Document {
 }
 
 /// Runs a poppler tool, failing loudly when it is not installed.
-fn poppler(tool: &str, args: &[&str]) -> String {
+pub fn poppler(tool: &str, args: &[&str]) -> String {
     let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
         panic!(
             "cannot run {tool} ({e}): install Debian's poppler-utils \
@@ -213,7 +213,7 @@ fn poppler(tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn artifacts() -> PathBuf {
+pub fn artifacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/report");
     std::fs::create_dir_all(&dir).unwrap();
     dir
