@@ -687,10 +687,6 @@ struct Judged<'a> {
     last_drill_run: Option<Run>,
 }
 
-fn ago(d: jiff::SignedDuration) -> String {
-    crate::units::duration(Duration::from_secs(d.as_secs().max(0) as u64))
-}
-
 /// Green, amber or red, with every reason in words.
 fn judge(j: &Judged<'_>) -> Health {
     let mut reasons = Vec::new();
@@ -700,24 +696,28 @@ fn judge(j: &Judged<'_>) -> Health {
         Some(newest) => {
             let age = j.now.duration_since(newest.finished);
             let over = |d: Duration| age.as_secs_f64() > d.as_secs_f64();
+            // Dates, not ages, so that the words stay the same from one reading to the next.
+            let at = newest
+                .finished
+                .round(jiff::Unit::Second)
+                .unwrap_or(newest.finished)
+                .strftime("%Y-%m-%d %H:%M:%S UTC");
             match (j.stale_after, j.interval) {
                 (Some(stale), _) if over(stale) => say(
                     Level::Red,
                     format!(
-                        "no backup for {} (longer than stale_after, {})",
-                        ago(age),
+                        "no backup since {at}: longer than stale_after ({})",
                         crate::units::duration(stale)
                     ),
                 ),
                 (_, Some(every)) if over(every.mul_f64(1.5)) => say(
                     Level::Amber,
                     format!(
-                        "the last backup is {} old: a scheduled run (every {}) was missed",
-                        ago(age),
+                        "no backup since {at}: a scheduled run (every {}) was missed",
                         crate::units::duration(every)
                     ),
                 ),
-                _ => say(Level::Green, format!("last backup {} ago", ago(age))),
+                _ => say(Level::Green, format!("last backup at {at}")),
             }
         }
     }

@@ -10,6 +10,7 @@ scraper reads exactly what the API returns.
 */
 
 use axum::Form;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -221,16 +222,16 @@ pub(super) async fn overview(State(app): State<App>, h: HeaderMap) -> Response {
                                 @for s in &o.sources {
                                     tr id={"source-" (s.name)} data-source=(s.name) {
                                         th scope="row" { a href={"/sources/" (s.name)} { (s.name) } }
-                                        td {
+                                        td data-label="State" {
                                             (state(s))
                                             ul.reasons { @for r in &s.health.reasons { li { (r.text) } } }
                                         }
-                                        td { (when(s.last_backup)) }
-                                        td { (when(s.next_run)) }
-                                        td.num { data.n-snapshots value=(s.snapshots) { (s.snapshots) } }
-                                        td.num { (bytes(s.stored_bytes)) }
-                                        td.num { (seconds(s.tested_restore_seconds, "n-restore")) }
-                                        td { (spark(s)) }
+                                        td data-label="Last backup" { (when(s.last_backup)) }
+                                        td data-label="Next run" { (when(s.next_run)) }
+                                        td.num data-label="Snapshots" { data.n-snapshots value=(s.snapshots) { (s.snapshots) } }
+                                        td.num data-label="Stored" { (bytes(s.stored_bytes)) }
+                                        td.num data-label="Tested restore" { (seconds(s.tested_restore_seconds, "n-restore")) }
+                                        td data-label="Restore times" { (spark(s)) }
                                     }
                                 }
                             }
@@ -592,10 +593,16 @@ pub(super) struct LoginForm {
     next: Option<String>,
 }
 
-pub(super) async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
+pub(super) async fn login(
+    State(app): State<App>,
+    f: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
     if !app.auth.enabled() {
         return not_found();
     }
+    let Ok(Form(f)) = f else {
+        return login_page(StatusCode::BAD_REQUEST, "/", true);
+    };
     let next = local_path(f.next.as_deref());
     if !app.auth.token_matches(&f.token) {
         tracing::warn!("dashboard sign-in with a wrong token");
@@ -657,7 +664,7 @@ pub(super) async fn act(
     State(app): State<App>,
     Path((name, action)): Path<(String, String)>,
     h: HeaderMap,
-    Form(f): Form<CsrfForm>,
+    f: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
     let action = match action.as_str() {
         "backup" => Action::Backup,
@@ -667,6 +674,7 @@ pub(super) async fn act(
     if !app.auth.enabled() {
         return not_found();
     }
+    let f = f.map(|Form(f)| f).unwrap_or(CsrfForm { csrf: None });
     if checked_session(&app, &h, &f).is_none() {
         return refused(
             StatusCode::FORBIDDEN,

@@ -41,7 +41,11 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}
 dt{font-weight:600}dd{margin:0}
 .muted{color:var(--muted)}
 svg.spark{vertical-align:middle}
-@media (max-width:40rem){dl{grid-template-columns:1fr}th,td{padding:.3rem}}
+@media (max-width:40rem){dl{grid-template-columns:1fr}th,td{padding:.3rem}
+table.cards thead{position:absolute;left:-9999px}
+table.cards tr{display:block;border-bottom:2px solid var(--line);padding:.5rem 0}
+table.cards th,table.cards td{display:block;border:0;text-align:left}
+table.cards td[data-label]::before{content:attr(data-label) ": ";font-weight:600}}
 "#
 }
 
@@ -71,7 +75,11 @@ pub fn sparkline(values: &[f64], label: &str) -> Markup {
         .collect();
     html! {
         svg class="spark" role="img" width=(w) height=(h) viewBox={"0 0 " (w) " " (h)} aria-label=(label) {
-            polyline fill="none" stroke="#0550ae" stroke-width="2" points=(points.join(" ")) {}
+            @if values.len() == 1 {
+                circle cx="3" cy=(points[0].split(',').nth(1).unwrap_or("12")) r="3" fill="#0550ae" {}
+            } @else {
+                polyline fill="none" stroke="#0550ae" stroke-width="2" points=(points.join(" ")) {}
+            }
         }
     }
 }

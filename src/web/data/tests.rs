@@ -51,7 +51,11 @@ fn case(snaps: &[(i64, Status)], attempt: Option<Run>, drill: Option<Run>) -> (L
         .enumerate()
         .map(|(i, (ago, st))| {
             let t = now - jiff::SignedDuration::from_mins(*ago);
-            let id = format!("{}-aaaaa{}", t.strftime("%Y%m%dT%H%M%SZ"), (b'a' + i as u8) as char);
+            let id = format!(
+                "{}-aaaaa{}",
+                t.strftime("%Y%m%dT%H%M%SZ"),
+                (b'a' + i as u8) as char
+            );
             summary(&id, *ago, *st, now)
         })
         .collect();
@@ -90,17 +94,17 @@ fn levels_and_their_reasons() {
         ),
         (
             Green,
-            "last backup 10m00s ago | the last drill passed",
+            "last backup at 2026-11-21 11:50:00 UTC | the last drill passed",
             case(&[(10, Sealed)], None, None),
         ),
         (
             Amber,
-            "a scheduled run (every 1h00m) was missed",
+            "no backup since 2026-11-21 10:20:00 UTC: a scheduled run (every 1h00m) was missed",
             case(&[(100, Sealed)], None, None),
         ),
         (
             Red,
-            "no backup for 3h00m (longer than stale_after, 2h00m)",
+            "no backup since 2026-11-21 09:00:00 UTC: longer than stale_after (2h00m)",
             case(&[(180, Sealed)], None, None),
         ),
         (
