@@ -50,6 +50,15 @@ command -v npm >/dev/null || apt_install nodejs npm
 say "PostgreSQL 13-18 for the version matrix"
 scripts/install-postgres.sh >/dev/null
 
+# The dashboard in a real headless browser: Debian's chromium, driven by playwright-core (pinned in
+# tests/browser/package.json) from tests/browser/node_modules.
+[ -x /usr/bin/chromium ] || apt_install chromium
+PLAYWRIGHT_VERSION=1.65.2
+if ! [ -d tests/browser/node_modules/playwright-core ]; then
+  say "installing playwright-core $PLAYWRIGHT_VERSION into tests/browser/node_modules"
+  npm install --prefix tests/browser --save-exact --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION"
+fi
+
 # Rust tools: rustfmt and clippy (rustup components), cargo-nextest (a pinned version).
 missing=()
 cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)

@@ -39,6 +39,7 @@ pub mod state;
 pub mod storage;
 pub mod units;
 pub mod wal;
+pub mod web;
 
 pub use error::{Error, ErrorKind, Result};
 

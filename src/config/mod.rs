@@ -92,8 +92,12 @@ pub struct EmailSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// Where `serve` answers /metrics and /healthz (default 127.0.0.1:8080).
+    /// Where `serve` answers /metrics, /healthz, the dashboard and its API (default
+    /// 127.0.0.1:8080).
     pub listen: Option<String>,
+    /// Enables the dashboard's actions (back up now, drill now) for whoever presents it; without
+    /// it the dashboard is read-only. `OFFSITEDB_SERVER_TOKEN` comes first.
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +410,16 @@ impl Settings {
         &self.file.pg_bin_dirs
     }
 
+    /// The dashboard's token: `OFFSITEDB_SERVER_TOKEN`, else `[server] token`; `None` when
+    /// neither is set (or set empty).
+    pub fn server_token(&self) -> Option<Secret> {
+        std::env::var(SERVER_TOKEN_ENV)
+            .ok()
+            .map(Secret::new)
+            .or_else(|| self.file.server.as_ref().and_then(|s| s.token.clone()))
+            .filter(|t| !t.expose().is_empty())
+    }
+
     /// The folder of the state file, where locks and the abandoned-uploads log live too.
     pub fn state_dir(&self) -> Result<PathBuf> {
         let p = self.state_path()?;
@@ -554,6 +568,13 @@ fn secrets_in(c: &ConfigFile) -> Vec<String> {
             out.push("the password in alerts.email.smtp".to_string());
         }
     }
+    if c.server
+        .as_ref()
+        .and_then(|s| s.token.as_ref())
+        .is_some_and(|t| literal(t.expose()))
+    {
+        out.push("server.token".to_string());
+    }
     out
 }
 
@@ -566,6 +587,9 @@ fn writable(dir: &Path) -> bool {
     // SAFETY: access(2) with a valid C string.
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
+
+/// The environment variable of the dashboard's token.
+pub const SERVER_TOKEN_ENV: &str = "OFFSITEDB_SERVER_TOKEN";
 
 /// The state file's name in the state folder.
 pub const STATE_FILE: &str = "state.db";

@@ -1,14 +1,13 @@
 /*!
-What `serve` reports at `/metrics` (Prometheus text format) and `/healthz`, from a small HTTP
-server on the configured address (127.0.0.1:8080 by default: metrics are not for the internet).
+What `serve` reports at `/metrics` (Prometheus text format), on the configured address
+(127.0.0.1:8080 by default: metrics are not for the internet). The HTTP server is
+[`crate::web::server`], which also reads these numbers for the dashboard.
 */
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use jiff::Timestamp;
 
@@ -172,77 +171,4 @@ pub fn bind(listen: &str) -> Result<TcpListener> {
             "set listen under [server] in offsitedb.toml to a free address, e.g. 127.0.0.1:9187",
         )
     })
-}
-
-/// Answers `/metrics` and `/healthz` on `listener`, on a thread that ends once `stop` is set.
-pub fn serve(
-    listener: TcpListener,
-    metrics: Shared,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>> {
-    // Polled, so the thread notices `stop` without a connection arriving.
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io(format!("cannot set up the HTTP listener: {e}")))?;
-    std::thread::Builder::new()
-        .name("http".into())
-        .spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let _ = conn.set_nonblocking(false);
-                        let m = metrics.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("http-conn".into())
-                            .spawn(move || answer(conn, &m));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        })
-        .map_err(|e| Error::internal(format!("cannot start the HTTP thread: {e}")))
-}
-
-fn answer(conn: TcpStream, metrics: &Shared) {
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut reader = BufReader::new(&conn);
-    let mut request = String::new();
-    if reader.read_line(&mut request).is_err() {
-        return;
-    }
-    // Headers up to the blank line (bounded).
-    let mut line = String::new();
-    for _ in 0..100 {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if line.trim().is_empty() => break,
-            _ => {}
-        }
-    }
-    let mut parts = request.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.lock().map(|m| m.render()).unwrap_or_default(),
-        ),
-        ("GET", "/healthz") => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".to_string(),
-        ),
-    };
-    let mut w = &conn;
-    let _ = write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
 }

@@ -1,6 +1,6 @@
 /*!
 `offsitedb serve`: runs each source's job on its schedule, alerts when jobs fail and when backups
-silently stop, and answers `/metrics` and `/healthz`.
+silently stop, and answers `/metrics`, `/healthz`, the dashboard and its API ([`crate::web`]).
 
 - One job per source at a time: a job still running when the next one is due makes that one
   skipped (and logged), never queued behind it.
@@ -16,6 +16,7 @@ silently stop, and answers `/metrics` and `/healthz`.
 */
 
 pub mod base;
+pub mod control;
 pub mod metrics;
 pub mod monthly;
 mod objectives;
@@ -384,7 +385,19 @@ pub fn serve_with(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
-    let http = metrics::serve(listener, metrics.clone(), shutdown.0.clone())?;
+    let control = Arc::new(control::Control::new(
+        specs
+            .iter()
+            .filter(|s| s.policy.schedule.is_some())
+            .map(|s| s.name.clone()),
+    ));
+    let web = crate::web::Context::new(
+        settings.clone(),
+        metrics.clone(),
+        control.clone(),
+        state_path.clone(),
+    )?;
+    let http = crate::web::start(listener, web, shutdown.0.clone())?;
     // Whatever ends this function ends the HTTP thread too.
     struct StopOnDrop(Shutdown);
     impl Drop for StopOnDrop {
@@ -393,7 +406,7 @@ pub fn serve_with(
         }
     }
     let _stop_http = StopOnDrop(shutdown.clone());
-    info!(%addr, "serving /metrics and /healthz");
+    info!(%addr, "serving the dashboard, its API, /metrics and /healthz");
 
     let started = Timestamp::now();
     let mut base_slots = base::slots(&specs, &state, &metrics, started)?;
@@ -467,6 +480,8 @@ pub fn serve_with(
                         &state_path,
                         &dispatcher,
                         &metrics,
+                        &control,
+                        control::Action::Backup,
                     ));
                 }
                 slot.next = jittered(schedule.next_after(now), slot.spec.policy.jitter);
@@ -487,6 +502,33 @@ pub fn serve_with(
             }
         }
         monthly.tick(&settings, report_mail.as_ref());
+        // Jobs asked for from the dashboard, in the source's slot like a scheduled run.
+        for (source, action) in control.take() {
+            match slots.get_mut(&source) {
+                Some(slot) if slot.running.is_none() => {
+                    slot.running = Some(spawn_job(
+                        &settings,
+                        &slot.spec,
+                        &state_path,
+                        &dispatcher,
+                        &metrics,
+                        &control,
+                        action,
+                    ));
+                }
+                Some(_) => {
+                    warn!(
+                        source,
+                        action = action.label(),
+                        "a job is already running: the request is dropped"
+                    )
+                }
+                None => warn!(source, "not a scheduled source: the request is dropped"),
+            }
+        }
+        for slot in slots.values() {
+            control.set_running(&slot.spec.name, slot.running.is_some());
+        }
         base::tick(
             &mut base_slots,
             &settings,
@@ -529,13 +571,16 @@ fn spawn_job(
     state_path: &std::path::Path,
     dispatcher: &Arc<Dispatcher>,
     metrics: &metrics::Shared,
+    control: &Arc<control::Control>,
+    action: control::Action,
 ) -> JoinHandle<()> {
-    let (settings, spec, state_path, dispatcher, metrics) = (
+    let (settings, spec, state_path, dispatcher, metrics, control) = (
         settings.clone(),
         spec.clone(),
         PathBuf::from(state_path),
         dispatcher.clone(),
         metrics.clone(),
+        control.clone(),
     );
     std::thread::Builder::new()
         .name(format!("job-{}", spec.name))
@@ -553,15 +598,36 @@ fn spawn_job(
             };
             let name = spec.name.clone();
             let mut note = |n: String| info!(source = %name, "{n}");
-if let Err(e) = job_with_alerts(
-                &settings,
-                &spec,
-                &state_path,
-                &opts,
-                &dispatcher,
-                Some(&metrics),
-                &mut note,
-            ) {
+            // Counted as finished however it ends (even by a panic): readers of the repository
+            // read it again.
+            struct Finished(Arc<control::Control>);
+            impl Drop for Finished {
+                fn drop(&mut self) {
+                    self.0.finished();
+                }
+            }
+            let _finished = Finished(control);
+            let ran = match action {
+                control::Action::Backup => job_with_alerts(
+                    &settings,
+                    &spec,
+                    &state_path,
+                    &opts,
+                    &dispatcher,
+                    Some(&metrics),
+                    &mut note,
+                )
+                .map(|_| ()),
+                control::Action::Drill => control::drill_newest(
+                    &settings,
+                    &spec,
+                    &state_path,
+                    &dispatcher,
+                    &metrics,
+                    &mut note,
+                ),
+            };
+            if let Err(e) = ran {
                 if e.kind() == ErrorKind::Interrupted {
                     // Stopped while it waited for the source's lock: nothing ran.
                     info!(source = %spec.name, "job stopped before it started (shutdown)");

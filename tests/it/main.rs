@@ -7,6 +7,7 @@ mod clock_skew;
 mod common;
 mod config;
 mod daemon;
+mod dashboard;
 mod deploy;
 mod directory;
 mod drill;
