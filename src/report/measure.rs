@@ -60,7 +60,8 @@ impl Gap {
 /// how much would have been lost at worst. `good` are the times of good backups (any order; those
 /// before `start` count as the one to lose back to). The worst gap is the largest distance from a
 /// moment to the good backup before it, which is the largest gap between consecutive good backups,
-/// or from the last one to `end`. `gaps` lists every gap longer than `promise` (all of them when
+/// or from the last one to `end`. The stretch before the first good backup ever is not a gap (the
+/// source was not backed up yet); with no good backup at all, the whole period is one. `gaps` lists every gap longer than `promise` (all of them when
 /// there is no promise would be noise: then only the largest).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RecoveryPoint {
@@ -88,11 +89,15 @@ pub fn recovery_point(good: &[i64], start: i64, end: i64, promise: Option<i64>) 
         None => (start, false),
     };
     for &t in times.iter().filter(|t| **t > start) {
-        gaps.push(Gap {
-            from: prev.0,
-            to: t,
-            after_backup: prev.1,
-        });
+        // Before the first backup ever there was nothing to lose: a source set up in the middle
+        // of the period is measured from its first good backup.
+        if prev.1 {
+            gaps.push(Gap {
+                from: prev.0,
+                to: t,
+                after_backup: true,
+            });
+        }
         prev = (t, true);
     }
     gaps.push(Gap {
@@ -151,6 +156,11 @@ mod tests {
         let rp = recovery_point(&[], 0, 1000, Some(10));
         assert!(!rp.worst.unwrap().after_backup);
         assert_eq!(rp.over_promise.len(), 1);
+        // First backed up in the middle: measured from that backup, not the period's start.
+        let rp = recovery_point(&[800], 0, 1000, Some(500));
+        let w = rp.worst.unwrap();
+        assert_eq!((w.from, w.to, w.after_backup), (800, 1000, true));
+        assert!(rp.over_promise.is_empty());
         // Backups after the end do not shorten the period's tail.
         let rp = recovery_point(&[0, 2000], 0, 1000, None);
         assert_eq!(rp.worst.unwrap().seconds(), 1000);

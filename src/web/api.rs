@@ -30,6 +30,7 @@ pub(super) fn router() -> Router<App> {
         .route("/sources/{name}/backup", post(backup))
         .route("/sources/{name}/drill", post(drill))
         .route("/reports", get(reports))
+        .route("/reports/{month}", get(report))
         .fallback(not_found)
 }
 
@@ -121,6 +122,11 @@ async fn runs(State(app): State<App>, Path(name): Path<String>) -> Response {
 
 async fn reports(State(app): State<App>) -> Response {
     answer(blocking(&app, |c| c.data.reports()).await)
+}
+
+/// A month's report as JSON (the stored one, else drawn now).
+async fn report(State(app): State<App>, Path(month): Path<String>) -> Response {
+    answer(blocking(&app, move |c| c.data.report(&month)).await)
 }
 
 async fn backup(State(app): State<App>, Path(name): Path<String>, h: HeaderMap) -> Response {

@@ -25,6 +25,9 @@ use crate::config::{Settings, SourceSpec};
 use crate::daemon::control::Control;
 use crate::daemon::metrics;
 use crate::error::{Error, ErrorKind, Result};
+use crate::ops::report as op;
+use crate::report::measure;
+use crate::report::model::{Objectives, Period, Report, Scope};
 use crate::state::{Job, Run, RunResult, State};
 use crate::storage::{Location, ReadStore};
 
@@ -34,6 +37,8 @@ pub const CACHE_FOR: Duration = Duration::from_secs(5);
 const SPARK_POINTS: usize = 20;
 /// Drill records and runs shown on a source's page.
 const HISTORY: usize = 50;
+/// Objectives are measured over this many days (as `offsitedb list` does).
+pub const OBJECTIVE_DAYS: i64 = 30;
 
 /// Green, amber or red: how a source stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -114,6 +119,9 @@ pub struct SourceOverview {
     pub restore_times: Vec<RestorePoint>,
     /// A job of the source is running or asked for.
     pub running: bool,
+    /// Recovery point and tested restore time over the last 30 days against `rpo`/`rto` (or the
+    /// schedule's interval): the report's measures.
+    pub objectives: Objectives,
 }
 
 /// One drill record, for lists: the tables that did not match, not all of them.
@@ -198,12 +206,17 @@ pub struct SnapshotDetail {
     pub restore: RestoreCommands,
 }
 
-/// A monthly report object in the repository (`reports/<month>/...`).
+/// A month's report: stored in the repository by `serve` (`reports/<month>`), or drawn live
+/// from the repository for the last full month and the running one while they are not stored.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportObject {
     pub month: String,
-    pub key: String,
-    pub bytes: u64,
+    /// The object, when stored.
+    pub key: Option<String>,
+    pub bytes: Option<u64>,
+    pub stored: bool,
+    /// The month has not ended: the report says "so far".
+    pub partial: bool,
 }
 
 /// The overview (`GET /api/v1/sources`).
@@ -453,6 +466,7 @@ impl Data {
             tested_restore_snapshot: sealed.map(|s| s.id.clone()),
             restore_times,
             running: self.control.busy(name),
+            objectives: objectives(spec, &snaps, now),
         })
     }
 
@@ -583,30 +597,107 @@ impl Data {
     }
 
     pub fn reports(&self) -> Result<Vec<ReportObject>> {
-        Ok(self.view().reports.clone())
+        let view = self.view();
+        let mut out = view.reports.clone();
+        if !view.summaries.is_empty() {
+            let now = Timestamp::now();
+            let current = now.strftime("%Y-%m").to_string();
+            for (month, partial) in [(current, true), (Period::last_full(now).month, false)] {
+                if !out.iter().any(|r| r.month == month) {
+                    out.push(ReportObject {
+                        month,
+                        key: None,
+                        bytes: None,
+                        stored: false,
+                        partial,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| b.month.cmp(&a.month));
+        Ok(out)
+    }
+
+    /// A month's report: the stored one, else drawn from the repository now.
+    pub fn report(&self, month: &str) -> Result<Report> {
+        let now = Timestamp::now();
+        let period = Period::month(month, now)?;
+        let store = self.settings.open_store()?;
+        let key = self.settings.master_key(&mut |_| {})?;
+        let mut facts = op::repository_facts(&self.settings.location()?, &key);
+        facts.object_lock = op::object_lock_fact(&*store);
+        let repo = Repository::open(store, key)?;
+        if op::month_stored(&repo, &period.month)? {
+            return op::read_month(&repo, &period.month);
+        }
+        let state = State::open(&self.state_path)?;
+        let scope = Scope {
+            period,
+            source: None,
+            configured: &self.specs,
+            history: Some(&state),
+            repository: facts,
+            now,
+        };
+        op::generate(&repo, &scope, &mut |_| {})
     }
 }
 
-/// The objects under `reports/` (written by `offsitedb report`), newest month first.
+/// Achieved against promised over the last [`OBJECTIVE_DAYS`], from the snapshots' summaries,
+/// with the report's measures.
+fn objectives(spec: Option<&SourceSpec>, snaps: &[&Summary], now: Timestamp) -> Objectives {
+    let period = Period::last_days(now, OBJECTIVE_DAYS);
+    let drills_on = spec.is_none_or(|s| s.policy.drill);
+    let good: Vec<i64> = snaps
+        .iter()
+        .filter(|s| s.status == Status::Sealed || (!drills_on && s.status == Status::NotDrilled))
+        .map(|s| s.created.as_second())
+        .collect();
+    let interval = spec
+        .and_then(|s| s.policy.schedule.as_ref())
+        .map(|s| s.interval(period.start));
+    let promised = spec.map(|s| s.policy.objectives).unwrap_or_default();
+    let promise = promised.rpo.or(interval).map(|d| d.as_secs() as i64);
+    let rp = measure::recovery_point(
+        &good,
+        period.start.as_second(),
+        period.end.as_second(),
+        promise,
+    );
+    let times: Vec<f64> = snaps
+        .iter()
+        .filter(|s| period.contains(s.created))
+        .filter_map(|s| s.tested_restore_seconds)
+        .collect();
+    crate::report::model::objectives(
+        &promised,
+        interval,
+        rp.worst.map(|g| g.seconds() as f64),
+        measure::stats(&times).as_ref(),
+    )
+}
+
+/// The months stored under `reports/` (written by `serve`), newest first.
 fn reports<S: ReadStore + ?Sized>(store: &S) -> Result<Vec<ReportObject>> {
+    let now = Timestamp::now();
     let mut out: Vec<ReportObject> = store
         .list("reports/")?
         .into_iter()
         .filter_map(|o| {
-            let month = o
-                .key
-                .strip_prefix("reports/")?
-                .split('/')
-                .next()?
-                .to_string();
+            let month = o.key.strip_prefix("reports/")?;
+            let p = Period::month(month, now)
+                .ok()
+                .filter(|p| p.month == month)?;
             Some(ReportObject {
-                month,
-                key: o.key,
-                bytes: o.size,
+                month: p.month,
+                key: Some(o.key.clone()),
+                bytes: Some(o.size),
+                stored: true,
+                partial: false,
             })
         })
         .collect();
-    out.sort_by(|a, b| b.month.cmp(&a.month).then(a.key.cmp(&b.key)));
+    out.sort_by(|a, b| b.month.cmp(&a.month));
     Ok(out)
 }
 

@@ -12,7 +12,7 @@ scraper reads exactly what the API returns.
 use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use jiff::Timestamp;
 use maud::{DOCTYPE, Markup, html};
@@ -176,14 +176,89 @@ fn status_word(s: Status) -> Markup {
 }
 
 fn spark(s: &SourceOverview) -> Markup {
-    let values: Vec<f64> = s.restore_times.iter().map(|p| p.seconds).collect();
+    let values: Vec<(f64, crate::report::doc::Tone)> = s
+        .restore_times
+        .iter()
+        .map(|p| (p.seconds, crate::report::doc::Tone::Good))
+        .collect();
+    if values.is_empty() {
+        return html! {};
+    }
     let label = format!(
         "tested restore times of the last {} drilled snapshots, from {:.1} s to {:.1} s",
         values.len(),
-        values.iter().cloned().fold(f64::MAX, f64::min),
-        values.iter().cloned().fold(0.0, f64::max)
+        values.iter().map(|v| v.0).fold(f64::MAX, f64::min),
+        values.iter().map(|v| v.0).fold(0.0, f64::max)
     );
-    style::sparkline(&values, &label)
+    // The report's sparkline (the same drawing as the report's charts), labelled for readers.
+    html! { span role="img" aria-label=(label) { (maud::PreEscaped(crate::report::chart::sparkline(&values, 120.0, 24.0))) } }
+}
+
+/// Achieved against promised, in words: "4 d (objective 1 d 6 h: MISSED)".
+fn objective(achieved: Option<f64>, promised: Option<f64>, met: Option<bool>) -> Markup {
+    let say = |s: f64| crate::units::spoken(std::time::Duration::from_secs_f64(s.max(0.0)));
+    html! {
+        (achieved.map(say).unwrap_or_else(|| "not measured".into()))
+        @if let Some(p) = promised {
+            " (objective " (say(p)) ": "
+            @match met {
+                Some(true) => span.green { "met" },
+                Some(false) => span.amber { "MISSED" },
+                None => span.muted { "not measured" },
+            }
+            ")"
+        }
+    }
+}
+
+fn objectives(s: &SourceOverview) -> Markup {
+    let o = &s.objectives;
+    html! {
+        "recovery point " (objective(o.achieved_rpo_seconds, o.rpo_seconds, o.rpo_met))
+        br;
+        "slowest restore " (objective(o.achieved_rto_seconds, o.rto_seconds, o.rto_met))
+    }
+}
+
+/// The restore-time chart of a source's page: the report's chart of its recent drills.
+fn restore_chart(d: &SourceDetail) -> Markup {
+    use crate::report::doc::{Chart, ChartKind, Point, Threshold, Tone, Unit};
+    let mut points: Vec<Point> = d
+        .drills
+        .iter()
+        .filter_map(|l| {
+            Some(Point {
+                x: l.started?.as_second() as f64,
+                y: l.total_seconds?,
+                tone: if l.result == "passed" {
+                    Tone::Good
+                } else {
+                    Tone::Bad
+                },
+            })
+        })
+        .collect();
+    points.sort_by(|a, b| a.x.total_cmp(&b.x));
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return html! {};
+    };
+    let pad = ((last.x - first.x) * 0.05).max(3600.0);
+    let chart = Chart {
+        title: format!("Tested restore time of {}'s recent drills", d.source.name),
+        kind: ChartKind::Line,
+        unit: Unit::Seconds,
+        x_range: (first.x - pad, last.x + pad),
+        threshold: d.source.objectives.rto_seconds.map(|y| Threshold {
+            y,
+            label: format!(
+                "objective {}",
+                crate::units::spoken(std::time::Duration::from_secs_f64(y))
+            ),
+        }),
+        points,
+        empty: String::new(),
+    };
+    crate::report::html::chart_svg(&chart)
 }
 
 pub(super) async fn overview(State(app): State<App>, h: HeaderMap) -> Response {
@@ -217,6 +292,7 @@ pub(super) async fn overview(State(app): State<App>, h: HeaderMap) -> Response {
                                 th scope="col" class="num" { "Stored" }
                                 th scope="col" class="num" { "Tested restore" }
                                 th scope="col" { "Restore times" }
+                                th scope="col" { "Objectives, last 30 days" }
                             } }
                             tbody {
                                 @for s in &o.sources {
@@ -232,6 +308,7 @@ pub(super) async fn overview(State(app): State<App>, h: HeaderMap) -> Response {
                                         td.num data-label="Stored" { (bytes(s.stored_bytes)) }
                                         td.num data-label="Tested restore" { (seconds(s.tested_restore_seconds, "n-restore")) }
                                         td data-label="Restore times" { (spark(s)) }
+                                        td data-label="Objectives" { (objectives(s)) }
                                     }
                                 }
                             }
@@ -341,6 +418,7 @@ pub(super) async fn source(
                     dt { "Snapshots" } dd { data.n-snapshots value=(s.snapshots) { (s.snapshots) } }
                     dt { "Stored" } dd { (bytes(s.stored_bytes)) }
                     dt { "Tested restore time" } dd { (seconds(s.tested_restore_seconds, "n-restore")) }
+                    dt { "Objectives, last 30 days" } dd { (objectives(s)) }
                 }
                 (actions(&v, &d))
                 section aria-labelledby="restore-times" {
@@ -348,7 +426,7 @@ pub(super) async fn source(
                     @if s.restore_times.is_empty() {
                         p.muted { "No drill has passed yet." }
                     } @else {
-                        p { (spark(s)) }
+                        (restore_chart(&d))
                         div.table { table {
                             thead { tr { th scope="col" { "Snapshot" } th scope="col" class="num" { "Tested restore" } } }
                             tbody { @for p in s.restore_times.iter().rev() { tr {
@@ -525,21 +603,60 @@ pub(super) async fn reports(State(app): State<App>, h: HeaderMap) -> Response {
             "Reports",
             &v,
             html! {
-                h1 { "Monthly reports" }
+                h1 { "Restore Drill Reports" }
+                p.muted { "One per month: every source's verdict, tested restore times and recovery point against its objectives. serve stores each month in the repository once it has ended; the running month is drawn as it stands." }
                 @if r.is_empty() {
-                    p { "No reports in the repository yet: " code { "offsitedb report --month YYYY-MM" } " writes them." }
+                    p { "No backups yet, so no report." }
                 } @else {
-                    p.muted { "Reports stored in the repository. Opening them from here is not available yet: fetch them with offsitedb report." }
                     div.table { table {
-                        thead { tr { th scope="col" { "Month" } th scope="col" { "Object" } th scope="col" class="num" { "Size" } } }
+                        thead { tr { th scope="col" { "Month" } th scope="col" { "State" } th scope="col" { "Open" } } }
                         tbody { @for x in &r { tr {
-                            th scope="row" { (x.month) } td { code { (x.key) } } td.num { (bytes(x.bytes)) }
+                            th scope="row" { a href={"/reports/" (x.month)} { (x.month) } }
+                            td { @if x.stored { "stored in the repository (" (bytes(x.bytes.unwrap_or(0))) ")" } @else if x.partial { "so far (the month is running)" } @else { "not stored yet: drawn from the repository" } }
+                            td { a href={"/reports/" (x.month)} { "view" } " · " a href={"/reports/" (x.month) ".pdf"} { "PDF" } " · " a href={"/reports/" (x.month) ".json"} { "JSON" } }
                         } } }
                     } }
                 }
             },
         ),
     )
+}
+
+/// `/reports/2026-11` (the report's own HTML page), `/reports/2026-11.pdf`, `/reports/2026-11.json`.
+pub(super) async fn report_file(State(app): State<App>, Path(file): Path<String>) -> Response {
+    use crate::ops::report::Format;
+    let (month, format) = match file.rsplit_once('.') {
+        Some((m, "pdf")) => (m.to_string(), Format::Pdf(crate::report::pdf::Paper::A4)),
+        Some((m, "json")) => (m.to_string(), Format::Json),
+        Some(_) => return error_page(&Error::not_found(format!("no report {file:?}"))),
+        None => (file.clone(), Format::Html),
+    };
+    let m = month.clone();
+    let bytes = match blocking(&app, move |c| {
+        let r = c.data.report(&m)?;
+        crate::ops::report::render(&r, format)
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return error_page(&e),
+    };
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if format != Format::Html {
+        // `month` passed Period::month: digits and a dash only.
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"offsitedb-report-{month}.{}\"",
+            format.extension()
+        )) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    resp
 }
 
 #[derive(Deserialize)]

@@ -113,6 +113,7 @@ fn router(app: App) -> Router {
         .route("/sources/{name}/snapshots/{id}", get(pages::snapshot))
         .route("/sources/{name}/{action}", post(pages::act))
         .route("/reports", get(pages::reports))
+        .route("/reports/{file}", get(pages::report_file))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
         .nest("/api/v1", api::router())

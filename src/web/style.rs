@@ -1,10 +1,8 @@
 /*!
-The dashboard's look: one stylesheet and one sparkline, each a single function so the report's
-(`report::html` CSS, `report::chart::sparkline`) can take their place. No external assets: the
-pages work offline and under a strict Content-Security-Policy.
+The dashboard's look: one stylesheet, inlined in every page (its charts and sparklines are the
+report's, `report::chart`). No external assets: the pages work offline and under a strict
+Content-Security-Policy.
 */
-
-use maud::{Markup, html};
 
 /// The stylesheet, inlined in every page.
 pub fn css() -> &'static str {
@@ -47,39 +45,4 @@ table.cards tr{display:block;border-bottom:2px solid var(--line);padding:.5rem 0
 table.cards th,table.cards td{display:block;border:0;text-align:left}
 table.cards td[data-label]::before{content:attr(data-label) ": ";font-weight:600}}
 "#
-}
-
-/// A small line of `values` (oldest first), `label` read out for screen readers; empty when there
-/// is nothing to draw.
-pub fn sparkline(values: &[f64], label: &str) -> Markup {
-    if values.is_empty() {
-        return html! {};
-    }
-    let (w, h) = (120.0, 24.0);
-    let max = values.iter().cloned().fold(f64::MIN, f64::max).max(0.001);
-    let step = if values.len() > 1 {
-        w / (values.len() - 1) as f64
-    } else {
-        0.0
-    };
-    let points: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            format!(
-                "{:.1},{:.1}",
-                i as f64 * step,
-                h - 2.0 - (v / max) * (h - 4.0)
-            )
-        })
-        .collect();
-    html! {
-        svg class="spark" role="img" width=(w) height=(h) viewBox={"0 0 " (w) " " (h)} aria-label=(label) {
-            @if values.len() == 1 {
-                circle cx="3" cy=(points[0].split(',').nth(1).unwrap_or("12")) r="3" fill="#0550ae" {}
-            } @else {
-                polyline fill="none" stroke="#0550ae" stroke-width="2" points=(points.join(" ")) {}
-            }
-        }
-    }
 }

@@ -314,7 +314,16 @@ fn the_api_and_the_pages_show_what_the_backups_made_and_actions_need_the_token()
     );
     assert_eq!(get(port, "/sources/nope").status, 404);
     assert_eq!(get(port, "/reports").status, 200);
-    assert_eq!(get(port, "/api/v1/reports").json(), serde_json::json!([]));
+    // Nothing stored yet: the running month (and the last one) are drawn on demand.
+    let reports = get(port, "/api/v1/reports").json();
+    assert!(
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["stored"] == false),
+        "{reports}"
+    );
     assert_eq!(get(port, "/healthz").body, "ok\n");
 
     // Actions through the API need the token, and only the token.
@@ -553,5 +562,114 @@ fn the_dashboard_in_a_real_browser() {
     assert_eq!(
         copied, 4,
         "screenshots: overview and source page, desktop and phone"
+    );
+}
+
+/// `GET path` as bytes, with the response's headers (a PDF is not text).
+fn get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, out[split + 4..].to_vec())
+}
+
+/// The reports page lists the running month, which opens as the report's HTML, its PDF (that
+/// verifies with the repository's key) and its JSON, with the verdicts the backups earned; the
+/// overview's objectives are the report's measures.
+#[test]
+fn reports_are_listed_viewed_and_downloaded() {
+    let f = fixture(None);
+    let month = jiff::Timestamp::now().strftime("%Y-%m").to_string();
+    let list = get(f.port, "/api/v1/reports").json();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["month"] == month.as_str() && r["partial"] == true && r["stored"] == false),
+        "{list}"
+    );
+    let page = get(f.port, "/reports");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains(&format!("href=\"/reports/{month}.pdf\"")),
+        "{}",
+        page.body
+    );
+
+    let json = get(f.port, &format!("/api/v1/reports/{month}")).json();
+    let verdict = |name: &str| {
+        json["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))["verdict"]
+            .clone()
+    };
+    assert_eq!(verdict("shop")["kind"], "passed", "{json}");
+    assert_eq!(verdict("broken")["kind"], "failed", "{json}");
+    assert_eq!(
+        verdict("broken")["headline"],
+        "1 of 1 snapshot could not be restored"
+    );
+
+    let html = get(f.port, &format!("/reports/{month}"));
+    assert_eq!(html.status, 200);
+    assert!(
+        html.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        html.body.contains("1 of 1 snapshot could not be restored"),
+        "{}",
+        html.body
+    );
+
+    let (status, head, pdf) = get_bytes(f.port, &format!("/reports/{month}.pdf"));
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/pdf"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("filename=\"offsitedb-report-{month}.pdf\"")),
+        "{head}"
+    );
+    assert!(pdf.starts_with(b"%PDF-"));
+    let file = f.repo.dir.path().join("downloaded.pdf");
+    std::fs::write(&file, &pdf).unwrap();
+    let ok = f.repo.cli.ok(&["report", "verify", file.to_str().unwrap()]);
+    assert!(ok.stdout.contains("matches"), "{}", ok.stdout);
+
+    assert_eq!(get(f.port, "/reports/2026-13").status, 400);
+    assert_eq!(get(f.port, "/reports/2026-11.exe").status, 404);
+    assert_eq!(get(f.port, "/api/v1/reports/2999-01").status, 400);
+
+    // The overview's objectives: the schedule's interval is the promise when no rpo is set.
+    let sources = get(f.port, "/api/v1/sources").json();
+    let shop = sources["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "shop")
+        .unwrap()
+        .clone();
+    assert_eq!(shop["objectives"]["rpo_from"], "schedule", "{shop}");
+    assert!(
+        shop["objectives"]["achieved_rto_seconds"].as_f64().unwrap() > 0.0,
+        "{shop}"
+    );
+    let overview = get(f.port, "/").body;
+    assert!(
+        row(&overview, "shop").contains("slowest restore"),
+        "{overview}"
     );
 }

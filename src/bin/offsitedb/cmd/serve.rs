@@ -4,10 +4,12 @@ use anyhow::Result;
 
 use super::Global;
 
-/// Run every scheduled source's job on its schedule, alert, and serve /metrics
+/// Run every scheduled source's job on its schedule, alert, write the monthly report, and serve
+/// the dashboard, its API and /metrics
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Address for /metrics and /healthz (default: [server] listen, else 127.0.0.1:8080)
+    /// Address for the dashboard, /api/v1, /metrics and /healthz (default: [server] listen, else
+    /// 127.0.0.1:8080)
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Log lines as human text or JSON objects
