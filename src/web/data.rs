@@ -122,6 +122,8 @@ pub struct SourceOverview {
     /// Recovery point and tested restore time over the last 30 days against `rpo`/`rto` (or the
     /// schedule's interval): the report's measures.
     pub objectives: Objectives,
+    /// Point-in-time recovery: when the newest WAL segment was archived.
+    pub wal_archived_to: Option<Timestamp>,
 }
 
 /// One drill record, for lists: the tables that did not match, not all of them.
@@ -235,6 +237,9 @@ struct View {
     summaries: Vec<Summary>,
     entries: Vec<Entry>,
     reports: Vec<ReportObject>,
+    /// Sources with base backups (point-in-time recovery): when their newest WAL segment was
+    /// archived (`None`: none is).
+    wal: BTreeMap<String, Option<Timestamp>>,
     error: Option<String>,
     warnings: Vec<String>,
 }
@@ -315,13 +320,15 @@ impl Data {
             let summaries = crate::ops::list::list(&repo, None, &mut |w| warnings.push(w))?;
             let entries = repo.entries(None)?;
             let reports = reports(repo.store())?;
-            Ok((summaries, entries, reports))
+            let wal = wal_newest(&repo, &mut warnings)?;
+            Ok((summaries, entries, reports, wal))
         });
         match read {
-            Ok((summaries, entries, reports)) => View {
+            Ok((summaries, entries, reports, wal)) => View {
                 summaries,
                 entries,
                 reports,
+                wal,
                 error: None,
                 warnings,
             },
@@ -356,7 +363,12 @@ impl Data {
     /// knows, by name.
     fn names(&self, view: &View) -> Vec<String> {
         let mut names: Vec<String> = self.specs.iter().map(|s| s.name.clone()).collect();
-        let known: BTreeSet<&str> = view.summaries.iter().map(|s| s.source.as_str()).collect();
+        let known: BTreeSet<&str> = view
+            .summaries
+            .iter()
+            .map(|s| s.source.as_str())
+            .chain(view.wal.keys().map(String::as_str))
+            .collect();
         for n in known {
             if !names.iter().any(|c| c == n) {
                 names.push(n.to_string());
@@ -433,6 +445,14 @@ impl Data {
                 .last(name, Job::Drill, None)?
                 .filter(|r| r.result != RunResult::Interrupted),
         });
+        let mut health = health;
+        let wal_archived_to = view.wal.get(name).copied().flatten();
+        if let Some(newest) = view.wal.get(name) {
+            let r = wal_reason(*newest, now);
+            health.level = health.level.max(r.level);
+            health.word = health.level.word();
+            health.reasons.push(r);
+        }
         let mut restore_times: Vec<RestorePoint> = snaps
             .iter()
             .filter_map(|s| {
@@ -467,6 +487,7 @@ impl Data {
             restore_times,
             running: self.control.busy(name),
             objectives: objectives(spec, &snaps, now),
+            wal_archived_to,
         })
     }
 
@@ -640,6 +661,70 @@ impl Data {
             now,
         };
         op::generate(&repo, &scope, &mut |_| {})
+    }
+}
+
+/// WAL this far behind is a warning: with `archive_timeout` unset, a quiet database archives
+/// only when a segment fills, and every minute of it is what a loss would cost.
+pub const WAL_LAG_WARNING: Duration = Duration::from_secs(15 * 60);
+
+/// When each source with base backups last archived a segment (one WAL header read each).
+fn wal_newest<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, Option<Timestamp>>> {
+    let mut out = BTreeMap::new();
+    let names: BTreeSet<String> = repo
+        .base_entries(None)?
+        .into_iter()
+        .map(|b| b.source)
+        .collect();
+    for name in names {
+        let bases = repo.base_manifests(&name)?;
+        if bases.is_empty() {
+            continue;
+        }
+        match crate::ops::pitr::target::window(repo, &name, &bases) {
+            Ok(w) => {
+                out.insert(name, w.to_time);
+            }
+            Err(e) => warnings.push(format!(
+                "the WAL archive of {name} cannot be read: {}",
+                e.message()
+            )),
+        }
+    }
+    Ok(out)
+}
+
+/// The WAL archive's lag, in words.
+fn wal_reason(newest: Option<Timestamp>, now: Timestamp) -> Reason {
+    match newest {
+        None => Reason {
+            level: Level::Amber,
+            text: "base backups but no WAL archived: it restores only to the end of a base backup"
+                .into(),
+        },
+        Some(t) => {
+            let at = t
+                .round(jiff::Unit::Second)
+                .unwrap_or(t)
+                .strftime("%Y-%m-%d %H:%M:%S UTC");
+            if now.duration_since(t).as_secs_f64() > WAL_LAG_WARNING.as_secs_f64() {
+                Reason {
+                    level: Level::Amber,
+                    text: format!(
+                        "WAL archived up to {at}, more than {} ago (set archive_timeout to bound it on a quiet database)",
+                        crate::units::spoken(WAL_LAG_WARNING)
+                    ),
+                }
+            } else {
+                Reason {
+                    level: Level::Green,
+                    text: format!("WAL archived up to {at}"),
+                }
+            }
+        }
     }
 }
 

@@ -657,6 +657,35 @@ fn serve_takes_base_backups_on_base_schedule() {
         s.read_to_string(&mut page).unwrap();
         page
     };
+    // The dashboard's overview lists the source (it has no dump) with its WAL archive's time.
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&listen).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut page = String::new();
+        s.read_to_string(&mut page).unwrap();
+        page.split_once("\r\n\r\n").unwrap().1.to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let app = loop {
+        let v: serde_json::Value = serde_json::from_str(&get("/api/v1/sources")).unwrap();
+        let app = v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == SOURCE)
+            .cloned();
+        if let Some(a) = app.filter(|a| !a["wal_archived_to"].is_null()) {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no WAL time on the dashboard: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let reasons = app["health"]["reasons"].to_string();
+    assert!(reasons.contains("WAL archived up to"), "{reasons}");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
     let out = serve.wait_with_output().unwrap();

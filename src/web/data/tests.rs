@@ -214,3 +214,18 @@ fn restore_commands_are_the_documented_ones() {
         ]
     );
 }
+
+#[test]
+fn the_wal_archive_lag_is_said_and_warned_past_its_limit() {
+    let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+    let r = wal_reason(Some("2026-11-21T11:58:00Z".parse().unwrap()), now);
+    assert_eq!(r.level, Level::Green);
+    assert_eq!(r.text, "WAL archived up to 2026-11-21 11:58:00 UTC");
+    let r = wal_reason(Some("2026-11-21T11:00:00Z".parse().unwrap()), now);
+    assert_eq!(r.level, Level::Amber);
+    assert!(r.text.contains("more than 15 min ago"), "{}", r.text);
+    assert!(r.text.contains("archive_timeout"), "{}", r.text);
+    let r = wal_reason(None, now);
+    assert_eq!(r.level, Level::Amber);
+    assert!(r.text.contains("no WAL archived"), "{}", r.text);
+}
