@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use tracing::{error, info, warn};
 
 use super::metrics;
-use crate::alerts::{self, Dispatcher, Event};
+use crate::alerts::{Dispatcher, Event};
 use crate::catalog::Repository;
 use crate::config::{Settings, SourceSpec};
 use crate::error::{ErrorKind, Result};
@@ -219,15 +219,13 @@ pub fn base_backup_with_alerts(
         let mut mm = metrics.lock().unwrap_or_else(|p| p.into_inner());
         mm.sources.entry(name.to_string()).or_default().jobs_failed += 1;
     }
-    if let Some(a) = alerts::transition(&state, name, Event::BaseBackupFailed, firing, &message)? {
-        warn!(
-            source = name,
-            event = Event::BaseBackupFailed.key(),
-            status = a.status,
-            "{}",
-            a.message
-        );
-        dispatcher.send(a);
-    }
+    super::alert(
+        &state,
+        dispatcher,
+        name,
+        Event::BaseBackupFailed,
+        firing,
+        &message,
+    )?;
     Ok(())
 }

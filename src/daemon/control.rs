@@ -17,11 +17,11 @@ use jiff::Timestamp;
 use tracing::{error, info, warn};
 
 use super::metrics;
-use crate::alerts::{self, Dispatcher, Event};
+use crate::alerts::{Dispatcher, Event};
 use crate::catalog::Repository;
 use crate::config::{Settings, SourceSpec};
 use crate::error::{ErrorKind, Result};
-use crate::state::{Job, Outcome, RunResult, State};
+use crate::state::{Job, Outcome, State};
 
 /// What is asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,18 +199,16 @@ pub(super) fn drill_newest(
             (false, format!("restore drills of {name} pass again"))
         }
     };
-    if let Some(mut a) = alerts::transition(&state, name, Event::DrillFailed, firing, &message)? {
-        a.last_success = state
-            .last(name, Job::Backup, Some(RunResult::Ok))?
-            .and_then(|r| r.finished);
-        warn!(
-            source = name,
-            event = Event::DrillFailed.key(),
-            status = a.status,
-            "{}",
-            a.message
-        );
-        dispatcher.send(a);
+    super::alert(
+        &state,
+        dispatcher,
+        name,
+        Event::DrillFailed,
+        firing,
+        &message,
+    )?;
+    if let (None, Some(secs)) = (&failure, restore) {
+        super::objectives::after_drill(spec, &state, dispatcher, secs)?;
     }
     let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
     let s = m.sources.entry(name.to_string()).or_default();

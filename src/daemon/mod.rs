@@ -19,7 +19,7 @@ pub mod base;
 pub mod control;
 pub mod metrics;
 pub mod monthly;
-mod objectives;
+pub(crate) mod objectives;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -101,6 +101,32 @@ fn finish_unstarted(
     alert_and_count(settings, spec, state, dispatcher, metrics, report)
 }
 
+/// Records whether `event` is `firing` for `name` and, when that is a change, logs it and sends
+/// the alert (with the last successful backup): every alert of the daemon goes through here.
+pub(crate) fn alert(
+    state: &State,
+    dispatcher: &Dispatcher,
+    name: &str,
+    event: Event,
+    firing: bool,
+    message: &str,
+) -> Result<()> {
+    if let Some(mut a) = alerts::transition(state, name, event, firing, message)? {
+        a.last_success = state
+            .last(name, Job::Backup, Some(RunResult::Ok))?
+            .and_then(|r| r.finished);
+        warn!(
+            source = name,
+            event = event.key(),
+            status = a.status,
+            "{}",
+            a.message
+        );
+        dispatcher.send(a);
+    }
+    Ok(())
+}
+
 /// After a job: alerts on every change, the heartbeat, and the metrics.
 fn alert_and_count(
     settings: &Settings,
@@ -121,20 +147,7 @@ fn alert_and_count(
     }
     // Alerts: one per change of each condition.
     let send = |event: Event, firing: bool, message: String| -> Result<()> {
-        if let Some(mut a) = alerts::transition(state, name, event, firing, &message)? {
-            a.last_success = state
-                .last(name, Job::Backup, Some(RunResult::Ok))?
-                .and_then(|r| r.finished);
-            warn!(
-                source = name,
-                event = event.key(),
-                status = a.status,
-                "{}",
-                a.message
-            );
-            dispatcher.send(a);
-        }
-        Ok(())
+        alert(state, dispatcher, name, event, firing, &message)
     };
     match &report.backup_failure {
         Some(e) => {
@@ -495,7 +508,14 @@ pub fn serve_with(
             // daemon: the other sources' jobs go on, and the next check tries again.
             if let Err(e) = dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now)
                 .and_then(|()| {
-                    objectives::recovery_point(&slot.spec, &state, &dispatcher, started, now)
+                    objectives::recovery_point(
+                        &slot.spec,
+                        &state,
+                        &dispatcher,
+                        started,
+                        now,
+                        slot.running.is_some(),
+                    )
                 })
             {
                 error!(source = %slot.spec.name, error = %e.message(), "cannot check for a recent backup");

@@ -1,5 +1,6 @@
 /*!
-The monthly Restore Drill Report, written by `serve`: once a month has ended, its report goes into
+The monthly Restore Drill Report, written by `serve`: an hour after a month has ended (its last
+jobs' drills finish), its report goes into
 the repository (`reports/<YYYY-MM>`, sealed, written once) and, when email alerts are configured,
 out as a PDF attachment. Checked every few minutes on its own thread, so a daemon that was down on
 the 1st writes it when it comes back; a month that is stored already is not written or sent again
@@ -27,6 +28,8 @@ use crate::report::pdf::Paper;
 
 /// How often the daemon looks for a month to write.
 const EVERY: Duration = Duration::from_secs(300);
+/// How long after a month's end its report is written.
+const SETTLE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 /// Attempts at sending the mail (a mail server that is briefly down).
 const MAIL_ATTEMPTS: u32 = 3;
 
@@ -83,14 +86,21 @@ pub fn write_last_month(
     now: Timestamp,
 ) -> Result<Option<Report>> {
     let period = Period::last_full(now);
+    // The month's last jobs (a 23:30 backup's drill) finish after midnight: give them an hour.
+    if now < period.end + SETTLE {
+        return Ok(None);
+    }
     let store = settings.open_store()?;
     let key = settings.master_key(&mut |w| warn!("{w}"))?;
-    let mut facts = op::repository_facts(&settings.location()?, &key);
-    facts.object_lock = op::object_lock_fact(&*store);
+    let facts = op::repository_facts(&settings.location()?, &key);
     let repo = Repository::open(store, key)?;
     if op::month_stored(&repo, &period.month)? || !existed_before(&repo, period.end)? {
         return Ok(None);
     }
+    let facts = crate::report::model::RepositoryFacts {
+        object_lock: op::object_lock_fact(&*settings.open_store()?),
+        ..facts
+    };
     let configured = settings.configured_sources(None)?;
     let state = crate::state::State::open(&settings.state_path()?)?;
     let scope = Scope {

@@ -8,9 +8,8 @@ once when it is met again, like every other alert.
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tracing::warn;
 
-use crate::alerts::{self, Dispatcher, Event};
+use crate::alerts::{Dispatcher, Event};
 use crate::catalog::SnapshotId;
 use crate::config::SourceSpec;
 use crate::error::Result;
@@ -18,7 +17,7 @@ use crate::state::{Job, RunResult, State};
 use crate::units::spoken;
 
 /// After a drill that passed with tested restore time `seconds`.
-pub(super) fn after_drill(
+pub(crate) fn after_drill(
     spec: &SourceSpec,
     state: &State,
     dispatcher: &Dispatcher,
@@ -41,13 +40,13 @@ pub(super) fn after_drill(
             spoken(rto)
         )
     };
-    send(
+    super::alert(
         state,
         dispatcher,
         name,
         Event::RestoreTimeObjectiveMissed,
         missed,
-        message,
+        &message,
     )
 }
 
@@ -68,17 +67,23 @@ pub(super) fn last_good(spec: &SourceSpec, state: &State) -> Result<Option<Times
 }
 
 /// On every tick: the time since the last good backup (or since the daemon started, when there
-/// is none) against `rpo`.
+/// is none) against `rpo`. Not while the source's job runs: the backup it is taking (and
+/// drilling) is the next good one, and a job that takes a while must not flap the alert every
+/// day when `rpo` equals the schedule.
 pub(super) fn recovery_point(
     spec: &SourceSpec,
     state: &State,
     dispatcher: &Dispatcher,
     started: Timestamp,
     now: Timestamp,
+    job_running: bool,
 ) -> Result<()> {
     let Some(rpo) = spec.policy.objectives.rpo else {
         return Ok(());
     };
+    if job_running {
+        return Ok(());
+    }
     let name = spec.name.as_str();
     let last = last_good(spec, state)?;
     let age = now
@@ -102,33 +107,12 @@ pub(super) fn recovery_point(
             spoken(rpo)
         ),
     };
-    send(
+    super::alert(
         state,
         dispatcher,
         name,
         Event::RecoveryPointObjectiveMissed,
         missed,
-        message,
+        &message,
     )
-}
-
-fn send(
-    state: &State,
-    dispatcher: &Dispatcher,
-    name: &str,
-    event: Event,
-    firing: bool,
-    message: String,
-) -> Result<()> {
-    if let Some(a) = alerts::transition(state, name, event, firing, &message)? {
-        warn!(
-            source = name,
-            event = event.key(),
-            status = a.status,
-            "{}",
-            a.message
-        );
-        dispatcher.send(a);
-    }
-    Ok(())
 }

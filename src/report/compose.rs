@@ -225,7 +225,14 @@ fn source(r: &Report, s: &SourceReport) -> Section {
             } else {
                 String::new()
             }
-        ),
+        ) + &if c.pruned > 0 {
+            format!(
+                " ({} of them deleted by retention since, counted from this machine's history)",
+                c.pruned
+            )
+        } else {
+            String::new()
+        },
     ));
     facts.push(Fact::new("Restore time", restore_line(s)).toned(met_tone(s.objectives.rto_met)));
     if let Some(st) = &s.restore_time {

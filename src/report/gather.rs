@@ -48,7 +48,31 @@ pub(super) fn source<S: ReadStore + ?Sized>(
         });
     }
 
-    let drills = drills_in(repo, name, scope, &mut warnings)?;
+    let mut drills = drills_in(repo, name, scope, &mut warnings)?;
+    // Retention deletes most of a month's snapshots before its report is written: this
+    // machine's history still knows them (their backup and drill runs), so they count.
+    let history = match scope.history {
+        Some(state) => state.history(Some(name), HISTORY_LIMIT)?,
+        None => Vec::new(),
+    };
+    let pruned = pruned_from_history(&history, &summaries, period, drills_on);
+    for p in &pruned.lines {
+        if period.contains(p.taken) {
+            counts.taken += 1;
+            counts.pruned += 1;
+            match p.drill {
+                Some((true, _)) => {
+                    (counts.drilled, counts.passed) = (counts.drilled + 1, counts.passed + 1)
+                }
+                Some((false, _)) => {
+                    (counts.drilled, counts.failed) = (counts.drilled + 1, counts.failed + 1)
+                }
+                None => counts.not_drilled += 1,
+            }
+        }
+    }
+    drills.extend(pruned.drills);
+    drills.sort_by_key(|d| d.at);
     let passed: Vec<f64> = drills
         .iter()
         .filter(|d| d.passed)
@@ -62,15 +86,13 @@ pub(super) fn source<S: ReadStore + ?Sized>(
         .iter()
         .filter(|s| s.status == Status::Sealed || (!drills_on && s.status == Status::NotDrilled))
         .map(|s| s.created.as_second())
+        .chain(pruned.good.iter().map(|t| t.as_second()))
         .collect();
     let schedule_interval = spec
         .and_then(|s| s.policy.schedule.as_ref())
         .map(|s| s.interval(period.start));
     let promised = spec.map(|s| s.policy.objectives).unwrap_or_default();
-    let promise = promised
-        .rpo
-        .or(schedule_interval)
-        .map(|d| d.as_secs() as i64);
+    let promise = model::rpo_with_slack(&promised, schedule_interval).map(|s| s as i64);
     let pitr = pitr(repo, name, scope, &mut warnings)?;
 
     let (recovery_point, achieved_rpo) = if summaries.is_empty()
@@ -109,22 +131,18 @@ pub(super) fn source<S: ReadStore + ?Sized>(
         restore_time.as_ref(),
     );
 
-    let failed_runs = match scope.history {
-        None => None,
-        Some(state) => Some(
-            state
-                .history(Some(name), HISTORY_LIMIT)?
-                .into_iter()
-                .filter(|r| r.result == RunResult::Failed && period.contains(r.started))
-                .map(|r| FailedRun {
-                    at: r.started,
-                    job: r.job.as_str().to_string(),
-                    error: r.error.unwrap_or_default(),
-                })
-                .rev()
-                .collect::<Vec<_>>(),
-        ),
-    };
+    let failed_runs = scope.history.map(|_| {
+        history
+            .iter()
+            .filter(|r| r.result == RunResult::Failed && period.contains(r.started))
+            .map(|r| FailedRun {
+                at: r.started,
+                job: r.job.as_str().to_string(),
+                error: r.error.clone().unwrap_or_default(),
+            })
+            .rev()
+            .collect::<Vec<_>>()
+    });
 
     let newest_ever = summaries.last().map(|s| s.created);
     let mut verdict = model::judge(&counts, &objectives, newest_ever, drills_on);
@@ -288,4 +306,142 @@ fn pitr<S: ReadStore + ?Sized>(
 
 fn lag(t: Timestamp, now: Timestamp) -> f64 {
     now.duration_since(t).as_secs_f64().max(0.0)
+}
+
+/// What the history says of snapshots no longer in the repository (pruned).
+#[derive(Default)]
+struct Pruned {
+    lines: Vec<PrunedSnapshot>,
+    /// Times of the good ones (any period: the one before the month anchors its first gap).
+    good: Vec<Timestamp>,
+    /// Their drills in the period.
+    drills: Vec<DrillLine>,
+}
+
+struct PrunedSnapshot {
+    taken: Timestamp,
+    /// The latest drill run of it: passed, tested restore time.
+    drill: Option<(bool, Option<f64>)>,
+}
+
+fn pruned_from_history(
+    runs: &[crate::state::Run],
+    summaries: &[crate::catalog::Summary],
+    period: &model::Period,
+    drills_on: bool,
+) -> Pruned {
+    use crate::catalog::SnapshotId;
+    use crate::state::Job;
+    let kept: std::collections::BTreeSet<String> =
+        summaries.iter().map(|s| s.id.to_string()).collect();
+    let mut out = Pruned::default();
+    // Oldest first, so the latest drill of a snapshot is the one that stays.
+    let mut by_snapshot: std::collections::BTreeMap<String, PrunedSnapshot> = Default::default();
+    for r in runs.iter().rev() {
+        let Some(id) = r.snapshot.as_deref().filter(|id| !kept.contains(*id)) else {
+            continue;
+        };
+        let Ok(sid) = SnapshotId::parse(id) else {
+            continue;
+        };
+        match (r.job, r.result) {
+            (Job::Backup, RunResult::Ok) => {
+                by_snapshot.entry(id.to_string()).or_insert(PrunedSnapshot {
+                    taken: sid.time(),
+                    drill: None,
+                });
+            }
+            (Job::Drill, RunResult::Ok | RunResult::Failed) => {
+                let passed = r.result == RunResult::Ok;
+                if let Some(p) = by_snapshot.get_mut(id) {
+                    p.drill = Some((passed, r.restore_seconds));
+                }
+                if period.contains(r.started) {
+                    out.drills.push(DrillLine {
+                        id: format!("{id} (pruned since; from this machine's history)"),
+                        snapshot: id.to_string(),
+                        at: r.started,
+                        passed,
+                        total_seconds: r.restore_seconds.or(r.seconds).unwrap_or(0.0),
+                        tables: 0,
+                        tables_mismatched: 0,
+                        problems: r.error.iter().cloned().collect(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for p in by_snapshot.into_values() {
+        let good = match p.drill {
+            Some((passed, _)) => passed,
+            None => !drills_on,
+        };
+        if good {
+            out.good.push(p.taken);
+        }
+        out.lines.push(p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Job, Run};
+
+    fn run(job: Job, result: RunResult, at: &str, snapshot: &str, restore: Option<f64>) -> Run {
+        Run {
+            id: 0,
+            job,
+            source: "app".into(),
+            started: at.parse().unwrap(),
+            finished: None,
+            result,
+            error: (result == RunResult::Failed).then(|| "a table differs".to_string()),
+            snapshot: Some(snapshot.into()),
+            plain_bytes: None,
+            stored_bytes: None,
+            seconds: Some(1.0),
+            restore_seconds: restore,
+        }
+    }
+
+    #[test]
+    fn pruned_snapshots_count_from_the_history() {
+        let now: Timestamp = "2026-12-04T00:00:00Z".parse().unwrap();
+        let period = model::Period::month("2026-11", now).unwrap();
+        let (a, b) = ("20261102T030000Z-aaaaaa", "20261103T030000Z-bbbbbb");
+        // Newest first, as State::history gives them.
+        let runs = vec![
+            run(
+                Job::Drill,
+                RunResult::Failed,
+                "2026-11-03T03:05:00Z",
+                b,
+                None,
+            ),
+            run(Job::Backup, RunResult::Ok, "2026-11-03T03:00:00Z", b, None),
+            run(
+                Job::Drill,
+                RunResult::Ok,
+                "2026-11-02T03:05:00Z",
+                a,
+                Some(40.0),
+            ),
+            run(Job::Backup, RunResult::Ok, "2026-11-02T03:00:00Z", a, None),
+        ];
+        let p = pruned_from_history(&runs, &[], &period, true);
+        assert_eq!(p.lines.len(), 2);
+        assert_eq!(
+            p.good,
+            vec!["2026-11-02T03:00:00Z".parse::<Timestamp>().unwrap()]
+        );
+        assert_eq!(p.drills.len(), 2);
+        assert_eq!(p.drills.iter().filter(|d| d.passed).count(), 1);
+        assert_eq!(
+            p.drills.iter().find(|d| d.passed).unwrap().total_seconds,
+            40.0
+        );
+    }
 }

@@ -234,7 +234,9 @@ pub fn render(doc: &Document) -> String {
                 }
                 @if let Some(json) = &doc.attachment {
                     script type="application/json" id="offsitedb-report" {
-                        (PreEscaped(json.replace("</", "<\\/")))
+                        // `<` only appears inside JSON strings, where \u003c means the same: nothing in
+                        // the data can close the tag or open a comment.
+                        (PreEscaped(json.replace('<', "\\u003c")))
                     }
                 }
             }
@@ -295,6 +297,6 @@ mod tests {
         let json = r#"{"name":"</script><script>alert(1)</script>"}"#;
         let page = render(&doc(vec![], Some(json)));
         assert_eq!(page.matches("</script>").count(), 1, "{page}");
-        assert!(page.contains(r#"{"name":"<\/script><script>alert(1)<\/script>"}"#));
+        assert!(page.contains(r#"{"name":"\u003c/script>\u003cscript>alert(1)\u003c/script>"}"#));
     }
 }

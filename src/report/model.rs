@@ -54,8 +54,9 @@ impl Period {
             Error::config(format!("invalid month {text:?}"))
                 .with_hint("write the month as YYYY-MM, e.g. --month 2026-11")
         };
-        let (y, m) = text.trim().split_once('-').ok_or_else(bad)?;
-        if y.len() != 4 || m.len() != 2 {
+        let (y, m) = text.split_once('-').ok_or_else(bad)?;
+        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(y, 4) || !digits(m, 2) {
             return Err(bad());
         }
         let (y, m): (i16, i8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
@@ -201,6 +202,9 @@ pub struct Counts {
     pub not_drilled: usize,
     /// Manifest present, data missing or of the wrong size.
     pub damaged: usize,
+    /// Counted from this machine's history: deleted by retention since.
+    #[serde(default)]
+    pub pruned: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -331,7 +335,15 @@ pub fn build<S: ReadStore + ?Sized>(
     let mut sources = Vec::new();
     for name in names {
         let spec = scope.configured.iter().find(|s| s.name == name);
-        sources.push(super::gather::source(repo, &name, spec, scope, note)?);
+        let r = super::gather::source(repo, &name, spec, scope, note)?;
+        // A source first backed up after the period did not exist in it (not "no backups").
+        if r.snapshots.taken == 0
+            && r.pitr.is_none()
+            && r.retention.oldest.is_some_and(|o| o >= scope.period.end)
+        {
+            continue;
+        }
+        sources.push(r);
     }
     Ok(Report {
         offsitedb_report: REPORT_VERSION,
@@ -487,8 +499,22 @@ pub fn objectives(
         rto_seconds,
         achieved_rpo_seconds: achieved_rpo,
         achieved_rto_seconds: achieved_rto,
-        rpo_met: measure::meets(achieved_rpo, rpo_seconds),
+        rpo_met: measure::meets(achieved_rpo, rpo_with_slack(promised, schedule_interval)),
         rto_met: measure::meets(achieved_rto, rto_seconds),
+    }
+}
+
+/// The recovery point a gap is judged against: `rpo` exactly; a schedule's interval with the
+/// slack a schedule has (jobs start a moment late, or with jitter): a tenth of it, at least a
+/// minute, so a daily backup that started a second later is not a missed promise.
+pub fn rpo_with_slack(
+    promised: &crate::config::Objectives,
+    schedule_interval: Option<std::time::Duration>,
+) -> Option<f64> {
+    match (promised.rpo, schedule_interval) {
+        (Some(d), _) => Some(d.as_secs_f64()),
+        (None, Some(d)) => Some(d.as_secs_f64() + (d.as_secs_f64() / 10.0).max(60.0)),
+        (None, None) => None,
     }
 }
 
@@ -577,5 +603,11 @@ mod tests {
             (o.rpo_from.as_deref(), o.rpo_met),
             (Some("schedule"), Some(true))
         );
+        // A daily backup that started a second late keeps the schedule's promise.
+        let day = std::time::Duration::from_secs(86400);
+        let o = objectives(&Default::default(), Some(day), Some(86401.0), None);
+        assert_eq!(o.rpo_met, Some(true));
+        let o = objectives(&Default::default(), Some(day), Some(2.0 * 86400.0), None);
+        assert_eq!(o.rpo_met, Some(false));
     }
 }

@@ -742,7 +742,7 @@ fn objectives(spec: Option<&SourceSpec>, snaps: &[&Summary], now: Timestamp) -> 
         .and_then(|s| s.policy.schedule.as_ref())
         .map(|s| s.interval(period.start));
     let promised = spec.map(|s| s.policy.objectives).unwrap_or_default();
-    let promise = promised.rpo.or(interval).map(|d| d.as_secs() as i64);
+    let promise = crate::report::model::rpo_with_slack(&promised, interval).map(|s| s as i64);
     let rp = measure::recovery_point(
         &good,
         period.start.as_second(),

@@ -667,7 +667,16 @@ pub(super) struct NextQuery {
 /// Only a path of this site (no `//host`, no scheme) is followed after signing in.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        // Visible ASCII only: browsers drop tabs and line breaks, so "/\t/evil" would become
+        // "//evil", another site.
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }

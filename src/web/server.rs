@@ -76,6 +76,9 @@ pub fn start(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
+        // Page reads run here (repository listings, report rendering): a few at a time, so a
+        // flood of requests queues instead of starving the backups of threads and descriptors.
+        .max_blocking_threads(4)
         .build()
         .map_err(setup)?;
     let listener = {
