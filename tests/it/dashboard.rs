@@ -648,6 +648,12 @@ fn reports_are_listed_viewed_and_downloaded() {
     std::fs::write(&file, &pdf).unwrap();
     let ok = f.repo.cli.ok(&["report", "verify", file.to_str().unwrap()]);
     assert!(ok.stdout.contains("matches"), "{}", ok.stdout);
+    // A running month's report says so, signed or not.
+    assert!(
+        ok.stdout.contains("so far (the month had not ended)"),
+        "{}",
+        ok.stdout
+    );
 
     assert_eq!(get(f.port, "/reports/2026-13").status, 400);
     assert_eq!(get(f.port, "/reports/2026-11.exe").status, 404);

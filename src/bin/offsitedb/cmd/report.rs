@@ -142,6 +142,7 @@ fn verify(file: &Path, g: &Global) -> Result<()> {
             "authentic": v.authentic,
             "fingerprint": r.fingerprint,
             "month": r.period.month,
+            "partial": r.period.partial,
             "generated_at": r.generated_at,
             "sources": r.sources.iter().map(|s| serde_json::json!({
                 "name": s.name, "verdict": s.verdict.kind, "headline": s.verdict.headline,
@@ -149,9 +150,14 @@ fn verify(file: &Path, g: &Global) -> Result<()> {
         }))?;
     } else {
         outln!(
-            "{}: the report for {} generated {} by {}",
+            "{}: the report for {}{} generated {} by {}",
             file.display(),
             r.period.title(),
+            if r.period.partial {
+                " so far (the month had not ended)"
+            } else {
+                ""
+            },
             r.generated_at,
             r.generated_by
         );
