@@ -98,7 +98,7 @@ pub fn write_last_month(
         return Ok(None);
     }
     let facts = crate::report::model::RepositoryFacts {
-        object_lock: op::object_lock_fact(&*settings.open_store()?),
+        object_lock: op::object_lock_fact(repo.store()),
         ..facts
     };
     let configured = settings.configured_sources(None)?;

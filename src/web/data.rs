@@ -643,14 +643,14 @@ impl Data {
     pub fn report(&self, month: &str) -> Result<Report> {
         let now = Timestamp::now();
         let period = Period::month(month, now)?;
-        let store = self.settings.open_store()?;
         let key = self.settings.master_key(&mut |_| {})?;
         let mut facts = op::repository_facts(&self.settings.location()?, &key);
-        facts.object_lock = op::object_lock_fact(&*store);
-        let repo = Repository::open(store, key)?;
+        let repo = Repository::open(self.settings.open_store()?, key)?;
         if op::month_stored(&repo, &period.month)? {
             return op::read_month(&repo, &period.month);
         }
+        // Only for a report drawn now (a stored one says what the bucket said then).
+        facts.object_lock = op::object_lock_fact(repo.store());
         let state = State::open(&self.state_path)?;
         let scope = Scope {
             period,

@@ -59,10 +59,10 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         "json" => Format::Json,
         _ => Format::Pdf(a.paper.parse::<Paper>()?),
     };
-    let store = s.open_store()?;
-    let mut facts = report::repository_facts(&s.location()?, &super::key(&s)?);
-    facts.object_lock = report::object_lock_fact(&*store);
-    let repo = offsitedb::catalog::Repository::open(store, super::key(&s)?)?;
+    let key = super::key(&s)?;
+    let mut facts = report::repository_facts(&s.location()?, &key);
+    let repo = offsitedb::catalog::Repository::open(s.open_store()?, key)?;
+    facts.object_lock = report::object_lock_fact(repo.store());
     let configured = s.configured_sources(None)?;
     // The history adds failed runs when this machine has one; a report never creates it.
     let history = s
