@@ -226,22 +226,54 @@ impl Cluster {
         std::fs::write(&conf_path, existing)
             .map_err(|e| Error::io_at("cannot write", &conf_path, &e))?;
 
-        let mut server = crate::process::command(bin.join("postgres"));
-        server.arg("-D").arg(&data).env("LC_ALL", "C");
-        as_user(&mut server, &who);
-        let mut child = ChildProcess::spawn(server, "postgres", false)?;
-        child.drain_stdout();
-
         let mut cluster = Cluster {
             program,
             dir: Some(dir),
             socket_dir,
             port,
-            server: Some(child),
+            server: None,
             immediate_stop: opts.tuned_for_restore,
         };
+        cluster.server = Some(cluster.spawn_server(&who)?);
         cluster.wait_ready()?;
         Ok(cluster)
+    }
+
+    fn spawn_server(&self, who: &Option<RunAs>) -> Result<ChildProcess> {
+        let bin = self
+            .program
+            .path
+            .parent()
+            .expect("program path has a folder");
+        let mut server = crate::process::command(bin.join("postgres"));
+        server.arg("-D").arg(self.data_dir()).env("LC_ALL", "C");
+        as_user(&mut server, who);
+        let mut child = ChildProcess::spawn(server, "postgres", false)?;
+        child.drain_stdout();
+        Ok(child)
+    }
+
+    /// Stops the server (fast shutdown) and starts it again on the same folder and port, as a
+    /// source restarted under a running WAL stream is.
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut s) = self.server.take() {
+            s.signal(libc::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !s.has_exited() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = s.kill();
+        }
+        self.server = Some(self.spawn_server(&run_as()?)?);
+        self.wait_ready()
+    }
+
+    /// Kills the server with SIGKILL, as a crash does: no shutdown checkpoint, nothing more
+    /// sent to a replication connection. The folder stays until the cluster is dropped.
+    pub fn kill(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.kill();
+        }
     }
 
     fn wait_ready(&mut self) -> Result<()> {

@@ -23,7 +23,9 @@ use crate::storage::s3::{Credentials, S3Options, S3Store};
 use crate::storage::{Location, WriteStore, local::LocalStore};
 
 pub use discover::Origin;
-pub use sources::{Objectives, Policy, Selection, SourceArg, SourceKind, SourceSpec};
+pub use sources::{
+    Objectives, Policy, Selection, SourceArg, SourceKind, SourceSpec, StreamPolicy, check_slot_name,
+};
 
 /// A string that is never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -162,6 +164,16 @@ pub struct SourceSection {
     /// How many WAL files `wal-push` uploads at once (the one asked for and `.ready` ones after
     /// it) and `wal-fetch` fetches ahead; default 4.
     pub wal_concurrency: Option<usize>,
+    /// `wal = "stream"`: the physical replication slot `wal-stream` uses (created when
+    /// missing); default `offsitedb_<name>`.
+    pub wal_slot: Option<String>,
+    /// `wal = "stream"`: warn and alert when the slot holds back more WAL than this on the
+    /// server (e.g. "1GiB", the default).
+    pub wal_slot_max: Option<String>,
+    /// `wal = "stream"`: how often the segment being written is uploaded (default "2s").
+    pub wal_partial_interval: Option<String>,
+    /// Alert when the WAL archive lags the server by more than this (default "5m").
+    pub wal_lag_alert: Option<String>,
 }
 
 /// How a source's WAL is archived.
@@ -173,6 +185,8 @@ pub enum WalMode {
     Off,
     /// The server's `archive_command` calls `offsitedb wal-push`.
     Push,
+    /// `offsitedb wal-stream` (or `serve`) receives it over a replication connection.
+    Stream,
 }
 
 /// What the command line says, before it is merged with the file and the environment.

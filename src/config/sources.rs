@@ -126,6 +126,10 @@ pub struct Policy {
     pub base_schedule: Option<crate::schedule::Schedule>,
     /// WAL files pushed or fetched at once.
     pub wal_concurrency: usize,
+    /// `wal = "stream"`: the slot, its alert threshold, and the partial upload interval.
+    pub stream: StreamPolicy,
+    /// Alert when the archive lags the server by more than this.
+    pub wal_lag_alert: std::time::Duration,
     /// Objectives (`rpo`, `rto`): what the report, the dashboard and alerts measure against.
     pub objectives: Objectives,
 }
@@ -137,6 +141,66 @@ pub struct Policy {
 pub struct Objectives {
     pub rpo: Option<std::time::Duration>,
     pub rto: Option<std::time::Duration>,
+}
+
+/// How `wal-stream` receives a source's WAL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPolicy {
+    /// The physical replication slot (created when missing).
+    pub slot: String,
+    /// Retained WAL on the server past which the slot is reported (bytes).
+    pub slot_max: u64,
+    /// How often the segment being written is uploaded.
+    pub partial_interval: std::time::Duration,
+}
+
+/// The slot holds back at most this much WAL before `serve` alerts, unless a source says.
+pub const DEFAULT_SLOT_MAX: u64 = 1 << 30;
+/// The segment being written is uploaded this often, unless a source says.
+pub const DEFAULT_PARTIAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// The WAL archive may lag this much before `serve` alerts, unless a source says.
+pub const DEFAULT_WAL_LAG_ALERT: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl StreamPolicy {
+    /// The default slot name of a source: `offsitedb_` and the name, lowercase, with anything
+    /// a slot name may not hold (only `a-z`, `0-9`, `_`) as `_`.
+    pub fn default_slot(source: &str) -> String {
+        let tail: String = source
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '_') => c,
+                _ => '_',
+            })
+            .collect();
+        let mut slot = format!("offsitedb_{tail}");
+        slot.truncate(63);
+        slot
+    }
+
+    fn new(source: &str) -> StreamPolicy {
+        StreamPolicy {
+            slot: StreamPolicy::default_slot(source),
+            slot_max: DEFAULT_SLOT_MAX,
+            partial_interval: DEFAULT_PARTIAL_INTERVAL,
+        }
+    }
+}
+
+/// Checks a replication slot name as PostgreSQL does (`ReplicationSlotValidateName`).
+pub fn check_slot_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() < 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "wal_slot = {name:?} is not a replication slot name"
+        ))
+        .with_hint("use lower case letters, digits and underscores, at most 63 of them"))
+    }
 }
 
 /// WAL files `wal-push` and `wal-fetch` handle at once unless a source says otherwise.
@@ -155,6 +219,8 @@ impl Default for Policy {
             wal: super::WalMode::Off,
             base_schedule: None,
             wal_concurrency: DEFAULT_WAL_CONCURRENCY,
+            stream: StreamPolicy::new("source"),
+            wal_lag_alert: DEFAULT_WAL_LAG_ALERT,
             objectives: Objectives::default(),
         }
     }
@@ -212,6 +278,28 @@ impl Policy {
                     ))));
                 }
             },
+            stream: StreamPolicy {
+                slot: match &s.wal_slot {
+                    Some(slot) => {
+                        check_slot_name(slot).map_err(ctx)?;
+                        slot.clone()
+                    }
+                    None => StreamPolicy::default_slot(&s.name),
+                },
+                slot_max: match &s.wal_slot_max {
+                    Some(v) => {
+                        crate::units::parse_bytes(v).map_err(|e| ctx(e.context("wal_slot_max")))?
+                    }
+                    None => DEFAULT_SLOT_MAX,
+                },
+                partial_interval: duration("wal_partial_interval", &s.wal_partial_interval)
+                    .map_err(ctx)?
+                    .unwrap_or(DEFAULT_PARTIAL_INTERVAL)
+                    .max(std::time::Duration::from_millis(200)),
+            },
+            wal_lag_alert: duration("wal_lag_alert", &s.wal_lag_alert)
+                .map_err(ctx)?
+                .unwrap_or(DEFAULT_WAL_LAG_ALERT),
             objectives: Objectives {
                 rpo: duration("rpo", &s.rpo).map_err(ctx)?,
                 rto: duration("rto", &s.rto).map_err(ctx)?,

@@ -261,17 +261,25 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
 
 /// The point-in-time recovery lines of a database source.
 fn pitr_checks(spec: &SourceSpec) -> Vec<&'static str> {
-    if spec.policy.wal == WalMode::Push {
-        vec![
+    match spec.policy.wal {
+        WalMode::Push => vec![
             "replication",
             "wal_level",
             "archive_mode",
             "max_wal_senders",
             "tablespaces",
             "pg_basebackup",
-        ]
-    } else {
-        vec!["pitr"]
+        ],
+        WalMode::Stream => vec![
+            "replication",
+            "wal_level",
+            "max_wal_senders",
+            "tablespaces",
+            "pg_basebackup",
+            "replication connection",
+            "slot",
+        ],
+        WalMode::Off => vec!["pitr"],
     }
 }
 
@@ -287,8 +295,8 @@ fn pitr(
 ) {
     let r = match Replication::read(client) {
         Ok(r) => r,
-        // Information only for a source that does not push WAL.
-        Err(e) if spec.policy.wal != WalMode::Push => {
+        // Information only for a source that does not archive WAL.
+        Err(e) if spec.policy.wal == WalMode::Off => {
             return l.warn(
                 "pitr",
                 e.message().to_string(),
@@ -302,7 +310,7 @@ fn pitr(
             return;
         }
     };
-    if spec.policy.wal != WalMode::Push {
+    if spec.policy.wal == WalMode::Off {
         let missing: Vec<&str> = [
             (r.role_error().is_some(), "REPLICATION for the role"),
             (r.wal_level_error().is_some(), "wal_level = replica"),
@@ -316,7 +324,7 @@ fn pitr(
         l.ok(
             "pitr",
             format!(
-                "point-in-time recovery is off (wal = \"push\" in the source's configuration turns it on); {}",
+                "point-in-time recovery is off (wal = \"push\" or wal = \"stream\" in the source's configuration turns it on); {}",
                 if missing.is_empty() {
                     "the server and the role are ready for it".to_string()
                 } else {
@@ -345,6 +353,13 @@ fn pitr(
         None => l.ok("wal_level", format!("wal_level is {}", r.wal_level)),
         Some(e) => l.fail("wal_level", &e),
     }
+    if spec.policy.wal == WalMode::Push {
+        archive_mode(&r, l);
+    }
+    senders_and_after(client, spec, &r, major, pg_bin_dirs, l);
+}
+
+fn archive_mode(r: &Replication, l: &mut List<'_>) {
     let archive_fix = "as a superuser: ALTER SYSTEM SET archive_mode = on; ALTER SYSTEM SET archive_command = 'offsitedb wal-push %p'; then restart the server (the README shows archive_command lines for each way to find the configuration)";
     match (r.archive_mode.as_str(), r.archive_command.as_deref()) {
         ("off", _) => l.fail(
@@ -377,6 +392,16 @@ fn pitr(
             format!("archive_mode is {mode}; archive_command = {cmd}"),
         ),
     }
+}
+
+fn senders_and_after(
+    client: &mut ::postgres::Client,
+    spec: &SourceSpec,
+    r: &Replication,
+    major: Option<(u32, String)>,
+    pg_bin_dirs: &[std::path::PathBuf],
+    l: &mut List<'_>,
+) {
     match r.senders_error() {
         None => l.ok(
             "max_wal_senders",
@@ -391,10 +416,10 @@ fn pitr(
         ),
         Some(e) => l.fail("tablespaces", &e),
     }
-    match major {
+    match &major {
         Some((major, version)) => match binaries::pick(
             "pg_basebackup",
-            major,
+            *major,
             &binaries::search_dirs(pg_bin_dirs),
             &format!("the server runs PostgreSQL {version}"),
         ) {
@@ -409,6 +434,63 @@ fn pitr(
             Err(e) => l.fail("pg_basebackup", &e),
         },
         None => l.skip(&["pg_basebackup"]),
+    }
+    if spec.policy.wal == WalMode::Stream {
+        stream(client, spec, r, major.map(|(m, _)| m), pg_bin_dirs, l);
+    }
+}
+
+/// `wal = "stream"`: a replication connection works (pg_hba.conf, the platform), and the slot.
+fn stream(
+    client: &mut ::postgres::Client,
+    spec: &SourceSpec,
+    r: &Replication,
+    major: Option<u32>,
+    pg_bin_dirs: &[std::path::PathBuf],
+    l: &mut List<'_>,
+) {
+    use crate::ops::wal_stream::{self, server};
+    let slot = &spec.policy.stream.slot;
+    match (major, r.role_error()) {
+        (Some(m), None) => match wal_stream::probe(&spec.conninfo, m, pg_bin_dirs, client) {
+            Ok(()) => l.ok(
+                "replication connection",
+                "a replication connection works: wal-stream can receive the WAL".into(),
+            ),
+            Err(e) => l.fail("replication connection", &e),
+        },
+        _ => l.skip(&["replication connection"]),
+    }
+    match server::positions(client, slot) {
+        Ok(p) => match p.retained() {
+            Some(bytes) if bytes > spec.policy.stream.slot_max => l.warn(
+                "slot",
+                format!(
+                    "the replication slot {slot} holds back {} of WAL on the server, over wal_slot_max ({})",
+                    crate::units::bytes(bytes),
+                    crate::units::bytes(spec.policy.stream.slot_max)
+                ),
+                &format!(
+                    "start the stream (offsitedb wal-stream, or serve) so it catches up; {}",
+                    server::drop_hint(slot)
+                ),
+            ),
+            Some(bytes) => l.ok(
+                "slot",
+                format!(
+                    "the replication slot {slot} exists and holds back {} of WAL",
+                    crate::units::bytes(bytes)
+                ),
+            ),
+            None if p.wal_status.is_some() || p.active => {
+                l.ok("slot", format!("the replication slot {slot} exists"))
+            }
+            None => l.ok(
+                "slot",
+                format!("the replication slot {slot} does not exist yet: wal-stream creates it"),
+            ),
+        },
+        Err(e) => l.fail("slot", &e),
     }
 }
 

@@ -32,6 +32,7 @@ pub mod spool;
 pub mod wal_fetch;
 pub mod wal_push;
 pub mod wal_show;
+pub mod wal_stream;
 pub mod wal_verify;
 
 /// Where temporary work goes (a drill's cluster and spool, a restore's spool): see

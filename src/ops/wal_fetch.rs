@@ -30,7 +30,7 @@ use crate::catalog::{Repository, check_source_name};
 use crate::crypto::MasterKey;
 use crate::error::{Error, ErrorKind, Result};
 use crate::storage::ReadStore;
-use crate::wal::name::{WalName, check_segment_size};
+use crate::wal::name::{Kind, WalName, check_segment_size};
 use crate::wal::object::{self, WalHeader};
 
 /// The prefetch folder, in the folder of the destination (pg_wal).
@@ -59,6 +59,9 @@ pub struct FetchReport {
     pub from_prefetch: bool,
     /// Segments this call fetched ahead.
     pub prefetched: usize,
+    /// Served from the longest streamed partial of the segment (the complete segment is not
+    /// archived yet): how many bytes of it hold WAL.
+    pub streamed_end: Option<u32>,
     pub elapsed: Duration,
 }
 
@@ -90,6 +93,7 @@ pub fn fetch(
         size: 0,
         from_prefetch: false,
         prefetched: 0,
+        streamed_end: None,
         elapsed: Duration::ZERO,
     };
 
@@ -111,6 +115,23 @@ pub fn fetch(
     let reader = match store.get_limited(&obj_key, object::MAX_OBJECT) {
         Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::NotFound => {
+            if name.is_segment()
+                && let Some(streamed) = newest_streamed(&*store, &opts.source, &name)?
+            {
+                let r =
+                    store.get_limited(&object::key(&opts.source, &streamed), object::MAX_OBJECT)?;
+                let h = write_dest(dest, &dest_dir, |out| {
+                    object::decode(r, &key, &streamed, out)
+                })?;
+                pre.clear();
+                report.size = h.size;
+                report.streamed_end = match streamed.kind {
+                    Kind::Streamed { end } => Some(end),
+                    _ => None,
+                };
+                report.elapsed = started.elapsed();
+                return Ok(Fetched::Written(report));
+            }
             let answer = not_in_archive(store, key, &opts.source)?;
             // Usually the end of recovery: nothing prefetched is left behind in pg_wal (a
             // timeline switch that still needs some is one more round of fetching).
@@ -147,6 +168,27 @@ pub fn fetch(
     report.prefetched = fetched;
     report.elapsed = started.elapsed();
     Ok(Fetched::Written(report))
+}
+
+/// The longest streamed partial of segment `name` (`wal-stream` uploads one every few seconds
+/// while the segment is written): what the archive holds of a segment that is not complete
+/// yet. Served as the segment, its zeros after the last record end recovery there, as the end
+/// of the WAL.
+pub fn newest_streamed(
+    store: &dyn ReadStore,
+    source: &str,
+    name: &WalName,
+) -> Result<Option<WalName>> {
+    let prefix = format!("{}.", object::key(source, name));
+    Ok(store
+        .list(&prefix)?
+        .into_iter()
+        .filter_map(|o| WalName::parse(o.key.rsplit('/').next()?).ok())
+        .filter(|n| matches!(n.kind, Kind::Streamed { .. }) && n.plain() == *name)
+        .max_by_key(|n| match n.kind {
+            Kind::Streamed { end } => end,
+            _ => 0,
+        }))
 }
 
 /// A missing object means "not in the archive" only in a repository that opens with this key

@@ -204,7 +204,7 @@ fn read_wal(path: &Path, name: &WalName) -> Result<Vec<u8>> {
 
 /// Stores one file: `put_new`, and when the object exists, the stored file read back and
 /// compared by digest.
-fn store_file(
+pub(crate) fn store_file(
     repo: &Repository<dyn WriteStore>,
     source: &str,
     name: &WalName,

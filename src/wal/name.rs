@@ -4,6 +4,8 @@ WAL file names and positions, as PostgreSQL writes them (xlog_internal.h):
 ```text
 000000010000000A000000FE            a segment: timeline, then the segment number as two 8-hex halves
 000000010000000A000000FE.partial    the last, incomplete segment of a timeline that was left
+000000010000000A000000FE.00A3F000.partial  a streamed partial: the segment while it is being
+                                    written, its first 0xA3F000 bytes meaningful (`wal-stream`)
 000000010000000A000000FE.00000028.backup   a backup history file (start offset in the name)
 00000002.history                    a timeline history file
 ```
@@ -74,6 +76,13 @@ impl<'de> Deserialize<'de> for Lsn {
 pub enum Kind {
     Segment,
     Partial,
+    /// The current segment as `wal-stream` uploaded it while it was being written: a copy of
+    /// the whole file, of which the first `end` bytes hold WAL (the rest is zeros). Each upload
+    /// is a new name (Object Lock never lets an object be replaced); the longest one serves
+    /// restores until the complete segment is archived.
+    Streamed {
+        end: u32,
+    },
     /// A backup history file; `offset` is the start position's offset in its segment.
     Backup {
         offset: u32,
@@ -117,7 +126,15 @@ impl WalName {
             });
         }
         let (base, kind) = if let Some(b) = name.strip_suffix(".partial") {
-            (b, Kind::Partial)
+            match b.split_once('.') {
+                Some((seg, end)) => (
+                    seg,
+                    Kind::Streamed {
+                        end: hex8(end).ok_or_else(bad)?,
+                    },
+                ),
+                None => (b, Kind::Partial),
+            }
         } else if let Some(b) = name.strip_suffix(".backup") {
             let (seg, off) = b.split_once('.').ok_or_else(bad)?;
             (
@@ -179,6 +196,22 @@ impl WalName {
         self.kind == Kind::Segment
     }
 
+    /// A streamed partial of this segment holding its first `end` bytes.
+    pub fn streamed(&self, end: u32) -> WalName {
+        WalName {
+            kind: Kind::Streamed { end },
+            ..self.clone()
+        }
+    }
+
+    /// The plain segment a `.partial`, streamed partial or `.backup` file is about.
+    pub fn plain(&self) -> WalName {
+        WalName {
+            kind: Kind::Segment,
+            ..self.clone()
+        }
+    }
+
     /// The object folder name of its timeline: 8 hex digits.
     pub fn timeline_hex(&self) -> String {
         format!("{:08X}", self.timeline)
@@ -203,6 +236,7 @@ impl fmt::Display for WalName {
         match self.kind {
             Kind::Segment | Kind::History => Ok(()),
             Kind::Partial => f.write_str(".partial"),
+            Kind::Streamed { end } => write!(f, ".{end:08X}.partial"),
             Kind::Backup { offset } => write!(f, ".{offset:08X}.backup"),
         }
     }
@@ -274,6 +308,7 @@ mod tests {
         for n in [
             "000000010000000A000000FE",
             "000000010000000A000000FE.partial",
+            "000000010000000A000000FE.00A3F000.partial",
             "000000010000000000000002.00000028.backup",
             "0000000A.history",
         ] {
@@ -288,6 +323,8 @@ mod tests {
             "00000001.history.partial",
             "0000000g0000000000000001",
             "000000010000000000000001.backup",
+            "000000010000000000000001.123.partial",
+            "000000010000000000000001.0000000G.partial",
             "RECOVERYXLOG",
         ] {
             assert!(WalName::parse(bad).is_err(), "{bad} should be refused");

@@ -83,6 +83,12 @@ impl Pitr {
     /// A source server of the given major version (the newest installed when `None`), archiving into a new
     /// bucket prefix with `extra_source` lines added to its `[[source]]`.
     pub fn start(major: Option<u32>, extra_source: &str) -> Pitr {
+        Pitr::start_with(major, "push", extra_source)
+    }
+
+    /// [`Pitr::start`] with `wal = "WAL"`: the archive_command is set only for "push" (a
+    /// streamed source's server archives nothing itself).
+    pub fn start_with(major: Option<u32>, wal: &str, extra_source: &str) -> Pitr {
         let weed = SeaweedFs::start();
         // A major asked for comes from the npm server binaries (the version matrix); `None`
         // is the newest the machine has.
@@ -115,7 +121,7 @@ impl Pitr {
             format!(
                 "[repository]\nurl = \"{}\"\naccess_key_id = \"{ACCESS_KEY}\"\n\
                  secret_access_key = \"{SECRET_KEY}\"\nkey_file = \"master.key\"\n\n\
-                 [[source]]\nname = \"{SOURCE}\"\nurl = \"{}\"\nwal = \"push\"\n{extra_source}\n",
+                 [[source]]\nname = \"{SOURCE}\"\nurl = \"{}\"\nwal = \"{wal}\"\n{extra_source}\n",
                 weed.repo_url(&prefix),
                 src.url("postgres"),
             ),
@@ -136,7 +142,9 @@ impl Pitr {
             src,
             prefix,
         };
-        p.set_archive_command(&p.archive_command());
+        if wal == "push" {
+            p.set_archive_command(&p.archive_command());
+        }
         p
     }
 

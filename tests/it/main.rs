@@ -32,3 +32,4 @@ mod spool;
 mod storage;
 mod wal_archive;
 mod wal_inspect;
+mod wal_stream;

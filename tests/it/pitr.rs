@@ -13,28 +13,28 @@ use crate::archiving::{Pitr, SOURCE, give_to_server};
 use crate::common::{DB_PASSWORD, SECRET_KEY, json};
 
 #[derive(Debug, Deserialize)]
-struct Report {
-    backup: String,
-    reached: Option<Reached>,
+pub(crate) struct Report {
+    pub(crate) backup: String,
+    pub(crate) reached: Option<Reached>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Reached {
-    state: String,
-    replay_lsn: Option<String>,
+pub(crate) struct Reached {
+    pub(crate) state: String,
+    pub(crate) replay_lsn: Option<String>,
     socket_dir: Option<PathBuf>,
     port: Option<u16>,
 }
 
 /// A restored server left running by `restore --start --keep-running`; stopped when dropped.
-struct Restored {
+pub(crate) struct Restored {
     pgdata: PathBuf,
     socket_dir: PathBuf,
     port: u16,
 }
 
 impl Restored {
-    fn client(&self) -> client::Client {
+    pub(crate) fn client(&self) -> client::Client {
         let mut ci = ConnInfo::default();
         ci.set("host", &self.socket_dir.to_string_lossy());
         ci.set("port", &self.port.to_string());
@@ -43,15 +43,15 @@ impl Restored {
         client::connect(&ci, "the restored server").unwrap()
     }
 
-    fn scalar(&self, sql: &str) -> i64 {
+    pub(crate) fn scalar(&self, sql: &str) -> i64 {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
 
-    fn text(&self, sql: &str) -> String {
+    pub(crate) fn text(&self, sql: &str) -> String {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let name = self
             .pgdata
             .file_name()
@@ -87,7 +87,7 @@ fn stop_server(pgdata: &Path) {
 }
 
 /// `restore --pgdata DIR --start --keep-running ARGS --json` as a running server.
-fn restore_running(p: &Pitr, dir: &str, args: &[&str]) -> (Restored, Report) {
+pub(crate) fn restore_running(p: &Pitr, dir: &str, args: &[&str]) -> (Restored, Report) {
     let pgdata = p.new_data_dir(dir);
     let mut all = vec![
         "restore",

@@ -228,7 +228,9 @@ pub fn plan<S: ReadStore + ?Sized>(
     })
 }
 
-/// The window: from the oldest base backup's end to the newest archived segment.
+/// The window: from the oldest base backup's end to the newest archived WAL: the end of the
+/// newest complete segment, or further when `wal-stream` uploaded a partial of the segment
+/// after it (its last byte of WAL, and when it was uploaded).
 pub fn window<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     source: &str,
@@ -236,16 +238,23 @@ pub fn window<S: ReadStore + ?Sized>(
 ) -> Result<Window> {
     let oldest = &backups[0];
     let size = oldest.segment_size;
+    let end_of = |n: &WalName| match n.kind {
+        Kind::Streamed { end } => n.start_lsn(size).0 + u64::from(end),
+        _ => n.start_lsn(size).0 + size,
+    };
     let newest = crate::wal::list(repo.store(), source)?
         .into_iter()
-        .filter(|a| a.name.kind == Kind::Segment)
-        .max_by_key(|a| (a.name.timeline, a.name.segment_number(size)));
+        .filter(|a| matches!(a.name.kind, Kind::Segment | Kind::Streamed { .. }))
+        .max_by_key(|a| (a.name.timeline, end_of(&a.name)));
     let (to_lsn, to_time, to_segment) = match newest {
         Some(a) => {
-            let end = Lsn(a.name.start_lsn(size).0 + size);
             let (h, _) =
                 crate::wal::object::read_header(repo.store().get(&a.key)?, repo.key(), &a.name)?;
-            (Some(end), Some(h.pushed_at), Some(a.name.to_string()))
+            (
+                Some(Lsn(end_of(&a.name))),
+                Some(h.pushed_at),
+                Some(a.name.to_string()),
+            )
         }
         None => (None, None, None),
     };

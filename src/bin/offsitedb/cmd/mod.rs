@@ -25,6 +25,7 @@ pub mod show;
 pub mod wal_fetch;
 pub mod wal_push;
 pub mod wal_show;
+pub mod wal_stream;
 pub mod wal_verify;
 
 use std::path::PathBuf;

@@ -86,5 +86,11 @@ fn summary(r: &FetchReport) -> String {
     if r.prefetched > 0 {
         line += &format!("; {} more fetched ahead", r.prefetched);
     }
+    if let Some(end) = r.streamed_end {
+        line += &format!(
+            "; not complete yet: its streamed copy, {} of WAL",
+            units::bytes(u64::from(end))
+        );
+    }
     line
 }

@@ -95,7 +95,7 @@ fn summary(r: &PushReport) -> String {
 
 /// The source a WAL command archives under or fetches from, and its policy: `--source NAME`
 /// (configured or not: the name alone names the archive folder), else the one configured
-/// source that archives WAL, else the one configured source.
+/// source that archives WAL (`wal = "push"` or `"stream"`), else the one configured source.
 pub fn wal_source(s: &Settings, name: Option<&str>, command: &str) -> Result<(String, Policy)> {
     let name = match name {
         Some(n) => {
@@ -108,7 +108,7 @@ pub fn wal_source(s: &Settings, name: Option<&str>, command: &str) -> Result<(St
                 .file
                 .sources
                 .iter()
-                .filter(|x| x.wal == Some(offsitedb::config::WalMode::Push))
+                .filter(|x| x.wal.is_some_and(|w| w != offsitedb::config::WalMode::Off))
                 .map(|x| x.name.as_str())
                 .collect();
             match (pushing.as_slice(), all.as_slice()) {

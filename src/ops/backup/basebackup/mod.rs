@@ -459,12 +459,16 @@ impl Replication {
     /// Why this server's WAL may not reach the archive (archiving off on the server, or the
     /// source not configured to push it), for a note; `None` when both are on.
     pub fn archive_gap(&self, wal: WalMode) -> Option<String> {
-        if self.archive_mode == "off" {
-            Some("archive_mode is off on the server".to_string())
-        } else if wal != WalMode::Push {
-            Some("the source has no wal = \"push\"".to_string())
-        } else {
-            None
+        match wal {
+            // Streamed over a replication connection: archive_mode plays no part.
+            WalMode::Stream => None,
+            WalMode::Push if self.archive_mode == "off" => {
+                Some("archive_mode is off on the server".to_string())
+            }
+            WalMode::Push => None,
+            WalMode::Off => {
+                Some("the source has no wal = \"push\" or wal = \"stream\"".to_string())
+            }
         }
     }
 }
@@ -570,6 +574,14 @@ mod tests {
         };
         assert!(ok.refusal("t").is_none());
         assert_eq!(ok.archive_gap(WalMode::Push), None);
+        assert_eq!(
+            Replication {
+                archive_mode: "off".into(),
+                ..ok.clone()
+            }
+            .archive_gap(WalMode::Stream),
+            None
+        );
         assert!(
             ok.archive_gap(WalMode::Off)
                 .unwrap()
