@@ -43,6 +43,18 @@ pub enum Event {
     /// The time since the last good backup exceeded the source's `rpo`.
     #[serde(rename = "rpo_missed")]
     RecoveryPointObjectiveMissed,
+    /// `wal = "stream"`: the WAL stream failed several times in a row (or cannot run).
+    #[serde(rename = "wal_stream_failed")]
+    WalStreamFailed,
+    /// The WAL archive is further behind the server than `wal_lag_alert`.
+    #[serde(rename = "wal_lagging")]
+    WalLagging,
+    /// The stream's replication slot holds back more WAL on the server than `wal_slot_max`.
+    #[serde(rename = "slot_retention")]
+    SlotRetention,
+    /// A point-in-time recovery drill failed.
+    #[serde(rename = "pitr_drill_failed")]
+    PitrDrillFailed,
     /// `offsitedb alert-test`.
     Test,
 }
@@ -58,6 +70,10 @@ impl Event {
             Event::StorageUnreachable => "storage_unreachable",
             Event::RestoreTimeObjectiveMissed => "rto_missed",
             Event::RecoveryPointObjectiveMissed => "rpo_missed",
+            Event::WalStreamFailed => "wal_stream_failed",
+            Event::WalLagging => "wal_lagging",
+            Event::SlotRetention => "slot_retention",
+            Event::PitrDrillFailed => "pitr_drill_failed",
             Event::Test => "test",
         }
     }
@@ -72,6 +88,10 @@ impl Event {
             Event::StorageUnreachable => "storage unreachable",
             Event::RestoreTimeObjectiveMissed => "tested restore time over its objective",
             Event::RecoveryPointObjectiveMissed => "recovery point over its objective",
+            Event::WalStreamFailed => "WAL stream failing",
+            Event::WalLagging => "WAL archive lagging",
+            Event::SlotRetention => "replication slot holding back WAL",
+            Event::PitrDrillFailed => "point-in-time recovery drill failed",
             Event::Test => "test alert",
         }
     }

@@ -4,7 +4,8 @@ Base backups on a source's `base_schedule`: the daemon's second kind of job, bes
 source's backup, drill or prune on this machine), is recorded in the history as `base_backup`, and
 alerts once per change (`base_backup_failed`, resolved by the next success). A run missed while
 the daemon was down runs once at start, as backup jobs do. Retention of base backups and WAL is
-the backup job's `prune` (the same `keep` rules).
+the backup job's `prune` (the same `keep` rules); a source with no backup job is pruned after
+each good base backup.
 */
 
 use std::collections::BTreeMap;
@@ -227,5 +228,62 @@ pub fn base_backup_with_alerts(
         firing,
         &message,
     )?;
+    if !firing && spec.policy.schedule.is_none() {
+        prune_after(settings, spec, &state, dispatcher, note)?;
+    }
     Ok(())
+}
+
+/// Retention for a source that has base backups but no backup job (whose prune would do it):
+/// the `keep` rules over base backups and the WAL they need, after each good base backup.
+fn prune_after(
+    settings: &Settings,
+    spec: &SourceSpec,
+    state: &State,
+    dispatcher: &Dispatcher,
+    note: &mut dyn FnMut(String),
+) -> Result<()> {
+    let Some(keep) = spec.policy.keep else {
+        return Ok(());
+    };
+    let name = spec.name.as_str();
+    let id = state.start(Job::Prune, name, Timestamp::now())?;
+    let pruned = settings
+        .open_store()
+        .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
+        .and_then(|repo| {
+            let snapshots = crate::ops::list::list(&repo, Some(name), note)?;
+            crate::ops::prune::run(
+                &repo,
+                name,
+                &snapshots,
+                &crate::ops::prune::PruneOptions {
+                    keep,
+                    tz: spec.policy.tz.clone(),
+                    dry_run: false,
+                    failing: None,
+                    grace: crate::ops::prune::DEFAULT_GRACE,
+                },
+                Timestamp::now(),
+            )
+        });
+    let (firing, message) = match &pruned {
+        Ok(_) => {
+            state.finish(id, Timestamp::now(), &crate::state::Outcome::default())?;
+            (false, format!("pruning {name} succeeds again"))
+        }
+        Err(e) => {
+            state.finish(id, Timestamp::now(), &crate::state::Outcome::failed(e))?;
+            error!(source = name, error = %e.message(), "prune after the base backup failed");
+            (true, format!("pruning {name} failed: {}", e.message()))
+        }
+    };
+    super::alert(
+        state,
+        dispatcher,
+        name,
+        Event::PruneFailed,
+        firing,
+        &message,
+    )
 }

@@ -32,6 +32,23 @@ pub struct SourceMetrics {
     /// The last successful base backup (point-in-time recovery), when the source has them.
     pub base_last_success: Option<Timestamp>,
     pub base_next_run: Option<Timestamp>,
+    /// The WAL archive: its newest WAL and how far the server is ahead of it.
+    pub wal: WalMetrics,
+}
+
+/// The WAL archive of a source with `wal = "push"` or `"stream"`.
+#[derive(Clone, Debug, Default)]
+pub struct WalMetrics {
+    /// When the newest archived WAL was uploaded.
+    pub archived_at: Option<Timestamp>,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    /// `wal = "stream"`: 1 while streaming.
+    pub streaming: Option<bool>,
+    pub slot_retained_bytes: Option<u64>,
+    /// The last point-in-time recovery drill: passed, and its tested restore time.
+    pub pitr_drill_ok: Option<bool>,
+    pub pitr_drill_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +144,53 @@ impl Metrics {
                 "offsitedb_base_backup_next_run_timestamp_seconds",
                 "When the next base backup is due.",
                 |m| m.base_next_run.map(|t| t.as_millisecond() as f64 / 1000.0),
+            ),
+            (
+                "offsitedb_base_backup_age_seconds",
+                "Seconds since the last successful base backup.",
+                |m| {
+                    m.base_last_success
+                        .map(|t| Timestamp::now().duration_since(t).as_secs_f64())
+                },
+            ),
+            (
+                "offsitedb_wal_archived_timestamp_seconds",
+                "When the newest WAL in the archive was uploaded.",
+                |m| {
+                    m.wal
+                        .archived_at
+                        .map(|t| t.as_millisecond() as f64 / 1000.0)
+                },
+            ),
+            (
+                "offsitedb_wal_lag_bytes",
+                "Bytes of WAL the server has that the archive lacks.",
+                |m| m.wal.lag_bytes.map(|b| b as f64),
+            ),
+            (
+                "offsitedb_wal_lag_seconds",
+                "How long ago the server first had WAL that the archive still lacks.",
+                |m| m.wal.lag_seconds,
+            ),
+            (
+                "offsitedb_wal_streaming",
+                "1 while wal = \"stream\" receives WAL.",
+                |m| m.wal.streaming.map(|b| b as u8 as f64),
+            ),
+            (
+                "offsitedb_replication_slot_retained_bytes",
+                "WAL the stream's replication slot holds back on the server.",
+                |m| m.wal.slot_retained_bytes.map(|b| b as f64),
+            ),
+            (
+                "offsitedb_last_pitr_drill_success",
+                "1 if the last point-in-time recovery drill passed.",
+                |m| m.wal.pitr_drill_ok.map(|b| b as u8 as f64),
+            ),
+            (
+                "offsitedb_pitr_tested_restore_seconds",
+                "Tested restore time of the last point-in-time recovery drill.",
+                |m| m.wal.pitr_drill_seconds,
             ),
         ];
         for (name, help, pick) in series {

@@ -20,6 +20,7 @@ pub mod control;
 pub mod metrics;
 pub mod monthly;
 pub(crate) mod objectives;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -366,10 +367,11 @@ pub fn serve_with(
         .configured_sources(None)?
         .into_iter()
         .filter(|s| {
-            if s.policy.schedule.is_none() && s.policy.base_schedule.is_none() {
+            let streamed = s.dir.is_none() && s.policy.wal == crate::config::WalMode::Stream;
+            if s.policy.schedule.is_none() && s.policy.base_schedule.is_none() && !streamed {
                 warn!(source = %s.name, "no schedule: this source is not run by serve");
             }
-            s.policy.schedule.is_some() || s.policy.base_schedule.is_some()
+            s.policy.schedule.is_some() || s.policy.base_schedule.is_some() || streamed
         })
         .collect();
     if specs.is_empty() {
@@ -423,6 +425,7 @@ pub fn serve_with(
 
     let started = Timestamp::now();
     let mut base_slots = base::slots(&specs, &state, &metrics, started)?;
+    let mut wal_slots = stream::slots(&specs);
     let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
     for spec in specs {
         // A source with only a base_schedule has its base backup slot alone.
@@ -557,12 +560,21 @@ pub fn serve_with(
             &metrics,
             now,
         );
+        stream::tick(
+            &mut wal_slots,
+            &settings,
+            &state,
+            &dispatcher,
+            &metrics,
+            &shutdown,
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 
     info!("stopping: no new jobs; running jobs stop at their next buffer");
     let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
     base::finish(&mut base_slots, deadline);
+    stream::finish(&mut wal_slots, deadline);
     monthly.finish(deadline);
     for slot in slots.values_mut() {
         if let Some(h) = slot.running.take() {

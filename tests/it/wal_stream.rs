@@ -3,6 +3,7 @@
 //! last seconds; and the replication slot that keeps WAL while OffsiteDB is stopped.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,16 +22,21 @@ struct Streamed {
 
 impl Streamed {
     fn start(major: u32, extra: &str) -> Streamed {
+        let mut s = Streamed::without_stream(major, extra);
+        s.start_stream();
+        s
+    }
+
+    /// The source and its configuration, nothing streaming yet.
+    fn without_stream(major: u32, extra: &str) -> Streamed {
         let p = Pitr::start_with(Some(major), "stream", extra);
         p.sql("CREATE TABLE t (n bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())");
         let logs = tempfile::tempdir().unwrap();
-        let mut s = Streamed {
+        Streamed {
             p,
             logs,
             stream: None,
-        };
-        s.start_stream();
-        s
+        }
     }
 
     fn start_stream(&mut self) {
@@ -246,4 +252,106 @@ fn check_says_whether_the_source_can_stream() {
         "check reports the replication connection:\n{}",
         r.stdout
     );
+}
+
+/// `serve` streams a `wal = "stream"` source with no schedule at all, reports it at /metrics,
+/// alerts `slot_retention` when the slot held back too much while it was stopped (and resolves
+/// it once caught up), and `wal_stream_failed` when the source is gone.
+#[test]
+fn serve_streams_and_alerts() {
+    let mut s = Streamed::without_stream(18, "wal_slot_max = \"20MB\"\n");
+    let listen = {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("127.0.0.1:{port}")
+    };
+    let metrics = || {
+        use std::io::{Read, Write};
+        let Ok(mut c) = std::net::TcpStream::connect(&listen) else {
+            return String::new();
+        };
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        let _ = c.read_to_string(&mut page);
+        page
+    };
+    let serve = |s: &Streamed, name: &str| {
+        let dir = s.logs.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        (
+            s.p.cli
+                .spawn_logged(&["serve", "--listen", &listen, "--json"], &dir),
+            dir,
+        )
+    };
+    let wait_until = |what: &str, dir: &Path, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen in 90 s; serve's log:\n{}",
+                std::fs::read_to_string(dir.join("out")).unwrap_or_default()
+                    + &std::fs::read_to_string(dir.join("err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let log = |dir: &Path| {
+        std::fs::read_to_string(dir.join("out")).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join("err")).unwrap_or_default()
+    };
+    let stop = |mut c: Child| {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        assert!(c.wait().unwrap().success());
+    };
+
+    let (first, dir1) = serve(&s, "first");
+    wait_until("streaming", &dir1, &|| {
+        metrics().contains("offsitedb_wal_streaming{source=\"app\"} 1")
+    });
+    s.p.sql("INSERT INTO t (n) SELECT generate_series(1, 1000)");
+    wait_until("a lag measured", &dir1, &|| {
+        metrics().contains("offsitedb_wal_lag_seconds{source=\"app\"}")
+    });
+    stop(first);
+
+    // Stopped while the server writes 48 MB: the slot holds it.
+    s.p.sql("INSERT INTO t (n) SELECT generate_series(1001, 300000)");
+    for _ in 0..3 {
+        s.p.sql("SELECT pg_switch_wal()");
+    }
+    let (second, dir2) = serve(&s, "second");
+    wait_until("the slot_retention alert", &dir2, &|| {
+        log(&dir2)
+            .lines()
+            .any(|l| l.contains("slot_retention") && l.contains("firing"))
+    });
+    wait_until("the slot_retention alert resolved", &dir2, &|| {
+        log(&dir2)
+            .lines()
+            .any(|l| l.contains("slot_retention") && l.contains("resolved"))
+    });
+    let fired = log(&dir2);
+    assert!(
+        fired.contains("pg_drop_replication_slot('offsitedb_app')"),
+        "the alert says how to drop the slot:\n{fired}"
+    );
+
+    // The source is gone: after three failed connections in a row, an alert.
+    s.p.src.cluster.kill();
+    wait_until("the wal_stream_failed alert", &dir2, &|| {
+        log(&dir2)
+            .lines()
+            .any(|l| l.contains("wal_stream_failed") && l.contains("firing"))
+    });
+    stop(second);
+    let all = log(&dir1) + &log(&dir2);
+    for secret in [SECRET_KEY, DB_PASSWORD] {
+        assert!(!all.contains(secret), "a secret is in serve's log");
+    }
 }

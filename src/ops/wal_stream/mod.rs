@@ -82,12 +82,22 @@ pub struct Status {
     pub lag_seconds: Option<f64>,
     pub slot: String,
     pub slot_retained: Option<u64>,
+    /// The most the slot held back since a reader took it ([`Status::take_peak`]): a stream
+    /// can catch up between two looks.
+    pub slot_retained_peak: Option<u64>,
     pub slot_wal_status: Option<String>,
     pub segments: u64,
     pub partials: u64,
     /// Failures in a row (0 while streaming).
     pub failures: u32,
     pub last_error: Option<String>,
+}
+
+impl Status {
+    /// The peak of the slot's hold since the last call, and starts a new one.
+    pub fn take_peak(&mut self) -> Option<u64> {
+        self.slot_retained_peak.take()
+    }
 }
 
 pub type Shared = Arc<Mutex<Status>>;
@@ -215,6 +225,12 @@ fn session(
             srv.version
         ),
     )?;
+    let mut over = false;
+    // The slot's hold before streaming starts: what a stopped OffsiteDB left on the server
+    // (a local stream catches up in moments, before the first poll would see it).
+    if let Ok(p) = server::positions(&mut client, slot) {
+        observe(&p, spool, opts, status, events, lag, &mut over);
+    }
     // What a previous run left in the spool goes first.
     upload(repo, spool, srv.segment_size, status, events)?;
     let mut cmd = crate::process::command(&program.path);
@@ -239,7 +255,6 @@ fn session(
     });
     let mut last_upload = Instant::now();
     let mut last_poll: Option<Instant> = None;
-    let mut over = false;
     loop {
         std::thread::sleep(Duration::from_millis(100));
         if stopping(stop) {
@@ -335,6 +350,7 @@ fn observe(
         s.lag_bytes = archived.map(|a| p.current.0.saturating_sub(a.0));
         s.lag_seconds = archived.map(|a| lag.seconds_behind(a, Instant::now()));
         s.slot_retained = retained;
+        s.slot_retained_peak = s.slot_retained_peak.max(retained);
         s.slot_wal_status = p.wal_status.clone();
     });
     if let Some(r) = retained {
