@@ -240,7 +240,13 @@ fn drill<S: WriteStore + ?Sized>(
             }
             draft.problems.push(e.message().to_string());
         }
-        Err(e) => return Err(e),
+        Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
+        // The extraction reports a chunk that fails authentication as a write error of the
+        // file it was writing: read the object alone to tell a damaged backup from a full disk.
+        Err(e) => match authenticate(repo, &base) {
+            Err(bad) if backup_fault(&bad) => draft.problems.push(bad.message().to_string()),
+            _ => return Err(e),
+        },
     }
     let record = finish(&base, started, t0, draft);
     crate::interrupt::check().map_err(|e| e.context("PITR drill stopped, nothing recorded"))?;
@@ -253,6 +259,15 @@ fn drill<S: WriteStore + ?Sized>(
 /// authenticate, does not match its manifest or pg_verifybackup, or its data is missing.
 fn backup_fault(e: &Error) -> bool {
     matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound)
+}
+
+/// Reads the whole base backup object, unsealed (every chunk authenticated) and discarded.
+fn authenticate<S: ReadStore + ?Sized>(repo: &Repository<S>, m: &BaseManifest) -> Result<()> {
+    let what = format!("base backup {}/{}", m.source.name, m.backup_id);
+    let mut r = repo.open_base_data(m)?;
+    std::io::copy(&mut r, &mut std::io::sink())
+        .map_err(|e| Error::from_io(e, &format!("cannot read {what}")).context(&what))?;
+    Ok(())
 }
 
 fn verify_check(summary: &str) -> Check {
