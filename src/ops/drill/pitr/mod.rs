@@ -550,6 +550,11 @@ fn stopped_problem(leg: &Leg, e: &Error, log: &str) -> String {
         .message()
         .strip_prefix("the restored server stopped before reaching the target: ")
         .unwrap_or(e.message());
+    // The log line's time and process id say nothing here.
+    let why = ["FATAL:", "PANIC:"]
+        .iter()
+        .find_map(|k| why.find(k).map(|at| &why[at..]))
+        .unwrap_or(why);
     if let Some((seg, line)) = reach::failed_segment(log) {
         return format!(
             "recovery to {} failed at segment {seg}: {line} (the server: {why})",
