@@ -68,6 +68,9 @@ fn passes_on_a_good_archive(major: u32) {
     p.cli.ok(&["backup-push", "--source", SOURCE]);
     // Rows only the archived WAL after the base backup holds, over several segments.
     p.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(101, 250) g;");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = server_now(&p);
+    std::thread::sleep(Duration::from_millis(300));
     p.switch_and_archive();
     p.sql("INSERT INTO t SELECT g, 'later' FROM generate_series(251, 300) g;");
     p.switch_and_archive();
@@ -142,6 +145,23 @@ fn passes_on_a_good_archive(major: u32) {
     assert_eq!(run["result"], "ok");
     assert_eq!(run["snapshot"], d["base_id"]);
 
+    // To a moment only: the copy holds what was committed by then.
+    let at = drill_ok(&p, &["--target-time", &t]);
+    let targets = at["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{at:#}");
+    assert_eq!(
+        (&targets[0]["kind"], &targets[0]["reached"]),
+        (&"time".into(), &true.into())
+    );
+    let t_rows = at["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["database"] == "postgres" && x["name"] == "t")
+        .unwrap()["rows"]
+        .clone();
+    assert_eq!(t_rows, 250, "{at:#}");
+
     // In words, to the end only.
     let r = p
         .cli
@@ -151,7 +171,7 @@ fn passes_on_a_good_archive(major: u32) {
     let r = p.cli.ok(&["backup-list", "--source", SOURCE]);
     assert!(r.stdout.contains("PITR DRILL"), "{}", r.stdout);
     assert!(r.stdout.contains("passed in"), "{}", r.stdout);
-    assert_eq!(listed(&p)["pitr_drills"], 2);
+    assert_eq!(listed(&p)["pitr_drills"], 3);
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Connections that load and verify tables (default: one per core, up to 16; at most 64)
-    #[arg(long, short = 'j', default_value_t = 0)]
+    #[arg(long, short = 'j', default_value_t = 0, conflicts_with = "pitr")]
     pub jobs: usize,
     /// Keep the drill database on the --drill-server afterwards, to look into it
     #[arg(long, requires = "drill_server")]
