@@ -51,6 +51,9 @@ pub enum Job {
     Prune,
     /// `backup-push`: a base backup (its id in `snapshot`).
     BaseBackup,
+    /// `drill --pitr`: a point-in-time recovery drill of a base backup (its id in `snapshot`,
+    /// the tested restore time in `restore_seconds`).
+    PitrDrill,
 }
 
 /// How a step stands.
@@ -99,7 +102,8 @@ text_enum!(Job {
     Backup = "backup",
     Drill = "drill",
     Prune = "prune",
-    BaseBackup = "base_backup"
+    BaseBackup = "base_backup",
+    PitrDrill = "pitr_drill"
 });
 text_enum!(RunResult {
     Running = "running",

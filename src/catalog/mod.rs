@@ -10,6 +10,7 @@ record seals nothing).
 */
 
 pub mod base;
+pub mod base_drill;
 pub mod drill;
 pub mod ids;
 pub mod manifest;

@@ -36,6 +36,23 @@ pub struct BaseSummary {
     pub segment_size_from: SegmentSizeFrom,
     /// How far the WAL after it reaches; `None` when its `start_wal` is not a segment name.
     pub wal: Option<Coverage>,
+    /// PITR drills of it (`drill --pitr`) so far, and the latest one.
+    pub pitr_drills: usize,
+    pub last_pitr_drill: Option<PitrDrillSummary>,
+}
+
+/// A base backup's latest PITR drill, as `backup-list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PitrDrillSummary {
+    pub drill_id: String,
+    /// `passed`, `failed`, or `unreadable` (the record cannot be read: counted as failed).
+    pub result: String,
+    pub finished: Option<Timestamp>,
+    /// Seconds from the fetch to the checked copy at the end of the archive, when it passed:
+    /// the tested PITR restore time.
+    pub tested_restore_seconds: Option<f64>,
+    /// Its first problem, when it failed.
+    pub problem: Option<String>,
 }
 
 /// Every base backup (of one source, or of all), oldest first. Unreadable manifests are
@@ -56,7 +73,9 @@ pub fn list<S: ReadStore + ?Sized>(
     let mut out = Vec::new();
     for s in sources {
         let loaded = load(repo, &s, note)?;
+        let drills = repo.base_drill_ids(&s)?;
         for m in &loaded.bases {
+            let ids = drills.get(&m.backup_id);
             out.push(BaseSummary {
                 source: s.clone(),
                 id: m.backup_id.to_string(),
@@ -74,11 +93,51 @@ pub fn list<S: ReadStore + ?Sized>(
                 segment_size: loaded.segment_size,
                 segment_size_from: loaded.segment_size_from,
                 wal: loaded.base_start(m).map(|b| loaded.archive.coverage(&b)),
+                pitr_drills: ids.map_or(0, Vec::len),
+                last_pitr_drill: ids.and_then(|v| v.last()).map(|d| last_drill(repo, m, d)),
             });
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id).then(a.source.cmp(&b.source)));
     Ok(out)
+}
+
+/// What the latest PITR drill record says (an unreadable one counts as failed).
+fn last_drill<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    m: &crate::catalog::base::BaseManifest,
+    drill: &crate::catalog::SnapshotId,
+) -> PitrDrillSummary {
+    match repo.base_drill(&m.source.name, &m.backup_id, drill) {
+        Ok(r) => PitrDrillSummary {
+            drill_id: drill.to_string(),
+            result: if r.passed() { "passed" } else { "failed" }.into(),
+            finished: Some(r.finished),
+            tested_restore_seconds: r.passed().then_some(r.timings.total),
+            problem: r.problems.first().cloned(),
+        },
+        Err(e) => PitrDrillSummary {
+            drill_id: drill.to_string(),
+            result: "unreadable".into(),
+            finished: None,
+            tested_restore_seconds: None,
+            problem: Some(e.message().to_string()),
+        },
+    }
+}
+
+/// The latest PITR drill in words: "passed, tested restore 12s", "FAILED: ...", "-".
+pub fn drill_line(b: &BaseSummary) -> String {
+    match &b.last_pitr_drill {
+        None => "-".into(),
+        Some(d) if d.result == "passed" => format!(
+            "passed in {}",
+            crate::units::duration(std::time::Duration::from_secs_f64(
+                d.tested_restore_seconds.unwrap_or(0.0).max(0.0)
+            ))
+        ),
+        Some(d) => d.result.to_uppercase(),
+    }
 }
 
 /// The coverage in words: "WAL to 0/9000000 on timeline 2, complete".

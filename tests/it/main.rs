@@ -20,6 +20,7 @@ mod hostile;
 mod hostile_archives;
 mod jobs;
 mod pitr;
+mod pitr_drill;
 mod planted;
 mod proxy;
 mod report;

@@ -720,8 +720,12 @@ fn prune_deletes_the_wal_below_the_oldest_kept_base_backup() {
         "{human}"
     );
 
+    // A base backup's PITR drill records (`drill --pitr`) go with it.
+    let drill = format!("base/{SOURCE}/{B1}/drills/20261204T000000Z-aaaaaa");
+    a.store().put(&drill, b"a drill record").unwrap();
     let done = run("last=2", &[]);
     assert_eq!(done.base_backups.unwrap().deleted, [B1]);
+    assert!(a.store().head(&drill).unwrap().is_none(), "{drill} is left");
     assert_eq!(done.wal.unwrap().files_deleted, 5);
     for n in 1..=4 {
         assert!(!a.exists(&seg(1, n)), "segment {n} is still there");

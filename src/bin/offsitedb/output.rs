@@ -332,6 +332,60 @@ pub fn drill_report(d: &DrillRecord) {
     outln!("  drill record {}", d.drill_id);
 }
 
+/// A PITR drill record for people.
+pub fn pitr_drill_report(d: &offsitedb::catalog::base_drill::BaseDrillRecord) {
+    let secs = |s: f64| units::duration(std::time::Duration::from_secs_f64(s.max(0.0)));
+    outln!(
+        "{} PITR drill of {}/{} (PostgreSQL {}): {} recover{}, {} tables read",
+        if d.passed() { "PASSED" } else { "FAILED" },
+        d.source,
+        d.base_id,
+        d.server_version,
+        d.targets.len(),
+        if d.targets.len() == 1 { "y" } else { "ies" },
+        d.tables.len()
+    );
+    for t in &d.targets {
+        let asked = match (&t.kind[..], &t.value) {
+            ("latest", _) => "the end of the archive".to_string(),
+            (k, Some(v)) if t.random => format!("{k} {v} (random)"),
+            (k, Some(v)) => format!("{k} {v}"),
+            (k, None) => k.to_string(),
+        };
+        outln!(
+            "  to {asked}: {} at LSN {}, timeline {}, last transaction {} ({})",
+            if t.reached { "reached" } else { "NOT reached" },
+            t.lsn.map_or("-".into(), |l| l.to_string()),
+            t.timeline.map_or("-".into(), |l| l.to_string()),
+            t.last_transaction.as_deref().unwrap_or("-"),
+            secs(t.seconds)
+        );
+    }
+    outln!(
+        "  WAL replayed: {} from LSN {} ({} segments, {} fetched from the archive)",
+        units::bytes(d.wal.bytes),
+        d.wal.from_lsn,
+        d.wal.segments,
+        d.wal.segments_fetched
+    );
+    outln!("  pg_verifybackup: {}", d.verifybackup.detail);
+    outln!("  amcheck: {}", d.amcheck.detail);
+    outln!(
+        "  fetch {}, replay {}, verify {}: tested restore time {}",
+        secs(d.timings.fetch),
+        secs(d.timings.replay),
+        secs(d.timings.verify),
+        secs(d.timings.total)
+    );
+    for n in &d.notes {
+        outln!("  note: {n}");
+    }
+    for p in &d.problems {
+        outln!("  problem: {p}");
+    }
+    outln!("  drill record {}", d.drill_id);
+}
+
 /// A job's steps, one line each.
 pub fn job_report(r: &offsitedb::ops::job::JobReport) {
     let secs = |s: f64| units::duration(std::time::Duration::from_secs_f64(s));

@@ -23,7 +23,7 @@ The files, by stage: `target.rs` (the throwaway cluster or drill server, and wha
 `streamed.rs` with `load.rs` and `tracking.rs`, `spooled.rs` (through [`crate::ops::spool`],
 shared with `restore --jobs`), `folder.rs` (folder snapshots), the read-back in `verify.rs` and
 `readback.rs`, pg_restore's runs and errors in `pgrestore.rs`, and `record.rs` (the drill record
-and its verdict).
+and its verdict). [`pitr`] drills a base backup and the WAL archive instead (`drill --pitr`).
 
 Problems of the drill's own environment (no server programs of that major, not enough disk, an
 extension the drill cluster lacks) are errors and write no record: they say nothing about the
@@ -34,6 +34,7 @@ data) fail the drill and are recorded.
 mod folder;
 mod load;
 mod pgrestore;
+pub mod pitr;
 mod readback;
 mod record;
 mod spooled;

@@ -43,7 +43,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         .unwrap_or(9)
         .max(9);
     outln!(
-        "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  WAL",
+        "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {:<16}  WAL",
         "ID",
         "SOURCE",
         "TL",
@@ -52,10 +52,11 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         "STARTED (UTC)",
         "TOOK",
         "STORED",
+        "PITR DRILL",
     );
     for b in &items {
         outln!(
-            "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {}",
+            "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {:<16}  {}",
             b.id,
             b.source,
             b.timeline,
@@ -66,8 +67,21 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
                 b.duration_seconds.max(0.0)
             )),
             units::bytes(b.stored_bytes),
+            ops::backup_list::drill_line(b),
             ops::backup_list::coverage_line(b),
         );
+    }
+    for b in &items {
+        if let Some(d) = b.last_pitr_drill.as_ref().filter(|d| d.result != "passed") {
+            warn(&format!(
+                "{}/{}: the latest PITR drill ({}) {}: {}",
+                b.source,
+                b.id,
+                d.drill_id,
+                d.result,
+                d.problem.as_deref().unwrap_or("")
+            ));
+        }
     }
     Ok(())
 }
