@@ -276,9 +276,9 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         let m: BaseManifest = serde_json::from_slice(&plain).map_err(invalid)?;
         let incremental = version == Some(BASE_MANIFEST_VERSION_INCREMENTAL as u64);
         if incremental != m.incremental.is_some()
-            || m.incremental.as_ref().is_some_and(|i| {
-                i.chain.last() != Some(&i.parent) || i.chain.iter().any(|c| c >= id)
-            })
+            || m.incremental
+                .as_ref()
+                .is_some_and(|i| i.chain.last() != Some(&i.parent) || i.chain.contains(id))
         {
             return Err(invalid_chain(source, id));
         }

@@ -13,8 +13,8 @@ use crate::archiving::{Pitr, SOURCE, give_to_server};
 use crate::common::{DB_PASSWORD, SECRET_KEY, json};
 
 #[derive(Debug, Deserialize)]
-struct Report {
-    backup: String,
+pub(crate) struct Report {
+    pub(crate) backup: String,
     reached: Option<Reached>,
 }
 
@@ -27,7 +27,7 @@ struct Reached {
 }
 
 /// A restored server left running by `restore --start --keep-running`; stopped when dropped.
-struct Restored {
+pub(crate) struct Restored {
     pgdata: PathBuf,
     socket_dir: PathBuf,
     port: u16,
@@ -43,7 +43,7 @@ impl Restored {
         client::connect(&ci, "the restored server").unwrap()
     }
 
-    fn scalar(&self, sql: &str) -> i64 {
+    pub(crate) fn scalar(&self, sql: &str) -> i64 {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
 
@@ -51,7 +51,7 @@ impl Restored {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let name = self
             .pgdata
             .file_name()
@@ -87,7 +87,7 @@ fn stop_server(pgdata: &Path) {
 }
 
 /// `restore --pgdata DIR --start --keep-running ARGS --json` as a running server.
-fn restore_running(p: &Pitr, dir: &str, args: &[&str]) -> (Restored, Report) {
+pub(crate) fn restore_running(p: &Pitr, dir: &str, args: &[&str]) -> (Restored, Report) {
     let pgdata = p.new_data_dir(dir);
     let mut all = vec![
         "restore",
@@ -139,7 +139,7 @@ fn restore_running(p: &Pitr, dir: &str, args: &[&str]) -> (Restored, Report) {
 }
 
 /// The server's clock, as an RFC 3339 UTC time.
-fn server_now(p: &Pitr) -> String {
+pub(crate) fn server_now(p: &Pitr) -> String {
     p.text(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
     )

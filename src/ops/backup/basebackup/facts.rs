@@ -91,10 +91,7 @@ fn read_tar(
             b"backup_manifest" => {
                 let mut tail: Vec<u8> = Vec::new();
                 let mut buf = vec![0u8; 64 << 10];
-                let mut kept = match copy {
-                    Some(c) => Some(Compressor::new(Capped(Vec::new()), c, 1)),
-                    None => None,
-                };
+                let mut kept = copy.map(|c| Compressor::new(Capped(Vec::new()), c, 1));
                 loop {
                     let n = entry.read(&mut buf)?;
                     if n == 0 {
@@ -515,5 +512,49 @@ START TIMELINE: 1
             system_identifier(id.swap_bytes().to_ne_bytes(), Some(&s)).unwrap(),
             s
         );
+    }
+
+    #[test]
+    fn backup_manifest_is_kept_whole_as_the_tar_passes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let big = format!("{}{MANIFEST}", "{ \"Path\": \"x\" },\n".repeat(20_000));
+        for (name, body) in [
+            ("backup_label", LABEL.as_bytes()),
+            ("base/1/1259", &[7u8; 8192][..]),
+            ("backup_manifest", big.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append_data(&mut h, name, body).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        for algorithm in [
+            crate::pipeline::Algorithm::Zstd,
+            crate::pipeline::Algorithm::Gzip,
+        ] {
+            let c = Compression {
+                algorithm,
+                level: 1,
+            };
+            let mut facts = TarFacts::default();
+            read_tar(&mut &bytes[..], &mut facts, Some(c)).unwrap();
+            let copy = facts.manifest_copy.unwrap().unwrap();
+            let mut plain = String::new();
+            crate::pipeline::decompressor(&copy[..], algorithm)
+                .unwrap()
+                .read_to_string(&mut plain)
+                .unwrap();
+            assert_eq!(plain, big);
+            assert!(copy.len() < big.len() / 10);
+            assert_eq!(
+                manifest_wal_end(facts.manifest_tail.as_deref().unwrap()),
+                Some(Lsn(0x2000100))
+            );
+        }
+        let mut facts = TarFacts::default();
+        read_tar(&mut &bytes[..], &mut facts, None).unwrap();
+        assert!(facts.manifest_copy.is_none());
     }
 }

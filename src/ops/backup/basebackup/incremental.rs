@@ -101,7 +101,11 @@ pub fn prepare<S: ReadStore + ?Sized>(
     }
     let name = &spec.name;
     let parent = match repo.config() {
-        Some(_) => repo.base_manifests(name)?.pop(),
+        // Ids of the same second order at random: the newest ends furthest in the WAL.
+        Some(_) => repo
+            .base_manifests(name)?
+            .into_iter()
+            .max_by_key(|m| (m.end_lsn, m.finished)),
         None => None,
     };
     let Some(parent) = parent else {
