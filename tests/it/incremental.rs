@@ -223,17 +223,26 @@ fn incremental_chain_restores_fetches_and_is_kept_whole_on_18() {
             .stdout,
     )
     .unwrap();
-    let kinds: Vec<(&str, &Value)> = list
+    // (Ids of one second order at random: by id, not by position.)
+    let kinds: std::collections::BTreeMap<&str, (&str, &Value)> = list
         .iter()
-        .map(|b| (b["kind"].as_str().unwrap(), &b["parent"]))
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap(),
+                (b["kind"].as_str().unwrap(), &b["parent"]),
+            )
+        })
         .collect();
+    let (full_v, inc1_v) = (Value::from(full_id.as_str()), Value::from(inc1_id.as_str()));
     assert_eq!(
         kinds,
         [
-            ("full", &Value::Null),
-            ("incremental", &Value::from(full_id.as_str())),
-            ("incremental", &Value::from(inc1_id.as_str())),
+            (full_id.as_str(), ("full", &Value::Null)),
+            (inc1_id.as_str(), ("incremental", &full_v)),
+            (inc2_id.as_str(), ("incremental", &inc1_v)),
         ]
+        .into_iter()
+        .collect()
     );
     let human = p.cli.ok(&["backup-list", "--source", SOURCE]).stdout;
     assert!(
