@@ -19,8 +19,8 @@ backup and each incremental, oldest first, are each extracted (and checked again
 manifests) into a temporary folder beside DIR, on the same file system, then `pg_combinebackup
 FULL INCR... -o DIR` writes the data folder and its own `backup_manifest`, which
 `pg_verifybackup` checks. From PostgreSQL 18 it hard-links the files it copies unchanged
-(`--link`): the temporary folders are removed after (also on failure), so nothing else shares
-those files. A link of the chain that is missing or damaged fails the fetch, naming it, before
+(`--link`, unless DIR is a mount point): the temporary folders are removed after (also on
+failure), so nothing else shares those files. A link of the chain that is missing or damaged fails the fetch, naming it, before
 DIR is written (missing) or with DIR removed again (damaged).
 
 Owner: run as root, the files go to the owner of DIR's parent folder when that is not root, else
@@ -351,8 +351,10 @@ fn combine<S: ReadStore + ?Sized>(
         stored += s;
     }
     // pg_combinebackup 18 hard-links what it copies unchanged: the temporaries are removed
-    // after, so the data folder is the files' only name left.
-    let linked = program.major >= 18;
+    // after, so the data folder is the files' only name left. Not when DIR is a mount point
+    // (the temporaries are then on another file system).
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    let linked = program.major >= 18 && dev(&abs).is_some() && dev(&abs) == dev(&parent);
     let mut cmd = crate::process::command(&program.path);
     cmd.args(&temps.0)
         .arg("--output")
