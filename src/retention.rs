@@ -18,7 +18,9 @@ Rules that hold whatever the policy says:
   kept and reported, and left out of every other rule: it is not the newest, fills no period,
   and does not decide the hold, so it can neither shield failing backups nor push good copies
   out;
-- a snapshot pinned by the caller (its latest drill record is unreadable) is kept.
+- a snapshot pinned by the caller (its latest drill record is unreadable) is kept;
+- what a kept one needs is kept ([`keep_needed`]): an incremental base backup cannot be restored
+  without its chain down to the full backup, so a chain is kept whole.
 */
 
 use std::collections::BTreeMap;
@@ -298,6 +300,42 @@ pub fn plan(
         held,
         future_dated: future,
         failing,
+    }
+}
+
+/// Keeps what kept entries need: `needs` maps an id to the ids it cannot be restored without
+/// (an incremental base backup's chain down to its full backup). Each needed one is kept, its
+/// reason naming what needs it, also when the rules would have deleted it.
+pub fn keep_needed(plan: &mut Plan, needs: &BTreeMap<String, Vec<String>>) {
+    let mut needed_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut kept: std::collections::BTreeSet<String> = plan
+        .decisions
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| d.id.clone())
+        .collect();
+    // Until nothing changes: a needed one may need others in turn.
+    let mut todo: Vec<String> = kept.iter().cloned().collect();
+    while let Some(id) = todo.pop() {
+        for n in needs.get(&id).into_iter().flatten() {
+            let by = needed_by.entry(n.clone()).or_default();
+            if !by.contains(&id) {
+                by.push(id.clone());
+            }
+            if kept.insert(n.clone()) {
+                todo.push(n.clone());
+            }
+        }
+    }
+    for d in &mut plan.decisions {
+        if let Some(by) = needed_by.get_mut(&d.id) {
+            by.sort();
+            d.reasons.push(format!(
+                "needed by incremental {} (a chain is kept whole, down to its full backup)",
+                by.join(", ")
+            ));
+            d.keep = true;
+        }
     }
 }
 
@@ -730,5 +768,56 @@ mod tests {
     fn an_empty_source_plans_nothing() {
         let p = plan(&[], &Keep::default(), &TimeZone::UTC, None);
         assert!(p.decisions.is_empty());
+    }
+
+    #[test]
+    fn a_kept_incremental_keeps_its_chain_down_to_the_full() {
+        // full1 <- inc1a <- inc1b, then full2 <- inc2a; one a day, all unsealed base backups.
+        let snaps = vec![
+            c("full1", "2026-11-01T03:00:00Z", Status::NotDrilled),
+            c("inc1a", "2026-11-02T03:00:00Z", Status::NotDrilled),
+            c("inc1b", "2026-11-03T03:00:00Z", Status::NotDrilled),
+            c("full2", "2026-11-04T03:00:00Z", Status::NotDrilled),
+            c("inc2a", "2026-11-05T03:00:00Z", Status::NotDrilled),
+        ];
+        let needs: BTreeMap<String, Vec<String>> = [
+            ("inc1a", vec!["full1"]),
+            ("inc1b", vec!["full1", "inc1a"]),
+            ("inc2a", vec!["full2"]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+        .collect();
+        let cases: [(Keep, &[&str]); 4] = [
+            // The newest alone: its full comes with it.
+            (Keep::NONE, &["full2", "inc2a"]),
+            // last 3 would keep inc1b without full1 and inc1a.
+            (
+                keep(|k| k.last = 3),
+                &["full1", "full2", "inc1a", "inc1b", "inc2a"],
+            ),
+            // The middle of a chain, alone by its day: the full below it too.
+            (
+                keep(|k| k.daily = 4),
+                &["full1", "full2", "inc1a", "inc1b", "inc2a"],
+            ),
+            (keep(|k| k.last = 2), &["full2", "inc2a"]),
+        ];
+        for (k, want) in cases {
+            let mut p = plan(&snaps, &k, &TimeZone::UTC, None);
+            keep_needed(&mut p, &needs);
+            assert_eq!(kept(&p), want, "{k}");
+        }
+        let mut p = plan(&snaps, &keep(|k| k.last = 3), &TimeZone::UTC, None);
+        keep_needed(&mut p, &needs);
+        assert_eq!(
+            why(&p, "full1"),
+            ["needed by incremental inc1a, inc1b (a chain is kept whole, down to its full backup)"]
+        );
+        assert_eq!(why(&p, "inc1a").len(), 1, "{:?}", why(&p, "inc1a"));
+        // Nothing is needed: the plan is unchanged.
+        let mut p = plan(&snaps, &Keep::NONE, &TimeZone::UTC, None);
+        keep_needed(&mut p, &BTreeMap::new());
+        assert_eq!(kept(&p), ["inc2a"]);
     }
 }

@@ -4,12 +4,19 @@ of a point-in-time restore. They live beside the snapshots, under their own fold
 
 ```text
 base/<source>/<backup-id>/data       sealed, compressed tar (pg_basebackup -Ft -X fetch)
+base/<source>/<backup-id>/backup_manifest  sealed, compressed: the server's backup_manifest, a copy
+                                            of the one inside the tar (what an incremental is based on)
 base/<source>/<backup-id>/manifest   sealed JSON, written LAST: no manifest, no base backup
 ```
 
 The manifest says where in the WAL the copy starts and ends: a restore needs the WAL archive from
 `start_lsn` on (the `start_wal` segment and after) and may stop at any point after `end_lsn`, where
 the copy is consistent. Ids have the snapshots' form (`20261204T031500Z-k3f9qa`).
+
+An incremental base backup (PostgreSQL 17+, `pg_basebackup --incremental`) holds only what
+changed since its parent; its manifest names the parent and the chain down to the full backup
+([`Incremental`]), and is of version 2, so that an offsitedb that cannot restore one says
+"upgrade" instead of extracting half a database. Full backups stay version 1.
 */
 
 use jiff::Timestamp;
@@ -25,6 +32,8 @@ use crate::storage::{ReadStore, WriteStore};
 use crate::wal::name::{Lsn, WalName};
 
 pub const BASE_MANIFEST_VERSION: u32 = 1;
+/// The version of an incremental base backup's manifest (it has [`BaseManifest::incremental`]).
+pub const BASE_MANIFEST_VERSION_INCREMENTAL: u32 = 2;
 /// A base backup manifest lists tablespaces, not files: small.
 pub const BASE_MANIFEST_MAX: u64 = 16 << 20;
 
@@ -38,6 +47,22 @@ pub fn base_data_key(source: &str, id: &SnapshotId) -> String {
 
 pub fn base_manifest_key(source: &str, id: &SnapshotId) -> String {
     format!("base/{source}/{id}/manifest")
+}
+
+/// The separate copy of the server's `backup_manifest` (written since incremental backups).
+pub fn server_manifest_key(source: &str, id: &SnapshotId) -> String {
+    format!("base/{source}/{id}/backup_manifest")
+}
+
+/// What an incremental base backup is based on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incremental {
+    /// The base backup whose `backup_manifest` pg_basebackup was given.
+    pub parent: SnapshotId,
+    /// Every base backup a restore combines before this one, oldest (the full backup) first;
+    /// it ends with `parent`.
+    pub chain: Vec<SnapshotId>,
 }
 
 /// Everything known about one base backup. docs/FORMAT.md describes every field.
@@ -77,6 +102,9 @@ pub struct BaseManifest {
     /// Tablespaces besides the default ones (always empty today: a backup with any is refused).
     #[serde(default)]
     pub tablespaces: Vec<String>,
+    /// Set for an incremental backup (manifest version 2): what it is based on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
     pub created_by: String,
 }
 
@@ -95,6 +123,7 @@ pub struct BaseDescribed {
     pub tool: DumpRecord,
     pub server_manifest: bool,
     pub tablespaces: Vec<String>,
+    pub incremental: Option<Incremental>,
 }
 
 impl BaseManifest {
@@ -109,7 +138,11 @@ impl BaseManifest {
         key: &crate::crypto::MasterKey,
     ) -> BaseManifest {
         BaseManifest {
-            base_manifest_version: BASE_MANIFEST_VERSION,
+            base_manifest_version: if d.incremental.is_some() {
+                BASE_MANIFEST_VERSION_INCREMENTAL
+            } else {
+                BASE_MANIFEST_VERSION
+            },
             backup_id: id,
             source: d.source,
             server: d.server,
@@ -127,6 +160,7 @@ impl BaseManifest {
             tool: d.tool,
             server_manifest: d.server_manifest,
             tablespaces: d.tablespaces,
+            incremental: d.incremental,
             created_by: format!("offsitedb {}", crate::VERSION),
         }
     }
@@ -134,6 +168,18 @@ impl BaseManifest {
     /// The first segment a restore of this copy needs, parsed.
     pub fn start_segment(&self) -> Result<WalName> {
         WalName::parse(&self.start_wal)
+    }
+
+    /// Every base backup a restore of this one combines, oldest (the full) first, this one
+    /// last; just this one for a full backup.
+    pub fn chain_ids(&self) -> Vec<SnapshotId> {
+        let mut v = self
+            .incremental
+            .as_ref()
+            .map(|i| i.chain.clone())
+            .unwrap_or_default();
+        v.push(self.backup_id.clone());
+        v
     }
 
     pub fn duration_secs(&self) -> f64 {
@@ -149,6 +195,12 @@ pub struct BaseEntry {
     pub source: String,
     pub id: SnapshotId,
     pub data_size: Option<u64>,
+}
+
+fn invalid_chain(source: &str, id: &SnapshotId) -> Error {
+    Error::integrity(format!(
+        "base backup manifest of {source}/{id} is not valid: its version and its chain of base backups disagree"
+    ))
 }
 
 #[derive(Deserialize)]
@@ -213,14 +265,23 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         let version = serde_json::from_slice::<Version>(&plain)
             .map_err(invalid)?
             .base_manifest_version;
-        if version != Some(BASE_MANIFEST_VERSION as u64) {
+        let known = [BASE_MANIFEST_VERSION, BASE_MANIFEST_VERSION_INCREMENTAL];
+        if !version.is_some_and(|v| known.iter().any(|k| *k as u64 == v)) {
             return Err(Error::config(format!(
-                "base backup {source}/{id} has manifest version {}, and this offsitedb reads version {BASE_MANIFEST_VERSION}",
+                "base backup {source}/{id} has manifest version {}, and this offsitedb reads versions {BASE_MANIFEST_VERSION} and {BASE_MANIFEST_VERSION_INCREMENTAL}",
                 version.map_or("(none)".to_string(), |v| v.to_string())
             ))
             .with_hint("upgrade offsitedb"));
         }
         let m: BaseManifest = serde_json::from_slice(&plain).map_err(invalid)?;
+        let incremental = version == Some(BASE_MANIFEST_VERSION_INCREMENTAL as u64);
+        if incremental != m.incremental.is_some()
+            || m.incremental
+                .as_ref()
+                .is_some_and(|i| i.chain.last() != Some(&i.parent) || i.chain.contains(id))
+        {
+            return Err(invalid_chain(source, id));
+        }
         if &m.backup_id != id || m.source.name != source {
             return Err(Error::integrity(format!(
                 "manifest at {key} describes base backup {}/{}, not {source}/{id}",
@@ -301,7 +362,46 @@ impl<S: ?Sized + ReadStore> Repository<S> {
     }
 }
 
+impl<S: ?Sized + ReadStore> Repository<S> {
+    /// The stored copy of base backup `m`'s server `backup_manifest` ([`server_manifest_key`]),
+    /// unsealed and decompressed as it streams; `None` when there is none (a backup taken
+    /// before the copy was stored, or one whose manifest was too large to keep).
+    pub fn open_server_manifest(
+        &self,
+        m: &BaseManifest,
+    ) -> Result<Option<Box<dyn std::io::Read + Send>>> {
+        let key = server_manifest_key(&m.source.name, &m.backup_id);
+        let r = match self.store().get(&key) {
+            Ok(r) => r,
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let reader = UnsealReader::new(r, self.key()).map_err(|e| e.context(&key))?;
+        Ok(Some(Box::new(crate::pipeline::decompressor(
+            reader,
+            m.compression.algorithm,
+        )?)))
+    }
+}
+
 impl<S: ?Sized + WriteStore> Repository<S> {
+    /// Stores the copy of a base backup's server `backup_manifest` (`compressed` with the
+    /// backup's own compression), sealed; before the backup's manifest is committed.
+    pub fn put_server_manifest(
+        &self,
+        source: &str,
+        id: &SnapshotId,
+        compressed: &[u8],
+    ) -> Result<()> {
+        let key = server_manifest_key(source, id);
+        let sealed = seal_bytes(self.key(), compressed)?;
+        if self.store().put_new(&key, &sealed)? {
+            Ok(())
+        } else {
+            Err(Error::storage(format!("{key} already exists")))
+        }
+    }
+
     /// Writes a base backup's manifest: the step that makes it exist.
     pub fn commit_base_manifest(&self, m: &BaseManifest) -> Result<()> {
         let json = serde_json::to_vec(m).expect("serializable");

@@ -2,6 +2,7 @@
 `offsitedb backup-list`: every base backup with its WAL range (start and end LSN, timeline) and
 how far the archived WAL after it reaches: to which LSN on which timeline a restore of it can
 go, and the first missing segment when a gap stops it short ([`crate::wal::timeline::Coverage`]).
+Incremental base backups say so, with the base backup they are based on and their chain.
 Read-only: manifests, the WAL listing and the history files.
 */
 
@@ -20,6 +21,13 @@ use crate::wal::timeline::Coverage;
 pub struct BaseSummary {
     pub source: String,
     pub id: String,
+    /// "full" or "incremental".
+    pub kind: &'static str,
+    /// For an incremental: the base backup it is based on (`null` for a full one).
+    pub parent: Option<String>,
+    /// For an incremental: every base backup a restore combines before it, the full first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
     pub timeline: u32,
     pub start_lsn: Lsn,
     pub end_lsn: Lsn,
@@ -79,6 +87,17 @@ pub fn list<S: ReadStore + ?Sized>(
             out.push(BaseSummary {
                 source: s.clone(),
                 id: m.backup_id.to_string(),
+                kind: if m.incremental.is_some() {
+                    "incremental"
+                } else {
+                    "full"
+                },
+                parent: m.incremental.as_ref().map(|i| i.parent.to_string()),
+                chain: m
+                    .incremental
+                    .as_ref()
+                    .map(|i| i.chain.iter().map(|c| c.to_string()).collect())
+                    .unwrap_or_default(),
                 timeline: m.timeline,
                 start_lsn: m.start_lsn,
                 end_lsn: m.end_lsn,

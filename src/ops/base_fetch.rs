@@ -14,6 +14,15 @@ A folder that holds anything is refused before a byte is written. Extraction is
 anything fails after DIR was created (or while it was empty), what was written is removed again,
 so a retry starts clean and no half-copy can be started by mistake.
 
+An incremental base backup (PostgreSQL 17+) is restored with the chain it is based on: the full
+backup and each incremental, oldest first, are each extracted (and checked against their
+manifests) into a temporary folder beside DIR, on the same file system, then `pg_combinebackup
+FULL INCR... -o DIR` writes the data folder and its own `backup_manifest`, which
+`pg_verifybackup` checks. From PostgreSQL 18 it hard-links the files it copies unchanged
+(`--link`, unless DIR is a mount point): the temporary folders are removed after (also on
+failure), so nothing else shares those files. A link of the chain that is missing or damaged fails the fetch, naming it, before
+DIR is written (missing) or with DIR removed again (damaged).
+
 Owner: run as root, the files go to the owner of DIR's parent folder when that is not root, else
 to the `postgres` user when there is one (PostgreSQL refuses to run as root); run as anyone else,
 they are the caller's. `backup_manifest` stays (PostgreSQL ignores it); no `recovery.signal` is
@@ -62,6 +71,20 @@ pub struct FetchReport {
     /// Who the files were given to (run as root), e.g. "postgres (uid 999)"; `None`: the caller.
     pub owner: Option<String>,
     pub verify: Verify,
+    /// For an incremental: how its chain was combined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined: Option<Combined>,
+}
+
+/// How an incremental's chain was combined into the data folder.
+#[derive(Clone, Debug, Serialize)]
+pub struct Combined {
+    /// The base backups combined, oldest (the full) first, the fetched one last.
+    pub chain: Vec<String>,
+    /// "pg_combinebackup 18.1".
+    pub program: String,
+    /// Whether unchanged files were hard-linked (`--link`) rather than copied.
+    pub linked: bool,
 }
 
 /// Whether `pg_verifybackup` checked the folder.
@@ -102,9 +125,16 @@ pub fn fetch<S: ReadStore + ?Sized>(
     note: &mut dyn FnMut(String),
 ) -> Result<FetchReport> {
     let t = Instant::now();
+    // Every link's manifest first: a missing one writes nothing.
+    let chain = chain_of(repo, m)?;
     let created = prepare(dir)?;
-    match fill(repo, m, dir, opts, note) {
-        Ok((files, bytes, stored, owner, verify)) => Ok(FetchReport {
+    let filled = if chain.len() == 1 {
+        fill(repo, m, dir, opts, note).map(|f| (f, None))
+    } else {
+        combine(repo, &chain, dir, opts, note)
+    };
+    match filled {
+        Ok(((files, bytes, stored, owner, verify), combined)) => Ok(FetchReport {
             backup_id: m.backup_id.to_string(),
             source: m.source.name.clone(),
             dir: dir.display().to_string(),
@@ -114,6 +144,7 @@ pub fn fetch<S: ReadStore + ?Sized>(
             seconds: t.elapsed().as_secs_f64(),
             owner,
             verify,
+            combined,
         }),
         Err(e) => {
             if let Err(c) = undo(dir, created) {
@@ -137,10 +168,28 @@ fn fill<S: ReadStore + ?Sized>(
     opts: &FetchOptions,
     note: &mut dyn FnMut(String),
 ) -> Result<Filled> {
+    let (files, bytes, stored) = extract_one(repo, m, dir, opts, note)?;
+    let owner = owner_for(dir, note)?;
+    // The folder's own entry is on the same file system, unless it is a mount point (then it
+    // was there before).
+    settle(dir, owner.as_ref().map(|o| (o.0, o.1)))?;
+    let verify = verify(dir, m, &opts.pg_bin_dirs)?;
+    Ok((files, bytes, stored, owner.map(|o| o.2), verify))
+}
+
+/// Downloads, unseals, decompresses and untars base backup `m` into the empty folder `dir`,
+/// checked against its manifest. Returns (files, bytes, stored bytes).
+fn extract_one<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    m: &BaseManifest,
+    dir: &Path,
+    opts: &FetchOptions,
+    note: &mut dyn FnMut(String),
+) -> Result<(u64, u64, u64)> {
     let what = format!("base backup {}/{}", m.source.name, m.backup_id);
     let counters = Counters::default();
-    let measured =
-        MeasureReader::new(repo.open_base_data(m)?).with_live_counter(counters.input.clone());
+    let measured = MeasureReader::new(repo.open_base_data(m).map_err(|e| e.context(&what))?)
+        .with_live_counter(counters.input.clone());
     let stored = measured.handle();
     let mut plain = Counting {
         inner: decompressor(measured, m.compression.algorithm)?,
@@ -196,14 +245,162 @@ fn fill<S: ReadStore + ?Sized>(
             "{what} has no backup_label: it is not a base backup PostgreSQL can start from"
         )));
     }
-    let owner = owner_for(dir, note)?;
-    // The folder's own entry is on the same file system, unless it is a mount point (then it
-    // was there before).
-    settle(dir, owner.as_ref().map(|o| (o.0, o.1)))?;
-    let verify = verify(dir, m, &opts.pg_bin_dirs)?;
     let files = got.files.len() as u64;
     let bytes = got.files.values().map(|(n, _)| n).sum();
-    Ok((files, bytes, s.bytes, owner.map(|o| o.2), verify))
+    Ok((files, bytes, s.bytes))
+}
+
+/// The manifests a restore of `m` combines, oldest (the full) first, `m` last; just `m` for a
+/// full backup. A link that is missing or unreadable is named.
+fn chain_of<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    m: &BaseManifest,
+) -> Result<Vec<BaseManifest>> {
+    let Some(inc) = &m.incremental else {
+        return Ok(vec![m.clone()]);
+    };
+    let source = &m.source.name;
+    let hint = format!(
+        "restore from a full base backup, or an incremental whose chain is whole (offsitedb backup-list --source {source})"
+    );
+    let mut out: Vec<BaseManifest> = Vec::new();
+    for id in &inc.chain {
+        let link = repo.base_manifest(source, id).map_err(|e| {
+            let missing = e.kind() == crate::error::ErrorKind::NotFound;
+            Error::new(
+                if missing {
+                    crate::error::ErrorKind::NotFound
+                } else {
+                    crate::error::ErrorKind::Integrity
+                },
+                format!(
+                    "base backup {source}/{id} is {}: incremental base backup {} is based on it ({})",
+                    if missing { "missing" } else { "damaged" },
+                    m.backup_id,
+                    e.message()
+                ),
+            )
+            .with_hint(hint.clone())
+        })?;
+        // Each link is based on the ones before it, and all are of one database system.
+        let expected: Vec<_> = out.iter().map(|l| l.backup_id.clone()).collect();
+        let based_on = link.incremental.as_ref().map(|i| i.chain.clone());
+        if based_on.unwrap_or_default() != expected
+            || link.server.system_identifier != m.server.system_identifier
+        {
+            return Err(Error::integrity(format!(
+                "base backup {source}/{id} does not belong to the chain of incremental base backup {}: it is based on other backups, or of another database system",
+                m.backup_id
+            ))
+            .with_hint(hint));
+        }
+        out.push(link);
+    }
+    out.push(m.clone());
+    Ok(out)
+}
+
+/// Folders removed (whatever they hold) when dropped.
+struct Temporaries(Vec<PathBuf>);
+
+impl Drop for Temporaries {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            super::directory::make_removable(d);
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Extracts each base backup of `chain` into a temporary folder beside `dir`, combines them into
+/// `dir` with pg_combinebackup, and verifies the result.
+fn combine<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    chain: &[BaseManifest],
+    dir: &Path,
+    opts: &FetchOptions,
+    note: &mut dyn FnMut(String),
+) -> Result<(Filled, Option<Combined>)> {
+    let last = chain.last().expect("a chain has its incremental");
+    let major = last.server.major;
+    let program = binaries::pick(
+        "pg_combinebackup",
+        major,
+        &binaries::search_dirs(&opts.pg_bin_dirs),
+        &format!(
+            "base backup {}/{} is incremental, of PostgreSQL {major}: its chain is combined with pg_combinebackup",
+            last.source.name, last.backup_id
+        ),
+    )?;
+    let abs = absolute(dir)?;
+    let parent = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pgdata".into());
+    let mut temps = Temporaries(Vec::new());
+    let mut stored = 0;
+    for m in chain {
+        let t = tempfile::Builder::new()
+            .prefix(&format!(".{name}.offsitedb-{}-", m.backup_id))
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io_at("cannot create a temporary folder in", &parent, &e))?
+            .keep();
+        temps.0.push(t.clone());
+        let (_, _, s) = extract_one(repo, m, &t, opts, note)?;
+        stored += s;
+    }
+    // pg_combinebackup 18 hard-links what it copies unchanged: the temporaries are removed
+    // after, so the data folder is the files' only name left. Not when DIR is a mount point
+    // (the temporaries are then on another file system).
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    let linked = program.major >= 18 && dev(&abs).is_some() && dev(&abs) == dev(&parent);
+    let mut cmd = crate::process::command(&program.path);
+    cmd.args(&temps.0)
+        .arg("--output")
+        .arg(&abs)
+        .arg("--no-sync");
+    if linked {
+        cmd.arg("--link");
+    }
+    let mut child = ChildProcess::spawn(cmd, "pg_combinebackup", false)?;
+    child.drain_stdout();
+    let exit = child.wait_exit()?;
+    if !exit.status.success() {
+        let reason = exit.reason();
+        return Err(Error::process(format!(
+            "{} could not combine incremental base backup {}/{} with its chain: {}",
+            format_args!("pg_combinebackup {}", program.version),
+            last.source.name,
+            last.backup_id,
+            reason
+                .strip_prefix("pg_combinebackup: error: ")
+                .unwrap_or(&reason)
+        ))
+        .with_hint(format!(
+            "pg_combinebackup must be of PostgreSQL {major}: install it, or list its directory in OFFSITEDB_PG_BIN_DIRS"
+        )));
+    }
+    drop(temps);
+    let owner = owner_for(dir, note)?;
+    settle(dir, owner.as_ref().map(|o| (o.0, o.1)))?;
+    let verify = verify(dir, last, &opts.pg_bin_dirs)?;
+    let (mut files, mut bytes) = (0, 0);
+    walk(dir, &mut |_, meta| {
+        if meta.is_file() {
+            files += 1;
+            bytes += meta.len();
+        }
+        Ok(())
+    })?;
+    Ok((
+        (files, bytes, stored, owner.map(|o| o.2), verify),
+        Some(Combined {
+            chain: chain.iter().map(|m| m.backup_id.to_string()).collect(),
+            program: format!("pg_combinebackup {}", program.version),
+            linked,
+        }),
+    ))
 }
 
 /// Counts what is read.

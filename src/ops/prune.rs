@@ -11,7 +11,9 @@ source's backups fail, nothing at all is deleted.
 Base backups (point-in-time recovery) follow the same `keep` rules as snapshots, in a plan of
 their own: they are not drilled, so a period keeps its newest base backup, and one whose data
 object is missing or of the wrong size counts as damaged (and holds everything when it is the
-newest). They are deleted manifest first too. Then the WAL: every file (segments, `.partial`,
+newest). A chain is kept whole: an incremental that is kept keeps every base backup it is based
+on, down to its full backup, with a reason saying so ([`crate::retention::keep_needed`]); one
+whose chain has a missing link counts as damaged. They are deleted manifest first too. Then the WAL: every file (segments, `.partial`,
 `.backup`) below the start segment of the oldest base backup still there (kept, or whose
 deletion the store refused), on every timeline, oldest first, so what goes is a prefix of each
 timeline and nothing a remaining backup or the restore window after it reads
@@ -328,7 +330,29 @@ fn prune_pitr<S: WriteStore + ?Sized>(
     let loaded = super::wal_show::load(repository, source, &mut |_| {})?;
 
     // Base backups are not drilled: each is "not drilled", or damaged when its data object is
-    // missing or not the size its manifest says.
+    // missing or not the size its manifest says, or (an incremental) a link of its chain is gone.
+    let present: std::collections::BTreeSet<String> = loaded
+        .bases
+        .iter()
+        .map(|m| m.backup_id.to_string())
+        .chain(
+            loaded
+                .unreadable_bases
+                .iter()
+                .filter_map(|u| u.split(':').next().map(str::to_string)),
+        )
+        .collect();
+    let needs: BTreeMap<String, Vec<String>> = loaded
+        .bases
+        .iter()
+        .filter_map(|m| {
+            let chain = &m.incremental.as_ref()?.chain;
+            Some((
+                m.backup_id.to_string(),
+                chain.iter().map(|c| c.to_string()).collect(),
+            ))
+        })
+        .collect();
     let candidates: Vec<Candidate> = loaded
         .bases
         .iter()
@@ -340,7 +364,14 @@ fn prune_pitr<S: WriteStore + ?Sized>(
                 id: m.backup_id.to_string(),
                 time: m.started.max(m.backup_id.time()),
                 status: match data {
-                    Some(o) if o.size == m.sizes.stored_bytes => Status::NotDrilled,
+                    Some(o)
+                        if o.size == m.sizes.stored_bytes
+                            && needs
+                                .get(m.backup_id.as_str())
+                                .is_none_or(|c| c.iter().all(|id| present.contains(id))) =>
+                    {
+                        Status::NotDrilled
+                    }
                     _ => Status::Damaged,
                 },
                 pinned: None,
@@ -349,6 +380,7 @@ fn prune_pitr<S: WriteStore + ?Sized>(
         .collect();
     let mut plan = crate::retention::plan(&candidates, &opts.keep, &opts.tz, failing, now);
     for_base_backups(&mut plan, failing.is_some());
+    crate::retention::keep_needed(&mut plan, &needs);
     let mut base = BasePrune {
         plan,
         deleted: Vec::new(),

@@ -189,8 +189,8 @@ impl Fixture {
         keys
     }
 
-    /// Nothing but `ids`' data and manifest under `base/` (of source `app`), and no upload left
-    /// unfinished.
+    /// Nothing but `ids`' data, manifest and copy of the server's backup_manifest under `base/`
+    /// (of source `app`), and no upload left unfinished.
     fn only(&self, ids: &[&str]) {
         self.only_of("app", ids)
     }
@@ -200,6 +200,7 @@ impl Fixture {
             .iter()
             .flat_map(|id| {
                 [
+                    format!("base/{source}/{id}/backup_manifest"),
                     format!("base/{source}/{id}/data"),
                     format!("base/{source}/{id}/manifest"),
                 ]

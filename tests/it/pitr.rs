@@ -139,7 +139,7 @@ pub(crate) fn restore_running(p: &Pitr, dir: &str, args: &[&str]) -> (Restored, 
 }
 
 /// The server's clock, as an RFC 3339 UTC time.
-fn server_now(p: &Pitr) -> String {
+pub(crate) fn server_now(p: &Pitr) -> String {
     p.text(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
     )

@@ -165,6 +165,7 @@ impl Archive {
             tool: DumpRecord::default(),
             server_manifest: true,
             tablespaces: Vec::new(),
+            incremental: None,
             created_by: "wal_inspect test".into(),
         };
         self.r.commit_base_manifest(&m).unwrap();

@@ -59,6 +59,9 @@ pub struct BackupOptions {
     /// Skip the dump inspector and count rows in the dump's snapshot instead (troubleshooting;
     /// also `OFFSITEDB_VERIFY=counts`).
     pub counts_only: bool,
+    /// Base backups only: incremental on the source's newest base backup (PostgreSQL 17+,
+    /// `summarize_wal = on`); an error when there is none to base it on.
+    pub incremental: bool,
 }
 
 /// A source's bytes, as the sink takes them.

@@ -39,6 +39,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         progress: g.progress(),
         threads: 0,
         counts_only: false,
+        incremental: false,
     };
     let state = super::state_for(&s, "backup");
     let mut failed: Option<Error> = None;

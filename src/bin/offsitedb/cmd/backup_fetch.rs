@@ -50,6 +50,15 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         units::bytes(report.bytes),
         units::duration(std::time::Duration::from_secs_f64(report.seconds))
     ));
+    if let Some(c) = &report.combined {
+        output::info(&format!(
+            "incremental: combined {} base backups ({}) with {}{}",
+            c.chain.len(),
+            c.chain.join(", "),
+            c.program,
+            if c.linked { " --link" } else { "" }
+        ));
+    }
     let verified = report.verify.summary();
     if report.verify.program.is_some() {
         output::info(&verified);

@@ -42,9 +42,21 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         .max()
         .unwrap_or(9)
         .max(9);
+    // "full", or "incr of ID" (an incremental, and the base backup it is based on).
+    let based = |b: &ops::backup_list::BaseSummary| match &b.parent {
+        Some(p) => format!("incr of {p}"),
+        None => b.kind.to_string(),
+    };
+    let kind_w = items
+        .iter()
+        .map(|b| based(b).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     outln!(
-        "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {:<16}  WAL",
+        "{:<23}  {:<kind_w$}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {:<16}  WAL",
         "ID",
+        "KIND",
         "SOURCE",
         "TL",
         "START LSN",
@@ -56,8 +68,9 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     );
     for b in &items {
         outln!(
-            "{:<23}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {:<16}  {}",
+            "{:<23}  {:<kind_w$}  {:<src_w$}  {:>3}  {:<lsn_w$}  {:<lsn_w$}  {:<20}  {:>8}  {:>10}  {:<16}  {}",
             b.id,
+            based(b),
             b.source,
             b.timeline,
             b.start_lsn.to_string(),

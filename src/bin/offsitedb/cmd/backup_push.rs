@@ -16,6 +16,10 @@ pub struct Args {
     /// zstd (default for base backups), zstd:LEVEL, gzip, gzip:LEVEL
     #[arg(long)]
     pub compression: Option<String>,
+    /// Copy only what changed since the source's newest base backup (PostgreSQL 17+, with
+    /// summarize_wal = on); restores combine the chain with pg_combinebackup
+    #[arg(long)]
+    pub incremental: bool,
     /// Fail at once (exit 14) when another run of the same source holds its lock
     #[arg(long)]
     pub no_wait: bool,
@@ -37,6 +41,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         progress: g.progress(),
         threads: 0,
         counts_only: false,
+        incremental: a.incremental,
     };
     let state = super::state_for(&s, "base backup");
     let _lock = super::lock(&s, &spec.name, "backup-push", a.no_wait)?;
@@ -46,8 +51,16 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     if g.json {
         return super::print_json(&m);
     }
+    let kind = match &m.incremental {
+        Some(i) => format!(
+            "incremental base backup (on {}, {} in the chain)",
+            i.parent,
+            i.chain.len() + 1
+        ),
+        None => "base backup".to_string(),
+    };
     output::info(&format!(
-        "{}: base backup of PostgreSQL {}, {} copied, {} stored ({}, {}), WAL {} to {} on timeline {}, in {}",
+        "{}: {kind} of PostgreSQL {}, {} copied, {} stored ({}, {}), WAL {} to {} on timeline {}, in {}",
         spec.name,
         m.server.version,
         units::bytes(m.sizes.plain_bytes),

@@ -4,6 +4,10 @@ other before the upload is completed: `backup_label` (where the copy starts in t
 timeline, and the segment a restore needs first), `global/pg_control` (which database system it
 is), the server's `backup_manifest` (where the copy ends), and pg_basebackup's `-v` lines (start
 and end, again). Any disagreement aborts the upload.
+
+The `backup_manifest` entry is also kept whole, compressed as the backup is, as it passes (up to
+[`MANIFEST_COPY_MAX`]): it is stored as its own object, which an incremental backup of this one
+is given without reading the whole tar again. The tar itself is never held.
 */
 
 use std::io::Read;
@@ -12,11 +16,15 @@ use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::pipeline::TapReader;
+use crate::pipeline::{Compression, Compressor, TapReader};
 use crate::wal::name::{Lsn, WalName};
 
 /// What `backup_manifest` entries are kept of, at most (its tail holds the WAL ranges).
 const MANIFEST_TAIL: usize = 64 << 10;
+
+/// The compressed copy of `backup_manifest` kept in memory, at most (about a million files):
+/// past it, the copy is not stored, and an incremental reads the manifest from the tar.
+pub(super) const MANIFEST_COPY_MAX: usize = 64 << 20;
 
 /// What the tar reader found in pg_basebackup's stream.
 #[derive(Debug, Default)]
@@ -28,13 +36,16 @@ pub(super) struct TarFacts {
     manifest_tail: Option<String>,
     /// Why the stream could not be read as a tar archive.
     error: Option<String>,
+    /// `backup_manifest`, compressed, or why it was not kept.
+    pub(super) manifest_copy: Option<std::result::Result<Vec<u8>, String>>,
 }
 
 /// Where the stream's buffers go, and the thread that reads them as a tar archive.
 pub(super) type TarReader = (SyncSender<Arc<Vec<u8>>>, JoinHandle<TarFacts>);
 
 /// The tar reader on its own thread, fed by the sink's tap.
-pub(super) fn spawn_tar_reader() -> Result<TarReader> {
+/// `copy`: the compression to keep `backup_manifest` in (`None`: not kept).
+pub(super) fn spawn_tar_reader(copy: Option<Compression>) -> Result<TarReader> {
     let (tx, rx) = std::sync::mpsc::sync_channel(8);
     let handle = std::thread::Builder::new()
         .name("basebackup-tar".into())
@@ -45,7 +56,7 @@ pub(super) fn spawn_tar_reader() -> Result<TarReader> {
             }
             let mut r = TapReader::new(rx);
             let mut facts = TarFacts::default();
-            if let Err(e) = read_tar(&mut r, &mut facts) {
+            if let Err(e) = read_tar(&mut r, &mut facts, copy) {
                 facts.error = Some(e.to_string());
             }
             // Keep reading, so the backup never waits on a reader that stopped.
@@ -56,7 +67,11 @@ pub(super) fn spawn_tar_reader() -> Result<TarReader> {
     Ok((tx, handle))
 }
 
-fn read_tar(r: &mut dyn Read, facts: &mut TarFacts) -> std::io::Result<()> {
+fn read_tar(
+    r: &mut dyn Read,
+    facts: &mut TarFacts,
+    copy: Option<Compression>,
+) -> std::io::Result<()> {
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -76,10 +91,16 @@ fn read_tar(r: &mut dyn Read, facts: &mut TarFacts) -> std::io::Result<()> {
             b"backup_manifest" => {
                 let mut tail: Vec<u8> = Vec::new();
                 let mut buf = vec![0u8; 64 << 10];
+                let mut kept = copy.map(|c| Compressor::new(Capped(Vec::new()), c, 1));
                 loop {
                     let n = entry.read(&mut buf)?;
                     if n == 0 {
                         break;
+                    }
+                    if let Some(Ok(w)) = &mut kept
+                        && let Err(e) = std::io::Write::write_all(w, &buf[..n])
+                    {
+                        kept = Some(Err(Error::internal(e.to_string())));
                     }
                     tail.extend_from_slice(&buf[..n]);
                     if tail.len() > 2 * MANIFEST_TAIL {
@@ -87,11 +108,35 @@ fn read_tar(r: &mut dyn Read, facts: &mut TarFacts) -> std::io::Result<()> {
                     }
                 }
                 facts.manifest_tail = Some(String::from_utf8_lossy(&tail).into_owned());
+                facts.manifest_copy = kept.map(|k| {
+                    k.and_then(Compressor::finish)
+                        .map(|c| c.0)
+                        .map_err(|e| e.message().to_string())
+                });
             }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A buffer that refuses to grow past [`MANIFEST_COPY_MAX`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MANIFEST_COPY_MAX {
+            return Err(std::io::Error::other(format!(
+                "backup_manifest is over {} compressed",
+                crate::units::bytes(MANIFEST_COPY_MAX as u64)
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What the manifest records must match.
@@ -257,7 +302,7 @@ fn parse_stderr(lines: &[String]) -> Told {
 }
 
 /// The last `End-LSN` of the manifest's `WAL-Ranges` (the one the copy ends on).
-fn manifest_wal_end(tail: &str) -> Option<Lsn> {
+pub(super) fn manifest_wal_end(tail: &str) -> Option<Lsn> {
     let ranges = tail.rsplit_once("\"WAL-Ranges\"")?.1;
     let after = ranges.rsplit_once("\"End-LSN\"")?.1;
     let value = after.split('"').nth(1)?;
@@ -314,6 +359,7 @@ START TIMELINE: 1
             control: Some(7449999999999999999u64.to_ne_bytes()),
             manifest_tail: manifest.map(str::to_string),
             error: None,
+            manifest_copy: None,
         }
     }
 
@@ -466,5 +512,49 @@ START TIMELINE: 1
             system_identifier(id.swap_bytes().to_ne_bytes(), Some(&s)).unwrap(),
             s
         );
+    }
+
+    #[test]
+    fn backup_manifest_is_kept_whole_as_the_tar_passes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let big = format!("{}{MANIFEST}", "{ \"Path\": \"x\" },\n".repeat(20_000));
+        for (name, body) in [
+            ("backup_label", LABEL.as_bytes()),
+            ("base/1/1259", &[7u8; 8192][..]),
+            ("backup_manifest", big.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append_data(&mut h, name, body).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        for algorithm in [
+            crate::pipeline::Algorithm::Zstd,
+            crate::pipeline::Algorithm::Gzip,
+        ] {
+            let c = Compression {
+                algorithm,
+                level: 1,
+            };
+            let mut facts = TarFacts::default();
+            read_tar(&mut &bytes[..], &mut facts, Some(c)).unwrap();
+            let copy = facts.manifest_copy.unwrap().unwrap();
+            let mut plain = String::new();
+            crate::pipeline::decompressor(&copy[..], algorithm)
+                .unwrap()
+                .read_to_string(&mut plain)
+                .unwrap();
+            assert_eq!(plain, big);
+            assert!(copy.len() < big.len() / 10);
+            assert_eq!(
+                manifest_wal_end(facts.manifest_tail.as_deref().unwrap()),
+                Some(Lsn(0x2000100))
+            );
+        }
+        let mut facts = TarFacts::default();
+        read_tar(&mut &bytes[..], &mut facts, None).unwrap();
+        assert!(facts.manifest_copy.is_none());
     }
 }

@@ -22,6 +22,10 @@ fix: the role's REPLICATION attribute, `wal_level`, `max_wal_senders`, and table
 restorable from a stream to standard output yet). `offsitedb check` reports the same facts
 ([`Replication`]).
 
+With [`BackupOptions::incremental`] (PostgreSQL 17+), the copy is incremental on the source's
+newest base backup ([`incremental`]). Either way, the server's `backup_manifest` is kept as it
+passes in the tar and stored as its own object beside the data, for the next incremental.
+
 Compression: zstd unless the source (or `--compression`) says otherwise: physical copies are
 large, and zstd compresses them several times faster than gzip, which matters more here than
 `gunzip` compatibility (`offsitedb decrypt ... | zstd -d | tar x` restores without OffsiteDB).
@@ -32,7 +36,7 @@ use std::sync::mpsc::Receiver;
 use jiff::Timestamp;
 
 use super::{BackupOptions, Layout, Stream};
-use crate::catalog::base::{BaseDescribed, BaseManifest};
+use crate::catalog::base::{BaseDescribed, BaseManifest, Incremental};
 use crate::catalog::manifest::{DumpRecord, ServerRecord, SourceInfo};
 use crate::catalog::{Repository, SourceKind};
 use crate::config::{SourceSpec, WalMode};
@@ -46,6 +50,7 @@ use crate::storage::WriteStore;
 use facts::{Expect, Facts, spawn_tar_reader};
 
 mod facts;
+pub mod incremental;
 
 /// Base backups are compressed with zstd unless the source says otherwise.
 pub const DEFAULT_COMPRESSION: Compression = Compression {
@@ -96,7 +101,19 @@ pub fn run_source<S: WriteStore + ?Sized>(
         Job::BaseBackup,
         &spec.name,
         || {
-            let source = Box::new(BaseBackup::new(spec, opts));
+            let parent = if opts.incremental {
+                Some(incremental::prepare(repo, spec, note)?)
+            } else {
+                None
+            };
+            let source = Box::new(BaseBackup::new(
+                spec,
+                opts,
+                compression,
+                parent
+                    .as_ref()
+                    .map(|p| (p.file.clone(), p.incremental.clone())),
+            ));
             let s = super::run(
                 repo,
                 &spec.name,
@@ -106,14 +123,25 @@ pub fn run_source<S: WriteStore + ?Sized>(
                 source,
                 note,
             )?;
-            let m = BaseManifest::assemble(
-                s.id,
-                s.described,
-                &s.sink,
-                s.key,
-                s.compression,
-                repo.key(),
-            );
+            let Described {
+                base,
+                manifest_copy,
+            } = s.described;
+            match manifest_copy {
+                Some(Ok(copy)) => {
+                    if let Err(e) = repo.put_server_manifest(&spec.name, &s.id, &copy) {
+                        note(format!(
+                            "cannot store the server's backup_manifest beside the base backup ({}): an incremental on it reads it from the tar",
+                            e.message()
+                        ));
+                    }
+                }
+                Some(Err(why)) => note(format!(
+                    "the server's backup_manifest is not stored beside the base backup ({why}): an incremental on it reads it from the tar"
+                )),
+                None => {}
+            }
+            let m = BaseManifest::assemble(s.id, base, &s.sink, s.key, s.compression, repo.key());
             repo.commit_base_manifest(&m)?;
             Ok(m)
         },
@@ -130,8 +158,9 @@ pub fn run_source<S: WriteStore + ?Sized>(
 /// `-X fetch`: the WAL the copy needs is fetched at its end, into the same tar (`-X stream`
 /// cannot write to standard output). The server's default manifest checksums (CRC32C) are
 /// enough: the object is authenticated as a whole, and `pg_verifybackup` checks each file.
-fn arguments() -> Vec<String> {
-    [
+/// `incremental`: the parent's `backup_manifest` is given (recorded without its temporary path).
+fn arguments(incremental: bool) -> Vec<String> {
+    let mut v: Vec<String> = [
         "--pgdata=-",
         "--format=tar",
         "--wal-method=fetch",
@@ -141,7 +170,11 @@ fn arguments() -> Vec<String> {
         "--verbose",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    if incremental {
+        v.push("--incremental=PARENT/backup_manifest".into());
+    }
+    v
 }
 
 /// A database server, by its connection string.
@@ -152,8 +185,21 @@ pub struct BaseBackup {
     ready: Option<Ready>,
     /// Set by `open`: the server's clock before pg_basebackup started.
     started: Option<Timestamp>,
+    /// How the server's `backup_manifest` is kept as it passes.
+    compression: Compression,
+    /// The parent's `backup_manifest` file and what the new backup is based on.
+    incremental: Option<(std::path::PathBuf, Incremental)>,
     /// What the stream said, once it ended well.
-    done: Option<Receiver<Facts>>,
+    done: Option<Receiver<(Facts, ManifestCopy)>>,
+}
+
+/// The server's `backup_manifest`, compressed, or why it was not kept.
+type ManifestCopy = Option<std::result::Result<Vec<u8>, String>>;
+
+/// What a base backup learned: its manifest's part, and the copy of the server's manifest.
+pub struct Described {
+    pub base: BaseDescribed,
+    manifest_copy: ManifestCopy,
 }
 
 struct Ready {
@@ -164,10 +210,17 @@ struct Ready {
 }
 
 impl BaseBackup {
-    pub fn new(spec: &SourceSpec, opts: &BackupOptions) -> BaseBackup {
+    pub fn new(
+        spec: &SourceSpec,
+        opts: &BackupOptions,
+        compression: Compression,
+        incremental: Option<(std::path::PathBuf, Incremental)>,
+    ) -> BaseBackup {
         BaseBackup {
             spec: spec.clone(),
             pg_bin_dirs: opts.pg_bin_dirs.clone(),
+            compression,
+            incremental,
             ready: None,
             started: None,
             done: None,
@@ -176,7 +229,7 @@ impl BaseBackup {
 }
 
 impl super::Source for BaseBackup {
-    type Described = BaseDescribed;
+    type Described = Described;
 
     fn kind(&self) -> SourceKind {
         SourceKind::Postgres
@@ -237,14 +290,17 @@ impl super::Source for BaseBackup {
             .ok_or_else(|| Error::internal("a base backup was opened before it was prepared"))?;
         self.started = Some(server_clock(&mut ready.client).unwrap_or_else(|_| Timestamp::now()));
         let mut cmd = crate::process::command(&ready.program.path);
-        cmd.args(arguments());
+        cmd.args(arguments(false));
+        if let Some((file, _)) = &self.incremental {
+            cmd.arg("--incremental").arg(file);
+        }
         // pg_basebackup takes a connection string as --dbname (and ignores its dbname); the
         // password goes in the environment, never on the command line.
         cmd.arg("--dbname").arg(ci.to_conninfo_without_secrets());
         postgres::child_env(&mut cmd, &ci);
         let mut child = ChildProcess::spawn(cmd, "pg_basebackup", false)?;
         let stdout = child.take_stdout();
-        let (tap, reader) = spawn_tar_reader()?;
+        let (tap, reader) = spawn_tar_reader(Some(self.compression))?;
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         self.done = Some(done_rx);
         let expect = Expect {
@@ -262,19 +318,19 @@ impl super::Source for BaseBackup {
                 if !exit.status.success() {
                     return Err(pg_basebackup_error(&exit, &target, &role));
                 }
-                let tar = reader
+                let mut tar = reader
                     .join()
                     .map_err(|_| Error::internal("the base backup's tar reader panicked"))?;
                 let facts = Facts::gather(&tar, &exit.stderr, &expect)
                     .map_err(|e| e.context(format!("pg_basebackup's copy of {target}")))?;
-                let _ = done_tx.send(facts);
+                let _ = done_tx.send((facts, tar.manifest_copy.take()));
                 Ok(())
             }),
         })
     }
 
-    fn describe(mut self: Box<Self>, note: &mut dyn FnMut(String)) -> Result<BaseDescribed> {
-        let facts = self
+    fn describe(mut self: Box<Self>, note: &mut dyn FnMut(String)) -> Result<Described> {
+        let (facts, manifest_copy) = self
             .done
             .as_ref()
             .and_then(|r| r.recv().ok())
@@ -296,7 +352,8 @@ impl super::Source for BaseBackup {
             Timestamp::now()
         });
         let ci = &self.spec.conninfo;
-        Ok(BaseDescribed {
+        let incremental = self.incremental.take().map(|(_, i)| i);
+        let base = BaseDescribed {
             source: SourceInfo {
                 name: self.spec.name.clone(),
                 kind: SourceKind::Postgres,
@@ -324,10 +381,15 @@ impl super::Source for BaseBackup {
                 version: program.version.clone(),
                 major: program.major,
                 format: "tar".into(),
-                arguments: arguments(),
+                arguments: arguments(incremental.is_some()),
             },
             server_manifest: facts.server_manifest,
             tablespaces: Vec::new(),
+            incremental,
+        };
+        Ok(Described {
+            base,
+            manifest_copy,
         })
     }
 }
@@ -531,6 +593,12 @@ fn pg_basebackup_error(exit: &Exit, target: &str, role: &str) -> Error {
         ))
         .with_hint("raise wal_keep_size on the server (or run the backup at a quieter time), then run it again")
         .transient();
+    }
+    if text.contains("WAL summaries are required") || text.contains("WAL summarization") {
+        return Error::source_db(format!(
+            "the server at {target} has no WAL summaries back to the base backup this incremental is based on: {reason}"
+        ))
+        .with_hint(incremental::SUMMARIZE_FIX);
     }
     if text.contains("incompatible server version") {
         return Error::tool(format!("pg_basebackup cannot copy {target}: {reason}"))
