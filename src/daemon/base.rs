@@ -228,10 +228,92 @@ pub fn base_backup_with_alerts(
         firing,
         &message,
     )?;
+    if !firing && spec.policy.drill {
+        pitr_drill(settings, spec, &state, dispatcher, metrics, note)?;
+    }
     if !firing && spec.policy.schedule.is_none() {
         prune_after(settings, spec, &state, dispatcher, note)?;
     }
     Ok(())
+}
+
+/// A PITR drill of the new base backup and the WAL after it (`drill --pitr`), still under the
+/// source's lock: recorded in the repository and the history, `pitr_drill_failed` alerted once
+/// per change, its result and tested restore time in the metrics.
+fn pitr_drill(
+    settings: &Settings,
+    spec: &SourceSpec,
+    state: &State,
+    dispatcher: &Dispatcher,
+    metrics: &metrics::Shared,
+    note: &mut dyn FnMut(String),
+) -> Result<()> {
+    let name = spec.name.as_str();
+    info!(source = name, "PITR drill started");
+    let outcome = (|| {
+        let repo =
+            Repository::open_for_writing(settings.open_store()?, settings.master_key(note)?)?;
+        let opts = crate::ops::drill::pitr::PitrDrillOptions {
+            target: None,
+            work_dir: None,
+            pg_bin_dirs: settings.pg_bin_dirs().to_vec(),
+            location: settings.location()?,
+            credentials: settings.credentials()?,
+        };
+        crate::ops::drill::pitr::run_recorded(&repo, name, &opts, Some(state), note)
+    })();
+    let (firing, message) = match &outcome {
+        Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
+        Err(e) => (
+            true,
+            format!("the PITR drill of {name} could not run: {}", e.message()),
+        ),
+        Ok(o) => {
+            let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+            let w = &mut m.sources.entry(name.to_string()).or_default().wal;
+            w.pitr_drill_ok = Some(o.failure.is_none());
+            w.pitr_drill_seconds = Some(o.record.timings.total);
+            match &o.failure {
+                Some(e) => (
+                    true,
+                    format!(
+                        "the PITR drill of {name} (base backup {}) failed: {}",
+                        o.record.base_id,
+                        e.message()
+                    ),
+                ),
+                None => {
+                    info!(source = name, base = %o.record.base_id, seconds = o.record.timings.total, "PITR drill passed");
+                    (
+                        false,
+                        format!(
+                            "the PITR drill of {name} passes again (tested restore time {})",
+                            crate::units::duration(std::time::Duration::from_secs_f64(
+                                o.record.timings.total
+                            ))
+                        ),
+                    )
+                }
+            }
+        }
+    };
+    if firing {
+        error!(source = name, "{message}");
+        let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+        m.sources
+            .entry(name.to_string())
+            .or_default()
+            .wal
+            .pitr_drill_ok = Some(false);
+    }
+    super::alert(
+        state,
+        dispatcher,
+        name,
+        Event::PitrDrillFailed,
+        firing,
+        &message,
+    )
 }
 
 /// Retention for a source that has base backups but no backup job (whose prune would do it):

@@ -8,6 +8,8 @@ silently stop, and answers `/metrics`, `/healthz`, the dashboard and its API ([`
   runs once at start.
 - The dead man's switch is checked every second whether or not any job runs: no successful backup
   for longer than `stale_after` fires `no_recent_backup`, with the last success time.
+- Base backups on `base_schedule`, each followed by a PITR drill ([`base`]); WAL streams for
+  `wal = "stream"` sources, and the WAL archive's lag, slot and alerts ([`stream`]).
 - SIGTERM / SIGINT: no new job starts, running jobs stop at their next buffer (an upload is
   aborted, so no partial snapshot becomes visible), and the daemon exits within
   [`SHUTDOWN_LIMIT`].

@@ -85,8 +85,15 @@ pub(super) fn tick(
             continue;
         }
         slot.checked = Some(Instant::now());
+        // Every minute; every few seconds while not known yet (no base backup, no WAL yet).
+        let unknown = slot
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lag_seconds
+            .is_none();
         if slot.spec.policy.wal == WalMode::Push
-            && slot.push_checked.is_none_or(|t| t.elapsed() >= PUSH_EVERY)
+            && (unknown || slot.push_checked.is_none_or(|t| t.elapsed() >= PUSH_EVERY))
             && slot.thread.as_ref().is_none_or(|h| h.is_finished())
         {
             // Reading the archive and the server takes a moment: not on the scheduler's thread.

@@ -648,14 +648,37 @@ fn serve_takes_base_backups_on_base_schedule() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(listed.iter().all(|b| b["timeline"] == 1), "{listed:?}");
-    let metrics = {
+    // Each good base backup is drilled (drill --pitr), recorded in the history.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let h = p.cli.ok(&["history", "--source", SOURCE, "--json"]).stdout;
+        let runs: Vec<serde_json::Value> = serde_json::from_str(&h).unwrap();
+        if runs
+            .iter()
+            .any(|r| r["job"] == "pitr_drill" && r["result"] == "ok")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve ran no passing PITR drill after its base backups: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The archive's lag is measured off the scheduler's thread, a few seconds after the first
+    // base backup archived WAL.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&listen).unwrap();
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
             .unwrap();
         let mut page = String::new();
         s.read_to_string(&mut page).unwrap();
-        page
+        if page.contains("offsitedb_wal_lag_seconds{source=\"app\"}") || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     };
     // The dashboard's overview lists the source (it has no dump) with its WAL archive's time.
     let get = |path: &str| {
@@ -692,6 +715,14 @@ fn serve_takes_base_backups_on_base_schedule() {
     assert!(
         metrics.contains("offsitedb_base_backup_last_success_timestamp_seconds{source=\"app\"}"),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains("offsitedb_last_pitr_drill_success{source=\"app\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("offsitedb_wal_lag_seconds{source=\"app\"}"),
+        "a push source's archive lag is measured: {metrics}"
     );
     let history = p.cli.ok(&["history", "--source", SOURCE, "--json"]).stdout;
     assert!(history.contains("base_backup"), "{history}");
