@@ -80,6 +80,7 @@ pub struct TimelineView {
     pub ranges: Vec<SegRange>,
     /// Missing segments between the first and the last archived one.
     pub gaps: Vec<SegRange>,
+    /// `.partial` files, and the streamed partials of segments being written (`wal-stream`).
     pub partial: Vec<String>,
     pub backup: Vec<String>,
 }
@@ -410,7 +411,7 @@ impl Archive {
                     history,
                     ranges,
                     gaps,
-                    partial: of(|k| *k == Kind::Partial),
+                    partial: of(|k| matches!(k, Kind::Partial | Kind::Streamed { .. })),
                     backup: of(|k| matches!(k, Kind::Backup { .. })),
                 }
             })
