@@ -62,7 +62,8 @@ impl Replica {
             .local_addr()
             .unwrap()
             .port();
-        // After the primary's postgresql.conf (copied along), so these win.
+        // After the primary's postgresql.conf (copied along), so these win; primary_conninfo
+        // again, plain: the one pg_basebackup 18 wrote names options older servers reject.
         let mut auto = std::fs::OpenOptions::new()
             .append(true)
             .open(data.join("postgresql.auto.conf"))
@@ -71,8 +72,11 @@ impl Replica {
             &mut auto,
             format!(
                 "port = {port}\nunix_socket_directories = '{}'\n\
-                 listen_addresses = '127.0.0.1'\nhot_standby = on\n",
-                sock.display()
+                 listen_addresses = '127.0.0.1'\nhot_standby = on\n\
+                 primary_conninfo = 'host={} port={} user=postgres'\n",
+                sock.display(),
+                src.socket_dir().display(),
+                src.port()
             )
             .as_bytes(),
         )
