@@ -179,12 +179,10 @@ fn parse_lsn(s: &str) -> u64 {
 
 /// Rows `from..to`, one commit each, on `c`; returns them.
 fn commit_rows(c: &mut client::Client, from: i64, to: i64) -> Vec<i64> {
-    (from..to)
-        .map(|n| {
-            c.execute("INSERT INTO t (n) VALUES ($1)", &[&n]).unwrap();
-            n
-        })
-        .collect()
+    for n in from..to {
+        c.execute("INSERT INTO t (n) VALUES ($1)", &[&n]).unwrap();
+    }
+    (from..to).collect()
 }
 
 /// The stream's JSON events so far.
@@ -250,7 +248,9 @@ fn missing(committed: &[i64], have: &BTreeSet<i64>) -> Vec<i64> {
         .collect()
 }
 
-fn follows_a_failover(major: u32) {
+/// `promote_late`: the stream reconnects to the replica while it is still a standby (it
+/// creates its slot there and streams timeline 1 from it), and the promotion happens under it.
+fn follows_a_failover(major: u32, promote_late: bool) {
     let mut s = Streamed::without_stream(major, "");
     let r = Replica::start(&s, major);
 
@@ -285,6 +285,20 @@ fn follows_a_failover(major: u32) {
     let end_tl1 = s.p.text("SELECT pg_current_wal_lsn()::text");
     r.wait_replayed(&end_tl1);
     s.p.src.cluster.kill();
+    if promote_late {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s.out().matches("\"event\":\"started\"").count() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the stream did not reconnect to the standby in 60 s:\n{}\n{}",
+                s.out(),
+                s.err()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Streaming from the standby for a moment (it uploads every 2 s).
+        std::thread::sleep(Duration::from_secs(3));
+    }
 
     // Timeline 2: the replica promoted, rows committed there in two batches a moment apart.
     let promoted: bool = r
@@ -388,10 +402,15 @@ fn follows_a_failover(major: u32) {
 
 #[test]
 fn follows_a_failover_on_18() {
-    follows_a_failover(18);
+    follows_a_failover(18, false);
+}
+
+#[test]
+fn follows_a_standby_promoted_under_the_stream_on_18() {
+    follows_a_failover(18, true);
 }
 
 #[test]
 fn follows_a_failover_on_15() {
-    follows_a_failover(15);
+    follows_a_failover(15, false);
 }
