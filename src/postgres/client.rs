@@ -12,7 +12,7 @@ when no file is given.
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::config::SslMode;
+use postgres::config::{SslMode, TargetSessionAttrs};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -42,15 +42,19 @@ pub struct ServerInfo {
 /// Opens a connection. `what` names the connection in messages ("the source database").
 pub fn connect(ci: &ConnInfo, what: &str) -> Result<Client> {
     let mut cfg = postgres::Config::new();
-    let host = ci.host();
-    for h in host.split(',') {
+    // Several hosts (a primary and its standbys): tried in order, as libpq does, each with
+    // its own port, so that we reach the server pg_dump or pg_receivewal would.
+    for h in ci.hosts() {
         if h.starts_with('/') {
-            cfg.host_path(h);
+            cfg.host_path(&h);
         } else {
-            cfg.host(h);
+            cfg.host(&h);
         }
     }
-    cfg.port(ci.port());
+    for p in ci.ports() {
+        cfg.port(p);
+    }
+    cfg.target_session_attrs(target_session_attrs(ci)?);
     cfg.user(&ci.user());
     cfg.dbname(&ci.dbname());
     if let Some(p) = ci.password() {
@@ -97,7 +101,9 @@ pub fn connect(ci: &ConnInfo, what: &str) -> Result<Client> {
             let _ = tx.send(cfg.connect(tls));
         })
         .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
-    match rx.recv_timeout(Duration::from_secs(timeout) + Duration::from_millis(500)) {
+    // libpq's connect_timeout is per host: a dead first host leaves the others their time.
+    let hosts = ci.hosts().len() as u32;
+    match rx.recv_timeout(Duration::from_secs(timeout) * hosts + Duration::from_millis(500)) {
         Ok(r) => r.map_err(|e| connect_error(ci, what, &e, timeout)),
         Err(_) => Err(Error::source_db(format!(
             "cannot connect to {what} {}: no answer within {timeout}s",
@@ -108,6 +114,27 @@ pub fn connect(ci: &ConnInfo, what: &str) -> Result<Client> {
         )
         .transient()),
     }
+}
+
+/// libpq's `target_session_attrs` as the driver knows it. `primary` is `read-write` and
+/// `standby` is `read-only` (the driver asks `transaction_read_only`, which a standby always
+/// has); `prefer-standby` falls back to any server in libpq, so any server it is here.
+fn target_session_attrs(ci: &ConnInfo) -> Result<TargetSessionAttrs> {
+    let v = ci
+        .get("target_session_attrs")
+        .map(str::to_string)
+        .or_else(|| std::env::var("PGTARGETSESSIONATTRS").ok())
+        .unwrap_or_default();
+    Ok(match v.as_str() {
+        "" | "any" | "prefer-standby" => TargetSessionAttrs::Any,
+        "read-write" | "primary" => TargetSessionAttrs::ReadWrite,
+        "read-only" | "standby" => TargetSessionAttrs::ReadOnly,
+        other => {
+            return Err(Error::config(format!(
+                "unknown target_session_attrs {other:?} (use any, read-write, read-only, primary, standby or prefer-standby)"
+            )));
+        }
+    })
 }
 
 fn tls_config(ci: &ConnInfo, sslmode: &str) -> Result<rustls::ClientConfig> {
@@ -397,4 +424,31 @@ pub fn server_info(client: &mut Client) -> Result<ServerInfo> {
         database_size,
         in_recovery: row.get(4),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_session_attrs_as_libpq_names_them() {
+        let attrs = |s: &str| target_session_attrs(&ConnInfo::parse(s).unwrap());
+        assert_eq!(attrs("host=a dbname=d").unwrap(), TargetSessionAttrs::Any);
+        for (v, want) in [
+            ("any", TargetSessionAttrs::Any),
+            ("prefer-standby", TargetSessionAttrs::Any),
+            ("read-write", TargetSessionAttrs::ReadWrite),
+            ("primary", TargetSessionAttrs::ReadWrite),
+            ("read-only", TargetSessionAttrs::ReadOnly),
+            ("standby", TargetSessionAttrs::ReadOnly),
+        ] {
+            assert_eq!(
+                attrs(&format!("host=a,b target_session_attrs={v}")).unwrap(),
+                want,
+                "{v}"
+            );
+        }
+        let e = attrs("host=a target_session_attrs=writable").unwrap_err();
+        assert!(e.message().contains("unknown target_session_attrs"), "{e}");
+    }
 }

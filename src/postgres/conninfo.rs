@@ -77,10 +77,31 @@ impl ConnInfo {
             .unwrap_or_else(|| "/var/run/postgresql".to_string())
     }
 
+    /// The first host's port.
     pub fn port(&self) -> u16 {
-        self.get_env("port", "PGPORT")
-            .and_then(|p| p.split(',').next().and_then(|p| p.parse().ok()))
-            .unwrap_or(5432)
+        self.ports()[0]
+    }
+
+    /// The hosts of a multi-host string (`host=a,b`, `postgres://a:1,b:2/db`), in order: libpq
+    /// tries each until one accepts (and suits `target_session_attrs`). One for a plain string.
+    pub fn hosts(&self) -> Vec<String> {
+        self.host().split(',').map(str::to_string).collect()
+    }
+
+    /// One port per host, as libpq pairs them: a single port serves every host, an empty entry
+    /// is 5432. A count that matches neither is kept as given (the connection refuses it).
+    pub fn ports(&self) -> Vec<u16> {
+        let given = self.get_env("port", "PGPORT").unwrap_or_default();
+        let ports: Vec<u16> = given
+            .split(',')
+            .map(|p| p.trim().parse().unwrap_or(5432))
+            .collect();
+        let hosts = self.hosts().len();
+        if ports.len() == 1 && hosts > 1 {
+            vec![ports[0]; hosts]
+        } else {
+            ports
+        }
     }
 
     pub fn user(&self) -> String {
@@ -132,17 +153,25 @@ impl ConnInfo {
 
     /// `postgres://user@host:port/dbname`: what messages and manifests show. No secrets.
     pub fn redacted(&self) -> String {
-        let host = self.host();
-        // Socket paths and IPv6 addresses are bracketed, as in URLs.
-        let host_part = if host.starts_with('/') || (host.contains(':') && !host.contains(',')) {
-            format!("[{host}]")
-        } else {
-            host
-        };
+        let ports = self.ports();
+        let hosts: Vec<String> = self
+            .hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                // Socket paths and IPv6 addresses are bracketed, as in URLs.
+                if h.starts_with('/') || h.contains(':') {
+                    format!("[{h}]:{port}")
+                } else {
+                    format!("{h}:{port}")
+                }
+            })
+            .collect();
         format!(
-            "postgres://{}@{host_part}:{}/{}",
+            "postgres://{}@{}/{}",
             self.user(),
-            self.port(),
+            hosts.join(","),
             self.dbname()
         )
     }
@@ -424,6 +453,36 @@ mod tests {
         let at = ConnInfo::parse("postgres://u:p@ss@h/d").unwrap();
         assert_eq!(at.get("password"), Some("p@ss"));
         assert_eq!(at.host(), "h");
+    }
+
+    #[test]
+    fn several_hosts_each_with_its_port() {
+        let c = ConnInfo::parse(
+            "postgres://u:pw@10.0.0.1:5433,db2.example.com:5434/shop?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(c.hosts(), ["10.0.0.1", "db2.example.com"]);
+        assert_eq!(c.ports(), [5433, 5434]);
+        assert_eq!(c.port(), 5433);
+        assert_eq!(
+            c.redacted(),
+            "postgres://u@10.0.0.1:5433,db2.example.com:5434/shop"
+        );
+        // What a child (pg_receivewal, pg_basebackup) gets: libpq's own multi-host form.
+        let s = c.to_conninfo_without_secrets();
+        assert_eq!(
+            s,
+            "user=u host=10.0.0.1,db2.example.com port=5433,5434 dbname=shop target_session_attrs=read-write"
+        );
+        assert_eq!(ConnInfo::parse(&s).unwrap().ports(), [5433, 5434]);
+        // One port serves every host; a host without one gets 5432.
+        let one = ConnInfo::parse("host=a,b port=6000 dbname=d user=u").unwrap();
+        assert_eq!(one.ports(), [6000, 6000]);
+        assert_eq!(one.redacted(), "postgres://u@a:6000,b:6000/d");
+        let some = ConnInfo::parse("postgres://u@a:6001,b/d").unwrap();
+        assert_eq!(some.ports(), [6001, 5432]);
+        let v6 = ConnInfo::parse("postgres://u@[::1]:5001,[::2]:5002/d").unwrap();
+        assert_eq!(v6.redacted(), "postgres://u@[::1]:5001,[::2]:5002/d");
     }
 
     #[test]

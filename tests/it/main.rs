@@ -33,5 +33,6 @@ mod setup;
 mod spool;
 mod storage;
 mod wal_archive;
+mod wal_failover;
 mod wal_inspect;
 mod wal_stream;

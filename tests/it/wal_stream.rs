@@ -14,9 +14,9 @@ use crate::common::{DB_PASSWORD, SECRET_KEY};
 use crate::pitr::restore_running;
 
 /// A streamed source: `wal = "stream"`, no archive_command, and `wal-stream` running.
-struct Streamed {
-    p: Pitr,
-    logs: tempfile::TempDir,
+pub(crate) struct Streamed {
+    pub(crate) p: Pitr,
+    pub(crate) logs: tempfile::TempDir,
     stream: Option<Child>,
 }
 
@@ -28,7 +28,7 @@ impl Streamed {
     }
 
     /// The source and its configuration, nothing streaming yet.
-    fn without_stream(major: u32, extra: &str) -> Streamed {
+    pub(crate) fn without_stream(major: u32, extra: &str) -> Streamed {
         let p = Pitr::start_with(Some(major), "stream", extra);
         p.sql("CREATE TABLE t (n bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())");
         let logs = tempfile::tempdir().unwrap();
@@ -39,23 +39,23 @@ impl Streamed {
         }
     }
 
-    fn start_stream(&mut self) {
+    pub(crate) fn start_stream(&mut self) {
         self.stream = Some(self.p.cli.spawn_logged(
             &["wal-stream", "--source", SOURCE, "--json"],
             self.logs.path(),
         ));
     }
 
-    fn err(&self) -> String {
+    pub(crate) fn err(&self) -> String {
         std::fs::read_to_string(self.logs.path().join("err")).unwrap_or_default()
     }
 
-    fn out(&self) -> String {
+    pub(crate) fn out(&self) -> String {
         std::fs::read_to_string(self.logs.path().join("out")).unwrap_or_default()
     }
 
     /// Waits (up to 60 s) until the stream's output holds `needle`.
-    fn wait_for(&self, needle: &str) {
+    pub(crate) fn wait_for(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.out().contains(needle) {
             assert!(
@@ -69,7 +69,7 @@ impl Streamed {
     }
 
     /// Kills `wal-stream` with SIGKILL: what it uploaded is all the archive has.
-    fn kill_stream(&mut self) {
+    pub(crate) fn kill_stream(&mut self) {
         if let Some(mut c) = self.stream.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -77,7 +77,7 @@ impl Streamed {
     }
 
     /// SIGTERM, and waits for it to end (it uploads what it received first).
-    fn stop_stream(&mut self) {
+    pub(crate) fn stop_stream(&mut self) {
         if let Some(mut c) = self.stream.take() {
             // SAFETY: kill has no memory-safety preconditions; the PID is this test's child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
