@@ -123,40 +123,52 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
         .collect();
     let after_net = after_net.as_slice();
     if !ci.is_unix_socket() {
+        // Every host of a multi-host URL (libpq tries them in order): reachable when one is.
+        let hosts: Vec<(String, u16)> = ci.hosts().into_iter().zip(ci.ports()).collect();
         let host = ci.host();
-        let port = ci.port();
-        let hint = provider::unreachable_hint(&host);
-        let literal = host.parse::<std::net::IpAddr>().is_ok();
-        let addrs: Vec<SocketAddr> = match (host.as_str(), port).to_socket_addrs() {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                l.fail(
-                    "dns",
-                    &Error::source_db(format!("{host} does not resolve: {e}")).with_hint(
+        let hint = provider::unreachable_hint(&hosts[0].0);
+        let places = hosts
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let mut seen = Vec::new();
+        let mut failed = None;
+        for (h, p) in &hosts {
+            match (h.as_str(), *p).to_socket_addrs() {
+                Ok(a) => {
+                    let a: Vec<SocketAddr> = a.collect();
+                    seen.push(if h.parse::<std::net::IpAddr>().is_ok() {
+                        format!("{h} is an IP address (no lookup)")
+                    } else {
+                        format!(
+                            "{h} is {}",
+                            a.iter()
+                                .map(|x| x.ip().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    });
+                    addrs.extend(a);
+                }
+                Err(e) => failed = failed.or(Some(format!("{h} does not resolve: {e}"))),
+            }
+        }
+        if addrs.is_empty() {
+            l.fail(
+                "dns",
+                &Error::source_db(failed.unwrap_or_else(|| format!("{host} does not resolve")))
+                    .with_hint(
                         hint.clone()
                             .unwrap_or_else(|| "check the host name in the URL".into()),
                     ),
-                );
-                l.skip(&["tcp"]);
-                l.skip(after_net);
-                return l.items;
-            }
-        };
-        l.ok(
-            "dns",
-            if literal {
-                format!("{host} is an IP address (no lookup)")
-            } else {
-                format!(
-                    "{host} is {}",
-                    addrs
-                        .iter()
-                        .map(|a| a.ip().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        );
+            );
+            l.skip(&["tcp"]);
+            l.skip(after_net);
+            return l.items;
+        }
+        l.ok("dns", seen.join("; "));
         let t = Instant::now();
         let Some(stream) = addrs
             .iter()
@@ -164,7 +176,7 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
         else {
             l.fail(
                 "tcp",
-                &Error::source_db(format!("nothing answers on {host}:{port}")).with_hint(
+                &Error::source_db(format!("nothing answers on {places}")).with_hint(
                     hint.unwrap_or_else(|| {
                         "check the port, that the server runs, and that a firewall lets this machine in".into()
                     }),
@@ -175,7 +187,11 @@ pub fn source(spec: &SourceSpec, pg_bin_dirs: &[std::path::PathBuf]) -> Vec<Item
         };
         l.ok(
             "tcp",
-            format!("{host}:{port} answers ({} ms)", t.elapsed().as_millis()),
+            format!(
+                "{places}{} answers ({} ms)",
+                if hosts.len() > 1 { ": one" } else { "" },
+                t.elapsed().as_millis()
+            ),
         );
         let sslmode = ci.sslmode();
         match offers_tls(stream) {

@@ -268,6 +268,15 @@ fn follows_a_failover(major: u32, promote_late: bool) {
         config.replace(&single, &format!("url = \"{url}\"")),
     )
     .unwrap();
+    // check probes every host of the URL.
+    let checked = s.p.cli.run(&["check", "--source", SOURCE]);
+    assert!(
+        checked.stdout.contains(": one answers")
+            && checked.stdout.contains("replication connection works"),
+        "check with two hosts:\n{}{}",
+        checked.stdout,
+        checked.stderr
+    );
     s.start_stream();
     s.wait_for("\"event\":\"started\"");
     s.p.cli.ok(&["backup-push", "--source", SOURCE]);
