@@ -108,6 +108,15 @@ pub(super) fn tick(
                 })
                 .ok();
         }
+        // A stream that gave up and was started again is judged by its new life.
+        if slot
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .streaming
+        {
+            slot.gave_up = None;
+        }
         if let Err(e) = evaluate(slot, state, dispatcher, metrics) {
             error!(source = %slot.spec.name, error = %e.message(), "cannot record the WAL archive's alerts");
         }
