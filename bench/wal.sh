@@ -700,7 +700,7 @@ names = {"cp": "(a) cp to a local folder", "offsitedb": "(b) offsitedb wal-push"
 by = {}
 for r in rows:
     by.setdefault(r[0], []).append(r)
-print(f"\nPostgreSQL {pgv}, pgbench -c 4 -j 2 -N -T {duration} on scale {scale}; pgBackRest {pgbrv}; "
+print(f"\nPostgreSQL {pgv}, " + (f"pgbench -c 4 -j 2 -N -T {duration} " if rows else "pgbench ") + f"on scale {scale}; pgBackRest {pgbrv}; "
       f"{cores} cores; load average {load0} at start, {load1} at end; phases: {phases}")
 checks = []
 res = {}
