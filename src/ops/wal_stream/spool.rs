@@ -216,7 +216,11 @@ impl Spool {
     ) -> Result<()> {
         let sha = object::digest(content);
         match wal_push::store_file(repo, &self.source, name, content, &sha)? {
-            Outcome::Archived { .. } => out.stored.push(name.clone()),
+            // Streamed partials are said by `Synced::partial`.
+            Outcome::Archived { .. } if !matches!(name.kind, Kind::Streamed { .. }) => {
+                out.stored.push(name.clone())
+            }
+            Outcome::Archived { .. } => {}
             Outcome::AlreadyArchived | Outcome::ArchivedAhead => {}
         }
         if !matches!(name.kind, Kind::Streamed { .. }) {
