@@ -262,7 +262,8 @@ fn measure_push(spec: &SourceSpec, status: &Shared, settings: &Settings) {
         Err(e) => {
             s.lag_seconds = None;
             s.lag_bytes = None;
-            info!(source = %name, reason = %e.message(), "the WAL archive's lag is not known");
+            // Retried every few seconds while unknown: not worth a line each time.
+            tracing::debug!(source = %name, reason = %e.message(), "the WAL archive's lag is not known");
         }
     }
 }
