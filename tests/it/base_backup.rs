@@ -234,7 +234,7 @@ const DIGEST: &str =
 
 /// A PostgreSQL server started on a fetched data folder (as the server's user when we are root),
 /// on a unix socket of its own; stopped when dropped.
-struct Restored {
+pub(crate) struct Restored {
     child: Child,
     sock: tempfile::TempDir,
     port: u16,
@@ -242,9 +242,14 @@ struct Restored {
 
 impl Restored {
     fn start(f: &Fixture, data: &Path) -> Restored {
+        Restored::start_on(f.major, &f.dirs, data, &f.dir.path().join("restored.log"))
+    }
+
+    /// A server of `major` (from `dirs`) on `data`, its output in `log`.
+    pub(crate) fn start_on(major: u32, dirs: &[PathBuf], data: &Path, log_path: &Path) -> Restored {
         let bin = offsitedb::postgres::binaries::server_dir(
-            Some(f.major),
-            &offsitedb::postgres::binaries::search_dirs(&f.dirs),
+            Some(major),
+            &offsitedb::postgres::binaries::search_dirs(dirs),
         )
         .unwrap()
         .path;
@@ -274,7 +279,7 @@ impl Restored {
             std::os::unix::fs::chown(sock.path(), Some(uid), Some(gid)).unwrap();
             cmd.uid(uid).gid(gid).current_dir("/").env("HOME", "/");
         }
-        let log = std::fs::File::create(f.dir.path().join("restored.log")).unwrap();
+        let log = std::fs::File::create(log_path).unwrap();
         let child = cmd
             .env_remove("PGDATA")
             .stdin(Stdio::null())
@@ -285,7 +290,7 @@ impl Restored {
         let mut r = Restored { child, sock, port };
         let deadline = Instant::now() + Duration::from_secs(90);
         while r.connect("postgres").is_err() {
-            let log = std::fs::read_to_string(f.dir.path().join("restored.log")).unwrap();
+            let log = std::fs::read_to_string(log_path).unwrap();
             assert!(
                 r.child.try_wait().unwrap().is_none(),
                 "the server on the fetched folder stopped:\n{log}"
@@ -299,7 +304,7 @@ impl Restored {
         r
     }
 
-    fn connect(&self, db: &str) -> offsitedb::Result<client::Client> {
+    pub(crate) fn connect(&self, db: &str) -> offsitedb::Result<client::Client> {
         let mut ci = ConnInfo::default();
         ci.set("host", &self.sock.path().to_string_lossy());
         ci.set("port", &self.port.to_string());

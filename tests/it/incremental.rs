@@ -3,15 +3,13 @@
 //! `prune` keeping a chain whole, `backup-list` naming the parent; and the refusals (no
 //! summarize_wal, no base backup to build on, PostgreSQL before 17, a missing link).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use offsitedb::postgres::{ConnInfo, client};
 use offsitedb::storage::{ReadStore, WriteStore};
 use serde_json::Value;
 
-use crate::archiving::{Pitr, SOURCE, server_user};
+use crate::archiving::{Pitr, SOURCE};
 use crate::pitr::{restore_running, server_now};
 
 /// `backup-push --incremental? --json`: the manifest.
@@ -44,103 +42,6 @@ fn summarize_wal(p: &Pitr) {
     while p.text("SELECT current_setting('summarize_wal')") != "on" {
         assert!(Instant::now() < deadline, "summarize_wal stays off");
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A server started on a fetched data folder, on a socket of its own; stopped when dropped.
-struct Started {
-    child: Child,
-    sock: tempfile::TempDir,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Started {
-    fn start(p: &Pitr, data: &Path) -> Started {
-        let bin = offsitedb::postgres::binaries::server_dir(
-            Some(18),
-            &offsitedb::postgres::binaries::search_dirs(&p.bin_dirs),
-        )
-        .unwrap()
-        .path;
-        let sock = tempfile::Builder::new()
-            .prefix("offsitedb-sock-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(&bin);
-        cmd.arg("-D").arg(data);
-        for setting in [
-            format!("port={port}"),
-            "listen_addresses=".to_string(),
-            format!("unix_socket_directories={}", sock.path().display()),
-            "archive_mode=off".to_string(),
-            "logging_collector=off".to_string(),
-        ] {
-            cmd.arg("-c").arg(setting);
-        }
-        if let Some((uid, gid)) = server_user() {
-            use std::os::unix::process::CommandExt;
-            std::os::unix::fs::chown(sock.path(), Some(uid), Some(gid)).unwrap();
-            cmd.uid(uid).gid(gid).current_dir("/").env("HOME", "/");
-        }
-        let log = p.dir.path().join("started.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .env_remove("PGDATA")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        let mut s = Started {
-            child,
-            sock,
-            port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while s.connect().is_err() {
-            let log = std::fs::read_to_string(&s.log).unwrap();
-            assert!(
-                s.child.try_wait().unwrap().is_none(),
-                "the server on the fetched folder stopped:\n{log}"
-            );
-            assert!(Instant::now() < deadline, "did not start:\n{log}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s
-    }
-
-    fn connect(&self) -> offsitedb::Result<client::Client> {
-        let mut ci = ConnInfo::default();
-        ci.set("host", &self.sock.path().to_string_lossy());
-        ci.set("port", &self.port.to_string());
-        ci.set("user", "postgres");
-        ci.set("dbname", "postgres");
-        client::connect(&ci, "the started server")
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by pid (SIGINT: a fast shutdown).
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -294,9 +195,14 @@ fn incremental_chain_restores_fetches_and_is_kept_whole_on_18() {
     );
     no_temporaries(&fetched);
     {
-        let s = Started::start(&p, &fetched);
+        let s = crate::base_backup::Restored::start_on(
+            18,
+            &p.bin_dirs,
+            &fetched,
+            &p.dir.path().join("started.log"),
+        );
         let n: i64 = s
-            .connect()
+            .connect("postgres")
             .unwrap()
             .query_one("SELECT count(*) FROM t", &[])
             .unwrap()
