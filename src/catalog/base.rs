@@ -291,12 +291,16 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         Ok(m)
     }
 
-    /// Every base backup manifest of a source, oldest first.
+    /// Every base backup manifest of a source, oldest first. Ids order by the second a backup
+    /// started, then at random: backups of one second are ordered by where they end in the WAL.
     pub fn base_manifests(&self, source: &str) -> Result<Vec<BaseManifest>> {
-        self.base_entries(Some(source))?
+        let mut all: Vec<BaseManifest> = self
+            .base_entries(Some(source))?
             .iter()
             .map(|e| self.base_manifest(&e.source, &e.id))
-            .collect()
+            .collect::<Result<_>>()?;
+        all.sort_by_key(|m| (m.backup_id.time(), m.end_lsn, m.finished));
+        Ok(all)
     }
 
     /// Resolves `LATEST` (any case), a full id, or a unique id prefix to a base backup.
