@@ -43,6 +43,8 @@ pub enum ErrorKind {
     Alert,
     /// Another offsitedb run holds the source's lock, and we were told not to wait.
     Busy,
+    /// The repository is older than one this machine has seen (`verify`).
+    RolledBack,
     /// The operation was interrupted (signal).
     Interrupted,
 }
@@ -64,6 +66,7 @@ impl ErrorKind {
             ErrorKind::DrillFailed => ExitCode::DrillFailed,
             ErrorKind::Alert => ExitCode::Alert,
             ErrorKind::Busy => ExitCode::Busy,
+            ErrorKind::RolledBack => ExitCode::RolledBack,
             ErrorKind::Interrupted => ExitCode::Interrupted,
         }
     }
@@ -87,6 +90,7 @@ impl ErrorKind {
             ErrorKind::DrillFailed => "drill_failed",
             ErrorKind::Alert => "alert",
             ErrorKind::Busy => "busy",
+            ErrorKind::RolledBack => "rolled_back",
             ErrorKind::Interrupted => "interrupted",
         }
     }
@@ -268,6 +272,7 @@ mod tests {
             ErrorKind::DrillFailed,
             ErrorKind::Alert,
             ErrorKind::Busy,
+            ErrorKind::RolledBack,
             ErrorKind::Interrupted,
         ];
         let codes: HashSet<i32> = kinds.iter().map(|k| k.exit_code()).collect();

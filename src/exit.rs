@@ -26,13 +26,14 @@ pub enum ExitCode {
     DrillFailed,
     Alert,
     Busy,
+    RolledBack,
     Interrupted,
     BrokenPipe,
 }
 
 impl ExitCode {
     /// Every code, in the order the README lists them.
-    pub const ALL: [ExitCode; 17] = [
+    pub const ALL: [ExitCode; 18] = [
         ExitCode::Success,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -48,6 +49,7 @@ impl ExitCode {
         ExitCode::DrillFailed,
         ExitCode::Alert,
         ExitCode::Busy,
+        ExitCode::RolledBack,
         ExitCode::Interrupted,
         ExitCode::BrokenPipe,
     ];
@@ -69,6 +71,7 @@ impl ExitCode {
             ExitCode::DrillFailed => 12,
             ExitCode::Alert => 13,
             ExitCode::Busy => 14,
+            ExitCode::RolledBack => 15,
             ExitCode::Interrupted => 130,
             ExitCode::BrokenPipe => 141,
         }
@@ -102,6 +105,10 @@ impl ExitCode {
             ExitCode::Alert => "`alert-test`: an alert channel could not be reached",
             ExitCode::Busy => {
                 "another offsitedb run holds the source's lock and `--no-wait` was given"
+            }
+            ExitCode::RolledBack => {
+                "`verify`: the repository is older than one this machine has seen (rolled back, \
+                 or its newest objects deleted)"
             }
             ExitCode::Interrupted => {
                 "interrupted (Ctrl-C, SIGTERM); nothing half-done is left visible"
@@ -138,6 +145,7 @@ impl ExitCode {
             ExitCode::DrillFailed => "drill failed",
             ExitCode::Alert => "alert channel failed",
             ExitCode::Busy => "source busy",
+            ExitCode::RolledBack => "rolled back",
             ExitCode::Interrupted => "interrupted",
             ExitCode::BrokenPipe => "output pipe closed",
         }

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::catalog::log::{Head, HeadMemory};
 use crate::error::{Error, Result};
 
 const SCHEMA: &[&str] = &[
@@ -39,6 +40,15 @@ const SCHEMA: &[&str] = &[
         since TEXT NOT NULL,
         message TEXT,
         PRIMARY KEY (source, event)
+     );",
+    // Version 2: the newest log head seen per repository and source (the rollback check).
+    "CREATE TABLE log_heads (
+        repo TEXT NOT NULL,
+        source TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        seen TEXT NOT NULL,
+        PRIMARY KEY (repo, source)
      );",
 ];
 
@@ -379,6 +389,89 @@ impl State {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+impl State {
+    /// The newest log head of `source` this machine has seen in repository `repo`, and when.
+    pub fn log_head(&self, repo: &str, source: &str) -> Result<Option<(Head, Timestamp)>> {
+        self.conn
+            .query_row(
+                "SELECT seq, sha256, seen FROM log_heads WHERE repo = ?1 AND source = ?2",
+                params![repo, source],
+                |r| {
+                    Ok((
+                        Head {
+                            seq: r.get::<_, i64>(0)? as u64,
+                            sha256: r.get(1)?,
+                        },
+                        parse_ts(r.get(2)?),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remembers `head` when it is newer than the one remembered (`force`: whatever it is, for
+    /// a user who accepted a rolled-back repository).
+    pub fn set_log_head(&self, repo: &str, source: &str, head: &Head, force: bool) -> Result<()> {
+        let sql = if force {
+            "INSERT INTO log_heads (repo, source, seq, sha256, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (repo, source) DO UPDATE
+             SET seq = excluded.seq, sha256 = excluded.sha256, seen = excluded.seen"
+        } else {
+            "INSERT INTO log_heads (repo, source, seq, sha256, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (repo, source) DO UPDATE
+             SET seq = excluded.seq, sha256 = excluded.sha256, seen = excluded.seen
+             WHERE excluded.seq > log_heads.seq"
+        };
+        self.conn
+            .execute(
+                sql,
+                params![
+                    repo,
+                    source,
+                    head.seq as i64,
+                    head.sha256,
+                    Timestamp::now().to_string()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// The state file as the repository's [`HeadMemory`]: opened for each call, so that it can be
+/// shared between threads and processes.
+pub struct StateMemory(pub PathBuf);
+
+impl HeadMemory for StateMemory {
+    fn recall(&self, repo: &str, source: &str) -> Result<Option<Head>> {
+        Ok(State::open(&self.0)?
+            .log_head(repo, source)?
+            .map(|(h, _)| h))
+    }
+
+    fn remember(&self, repo: &str, source: &str, head: &Head) -> Result<()> {
+        State::open(&self.0)?.set_log_head(repo, source, head, false)
+    }
+
+    fn accept(&self, repo: &str, source: &str, head: &Head) -> Result<()> {
+        State::open(&self.0)?.set_log_head(repo, source, head, true)
+    }
+
+    fn sources(&self, repo: &str) -> Result<Vec<String>> {
+        let st = State::open(&self.0)?;
+        let mut q = st
+            .conn
+            .prepare("SELECT source FROM log_heads WHERE repo = ?1 ORDER BY source")
+            .map_err(|e| st.err(e))?;
+        let rows = q
+            .query_map(params![repo], |r| r.get::<_, String>(0))
+            .map_err(|e| st.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| st.err(e))
     }
 }
 

@@ -416,10 +416,15 @@ impl<S: ?Sized + WriteStore> Repository<S> {
             &sealed,
             BASE_MANIFEST_MAX,
         )?;
-        if self.store().put_new(&key, &sealed)? {
-            Ok(())
-        } else {
-            Err(Error::storage(format!("{key} already exists")))
+        if !self.store().put_new(&key, &sealed)? {
+            return Err(Error::storage(format!("{key} already exists")));
         }
+        self.append_log(
+            &m.source.name,
+            super::log::Event::Base {
+                object: super::log::Logged::of(&key, &sealed),
+            },
+        )
+        .map(drop)
     }
 }

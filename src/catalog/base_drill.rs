@@ -221,10 +221,16 @@ impl<S: ?Sized + WriteStore> Repository<S> {
         let key = base_drill_key(&r.source, &r.base_id, &r.drill_id);
         let sealed = seal_bytes(self.key(), &json)?;
         within_limit(&format!("PITR drill record {key}"), &sealed, BASE_DRILL_MAX)?;
-        if self.store().put_new(&key, &sealed)? {
-            Ok(())
-        } else {
-            Err(Error::storage(format!("{key} already exists")))
+        if !self.store().put_new(&key, &sealed)? {
+            return Err(Error::storage(format!("{key} already exists")));
         }
+        self.append_log(
+            &r.source,
+            super::log::Event::BaseDrill {
+                object: super::log::Logged::of(&key, &sealed),
+                passed: r.passed(),
+            },
+        )
+        .map(drop)
     }
 }

@@ -88,6 +88,8 @@ pub struct Repository<S: ?Sized + ReadStore> {
     key: MasterKey,
     /// Unset only for a repository that does not exist yet: `ensure_created` writes it.
     config: OnceLock<RepoConfig>,
+    /// Where this machine remembers the log heads it saw (the rollback check), when it does.
+    memory: Option<super::log::Memory>,
 }
 
 impl<S: ?Sized + ReadStore> Repository<S> {
@@ -98,6 +100,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
                 store,
                 key,
                 config: OnceLock::from(config),
+                memory: None,
             }),
             None => Err(Error::not_found(format!(
                 "no OffsiteDB repository at {}",
@@ -146,6 +149,21 @@ impl<S: ?Sized + ReadStore> Repository<S> {
 
     pub fn key(&self) -> &MasterKey {
         &self.key
+    }
+
+    /// Remembers the log heads this repository shows in `memory` (and checks them against it).
+    pub fn remembering(mut self, memory: super::log::Memory) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    pub fn memory(&self) -> Option<&super::log::Memory> {
+        self.memory.as_ref()
+    }
+
+    /// The repository's id (from `offsitedb.repo`); empty before it is created.
+    pub fn id(&self) -> String {
+        self.config.get().map(|c| c.id.clone()).unwrap_or_default()
     }
 
     pub fn store(&self) -> &S {
@@ -384,6 +402,7 @@ impl<S: ?Sized + WriteStore> Repository<S> {
                 store,
                 key,
                 config: OnceLock::from(config),
+                memory: None,
             });
         }
         if let Some(other) = store.any("")? {
@@ -398,6 +417,7 @@ impl<S: ?Sized + WriteStore> Repository<S> {
             store,
             key,
             config: OnceLock::new(),
+            memory: None,
         })
     }
 
@@ -438,11 +458,17 @@ impl<S: ?Sized + WriteStore> Repository<S> {
         let key = drill_key(&r.source, &r.snapshot_id, &r.drill_id);
         let sealed = seal_bytes(&self.key, &json)?;
         within_limit(&format!("drill record {key}"), &sealed, DRILL_MAX)?;
-        if self.store.put_new(&key, &sealed)? {
-            Ok(())
-        } else {
-            Err(Error::storage(format!("{key} already exists")))
+        if !self.store.put_new(&key, &sealed)? {
+            return Err(Error::storage(format!("{key} already exists")));
         }
+        self.append_log(
+            &r.source,
+            super::log::Event::Drill {
+                object: super::log::Logged::of(&key, &sealed),
+                passed: r.passed(),
+            },
+        )
+        .map(drop)
     }
 
     /// Writes a snapshot's manifest: the step that makes the snapshot exist.
@@ -460,8 +486,15 @@ impl<S: ?Sized + WriteStore> Repository<S> {
                  subfolders as separate sources",
             )
         })?;
-        self.store
-            .put(&manifest_key(&m.source.name, &m.snapshot_id), &sealed)
+        let key = manifest_key(&m.source.name, &m.snapshot_id);
+        self.store.put(&key, &sealed)?;
+        self.append_log(
+            &m.source.name,
+            super::log::Event::Snapshot {
+                object: super::log::Logged::of(&key, &sealed),
+            },
+        )
+        .map(drop)
     }
 }
 

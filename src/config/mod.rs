@@ -492,6 +492,28 @@ impl Settings {
 
     /// The state file: `[state] path`, else `state.db` in the state directory.
     /// `OFFSITEDB_STATE_DIR` (the environment) comes before the file, as everywhere.
+    /// The state file as the repository's memory of log heads (the rollback check); `None`
+    /// when there is no place for it.
+    pub fn head_memory(&self) -> Option<crate::catalog::log::Memory> {
+        let path = self.state_path().ok()?;
+        Some(std::sync::Arc::new(crate::state::StateMemory(path)))
+    }
+
+    /// Opens the repository for writing, remembering the log heads it shows in the state file.
+    pub fn open_repository(
+        &self,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<crate::catalog::Repository<dyn WriteStore>> {
+        let repo = crate::catalog::Repository::open_for_writing(
+            self.open_store()?,
+            self.master_key(warn)?,
+        )?;
+        Ok(match self.head_memory() {
+            Some(m) => repo.remembering(m),
+            None => repo,
+        })
+    }
+
     pub fn state_path(&self) -> Result<PathBuf> {
         let env = std::env::var_os("OFFSITEDB_STATE_DIR")
             .filter(|v| !v.is_empty())

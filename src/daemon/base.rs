@@ -18,7 +18,6 @@ use tracing::{error, info, warn};
 
 use super::metrics;
 use crate::alerts::{Dispatcher, Event};
-use crate::catalog::Repository;
 use crate::config::{Settings, SourceSpec};
 use crate::error::{ErrorKind, Result};
 use crate::state::{Job, RunResult, State};
@@ -178,19 +177,16 @@ pub fn base_backup_with_alerts(
         ..Default::default()
     };
     let compression = crate::ops::backup::basebackup::compression_for(settings, spec, false);
-    let result = settings
-        .open_store()
-        .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
-        .and_then(|repo| {
-            crate::ops::backup::basebackup::run_source(
-                &repo,
-                spec,
-                compression,
-                &opts,
-                Some(&state),
-                note,
-            )
-        });
+    let result = settings.open_repository(note).and_then(|repo| {
+        crate::ops::backup::basebackup::run_source(
+            &repo,
+            spec,
+            compression,
+            &opts,
+            Some(&state),
+            note,
+        )
+    });
     let name = spec.name.as_str();
     let (firing, message) = match &result {
         Err(e) if e.kind() == ErrorKind::Interrupted => {
@@ -251,8 +247,7 @@ fn pitr_drill(
     let name = spec.name.as_str();
     info!(source = name, "PITR drill started");
     let outcome = (|| {
-        let repo =
-            Repository::open_for_writing(settings.open_store()?, settings.master_key(note)?)?;
+        let repo = settings.open_repository(note)?;
         let opts = crate::ops::drill::pitr::PitrDrillOptions {
             target: None,
             work_dir: None,
@@ -330,25 +325,22 @@ fn prune_after(
     };
     let name = spec.name.as_str();
     let id = state.start(Job::Prune, name, Timestamp::now())?;
-    let pruned = settings
-        .open_store()
-        .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
-        .and_then(|repo| {
-            let snapshots = crate::ops::list::list(&repo, Some(name), note)?;
-            crate::ops::prune::run(
-                &repo,
-                name,
-                &snapshots,
-                &crate::ops::prune::PruneOptions {
-                    keep,
-                    tz: spec.policy.tz.clone(),
-                    dry_run: false,
-                    failing: None,
-                    grace: crate::ops::prune::DEFAULT_GRACE,
-                },
-                Timestamp::now(),
-            )
-        });
+    let pruned = settings.open_repository(note).and_then(|repo| {
+        let snapshots = crate::ops::list::list(&repo, Some(name), note)?;
+        crate::ops::prune::run(
+            &repo,
+            name,
+            &snapshots,
+            &crate::ops::prune::PruneOptions {
+                keep,
+                tz: spec.policy.tz.clone(),
+                dry_run: false,
+                failing: None,
+                grace: crate::ops::prune::DEFAULT_GRACE,
+            },
+            Timestamp::now(),
+        )
+    });
     let (firing, message) = match &pruned {
         Ok(_) => {
             state.finish(id, Timestamp::now(), &crate::state::Outcome::default())?;

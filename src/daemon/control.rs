@@ -18,7 +18,6 @@ use tracing::{error, info, warn};
 
 use super::metrics;
 use crate::alerts::{Dispatcher, Event};
-use crate::catalog::Repository;
 use crate::config::{Settings, SourceSpec};
 use crate::error::{ErrorKind, Result};
 use crate::state::{Job, Outcome, State};
@@ -161,14 +160,11 @@ pub(super) fn drill_newest(
         pg_bin_dirs: settings.pg_bin_dirs().to_vec(),
         ..Default::default()
     };
-    let ran = settings
-        .open_store()
-        .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
-        .and_then(|repo| {
-            let entry = repo.resolve("latest", Some(name))?;
-            let o = crate::ops::drill::run(&repo, &entry, &opts, note)?;
-            Ok((entry.id.to_string(), o))
-        });
+    let ran = settings.open_repository(note).and_then(|repo| {
+        let entry = repo.resolve("latest", Some(name))?;
+        let o = crate::ops::drill::run(&repo, &entry, &opts, note)?;
+        Ok((entry.id.to_string(), o))
+    });
     let seconds = t.elapsed().as_secs_f64();
     let (snapshot, failure, restore) = match ran {
         Ok((snap, o)) => (Some(snap), o.failure, Some(o.record.timings.total)),

@@ -78,10 +78,7 @@ pub fn job_with_alerts(
     };
     dispatcher.ping(Ping::Start, &spec.policy.heartbeat);
     info!(source = %spec.name, target = %spec.target(), "job started");
-    let report = match settings
-        .open_store()
-        .and_then(|store| Repository::open_for_writing(store, settings.master_key(note)?))
-    {
+    let report = match settings.open_repository(note) {
         Ok(repo) => job::run(&repo, spec, &state, opts, note)?,
         Err(e) => return finish_unstarted(settings, spec, &state, dispatcher, metrics, e),
     };

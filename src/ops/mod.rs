@@ -29,6 +29,7 @@ pub mod report;
 pub mod restore;
 pub mod role_sql;
 pub mod spool;
+pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;
 pub mod wal_show;

@@ -34,6 +34,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::catalog::base::{base_manifest_key, base_prefix};
+use crate::catalog::log::{Event, Pruned};
 use crate::catalog::{Repository, SnapshotId, Status, Summary, repo};
 use crate::error::{Error, ErrorKind, Result};
 use crate::retention::{Candidate, Keep, Plan};
@@ -119,6 +120,117 @@ pub struct WalDeleted {
 
 /// Prunes one source. `snapshots` are its summaries (from [`super::list::list`]).
 pub fn run<S: WriteStore + ?Sized>(
+    repository: &crate::catalog::Repository<S>,
+    source: &str,
+    snapshots: &[Summary],
+    opts: &PruneOptions,
+    now: Timestamp,
+) -> Result<PruneReport> {
+    if opts.dry_run {
+        return plan_and_run(repository, source, snapshots, opts, now);
+    }
+    // The log hears of every deletion before it happens (a prune that stops half-way leaves
+    // objects the log says are deleted, never deleted objects it does not explain): the plan is
+    // made once without deleting, written, then carried out.
+    let intent = plan_and_run(
+        repository,
+        source,
+        snapshots,
+        &PruneOptions {
+            dry_run: true,
+            ..opts.clone()
+        },
+        now,
+    )?;
+    let announced = pruned(&intent, source);
+    if !announced.is_empty() {
+        repository.append_log(
+            source,
+            Event::Prune {
+                deleted: announced.clone(),
+                late: false,
+            },
+        )?;
+    }
+    let report = plan_and_run(repository, source, snapshots, opts, now)?;
+    // The repository may have changed in between (a backup pushed another snapshot out).
+    let late: Vec<Pruned> = pruned(&report, source)
+        .into_iter()
+        .filter(|p| !announced.iter().any(|a| a.prefix == p.prefix))
+        .collect();
+    if !late.is_empty() {
+        repository.append_log(
+            source,
+            Event::Prune {
+                deleted: late,
+                late: true,
+            },
+        )?;
+    }
+    Ok(report)
+}
+
+/// What a prune report deletes (or, in a dry run, would), as log entries say it.
+fn pruned(r: &PruneReport, source: &str) -> Vec<Pruned> {
+    let rule = |why: &str| format!("{why} ({})", r.policy);
+    let mut out: Vec<Pruned> = Vec::new();
+    let snapshot = |id: &str| format!("snapshots/{source}/{id}/");
+    let dry = r.dry_run;
+    let deleted: Vec<&String> = if dry {
+        r.plan.deletions().map(|d| &d.id).collect()
+    } else {
+        r.deleted.iter().collect()
+    };
+    for id in deleted {
+        out.push(Pruned {
+            prefix: snapshot(id),
+            rule: rule("retention: no rule keeps it"),
+        });
+    }
+    for id in &r.leftovers_removed {
+        out.push(Pruned {
+            prefix: snapshot(id),
+            rule: "interrupted upload without a manifest, older than the grace period".into(),
+        });
+    }
+    if let Some(b) = &r.base_backups {
+        let deleted: Vec<&String> = if dry {
+            b.plan.deletions().map(|d| &d.id).collect()
+        } else {
+            b.deleted.iter().collect()
+        };
+        for id in deleted {
+            out.push(Pruned {
+                prefix: format!("{}{id}/", base_prefix(source)),
+                rule: rule("retention of base backups: no rule keeps it"),
+            });
+        }
+        for id in &b.leftovers_removed {
+            out.push(Pruned {
+                prefix: format!("{}{id}/", base_prefix(source)),
+                rule: "interrupted base backup without a manifest, older than the grace period"
+                    .into(),
+            });
+        }
+    }
+    if let Some(w) = &r.wal {
+        for d in &w.deleted {
+            out.push(Pruned {
+                prefix: format!("wal/{source}/{:08X}/", d.timeline),
+                rule: format!(
+                    "WAL {}..{} ({} files), below the oldest kept base backup's start {}",
+                    d.first,
+                    d.last,
+                    d.files,
+                    w.keep_from.as_deref().unwrap_or("?")
+                ),
+            });
+        }
+    }
+    out
+}
+
+fn plan_and_run<S: WriteStore + ?Sized>(
     repository: &crate::catalog::Repository<S>,
     source: &str,
     snapshots: &[Summary],

@@ -136,12 +136,16 @@ pub fn key(s: &Settings) -> Result<MasterKey> {
 /// Opens an existing repository with only its read half: these commands cannot write.
 pub fn open_read(s: &Settings) -> Result<Repository<dyn ReadStore>> {
     let store: Box<dyn ReadStore> = s.open_store()?;
-    Ok(Repository::open(store, key(s)?)?)
+    let repo = Repository::open(store, key(s)?)?;
+    Ok(match s.head_memory() {
+        Some(m) => repo.remembering(m),
+        None => repo,
+    })
 }
 
 /// Opens the repository for writing (an empty location becomes one at the first backup).
 pub fn open_write(s: &Settings) -> Result<Repository<dyn WriteStore>> {
-    Ok(Repository::open_for_writing(s.open_store()?, key(s)?)?)
+    Ok(s.open_repository(&mut |w| warn(&w))?)
 }
 
 /// Takes the source's lock on this machine (see `offsitedb::lock`). Waiting is said as a
