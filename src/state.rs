@@ -64,6 +64,8 @@ pub enum Job {
     /// `drill --pitr`: a point-in-time recovery drill of a base backup (its id in `snapshot`,
     /// the tested restore time in `restore_seconds`).
     PitrDrill,
+    /// `serve`'s scheduled `verify` of the whole repository (source `*`).
+    Verify,
 }
 
 /// How a step stands.
@@ -113,7 +115,8 @@ text_enum!(Job {
     Drill = "drill",
     Prune = "prune",
     BaseBackup = "base_backup",
-    PitrDrill = "pitr_drill"
+    PitrDrill = "pitr_drill",
+    Verify = "verify"
 });
 text_enum!(RunResult {
     Running = "running",

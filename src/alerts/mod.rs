@@ -55,6 +55,10 @@ pub enum Event {
     /// A point-in-time recovery drill failed.
     #[serde(rename = "pitr_drill_failed")]
     PitrDrillFailed,
+    /// `verify` found a snapshot, drill record or WAL deleted, something replaced, or the
+    /// repository rolled back.
+    #[serde(rename = "verify_failed")]
+    VerifyFailed,
     /// `offsitedb alert-test`.
     Test,
 }
@@ -74,6 +78,7 @@ impl Event {
             Event::WalLagging => "wal_lagging",
             Event::SlotRetention => "slot_retention",
             Event::PitrDrillFailed => "pitr_drill_failed",
+            Event::VerifyFailed => "verify_failed",
             Event::Test => "test",
         }
     }
@@ -92,6 +97,7 @@ impl Event {
             Event::WalLagging => "WAL archive lagging",
             Event::SlotRetention => "replication slot holding back WAL",
             Event::PitrDrillFailed => "point-in-time recovery drill failed",
+            Event::VerifyFailed => "repository verify found a problem",
             Event::Test => "test alert",
         }
     }

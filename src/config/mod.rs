@@ -123,6 +123,8 @@ pub struct RepositorySection {
     pub part_size: Option<String>,
     /// Parts uploaded at once (default 3).
     pub upload_concurrency: Option<usize>,
+    /// When `serve` runs `verify` (without reading data): a schedule, or "off"; default "weekly".
+    pub verify_schedule: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +307,7 @@ impl Settings {
             profile: None,
             part_size: None,
             upload_concurrency: None,
+            verify_schedule: None,
         };
         self.file.repository.as_ref().unwrap_or(&EMPTY)
     }
@@ -512,6 +515,16 @@ impl Settings {
             Some(m) => repo.remembering(m),
             None => repo,
         })
+    }
+
+    /// When `serve` verifies the repository; `None` when turned off.
+    pub fn verify_schedule(&self) -> Result<Option<crate::schedule::Schedule>> {
+        match self.repository_section().verify_schedule.as_deref() {
+            Some("off") => Ok(None),
+            s => crate::schedule::Schedule::parse(s.unwrap_or("weekly"), None)
+                .map(Some)
+                .map_err(|e| e.context("[repository] verify_schedule")),
+        }
     }
 
     pub fn state_path(&self) -> Result<PathBuf> {

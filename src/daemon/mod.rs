@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod monthly;
 pub(crate) mod objectives;
 pub mod stream;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -389,9 +390,11 @@ pub fn serve_with(
     }
     // Fail fast on a wrong key or an unreadable repository (a new one is fine).
     settings.master_key(&mut |w| warn!("{w}"))?;
+    settings.verify_schedule()?;
     let channels = alerts::Channels::from_config(settings.file.alerts.as_ref())?;
     let report_mail = channels.email.clone();
     let mut monthly = monthly::Monthly::new();
+    let mut verifier = verify::Verifier::new();
     let dispatcher = Arc::new(Dispatcher::start(channels, |d| {
         error!(channel = %d.channel, attempts = d.attempts, error = d.error.as_deref().unwrap_or(""), "alert delivery failed");
     }));
@@ -524,6 +527,7 @@ pub fn serve_with(
             }
         }
         monthly.tick(&settings, report_mail.as_ref());
+        verifier.tick(&settings, &state_path, &dispatcher);
         // Jobs asked for from the dashboard, in the source's slot like a scheduled run.
         for (source, action) in control.take() {
             match slots.get_mut(&source) {
@@ -575,6 +579,7 @@ pub fn serve_with(
     base::finish(&mut base_slots, deadline);
     stream::finish(&mut wal_slots, deadline);
     monthly.finish(deadline);
+    verifier.finish(deadline);
     for slot in slots.values_mut() {
         if let Some(h) = slot.running.take() {
             while !h.is_finished() && std::time::Instant::now() < deadline {

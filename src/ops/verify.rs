@@ -169,6 +169,29 @@ impl VerifyReport {
     }
 }
 
+/// The cheap rollback check `list` and the daemon make: one listing of the source's log against
+/// the head this machine remembers. A sentence when the log is shorter than it was.
+pub fn rolled_back<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    source: &str,
+) -> Result<Option<String>> {
+    let Some(memory) = repo.memory() else {
+        return Ok(None);
+    };
+    let Some(seen) = memory.recall(&repo.id(), source)? else {
+        return Ok(None);
+    };
+    let now = log::listed(repo.store(), source)?
+        .last()
+        .map_or(0, |(n, _, _)| *n);
+    Ok((now < seen.seq).then(|| {
+        format!(
+            "the log of {source} ends at entry {now}, but this machine has seen entry {}: the repository was rolled back or its newest objects deleted; run offsitedb verify --source {source}",
+            seen.seq
+        )
+    }))
+}
+
 /// Every source of the repository: in its listing, and the ones this machine remembers.
 pub fn sources<S: ReadStore + ?Sized>(repo: &Repository<S>) -> Result<Vec<String>> {
     let mut out = BTreeSet::new();

@@ -53,6 +53,7 @@ enum Command {
     BackupList(cmd::backup_list::Args),
     WalShow(cmd::wal_show::Args),
     WalVerify(cmd::wal_verify::Args),
+    Verify(cmd::verify::Args),
     Report(cmd::report::Args),
 }
 
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
         Command::BackupList(a) => cmd::backup_list::run(a, &g),
         Command::WalShow(a) => cmd::wal_show::run(a, &g),
         Command::WalVerify(a) => cmd::wal_verify::run(a, &g),
+        Command::Verify(a) => cmd::verify::run(a, &g),
         Command::Report(a) => cmd::report::run(a, &g),
     };
     match result {

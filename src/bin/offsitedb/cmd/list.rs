@@ -20,6 +20,15 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let name = a.source.name_filter(&s)?;
     let repo = super::open_read(&s)?;
     let items = ops::list::list(&repo, name.as_deref(), &mut |w| warn(&w))?;
+    let mut sources: Vec<&str> = items.iter().map(|i| i.source.as_str()).collect();
+    sources.extend(name.as_deref());
+    sources.sort();
+    sources.dedup();
+    for source in sources {
+        if let Some(w) = ops::verify::rolled_back(&repo, source)? {
+            warn(&w);
+        }
+    }
     if g.json {
         super::print_json(&items)
     } else {

@@ -22,6 +22,7 @@ pub mod role_sql;
 pub mod run;
 pub mod serve;
 pub mod show;
+pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;
 pub mod wal_show;
