@@ -154,16 +154,16 @@ fn plant(repo: &Repository<S3Store>, base: &BaseManifest, tar: &[u8], chain: &[&
 }
 
 /// Everything about the folder outside that a fetch could change.
-fn outside_state(dir: &Path) -> Vec<(String, Vec<u8>, u32, u32, u64)> {
+fn outside_state(dir: &Path) -> Vec<(String, String, u32, u32, u64)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
             let p = e.unwrap().path();
             let m = std::fs::symlink_metadata(&p).unwrap();
             let content = if m.is_file() {
-                std::fs::read(&p).unwrap()
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()
             } else {
-                Vec::new()
+                String::new()
             };
             (
                 p.display().to_string(),
