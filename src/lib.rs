@@ -10,6 +10,7 @@ Modules by concern (DESIGN.md section 9):
 - [`pipeline`]: streaming stages (hash and count, compress, progress) that report what they saw
 - [`postgres`]: connection strings, server inspection, client binaries
 - [`process`]: the one way we run child processes
+- [`harden`]: no core dumps of a process that holds keys and passwords
 - [`cluster`]: throwaway PostgreSQL clusters
 - [`catalog`]: snapshot ids, manifests, the repository and its listing
 - [`ops`]: one file per operation (backup, restore, decrypt, keygen, demo)
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod dump;
 pub mod error;
 pub mod exit;
+pub mod harden;
 pub mod interrupt;
 pub mod lock;
 pub mod ops;

@@ -10,7 +10,10 @@ then: owner, syncfs (everything on disk), pg_verifybackup against the server's b
 ```
 
 A folder that holds anything is refused before a byte is written. Extraction is
-[`crate::ops::directory::extract`]'s: nothing is written outside DIR, nor through a symlink. If
+[`crate::ops::directory::extract_as`]'s, for a data folder: nothing is written outside DIR, nor
+through a symlink, and no symlink is taken under pg_wal or pg_tblspc (where the server,
+pg_combinebackup and wal-fetch write); no owner, setuid bit or extended attribute of the archive is
+applied. If
 anything fails after DIR was created (or while it was empty), what was written is removed again,
 so a retry starts clean and no half-copy can be started by mistake.
 
@@ -196,7 +199,7 @@ fn extract_one<S: ReadStore + ?Sized>(
         n: 0,
     };
     let shown = Progress::start("fetch", &counters, opts.progress);
-    let got = super::directory::extract(&mut plain, dir);
+    let got = super::directory::extract_as(&mut plain, dir, super::directory::Holds::DataFolder);
     drop(shown);
     let got = got.map_err(|e| e.context(&what))?;
     // The tar's end blocks, then whatever follows the compressed data (there should be

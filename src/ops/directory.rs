@@ -95,13 +95,36 @@ pub struct Extracted {
 /// target). Setuid and setgid bits are kept only on a file that has the owner and group the
 /// archive gives it (as GNU tar does): otherwise they are dropped, and said in the notes.
 pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
+    extract_as(r, dest, Holds::AnyFolder)
+}
+
+/// What an archive is, which decides what of it is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    /// A folder snapshot: whatever a folder holds, with owners, modes and extended attributes.
+    AnyFolder,
+    /// A PostgreSQL data folder, as pg_basebackup writes it (without tablespaces, which base
+    /// backups refuse): files and folders of the server's user, perhaps a symlink an
+    /// administrator put there. No owner is applied (the fetch gives everything to the server's
+    /// user), nor setuid, setgid or sticky bits, nor extended attributes (pg_basebackup writes
+    /// none). A symlink at or under `pg_wal` or `pg_tblspc` is refused: pg_basebackup writes the
+    /// WAL as files and tablespaces are not in base backups, and there the server,
+    /// pg_combinebackup (as root) and wal-fetch write, so such a link would carry their writes
+    /// out of the folder.
+    DataFolder,
+}
+
+/// [`extract`] for an archive that is `holds`.
+pub fn extract_as(r: &mut dyn Read, dest: &Path, holds: Holds) -> Result<Extracted> {
+    let data_folder = holds == Holds::DataFolder;
     let mut archive = tar::Archive::new(r);
     let mut out = Extracted {
         files: HashMap::new(),
         problems: Vec::new(),
         notes: Vec::new(),
     };
-    let root = unsafe { libc::geteuid() } == 0;
+    // SAFETY: geteuid has no preconditions. A data folder's owner is set by the fetch.
+    let root = unsafe { libc::geteuid() } == 0 && !data_folder;
     // Folders get their owner, attributes, mode and time once everything is in: until then they
     // stay root's (or ours) and private, so nobody the archive names can reach into one while
     // it is filled.
@@ -132,9 +155,15 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
             .with_hint("restore into an empty folder"));
         }
         let h = entry.header().clone();
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let mut mode = h.mode().unwrap_or(0o644) & 0o7777;
+        if data_folder && mode & 0o7000 != 0 {
+            mode &= 0o777;
+            out.notes.push(format!(
+                "{shown}: setuid, setgid and sticky bits dropped (a data folder has none)"
+            ));
+        }
         let mtime = h.mtime().unwrap_or(0);
-        let xattrs: Vec<(Vec<u8>, Vec<u8>)> = match entry.pax_extensions() {
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = match entry.pax_extensions() {
             Ok(Some(exts)) => exts
                 .filter_map(|e| e.ok())
                 .filter_map(|e| {
@@ -145,6 +174,12 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                 .collect(),
             _ => Vec::new(),
         };
+        if data_folder && !xattrs.is_empty() {
+            xattrs.clear();
+            out.notes.push(format!(
+                "{shown}: extended attributes not restored (pg_basebackup writes none)"
+            ));
+        }
         let io_err = |e: io::Error| Error::io_at("cannot write", &target, &e);
         // Over an existing folder (restore --force): what stands where an entry goes is replaced,
         // never written through (a symlink or a hard link there must not redirect the write).
@@ -243,6 +278,18 @@ pub fn extract(r: &mut dyn Read, dest: &Path) -> Result<Extracted> {
                     .link_name_bytes()
                     .map(|l| l.into_owned())
                     .unwrap_or_default();
+                if data_folder
+                    && rel
+                        .components()
+                        .next()
+                        .is_some_and(|c| c.as_os_str() == "pg_wal" || c.as_os_str() == "pg_tblspc")
+                {
+                    return Err(Error::integrity(format!(
+                        "the base backup holds a symlink {shown} -> {}: pg_basebackup writes none under pg_wal, and base backups hold no tablespaces",
+                        encode_path(&link)
+                    ))
+                    .with_hint("this base backup was crafted or damaged, and nothing was written through the link; fetch another one"));
+                }
                 if let Some(p) = target.parent() {
                     fs::create_dir_all(p).map_err(io_err)?;
                 }

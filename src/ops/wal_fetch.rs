@@ -85,6 +85,15 @@ pub fn fetch(
     let pre = Prefetch {
         dir: dest_dir.join(PREFETCH_DIR),
     };
+    // Its files are listed, removed and written: through a symlink (which a crafted base backup
+    // or anyone who can write pg_wal could leave) that would be another folder's files.
+    if fs::symlink_metadata(&pre.dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::io(format!(
+            "{} is not a folder (a symlink, or something else): wal-fetch keeps the segments it fetches ahead there, and touches nothing through it",
+            pre.dir.display()
+        ))
+        .with_hint("remove it (wal-fetch creates the folder again)"));
+    }
     if name.is_segment() {
         pre.remove_older(&name);
     }
@@ -219,10 +228,12 @@ fn write_dest(
         .file_name()
         .ok_or_else(|| Error::config(format!("{} names no file", dest.display())))?;
     let tmp = dest_dir.join(format!(".{}.offsitedb-tmp", leaf.to_string_lossy()));
+    // A new file: whatever a crash (or anyone) left under that name is replaced, never written
+    // through (a symlink there would send the WAL elsewhere).
+    let _ = fs::remove_file(&tmp);
     let file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io_at("cannot create", &tmp, &e))?;
@@ -328,10 +339,10 @@ impl Prefetch {
             Err(e) => return Err(Error::io_at("cannot create", &self.dir, &e)),
         }
         let tmp = self.dir.join(format!(".{name}.tmp"));
+        let _ = fs::remove_file(&tmp);
         let copied = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .and_then(|f| {
@@ -451,6 +462,47 @@ mod tests {
 
     fn seg(n: u64) -> String {
         WalName::segment(1, n, SEG).to_string()
+    }
+
+    /// A symlink where wal-fetch keeps its prefetched copies (a crafted base backup could
+    /// leave one in pg_wal) is refused: through it, the folder's other files would be removed.
+    #[test]
+    fn a_symlinked_prefetch_folder_is_refused() {
+        let (f, _) = Fixture::new(3);
+        let elsewhere = f.tmp.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("precious"), b"keep me").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, f.wal.join(PREFETCH_DIR)).unwrap();
+        let e = f.fetch(1).unwrap_err();
+        assert!(e.message().contains("is not a folder"), "{e}");
+        let left: Vec<_> = fs::read_dir(&elsewhere)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["precious"]);
+        assert!(!f.wal.join("RECOVERYXLOG").exists());
+    }
+
+    /// A symlink left under a temporary file's name is replaced, not written through.
+    #[test]
+    fn temporary_names_are_never_written_through() {
+        let (f, c) = Fixture::new(3);
+        let victim = f.tmp.path().join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, f.wal.join(".RECOVERYXLOG.offsitedb-tmp")).unwrap();
+        fs::create_dir(f.wal.join(PREFETCH_DIR)).unwrap();
+        std::os::unix::fs::symlink(
+            &victim,
+            f.wal.join(PREFETCH_DIR).join(format!(".{}.tmp", seg(2))),
+        )
+        .unwrap();
+        report(f.fetch(1).unwrap());
+        assert_eq!(f.written(), c[1]);
+        assert_eq!(
+            String::from_utf8_lossy(&fs::read(&victim).unwrap()),
+            "keep me"
+        );
+        assert!(f.prefetched().contains(&seg(2)), "{:?}", f.prefetched());
     }
 
     #[test]

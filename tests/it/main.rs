@@ -18,6 +18,7 @@ mod failures;
 mod foundation;
 mod hostile;
 mod hostile_archives;
+mod hostile_base;
 mod incremental;
 mod jobs;
 mod pitr;

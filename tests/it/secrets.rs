@@ -243,6 +243,13 @@ fn pg_dump_never_gets_the_password_on_its_command_line() {
 
 /// The command line of a direct child of `parent` whose program name is `name`.
 fn find_child_cmdline(parent: u32, name: &str) -> Option<String> {
+    let pid = find_child(parent, name)?;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(String::from_utf8_lossy(&raw).replace('\0', " "))
+}
+
+/// The pid of a direct child of `parent` whose program name is `name`.
+fn find_child(parent: u32, name: &str) -> Option<u32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -261,9 +268,135 @@ fn find_child_cmdline(parent: u32, name: &str) -> Option<String> {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         if ppid == parent && comm == name {
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            return Some(String::from_utf8_lossy(&raw).replace('\0', " "));
+            return Some(pid);
         }
     }
     None
+}
+
+const NOBODY: u32 = 65534;
+
+/// The core size limit line of /proc/PID/limits, as "soft hard".
+fn core_limit(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    line.split_whitespace()
+        .skip(4)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A backup run as an ordinary user (nobody), caught while pg_dump waits on a lock: offsitedb
+/// itself is not dumpable (the kernel then gives its /proc files to root, though it runs as
+/// nobody) and has a core size limit of 0; pg_dump is dumpable again (exec resets the flag) but
+/// inherits the limit, and its environment holds the database password (how libpq gets it) and
+/// no other secret: not the master key, not the S3 secret.
+#[test]
+fn the_process_holding_the_key_cannot_dump_core_and_children_get_only_the_db_password() {
+    let src = Source::start();
+    src.create_db("app", "CREATE TABLE t AS SELECT 1 AS g");
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let key = crate::common::keygen(dir.path(), "master.key");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    for p in [dir.path(), &state, &key] {
+        std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let key_b64 = std::fs::read_to_string(&key).unwrap();
+    let key_b64 = key_b64
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap()
+        .trim()
+        .to_string();
+    let d = dir.path().to_str().unwrap();
+    let cli = Cli::new()
+        .env("OFFSITEDB_REPO", &format!("{d}/repo"))
+        .env("OFFSITEDB_KEY", &key_b64)
+        .env("OFFSITEDB_STATE_DIR", state.to_str().unwrap())
+        .env("XDG_CONFIG_HOME", &format!("{d}/nowhere"))
+        .env("HOME", d)
+        // Not used by a folder repository: only here to be looked for.
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .cwd(dir.path());
+
+    let mut locker = src.client("app");
+    let mut tx = locker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut cmd = cli.command(crate::common::offsitedb_bin());
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.args(["backup", "--source", &src.url("app"), "--name", "app"])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    }
+    let backup = cmd.spawn().unwrap();
+    let me = backup.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pg_dump = loop {
+        if let Some(pid) = find_child(me, "pg_dump").filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| !c.is_empty() && !String::from_utf8_lossy(&c).contains("--version"))
+        }) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::fs::MetadataExt;
+    // The kernel gives a non-dumpable process's /proc files (not the folder itself) to root.
+    let owner = |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/environ"))
+            .unwrap()
+            .uid()
+    };
+    let status = std::fs::read_to_string(format!("/proc/{me}/status")).unwrap();
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pg_dump}/environ")).unwrap())
+            .replace('\0', "\n");
+    let seen = (
+        owner(me),
+        core_limit(me),
+        owner(pg_dump),
+        core_limit(pg_dump),
+    );
+    tx.rollback().unwrap();
+    let out = backup.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&NOBODY.to_string())),
+        "{status}"
+    );
+    assert_eq!(
+        seen,
+        (0, "0 0".to_string(), NOBODY, "0 0".to_string()),
+        "(owner of /proc/offsitedb/environ, its core limit, owner of /proc/pg_dump/environ, its core limit)"
+    );
+    assert!(
+        environ.contains(&format!("PGPASSWORD={DB_PASSWORD}")),
+        "{environ}"
+    );
+    for s in [key_b64.as_str(), SECRET_KEY] {
+        assert!(
+            !environ.contains(s),
+            "a secret in pg_dump's environment:\n{environ}"
+        );
+    }
+    assert!(
+        !environ.contains("OFFSITEDB_") && !environ.contains("AWS_"),
+        "{environ}"
+    );
 }

@@ -58,6 +58,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any secret is read (the environment, a key file, the configuration).
+    offsitedb::harden::no_core_dumps();
     let cli = Cli::parse();
     offsitedb::interrupt::install();
     let g = cli.global;

@@ -139,19 +139,41 @@ pub fn write_recovery(
     if r.no_archive {
         lines.push(setting("archive_mode", "off"));
     }
-    let auto = pgdata.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&auto)
-        .map_err(|e| Error::io_at("cannot write", &auto, &e))?;
-    f.write_all((lines.join("\n") + "\n").as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io_at("cannot write", &auto, &e))?;
+    let auto = append_auto_conf(pgdata, &(lines.join("\n") + "\n"))?;
     let signal = pgdata.join("recovery.signal");
     write_private(&signal, b"", owner)?;
     give(&auto, owner)?;
     Ok(())
+}
+
+/// Appends `text` to `pgdata/postgresql.auto.conf` (created if missing) and syncs it; returns
+/// its path. Never through a symlink: the file came out of a base backup, and a crafted one
+/// could make it a link to a file elsewhere, which we (perhaps root) would then write and give
+/// to the server's user.
+pub fn append_auto_conf(pgdata: &Path, text: &str) -> Result<PathBuf> {
+    let auto = pgdata.join("postgresql.auto.conf");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&auto);
+    let mut f = match f {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+        Err(e) if e.raw_os_error() != Some(libc::ELOOP) => {
+            return Err(Error::io_at("cannot write", &auto, &e));
+        }
+        _ => {
+            return Err(Error::integrity(format!(
+                "{} is not a file (a symlink, or something else): nothing is written through it",
+                auto.display()
+            ))
+            .with_hint("the base backup was crafted or damaged: fetch another one"));
+        }
+    };
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io_at("cannot write", &auto, &e))?;
+    Ok(auto)
 }
 
 /// `name = 'value'` with the value quoted as postgresql.conf wants it.
@@ -190,9 +212,10 @@ fn write_private(path: &Path, data: &[u8], owner: Option<(u32, u32)>) -> Result<
     give(path, owner)
 }
 
+/// Gives `path` itself (never what a symlink there points at) to `owner`.
 fn give(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
             .map_err(|e| Error::io_at("cannot change the owner of", path, &e))?;
     }
     Ok(())

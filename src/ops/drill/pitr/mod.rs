@@ -31,7 +31,6 @@ short of its target, corruption, a table that cannot be read) fail the drill and
 mod check;
 mod reach;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -313,12 +312,7 @@ fn tune(pgdata: &Path) -> Result<()> {
 }
 
 fn append_auto_conf(pgdata: &Path, text: &str) -> Result<()> {
-    let auto = pgdata.join("postgresql.auto.conf");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&auto)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| Error::io_at("cannot write", &auto, &e))
+    crate::ops::pitr::settings::append_auto_conf(pgdata, text).map(|_| ())
 }
 
 /// Where the archive ends for a restore of `base`: the newest archived segment on the path
