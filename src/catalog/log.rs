@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn vouched_kinds_are_exact() {
-        let id = "20261121T031500Z-k3f9qa";
+        let id = "20261121T031500Z-k3f7qa";
         assert_eq!(
             vouched_kind("app", &format!("snapshots/app/{id}/manifest")),
             Some(Kind::Snapshot)

@@ -20,7 +20,7 @@ use crate::ops::verify::{Severity, VerifyOptions};
 use crate::state::{Job, Outcome, State};
 
 /// How often the daemon looks whether a verify is due.
-const EVERY: Duration = Duration::from_secs(30);
+const EVERY: Duration = Duration::from_secs(5);
 /// The history's source name for repository-wide runs.
 pub const ALL: &str = "*";
 

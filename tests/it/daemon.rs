@@ -829,3 +829,54 @@ fn the_daemon_runs_in_process_on_a_given_listener_and_stops_through_its_handle()
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     assert_eq!(s.ids(Some("app")).len(), 1, "keep last 1");
 }
+
+/// `serve` verifies on `verify_schedule`: a snapshot deleted from the bucket behind its back
+/// alerts once (`verify_failed`, naming it), and resolves when it is back.
+#[test]
+fn the_daemon_verifies_and_alerts_on_a_deleted_snapshot() {
+    let src = Source::start();
+    src.create_db(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let hooks = Receiver::start();
+    let s = Repo::local().with_config(&format!(
+        "verify_schedule = \"every 1s\"\n\n[state]\npath = \"state.db\"\n\n\
+         [server]\nlisten = \"127.0.0.1:{}\"\n[alerts]\nwebhook = [\"{}\"]\n\n\
+         [[source]]\nname = \"app\"\nurl = \"{}\"\nschedule = \"every 1h\"\ndrill = false\n",
+        free_port(),
+        hooks.url("/hook"),
+        src.url("app")
+    ));
+    let first = s.cli.backup(&src.url("app"), "app").id;
+    s.cli.backup(&src.url("app"), "app");
+    let mut d = Daemon::start(&s.cli, s.dir.path(), &[]);
+    wait_for(&d, Duration::from_secs(60), "a clean verify", || {
+        count(&history(&s), "*", "verify", "ok") >= 1
+    });
+    let dir = s.path().join("snapshots/app").join(&first);
+    let aside = s.dir.path().join("aside");
+    std::fs::rename(&dir, &aside).unwrap();
+    wait_for(&d, Duration::from_secs(60), "the verify alert", || {
+        !hooks.bodies("/hook").is_empty()
+    });
+    std::fs::rename(&aside, &dir).unwrap();
+    wait_for(&d, Duration::from_secs(60), "the resolution", || {
+        hooks.bodies("/hook").len() >= 2
+    });
+    assert_eq!(d.stop(Duration::from_secs(60)), 0);
+    let (hook, seen) = hooks.alerts("/hook");
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(e, s)| (e.as_str(), s.as_str())).collect();
+    assert_eq!(
+        seen,
+        [("verify_failed", "firing"), ("verify_failed", "resolved")],
+        "{hook:#?}"
+    );
+    assert!(
+        hook[0]
+            .message
+            .contains(&format!("snapshot app/{first} was deleted")),
+        "{hook:#?}"
+    );
+    assert!(count(&history(&s), "*", "verify", "failed") >= 1);
+}

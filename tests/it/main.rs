@@ -33,6 +33,7 @@ mod secrets;
 mod setup;
 mod spool;
 mod storage;
+mod verify;
 mod wal_archive;
 mod wal_failover;
 mod wal_inspect;
