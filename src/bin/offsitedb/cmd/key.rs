@@ -113,17 +113,16 @@ fn verify(a: VerifyArgs, g: &Global) -> Result<()> {
                 kinds.join(", ")
             );
         }
-        if !v.all_objects {
-            output::info(
-                "read the headers of manifests and records (data objects are sealed with their manifest's key); --all reads every object's",
-            );
-        }
     }
     if let Some(e) = v.missing_error() {
         return Err(e.into());
     }
     if !g.json {
-        output::info("this key file opens every object of the repository");
+        output::info(if v.all_objects {
+            "this key file opens every object of the repository (every object's header read)"
+        } else {
+            "this key file opens every object of the repository (the headers of manifests and records read: data objects are sealed with their manifest's key; --all reads every object's)"
+        });
     }
     Ok(())
 }
