@@ -58,8 +58,15 @@ struct Verified {
 struct VerifiedKey {
     key_id: String,
     objects: u64,
+    kinds: std::collections::BTreeMap<String, u64>,
     in_file: bool,
     opened: Option<String>,
+}
+
+impl VerifiedKey {
+    fn kinds_has(&self, kind: &str) -> bool {
+        self.kinds.get(kind).is_some_and(|n| *n > 0)
+    }
 }
 
 /// Every object of a store with the SHA-256 of its bytes.
@@ -481,4 +488,77 @@ fn rewrap_copies_everything_under_the_new_key_and_leaves_the_old_location_alone(
     cli.clone_with("OFFSITEDB_REPO", &to)
         .env("OFFSITEDB_KEY_FILE", f.key.to_str().unwrap())
         .fails(&["list"], 4, "was created with key id");
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct Pushed {
+    backup_id: String,
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct Fetched {
+    backup_id: String,
+}
+
+#[test]
+fn rewrap_carries_base_backups_sealed_with_either_key() {
+    let f = Repo::s3("base");
+    let src = crate::common::Source::start_with(offsitedb::cluster::ClusterOptions {
+        extra_conf: crate::archiving::archiving_conf(),
+        ..Default::default()
+    });
+    for sql in [
+        "ALTER SYSTEM SET archive_command = '/bin/true'",
+        "SELECT pg_reload_conf()",
+    ] {
+        src.cluster.execute("postgres", sql).unwrap();
+    }
+    src.create_db("app", SQL);
+    let url = src.url("app");
+    let push = |cli: &Cli| -> Pushed {
+        json(&cli.ok(&["backup-push", "--source", &url, "--name", "app", "--json"]))
+    };
+    let old = push(&f.cli);
+    let new_key = f.dir.path().join("new.key");
+    f.cli
+        .ok(&["key", "rotate", "-o", new_key.to_str().unwrap()]);
+    let cli = f
+        .cli
+        .clone_with("OFFSITEDB_KEY_FILE", new_key.to_str().unwrap());
+    let new = push(&cli);
+
+    let to = f.weed.as_ref().unwrap().repo_url("base-copy");
+    let out = cli.ok(&["key", "rewrap", "--to", &to, "--json"]);
+    let report: serde_json::Value = json(&out);
+    assert_eq!(report["base_backups"], 2, "{report}");
+
+    // Only the new key: both base backups fetch from the copy (salt and digests as the
+    // re-sealed manifests say), and nothing there is sealed with the old key.
+    let only_new = key_file_with(&new_key, &f.dir.path().join("only-new.key"), |i| i == 0);
+    let copy_cli = cli
+        .clone_with("OFFSITEDB_REPO", &to)
+        .env("OFFSITEDB_KEY_FILE", only_new.to_str().unwrap());
+    for (i, b) in [&old, &new].iter().enumerate() {
+        let dir = f.dir.path().join(format!("fetched{i}"));
+        let got: Fetched = json(&copy_cli.ok(&[
+            "backup-fetch",
+            "--source",
+            "app",
+            dir.to_str().unwrap(),
+            &b.backup_id,
+            "--json",
+        ]));
+        assert_eq!(got.backup_id, b.backup_id);
+        assert!(dir.join("PG_VERSION").exists());
+    }
+    let v: Verified = json(&copy_cli.ok(&[
+        "key",
+        "verify",
+        "--key-file",
+        only_new.to_str().unwrap(),
+        "--all",
+        "--json",
+    ]));
+    assert_eq!(v.keys.len(), 1, "{v:?}");
+    assert!(v.keys[0].kinds_has("base backup data"), "{v:?}");
 }
