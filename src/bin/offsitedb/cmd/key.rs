@@ -13,7 +13,7 @@ use offsitedb::storage::ReadStore;
 use super::Global;
 use crate::output::{self, outln, warn};
 
-/// Verify, rotate, print and re-seal the repository's keys
+/// Verify, rotate, type back and re-seal the repository's keys
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
