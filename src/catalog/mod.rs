@@ -13,6 +13,7 @@ pub mod base;
 pub mod base_drill;
 pub mod drill;
 pub mod ids;
+pub mod keys;
 pub mod log;
 pub mod manifest;
 pub mod repo;

@@ -96,7 +96,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
     /// Opens an existing repository and checks that `key` is its key.
     pub fn open(store: Box<S>, key: MasterKey) -> Result<Self> {
         match Self::read_config(&*store, &key)? {
-            Some(config) => Ok(Repository {
+            Some((config, _)) => Ok(Repository {
                 store,
                 key,
                 config: OnceLock::from(config),
@@ -110,28 +110,52 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         }
     }
 
-    fn read_config(store: &S, key: &MasterKey) -> Result<Option<RepoConfig>> {
-        let wrong_key = |theirs: &KeyId| {
-            Error::key(format!(
-                "the repository at {} was created with key id {theirs}, but the key given has key id {}",
-                store.location(),
-                key.id()
-            ))
-            .with_hint("use the key file this repository was created with (its first line names its key id)")
+    /// Reads `offsitedb.repo` with the keyring's key of its key id; without that key (a key
+    /// file that holds only keys rotated to since), from the copy in a rotation record sealed
+    /// with a key the ring holds ([`super::keys`]). Rotation records the ring can open are
+    /// checked on the way. Returns the description and the key ids the repository records
+    /// as rotations (endorsed by the key before them).
+    fn read_config(store: &S, key: &MasterKey) -> Result<Option<(RepoConfig, Vec<KeyId>)>> {
+        let theirs = std::cell::Cell::new(None);
+        let wrong_key = |id: &KeyId| {
+            theirs.set(Some(*id));
+            Error::key("another key")
         };
         let plain = match read_sealed(store, key, REPO_OBJECT, REPO_OBJECT_MAX, wrong_key) {
-            Ok(b) => b,
+            Ok(b) => Some(b),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::Key && theirs.get().is_some() => None,
             Err(e) if e.kind() == ErrorKind::Key => return Err(e),
             // Errors of the store name the object already.
             Err(e) if e.message().contains(REPO_OBJECT) => return Err(e),
             Err(e) => return Err(e.context(format!("{REPO_OBJECT} in {}", store.location()))),
         };
-        let config: RepoConfig = serde_json::from_slice(&plain).map_err(|e| {
-            Error::integrity(format!(
-                "{REPO_OBJECT} is not a valid repository description: {e}"
-            ))
-        })?;
+        let config = match plain {
+            Some(plain) => serde_json::from_slice(&plain).map_err(|e| {
+                Error::integrity(format!(
+                    "{REPO_OBJECT} is not a valid repository description: {e}"
+                ))
+            })?,
+            None => {
+                let theirs = theirs.get().expect("set with the error");
+                match super::keys::config_from_rotation(store, key, &theirs)? {
+                    Some(c) => c,
+                    None => {
+                        let given = if key.ids().len() == 1 {
+                            format!("the key given has {}", key.describe_ids())
+                        } else {
+                            format!("the key file holds {}", key.describe_ids())
+                        };
+                        return Err(Error::key(format!(
+                            "the repository at {} was created with key id {theirs}, but {given}",
+                            store.location(),
+                        ))
+                        .with_hint("use the key file this repository was created with (its first line names its key id), or one holding a key it was rotated to"));
+                    }
+                }
+            }
+        };
+        let config: RepoConfig = config;
         if config.format != REPO_FORMAT {
             return Err(Error::config(format!(
                 "repository format {} is not supported by this version of offsitedb (it reads format {REPO_FORMAT})",
@@ -139,7 +163,13 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             ))
             .with_hint("upgrade offsitedb"));
         }
-        Ok(Some(config))
+        // A ring of the creation key alone has no rotation to check (and costs no listing).
+        let rotated = if key.ids() == [key.id()] && config.key_id == key.id().to_string() {
+            Vec::new()
+        } else {
+            super::keys::check_rotations(store, key, &config)?
+        };
+        Ok(Some((config, rotated)))
     }
 
     /// The repository's description; `None` before the first backup created it.
@@ -397,7 +427,18 @@ impl<S: ?Sized + WriteStore> Repository<S> {
     /// repository is created by [`Repository::ensure_created`], which a backup calls only once
     /// its database answered, so a failed first backup leaves the location as it was.
     pub fn open_for_writing(store: Box<S>, key: MasterKey) -> Result<Self> {
-        if let Some(config) = Self::read_config(&*store, &key)? {
+        if let Some((config, rotated)) = Self::read_config(&*store, &key)? {
+            // New objects are sealed with the current key: it must be the repository's.
+            if config.key_id != key.id().to_string() && !rotated.contains(&key.id()) {
+                return Err(Error::key(format!(
+                    "the current key of the key file (key id {}, its first key line) is not a key of the repository at {}: it was created with key id {} and records no rotation to key id {}",
+                    key.id(),
+                    store.location(),
+                    config.key_id,
+                    key.id()
+                ))
+                .with_hint("put the repository's current key first in the key file, or make a new key with `offsitedb key rotate -o FILE`"));
+            }
             return Ok(Repository {
                 store,
                 key,
@@ -444,9 +485,11 @@ impl<S: ?Sized + WriteStore> Repository<S> {
             config
         } else {
             // Another backup created it a moment ago: use theirs, if it has our key.
-            Self::read_config(&*self.store, &self.key)?.ok_or_else(|| {
-                Error::storage(format!("{REPO_OBJECT} vanished while being created"))
-            })?
+            Self::read_config(&*self.store, &self.key)?
+                .ok_or_else(|| {
+                    Error::storage(format!("{REPO_OBJECT} vanished while being created"))
+                })?
+                .0
         };
         let _ = self.config.set(config);
         Ok(())
@@ -506,16 +549,12 @@ struct Versions {
 }
 
 pub(super) fn wrong_key_error(theirs: &KeyId, ours: &MasterKey) -> Error {
-    Error::key(format!(
-        "object was sealed with key id {theirs}, but the key given has key id {}",
-        ours.id()
-    ))
-    .with_hint("use the key this repository was created with")
+    ours.missing_error("object", theirs)
 }
 
 /// Reads a small sealed object and opens it: at most `limit` bytes (see
 /// [`ReadStore::get_limited`]), the header checked before anything after it is read.
-pub(super) fn read_sealed<S: ?Sized + ReadStore>(
+pub(crate) fn read_sealed<S: ?Sized + ReadStore>(
     store: &S,
     key: &MasterKey,
     object: &str,
@@ -536,7 +575,7 @@ pub(super) fn read_sealed<S: ?Sized + ReadStore>(
     // Short, not ours, or another key's: refused before the rest is read.
     if got == HEADER_LEN {
         let h = Header::decode(&header)?;
-        if h.key_id != key.id() {
+        if !key.has(&h.key_id) {
             return Err(wrong_key(&h.key_id));
         }
     }
@@ -548,7 +587,7 @@ pub(super) fn read_sealed<S: ?Sized + ReadStore>(
 }
 
 /// Refuses to write a small object its readers would refuse.
-pub(super) fn within_limit(what: &str, sealed: &[u8], limit: u64) -> Result<()> {
+pub(crate) fn within_limit(what: &str, sealed: &[u8], limit: u64) -> Result<()> {
     if sealed.len() as u64 > limit {
         return Err(Error::config(format!(
             "{what} would be {}, over the {} limit that readers of it enforce; nothing was written",

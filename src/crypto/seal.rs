@@ -16,7 +16,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::key::{KEY_ID_LEN, KeyId, MasterKey};
+use super::key::{KEY_ID_LEN, KEY_LEN, KeyId, MasterKey};
 use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"OSDBSEAL";
@@ -84,8 +84,8 @@ impl Header {
     }
 }
 
-fn object_cipher(key: &MasterKey, salt: &[u8; SALT_LEN]) -> Aes256Gcm {
-    let hk = Hkdf::<Sha256>::new(Some(salt), key.bytes());
+fn object_cipher(key: &[u8; KEY_LEN], salt: &[u8; SALT_LEN]) -> Aes256Gcm {
+    let hk = Hkdf::<Sha256>::new(Some(salt), key);
     let mut okm = Zeroizing::new([0u8; 32]);
     hk.expand(OBJECT_KEY_INFO, okm.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
@@ -136,7 +136,7 @@ impl<W: Write> SealWriter<W> {
             .map_err(|e| Error::from_io(e, "cannot write sealed header"))?;
         Ok(SealWriter {
             inner,
-            cipher: object_cipher(key, &salt),
+            cipher: object_cipher(key.bytes(), &salt),
             header,
             chunk_size: chunk_size as usize,
             buf: Vec::with_capacity(chunk_size as usize + TAG_LEN),
@@ -210,7 +210,8 @@ pub struct UnsealReader<R: Read> {
 }
 
 impl<R: Read> UnsealReader<R> {
-    /// Reads and checks the header; the wrong key is reported here, before any decryption.
+    /// Reads and checks the header, and picks the key of the keyring that the header's key id
+    /// names; a missing key is reported here, before any decryption.
     pub fn new(mut inner: R, key: &MasterKey) -> Result<Self> {
         let mut header = [0u8; HEADER_LEN];
         let got = read_full(&mut inner, &mut header)
@@ -221,17 +222,12 @@ impl<R: Read> UnsealReader<R> {
             )));
         }
         let h = Header::decode(&header)?;
-        if h.key_id != key.id() {
-            return Err(Error::key(format!(
-                "object was sealed with key id {}, but the key given has key id {}",
-                h.key_id,
-                key.id()
-            ))
-            .with_hint("use the key this repository was created with"));
-        }
+        let Some(secret) = key.secret(&h.key_id) else {
+            return Err(key.missing_error("object", &h.key_id));
+        };
         Ok(UnsealReader {
             inner,
-            cipher: object_cipher(key, &h.salt),
+            cipher: object_cipher(secret, &h.salt),
             parsed: h.clone(),
             header,
             chunk_size: h.chunk_size as usize,
@@ -328,6 +324,20 @@ impl<R: Read> Read for UnsealReader<R> {
             }
         }
     }
+}
+
+/// Reads just the 62-byte header of a sealed object (which key sealed it, without opening it).
+/// A shorter object is an integrity error.
+pub fn read_header(r: &mut impl Read) -> Result<Header> {
+    let mut header = [0u8; HEADER_LEN];
+    let got =
+        read_full(r, &mut header).map_err(|e| Error::from_io(e, "cannot read sealed header"))?;
+    if got < HEADER_LEN {
+        return Err(Error::integrity(format!(
+            "object is truncated: {got} bytes, shorter than the {HEADER_LEN}-byte sealed header"
+        )));
+    }
+    Header::decode(&header)
 }
 
 /// Reads until `buf` is full or the reader is at end of file; returns the count.
@@ -463,6 +473,27 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Key);
         assert!(e.message().contains(&key().id().to_string()));
         assert!(e.message().contains(&other.id().to_string()));
+    }
+
+    #[test]
+    fn a_keyring_opens_what_any_of_its_keys_sealed_and_seals_with_the_first() {
+        let old = key();
+        let new = MasterKey::from_bytes([8; 32]);
+        let ring = MasterKey::with_older(&new, &old);
+        assert_eq!(ring.id(), new.id());
+        let sealed_old = seal(b"old", 16);
+        assert_eq!(unseal_bytes(&ring, &sealed_old).unwrap(), b"old");
+        let sealed_new = seal_bytes(&ring, b"new").unwrap();
+        assert_eq!(&sealed_new[10..26], &new.id().0);
+        assert_eq!(unseal_bytes(&new, &sealed_new).unwrap(), b"new");
+        assert_eq!(read_header(&mut &sealed_new[..]).unwrap().key_id, new.id());
+        // A ring without the sealing key names the object's key id and every id it holds.
+        let third = MasterKey::from_bytes([9; 32]);
+        let e = unseal_bytes(&MasterKey::with_older(&third, &new), &sealed_old).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Key);
+        for id in [old.id(), third.id(), new.id()] {
+            assert!(e.message().contains(&id.to_string()), "{e}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod drill;
 pub mod init;
 pub mod job;
+pub mod key;
 pub mod list;
 pub mod pitr;
 pub mod prune;

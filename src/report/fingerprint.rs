@@ -25,18 +25,29 @@ pub fn sign(report: &mut Report, key: &MasterKey) -> Result<()> {
     Ok(())
 }
 
-/// Whether `report.fingerprint` is the one `key` gives its content.
+/// Whether `report.fingerprint` is the one a key of the keyring `key` gives its content (a
+/// report written before a key rotation carries the older key's fingerprint).
 pub fn check(report: &Report, key: &MasterKey) -> Result<bool> {
     // A plain comparison: `verify` is a local command, not an oracle anyone can time.
-    Ok(compute(report, key)? == report.fingerprint)
+    for id in key.ids() {
+        if compute_by(report, key, &id)? == report.fingerprint {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn compute(report: &Report, key: &MasterKey) -> Result<String> {
+    compute_by(report, key, &key.id())
+}
+
+fn compute_by(report: &Report, key: &MasterKey, id: &crate::crypto::KeyId) -> Result<String> {
     let mut unsigned = report.clone();
     unsigned.fingerprint.clear();
     let json = serde_json::to_vec(&unsigned)
         .map_err(|e| Error::internal(format!("cannot serialize the report: {e}")))?;
-    let hex = crate::units::hex(&key.mac(PURPOSE, &json));
+    let mac = key.mac_by(id, PURPOSE, &json).expect("an id of the ring");
+    let hex = crate::units::hex(&mac);
     Ok(hex.as_bytes()[..SHOWN]
         .chunks(4)
         .map(|c| std::str::from_utf8(c).expect("hex is ASCII"))

@@ -21,6 +21,7 @@ mod hostile_archives;
 mod hostile_base;
 mod incremental;
 mod jobs;
+mod keys;
 mod pitr;
 mod pitr_drill;
 mod planted;

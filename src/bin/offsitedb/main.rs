@@ -30,6 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Keygen(cmd::keygen::Args),
+    Key(cmd::key::Args),
     Backup(cmd::backup::Args),
     List(cmd::list::Args),
     Show(cmd::show::Args),
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
     output::init(&g, log_format);
     let result = match cli.command {
         Command::Keygen(a) => cmd::keygen::run(a, &g),
+        Command::Key(a) => cmd::key::run(a, &g),
         Command::Backup(a) => cmd::backup::run(a, &g),
         Command::List(a) => cmd::list::run(a, &g),
         Command::Show(a) => cmd::show::run(a, &g),

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod drill;
 pub mod history;
 pub mod init;
+pub mod key;
 pub mod keygen;
 pub mod list;
 pub mod prune;
