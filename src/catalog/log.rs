@@ -120,6 +120,12 @@ pub enum Event {
     Start {
         adopted: Vec<Logged>,
     },
+    /// `key rewrap` copied the source here from `from` (its log is not copied: its digests are
+    /// of the old objects): every copied manifest and drill record is vouched for.
+    Copied {
+        adopted: Vec<Logged>,
+        from: String,
+    },
     Snapshot {
         object: Logged,
     },
@@ -337,6 +343,18 @@ impl<S: ?Sized + WriteStore> Repository<S> {
             seq,
             sha256: digest(&sealed),
         }))
+    }
+
+    /// After `key rewrap` copied a source here: vouches for everything it holds.
+    pub fn log_copied(&self, source: &str, from: &str) -> Result<Head> {
+        let adopted = self.adoptable(source, None)?;
+        self.append_log(
+            source,
+            Event::Copied {
+                adopted,
+                from: from.to_string(),
+            },
+        )
     }
 
     /// Manifests and drill records of a source that predate its log, but `except`.

@@ -355,7 +355,7 @@ fn source<S: ReadStore + ?Sized>(
             _ => {}
         }
         match &entry.event {
-            Event::Start { adopted } => {
+            Event::Start { adopted } | Event::Copied { adopted, .. } => {
                 for o in adopted {
                     if let Some(kind) = vouched_kind(name, &o.key) {
                         vouched.insert(

@@ -430,11 +430,18 @@ fn rewrap_copies_everything_under_the_new_key_and_leaves_the_old_location_alone(
     // Every object of the copy is sealed with the new key; names are kept; log/ and keys/
     // are not copied.
     let copy_store = f.weed.as_ref().unwrap().store("rewrapped");
-    let copied: Vec<String> = copy_store
+    let all: Vec<String> = copy_store
         .list("")
         .unwrap()
         .into_iter()
         .map(|o| o.key)
+        .collect();
+    // The copy's own log: one entry per committed manifest, then one vouching for the copy.
+    assert!(all.iter().any(|k| k.starts_with("log/app/")), "{all:?}");
+    let copied: Vec<String> = all
+        .iter()
+        .filter(|k| !k.starts_with("log/"))
+        .cloned()
         .collect();
     for name in &copied {
         assert_eq!(sealed_by(&copy_store, name), new_id, "{name}");
@@ -455,6 +462,11 @@ fn rewrap_copies_everything_under_the_new_key_and_leaves_the_old_location_alone(
     assert_eq!(listed.len(), 2);
     let old_listed = listed.iter().find(|s| s.id == r.old_snap.id).unwrap();
     assert_eq!(old_listed.status, "sealed", "its drill record came along");
+    // verify finds the copy whole, with nothing unlogged.
+    let checked = copy_cli.ok(&["verify", "--json"]);
+    let checked: serde_json::Value = serde_json::from_str(&checked.stdout).unwrap();
+    assert_eq!(checked["errors"], 0, "{checked:#}");
+    assert_eq!(checked["warnings"], 0, "{checked:#}");
     let v: Verified = json(&copy_cli.ok(&[
         "key",
         "verify",

@@ -14,7 +14,7 @@ and salt: its data object is copied first, the plaintext's SHA-256 checked again
 object's figures and written after it, as a backup writes it. `offsitedb.repo` is written last, so
 an interrupted copy is never mistaken for a repository.
 
-Not copied: `log/` (the tamper-evidence log, rebuilt in the copy by its own code), `keys/` (the
+Not copied: `log/` (the tamper-evidence log: the copy's log vouches for the copied objects in one entry per source), `keys/` (the
 old keys' rotation records: the copy has one key), and objects of interrupted backups (a data
 object without its manifest), which prune would remove anyway.
 */
@@ -177,8 +177,19 @@ pub fn rewrap<S: ReadStore + ?Sized, D: WriteStore + ?Sized>(
         }
     }
 
-    // Last: only a complete copy is a repository.
+    // Last: only a complete copy is a repository; its log starts by vouching for the copy.
     copy.ensure_created()?;
+    let mut sources: BTreeSet<String> = BTreeSet::new();
+    for top in ["snapshots/", "base/"] {
+        for o in copy.store().list(top)? {
+            if let Some(s) = o.key[top.len()..].split('/').next() {
+                sources.insert(s.to_string());
+            }
+        }
+    }
+    for source in sources {
+        copy.log_copied(&source, &out.from)?;
+    }
     out.objects += 1;
     Ok(out)
 }
