@@ -31,6 +31,7 @@ mod report_render;
 mod roles;
 mod roundtrip;
 mod secrets;
+mod secrets_sweep;
 mod setup;
 mod spool;
 mod storage;
