@@ -600,7 +600,9 @@ fn descendants(root: u32) -> Vec<Seen> {
         let (Some(cmdline), Some(environ)) = (read("cmdline"), read("environ")) else {
             continue;
         };
-        if cmdline.is_empty() {
+        // A fork of offsitedb before its exec is offsitedb itself (the same memory and
+        // environment, which hold the key by right); what it execs is what is looked at.
+        if cmdline.is_empty() || comm[&pid] == "offsitedb" {
             continue;
         }
         out.push(Seen {
