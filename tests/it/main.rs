@@ -20,6 +20,7 @@ mod hostile;
 mod hostile_archives;
 mod incremental;
 mod jobs;
+mod object_lock;
 mod pitr;
 mod pitr_drill;
 mod planted;
