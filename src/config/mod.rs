@@ -125,6 +125,16 @@ pub struct RepositorySection {
     pub upload_concurrency: Option<usize>,
     /// When `serve` runs `verify` (without reading data): a schedule, or "off"; default "weekly".
     pub verify_schedule: Option<String>,
+    /// Lock every uploaded object: `{ mode = "governance" | "compliance", days = N }`.
+    pub object_lock: Option<ObjectLockSection>,
+}
+
+/// `[repository] object_lock`, as written; checked by [`Settings::object_lock`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockSection {
+    pub mode: String,
+    pub days: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,6 +318,7 @@ impl Settings {
             part_size: None,
             upload_concurrency: None,
             verify_schedule: None,
+            object_lock: None,
         };
         self.file.repository.as_ref().unwrap_or(&EMPTY)
     }
@@ -399,13 +410,36 @@ impl Settings {
             .state_dir()
             .ok()
             .map(|d| d.join("abandoned-uploads.jsonl"));
+        o.object_lock = self.object_lock()?;
         Ok(o)
+    }
+
+    /// `[repository] object_lock`, checked; a folder repository with one is refused (a folder
+    /// has no lock, and a backup that silently is not locked is worse than none configured).
+    pub fn object_lock(&self) -> Result<Option<crate::storage::lock::LockSetting>> {
+        let Some(l) = &self.repository_section().object_lock else {
+            return Ok(None);
+        };
+        let lock = crate::storage::lock::LockSetting::parse(&l.mode, l.days)?;
+        if let Location::Local(p) = self.location()? {
+            return Err(Error::config(format!(
+                "object_lock is set under [repository], but the repository is a folder ({}): a folder cannot lock its files",
+                p.display()
+            ))
+            .with_hint(
+                "remove object_lock, or use an S3 bucket created with Object Lock enabled",
+            ));
+        }
+        Ok(Some(lock))
     }
 
     /// Opens the repository's store (not the repository: no key needed yet).
     pub fn open_store(&self) -> Result<Box<dyn WriteStore>> {
         Ok(match self.location()? {
-            Location::Local(p) => Box::new(LocalStore::new(p)),
+            Location::Local(p) => {
+                self.object_lock()?;
+                Box::new(LocalStore::new(p))
+            }
             Location::S3(s) => Box::new(S3Store::with_options(
                 s,
                 self.credentials()?,

@@ -929,32 +929,16 @@ pub fn repository(settings: &Settings, note: &mut dyn FnMut(String)) -> Vec<Item
         Err(e) => l.fail(
             "delete",
             &Error::new(e.kind(), e.message().to_string()).with_hint(
-                "prune needs the delete permission (s3:DeleteObject; B2: deleteFiles); without it no retention works",
+                if settings.object_lock().ok().flatten().is_some() {
+                    "with object_lock set, prune deletes object versions: it needs s3:ListBucketVersions and s3:DeleteObjectVersion; without them no retention works"
+                } else {
+                    "prune needs the delete permission (s3:DeleteObject; B2: deleteFiles); without it no retention works"
+                },
             ),
         ),
     }
-    match store.object_lock() {
-        Ok(None) => l.ok("lock", "a folder: no Object Lock".into()),
-        Ok(Some(lock)) if !lock.enabled => l.ok(
-            "lock",
-            "Object Lock is off: a pruned snapshot is gone at once (enable it on the bucket to keep backups safe from deletion)".into(),
-        ),
-        Ok(Some(lock)) => l.ok(
-            "lock",
-            format!(
-                "Object Lock is on{}: a pruned snapshot's objects stay as old versions until their retention ends",
-                match (&lock.mode, &lock.retention) {
-                    (Some(m), Some(r)) => format!(" ({m}, {r} by default)"),
-                    _ => " (no default retention)".to_string(),
-                }
-            ),
-        ),
-        Err(e) => l.warn(
-            "lock",
-            format!("cannot read the bucket's Object Lock setting: {}", e.message()),
-            "nothing to do unless you rely on Object Lock: then give the credentials s3:GetBucketObjectLockConfiguration",
-        ),
-    }
+    l.items
+        .extend(super::check_lock::items(settings, store.object_lock()));
     match settings.master_key(note) {
         Err(e) => l.fail("key", &e),
         Ok(k) => {

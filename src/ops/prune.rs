@@ -4,9 +4,9 @@
 A snapshot is deleted manifest first, so it leaves `list` in one step; its drills and data
 follow. Snapshots without a manifest (interrupted uploads, or a prune that stopped half-way) are
 removed once they are older than a grace period, and so are the store's unfinished multipart
-uploads. An object the store refuses to delete because it is under Object Lock is skipped and
-reported, not an error: it is deleted by a later prune once its retention ends. While the
-source's backups fail, nothing at all is deleted.
+uploads. An object under Object Lock is not tried, and one the store refuses to delete anyway
+is skipped; both are reported, not errors: a later prune deletes them once their retention ends
+([`super::prune_lock`]). While the source's backups fail, nothing at all is deleted.
 
 Base backups (point-in-time recovery) follow the same `keep` rules as snapshots, in a plan of
 their own: they are not drilled, so a period keeps its newest base backup, and one whose data
@@ -294,7 +294,7 @@ fn plan_and_run<S: WriteStore + ?Sized>(
         }
         let sid = SnapshotId::parse(&id)?;
         let keys = objects.remove(&id).unwrap_or_default();
-        match delete_snapshot(store, source, &sid, &keys)? {
+        match delete_snapshot(store, source, &sid, &keys, now)? {
             None => report.deleted.push(id),
             Some(why) => report.skipped.push(format!("{id}: {why}")),
         }
@@ -324,7 +324,7 @@ fn plan_and_run<S: WriteStore + ?Sized>(
             continue;
         }
         if !opts.dry_run {
-            if let Some(why) = delete_snapshot(store, source, &sid, &keys)? {
+            if let Some(why) = delete_snapshot(store, source, &sid, &keys, now)? {
                 report.skipped.push(format!("{id}: {why}"));
                 continue;
             }
@@ -367,16 +367,24 @@ fn plan_and_run<S: WriteStore + ?Sized>(
     Ok(report)
 }
 
-/// Deletes one snapshot's objects, manifest first. `Some(reason)` when the store refused
-/// because of Object Lock (then nothing after the refused object is attempted).
+/// Deletes one snapshot's objects, manifest first. `Some(reason)` when Object Lock keeps
+/// them: none is tried while one is locked ([`super::prune_lock`]), and when the store refuses
+/// one anyway nothing after it is attempted.
 fn delete_snapshot<S: WriteStore + ?Sized>(
     store: &S,
     source: &str,
     id: &SnapshotId,
     keys: &[String],
+    now: Timestamp,
 ) -> Result<Option<String>> {
     let manifest = repo::manifest_key(source, id);
-    delete_objects(store, &format!("snapshot {source}/{id}"), &manifest, keys)
+    delete_objects(
+        store,
+        &format!("snapshot {source}/{id}"),
+        &manifest,
+        keys,
+        now,
+    )
 }
 
 /// Deletes `keys`, `manifest` first; see [`delete_snapshot`].
@@ -385,12 +393,16 @@ fn delete_objects<S: WriteStore + ?Sized>(
     what: &str,
     manifest: &str,
     keys: &[String],
+    now: Timestamp,
 ) -> Result<Option<String>> {
     let mut order: Vec<&String> = keys.iter().filter(|k| **k == manifest).collect();
     order.extend(keys.iter().filter(|k| **k != manifest));
     if order.is_empty() {
         // Listed before but gone now: someone else pruned it.
         return Ok(None);
+    }
+    if let Some(h) = super::prune_lock::held(store, keys, now)? {
+        return Ok(Some(h.describe(what)));
     }
     for k in order {
         match store.delete(k) {
@@ -522,6 +534,7 @@ fn prune_pitr<S: WriteStore + ?Sized>(
             &format!("base backup {source}/{id}"),
             &manifest,
             &keys,
+            now,
         )? {
             None => base.deleted.push(id),
             Some(why) => {
@@ -561,6 +574,7 @@ fn prune_pitr<S: WriteStore + ?Sized>(
                 &format!("base backup {source}/{id}"),
                 &manifest,
                 &keys,
+                now,
             )?
         {
             base.skipped.push(format!("{id}: {why}"));
@@ -638,6 +652,16 @@ fn prune_pitr<S: WriteStore + ?Sized>(
             }
             if !opts.dry_run {
                 let key = wal_object::key(source, &f.name);
+                if let Some(h) = super::prune_lock::held(store, std::slice::from_ref(&key), now)? {
+                    // Later files were uploaded later: this timeline stops here.
+                    wal.skipped.push(format!(
+                        "{} (and the files after it on timeline {tl}): {}",
+                        f.name,
+                        h.describe("this WAL file")
+                    ));
+                    stopped.insert(tl);
+                    continue;
+                }
                 match store.delete(&key) {
                     Ok(()) => {}
                     Err(e) if locked(&e) => {

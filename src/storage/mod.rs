@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 
 pub mod local;
 pub mod location;
+pub mod lock;
 pub mod retry;
 pub mod s3;
 
@@ -96,6 +97,13 @@ pub trait ReadStore: Send + Sync {
 
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// The object's Object Lock retention, when it has one: what the store says, or an estimate
+    /// from its upload time and the configured lock (see [`lock::Retention`]). `None` for stores
+    /// without a lock configured (a folder), and for a missing object.
+    fn retention(&self, _key: &str) -> Result<Option<lock::Retention>> {
+        Ok(None)
+    }
 
     /// Some object whose key starts with `prefix`, if there is one (cheaper than a listing).
     fn any(&self, prefix: &str) -> Result<Option<ObjectInfo>> {

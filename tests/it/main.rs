@@ -22,6 +22,7 @@ mod hostile_base;
 mod incremental;
 mod jobs;
 mod keys;
+mod object_lock;
 mod pitr;
 mod pitr_drill;
 mod planted;

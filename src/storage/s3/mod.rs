@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 
 mod download;
 mod list;
+mod lock;
 pub mod sigv4;
 mod upload;
 pub mod xml;
@@ -89,6 +90,9 @@ pub struct S3Options {
     /// A local file where uploads that could not be aborted (the service was unreachable) are
     /// remembered, so that [`WriteStore::clean_abandoned`] can abort them later.
     pub abandoned_log: Option<std::path::PathBuf>,
+    /// Lock every upload (`[repository] object_lock`); deletes then remove every version of a
+    /// key (see `lock.rs`).
+    pub object_lock: Option<crate::storage::lock::LockSetting>,
 }
 
 impl Default for S3Options {
@@ -98,6 +102,7 @@ impl Default for S3Options {
             concurrency: 3,
             retry: RetryPolicy::default(),
             abandoned_log: None,
+            object_lock: None,
         }
     }
 }
@@ -151,6 +156,13 @@ impl<'a> Req<'a> {
     }
     fn header(mut self, k: &'static str, v: String) -> Self {
         self.headers.push((k, v));
+        self
+    }
+    /// The lock headers of an upload, when the store locks uploads (`lock.rs`).
+    fn locked(mut self, inner: &Inner) -> Self {
+        if let Some(k) = self.key {
+            self.headers.extend(inner.lock_headers(k));
+        }
         self
     }
     /// What the request is about, for messages.
@@ -456,6 +468,10 @@ impl Inner {
             (500..=599, _) | (429 | 408, _) | (_, "SlowDown" | "InternalError" | "RequestTimeout" | "ServiceUnavailable") => {
                 Error::storage(format!("the storage service at {at} failed {what}: {detail}")).transient()
             }
+            (400, "InvalidRequest") if req.headers.iter().any(|(k, _)| *k == "x-amz-object-lock-mode") => {
+                Error::storage(format!("the storage service at {at} refused {what} with its Object Lock retention: {detail}"))
+                    .with_hint("object_lock under [repository] needs a bucket created with Object Lock; `offsitedb check` says whether this one has it")
+            }
             _ => Error::storage(format!("the storage service at {at} refused {what}: {detail}")),
         }
     }
@@ -485,6 +501,13 @@ impl ReadStore for S3Store {
             Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn retention(&self, key: &str) -> Result<Option<crate::storage::lock::Retention>> {
+        if self.inner.opts.object_lock.is_none() {
+            return Ok(None);
+        }
+        self.inner.retention(&self.inner.full_key(key)?, None)
     }
 
     fn any(&self, prefix: &str) -> Result<Option<ObjectInfo>> {
@@ -575,7 +598,11 @@ impl WriteStore for S3Store {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         let full = self.inner.full_key(key)?;
         self.inner
-            .call(&Req::new(http::Method::PUT, Some(&full)).body(data))
+            .call(
+                &Req::new(http::Method::PUT, Some(&full))
+                    .body(data)
+                    .locked(&self.inner),
+            )
             .map(|_| ())
     }
 
@@ -583,7 +610,8 @@ impl WriteStore for S3Store {
         let full = self.inner.full_key(key)?;
         let req = Req::new(http::Method::PUT, Some(&full))
             .body(data)
-            .header("if-none-match", "*".into());
+            .header("if-none-match", "*".into())
+            .locked(&self.inner);
         let mut tries = 0;
         match self.inner.call_counting(&req, &mut tries) {
             Ok(_) => Ok(true),
@@ -620,6 +648,9 @@ impl WriteStore for S3Store {
 
     fn delete(&self, key: &str) -> Result<()> {
         let full = self.inner.full_key(key)?;
+        if self.inner.opts.object_lock.is_some() {
+            return self.inner.delete_versions(&full);
+        }
         match self
             .inner
             .call(&Req::new(http::Method::DELETE, Some(&full)))

@@ -100,9 +100,11 @@ impl S3Upload {
     }
 
     fn start_multipart(&mut self) -> Result<()> {
-        let root = self
-            .inner
-            .call_xml(&Req::new(http::Method::POST, Some(&self.key)).query("uploads", ""))?;
+        let root = self.inner.call_xml(
+            &Req::new(http::Method::POST, Some(&self.key))
+                .query("uploads", "")
+                .locked(&self.inner),
+        )?;
         let upload_id = root.text_of("UploadId").to_string();
         if upload_id.is_empty() {
             return Err(Error::storage(format!(
@@ -348,7 +350,11 @@ impl Upload for S3Upload {
             self.closed = true;
             let data = std::mem::take(&mut self.buf);
             self.inner
-                .call(&Req::new(http::Method::PUT, Some(&self.key)).body(&data))
+                .call(
+                    &Req::new(http::Method::PUT, Some(&self.key))
+                        .body(&data)
+                        .locked(&self.inner),
+                )
                 .map(|_| ())
         } else {
             let tail = if self.buf.is_empty() {
