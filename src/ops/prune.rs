@@ -20,8 +20,8 @@ whose chain has a missing link counts as damaged. They are deleted manifest firs
 deletion the store refused), on every timeline, oldest first, so what goes is a prefix of each
 timeline and nothing a remaining backup or the restore window after it reads
 ([`crate::wal::timeline::Archive::prunable`]). History files are never deleted. No WAL is
-deleted while anything is held, while a base backup manifest cannot be read, or when the source
-has no base backup.
+deleted while anything is held, while a base backup manifest cannot be read (nor any base backup
+older than it: it may be an incremental that needs them), or when the source has no base backup.
 
 "Newest" and the hold are decided at `now` from the snapshots this machine's clock has reached
 (see [`crate::retention`]): a future-dated snapshot is kept and named in the plan, and a snapshot
@@ -496,6 +496,7 @@ fn prune_pitr<S: WriteStore + ?Sized>(
     let mut plan = crate::retention::plan(&candidates, &opts.keep, &opts.tz, failing, now);
     for_base_backups(&mut plan, failing.is_some());
     crate::retention::keep_needed(&mut plan, &needs);
+    keep_below_unreadable(&mut plan, &loaded.unreadable_bases);
     let mut base = BasePrune {
         plan,
         deleted: Vec::new(),
@@ -682,6 +683,29 @@ fn prune_pitr<S: WriteStore + ?Sized>(
     report.base_backups = Some(base);
     report.wal = Some(wal);
     Ok(())
+}
+
+/// Keeps every base backup older than one whose manifest cannot be read (`unreadable`: "id:
+/// why"): that one may be an incremental whose chain they are, and [`keep_needed`] cannot see
+/// its chain. They stay until its manifest reads again or it is removed.
+///
+/// [`keep_needed`]: crate::retention::keep_needed
+fn keep_below_unreadable(plan: &mut Plan, unreadable: &[String]) {
+    let ids: Vec<SnapshotId> = unreadable
+        .iter()
+        .filter_map(|u| SnapshotId::parse(u.split(':').next()?).ok())
+        .collect();
+    for d in plan.decisions.iter_mut().filter(|d| !d.keep) {
+        let Ok(id) = SnapshotId::parse(&d.id) else {
+            continue;
+        };
+        if let Some(u) = ids.iter().filter(|u| **u > id).min() {
+            d.keep = true;
+            d.reasons.push(format!(
+                "older than base backup {u}, whose manifest is unreadable: it may be an incremental that needs this one"
+            ));
+        }
+    }
 }
 
 /// A base backup's status from its PITR drill records (`ids`, oldest first), as a snapshot's

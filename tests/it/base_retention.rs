@@ -10,6 +10,7 @@ use offsitedb::catalog::base_drill::{
     BASE_DRILL_VERSION, BaseDrillRecord, Check, PitrTimings, WalReplayed,
 };
 use offsitedb::catalog::drill::DrillResult;
+use offsitedb::crypto::seal_bytes;
 use offsitedb::wal::name::Lsn;
 use serde_json::Value;
 
@@ -123,4 +124,57 @@ fn the_newest_drill_passed_base_backup_and_its_wal_stay_while_newer_ones_fail() 
     assert!(why.contains("unreadable"), "{why}");
     assert_eq!(p["base_backups"]["deleted"], serde_json::json!([]), "{p:#}");
     assert!(base_exists(&a, B1) && base_exists(&a, B2) && base_exists(&a, B3));
+}
+
+/// A base backup manifest that cannot be read (garbage, or of a version this offsitedb does not
+/// read) may be an incremental whose chain the older base backups are: keep last=1 deletes none
+/// older than it, and says why; the ones newer than it follow the rules.
+#[test]
+fn no_base_backup_older_than_an_unreadable_manifest_is_deleted() {
+    let plant = |a: &Archive, id: &str, bytes: &[u8]| {
+        let id = SnapshotId::parse(id).unwrap();
+        a.store()
+            .put(&base_manifest_key(SOURCE, &id), bytes)
+            .unwrap();
+    };
+    // Newer than all three, garbage.
+    let a = Archive::standard();
+    let newest = "20261125T030000Z-uuuuuu";
+    plant(&a, newest, b"not a manifest");
+    let p = prune(&a, &[]);
+    assert_eq!(p["base_backups"]["deleted"], serde_json::json!([]), "{p:#}");
+    for id in [B1, B2] {
+        let (kept, why) = decision(&p, id);
+        assert!(kept, "{p:#}");
+        assert!(
+            why.contains(&format!(
+                "older than base backup {newest}, whose manifest is unreadable"
+            )),
+            "{why}"
+        );
+        assert!(base_exists(&a, id), "{id} was deleted");
+    }
+    assert!(a.exists(&seg(1, 2)), "the WAL from B1's start is gone");
+
+    // Between B1 and B2, sealed with the repository's key but of a version from the future:
+    // B1 stays, B2 (newer than it, no rule keeps it) goes.
+    let a = Archive::standard();
+    let between = "20261105T030000Z-uuuuuu";
+    let sealed = seal_bytes(a.r.key(), br#"{"base_manifest_version": 99}"#).unwrap();
+    plant(&a, between, &sealed);
+    let p = prune(&a, &[]);
+    assert!(
+        p["base_backups"]["unreadable"]
+            .to_string()
+            .contains(between),
+        "{p:#}"
+    );
+    assert_eq!(
+        p["base_backups"]["deleted"],
+        serde_json::json!([B2]),
+        "{p:#}"
+    );
+    let (kept, why) = decision(&p, B1);
+    assert!(kept && why.contains(between), "{why}");
+    assert!(base_exists(&a, B1) && !base_exists(&a, B2) && base_exists(&a, B3));
 }
