@@ -178,3 +178,31 @@ fn no_base_backup_older_than_an_unreadable_manifest_is_deleted() {
     assert!(kept && why.contains(between), "{why}");
     assert!(base_exists(&a, B1) && !base_exists(&a, B2) && base_exists(&a, B3));
 }
+
+/// LATEST for base backups agrees with `latest` for snapshots: a newest base backup dated ahead
+/// of this machine's clock is refused, naming it and the newest one before now.
+#[test]
+fn latest_base_backup_is_not_a_future_dated_one() {
+    let a = Archive::standard();
+    let future = "20991101T030000Z-ffffff";
+    a.base(future, 2, 14);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("pgdata");
+    let r = a.cli().fails(
+        &[
+            "backup-fetch",
+            "--source",
+            SOURCE,
+            target.to_str().unwrap(),
+            "LATEST",
+        ],
+        3,
+        "\"latest\" is unclear",
+    );
+    assert!(
+        r.stderr.contains(future) && r.stderr.contains(B3),
+        "{}",
+        r.stderr
+    );
+    assert!(!target.exists(), "nothing was fetched");
+}
