@@ -318,7 +318,33 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         let found: Vec<&BaseEntry> = if reference.eq_ignore_ascii_case("latest") {
             // Ids order by the second they started, then at random: of backups started in the
             // same second, the newest is the one that ends furthest in the WAL.
-            let newest = entries.last().expect("not empty").id.time();
+            // As for snapshots ([`Repository::resolve`]): a newest base backup dated ahead of
+            // this machine's clock is not taken for "latest" on the bad day, nor silently
+            // skipped; the person names the one meant.
+            let now = Timestamp::now();
+            let last = entries.last().expect("not empty");
+            if super::future_dated(last.id.time(), now) {
+                let before = entries
+                    .iter()
+                    .rev()
+                    .find(|e| !super::future_dated(e.id.time(), now));
+                return Err(Error::config(format!(
+                    "\"latest\" is unclear: the newest base backup of {source}, {}, is dated {}",
+                    last.id,
+                    super::ahead("", last.id.time(), now).trim_start()
+                ))
+                .with_hint(match before {
+                    Some(b) => format!(
+                        "check this machine's clock, then name the base backup: {} (the newest), or {} (the newest before now)",
+                        last.id, b.id
+                    ),
+                    None => format!(
+                        "check this machine's clock, then name the base backup: {}",
+                        last.id
+                    ),
+                }));
+            }
+            let newest = last.id.time();
             let mut same: Vec<BaseManifest> = entries
                 .iter()
                 .filter(|e| e.id.time() == newest)

@@ -9,17 +9,19 @@ is skipped; both are reported, not errors: a later prune deletes them once their
 ([`super::prune_lock`]). While the source's backups fail, nothing at all is deleted.
 
 Base backups (point-in-time recovery) follow the same `keep` rules as snapshots, in a plan of
-their own: they are not drilled, so a period keeps its newest base backup, and one whose data
-object is missing or of the wrong size counts as damaged (and holds everything when it is the
-newest). A chain is kept whole: an incremental that is kept keeps every base backup it is based
+their own, with their PITR drills (`drill --pitr`) as a snapshot's drills: the latest record
+that is not future-dated makes one sealed (passed) or drill failed (failed, or unreadable: then
+it is also kept), so the newest drill-passed base backup is kept while newer ones fail their
+drills, and a newest one that failed holds everything. One whose data object is missing or of
+the wrong size counts as damaged (and holds everything when it is the newest). A chain is kept whole: an incremental that is kept keeps every base backup it is based
 on, down to its full backup, with a reason saying so ([`crate::retention::keep_needed`]); one
 whose chain has a missing link counts as damaged. They are deleted manifest first too. Then the WAL: every file (segments, `.partial`,
 `.backup`) below the start segment of the oldest base backup still there (kept, or whose
 deletion the store refused), on every timeline, oldest first, so what goes is a prefix of each
 timeline and nothing a remaining backup or the restore window after it reads
 ([`crate::wal::timeline::Archive::prunable`]). History files are never deleted. No WAL is
-deleted while anything is held, while a base backup manifest cannot be read, or when the source
-has no base backup.
+deleted while anything is held, while a base backup manifest cannot be read (nor any base backup
+older than it: it may be an incremental that needs them), or when the source has no base backup.
 
 "Newest" and the hold are decided at `now` from the snapshots this machine's clock has reached
 (see [`crate::retention`]): a future-dated snapshot is kept and named in the plan, and a snapshot
@@ -453,8 +455,9 @@ fn prune_pitr<S: WriteStore + ?Sized>(
     }
     let loaded = super::wal_show::load(repository, source, &mut |_| {})?;
 
-    // Base backups are not drilled: each is "not drilled", or damaged when its data object is
-    // missing or not the size its manifest says, or (an incremental) a link of its chain is gone.
+    // A base backup is damaged when its data object is missing or not the size its manifest
+    // says, or (an incremental) a link of its chain is gone; else its latest PITR drill record
+    // says (passed: sealed; failed or unreadable: drill failed), or it is not drilled.
     let present: std::collections::BTreeSet<String> = loaded
         .bases
         .iter()
@@ -477,34 +480,35 @@ fn prune_pitr<S: WriteStore + ?Sized>(
             ))
         })
         .collect();
-    let candidates: Vec<Candidate> = loaded
-        .bases
-        .iter()
-        .map(|m| {
-            let data = objects
-                .get(m.backup_id.as_str())
-                .and_then(|v| v.iter().find(|o| o.key == m.data.key));
-            Candidate {
-                id: m.backup_id.to_string(),
-                time: m.started.max(m.backup_id.time()),
-                status: match data {
-                    Some(o)
-                        if o.size == m.sizes.stored_bytes
-                            && needs
-                                .get(m.backup_id.as_str())
-                                .is_none_or(|c| c.iter().all(|id| present.contains(id))) =>
-                    {
-                        Status::NotDrilled
-                    }
-                    _ => Status::Damaged,
-                },
-                pinned: None,
-            }
-        })
-        .collect();
+    let drills = repository.base_drill_ids(source)?;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for m in &loaded.bases {
+        let data = objects
+            .get(m.backup_id.as_str())
+            .and_then(|v| v.iter().find(|o| o.key == m.data.key));
+        let intact = data.is_some_and(|o| {
+            o.size == m.sizes.stored_bytes
+                && needs
+                    .get(m.backup_id.as_str())
+                    .is_none_or(|c| c.iter().all(|id| present.contains(id)))
+        });
+        let (status, pinned) = if intact {
+            let ids = drills.get(&m.backup_id).map_or(&[][..], Vec::as_slice);
+            base_drill_status(repository, source, &m.backup_id, ids, now)?
+        } else {
+            (Status::Damaged, None)
+        };
+        candidates.push(Candidate {
+            id: m.backup_id.to_string(),
+            time: m.started.max(m.backup_id.time()),
+            status,
+            pinned,
+        });
+    }
     let mut plan = crate::retention::plan(&candidates, &opts.keep, &opts.tz, failing, now);
     for_base_backups(&mut plan, failing.is_some());
     crate::retention::keep_needed(&mut plan, &needs);
+    keep_below_unreadable(&mut plan, &loaded.unreadable_bases);
     let mut base = BasePrune {
         plan,
         deleted: Vec::new(),
@@ -705,13 +709,76 @@ fn prune_pitr<S: WriteStore + ?Sized>(
     Ok(())
 }
 
-/// Words for base backups in a plan made by the snapshots' rules: they are never drilled, so
-/// "not drilled" says nothing, and "the newest snapshot" is the newest base backup. A hold
+/// Keeps every base backup older than one whose manifest cannot be read (`unreadable`: "id:
+/// why"): that one may be an incremental whose chain they are, and [`keep_needed`] cannot see
+/// its chain. They stay until its manifest reads again or it is removed.
+///
+/// [`keep_needed`]: crate::retention::keep_needed
+fn keep_below_unreadable(plan: &mut Plan, unreadable: &[String]) {
+    let ids: Vec<SnapshotId> = unreadable
+        .iter()
+        .filter_map(|u| SnapshotId::parse(u.split(':').next()?).ok())
+        .collect();
+    for d in plan.decisions.iter_mut().filter(|d| !d.keep) {
+        let Ok(id) = SnapshotId::parse(&d.id) else {
+            continue;
+        };
+        if let Some(u) = ids.iter().filter(|u| **u > id).min() {
+            d.keep = true;
+            d.reasons.push(format!(
+                "older than base backup {u}, whose manifest is unreadable: it may be an incremental that needs this one"
+            ));
+        }
+    }
+}
+
+/// A base backup's status from its PITR drill records (`ids`, oldest first), as a snapshot's
+/// rests on its drills ([`super::list`]): the latest record that is not future-dated decides,
+/// passed is sealed and failed is a failed drill; a latest record that cannot be read counts
+/// as a failed drill and pins the base backup, so garbage under a record's name can neither
+/// lift the hold nor let a drill-passed copy age out.
+fn base_drill_status<S: WriteStore + ?Sized>(
+    repository: &Repository<S>,
+    source: &str,
+    base: &SnapshotId,
+    ids: &[SnapshotId],
+    now: Timestamp,
+) -> Result<(Status, Option<String>)> {
+    for id in ids.iter().rev() {
+        if crate::catalog::future_dated(id.time(), now) {
+            continue;
+        }
+        match repository.base_drill(source, base, id) {
+            Ok(r) if crate::catalog::future_dated(r.started.max(r.finished), now) => continue,
+            Ok(r) if r.passed() => return Ok((Status::Sealed, None)),
+            Ok(_) => return Ok((Status::DrillFailed, None)),
+            Err(e) if super::wal_show::unreadable(&e) => {
+                return Ok((
+                    Status::DrillFailed,
+                    Some(format!(
+                        "its latest PITR drill record ({id}) is unreadable ({}): counted as a failed drill, and kept until a drill writes a readable one",
+                        e.message()
+                    )),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((Status::NotDrilled, None))
+}
+
+/// Words for base backups in a plan made by the snapshots' rules: most are never drilled, so
+/// "not drilled" says nothing; "the newest snapshot" is the newest base backup, and "sealed"
+/// means its latest PITR drill passed. A hold
 /// handed on from the snapshots (`inherited`) keeps its words: it is about a snapshot.
 fn for_base_backups(plan: &mut Plan, inherited: bool) {
     const HELD: &str = "nothing is deleted while backups are failing";
     let fix = |r: &str| {
         r.replace(" (not sealed: not drilled)", "")
+            .replace(
+                "newest sealed snapshot",
+                "newest base backup whose PITR drill passed",
+            )
             .replace("newest snapshot", "newest base backup")
     };
     for d in &mut plan.decisions {

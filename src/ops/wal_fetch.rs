@@ -11,7 +11,8 @@ another timeline); everything else is an error, which the command turns into an 
 stops recovery. A missing object is only taken for "not in the archive" once the repository
 opened with the key given and holds WAL of this source: a wrong repository URL, prefix, key or
 source name would otherwise look like the end of the WAL, and the server would promote a
-database that is missing data.
+database that is missing data. Nor is a missing segment with WAL after it (a later file of its
+timeline, or a timeline that branched off after it): that is a gap, an error naming it.
 
 Prefetch: when the segment asked for is fetched from the store, the next `wal_concurrency`
 segments of its timeline are fetched in parallel threads in the same call, each kept as the
@@ -29,9 +30,11 @@ use std::time::{Duration, Instant};
 use crate::catalog::{Repository, check_source_name};
 use crate::crypto::MasterKey;
 use crate::error::{Error, ErrorKind, Result};
+use crate::ops::wal_show;
 use crate::storage::ReadStore;
-use crate::wal::name::{Kind, WalName, check_segment_size};
+use crate::wal::name::{DEFAULT_SEGMENT_SIZE, Kind, WalName, check_segment_size};
 use crate::wal::object::{self, WalHeader};
+use crate::wal::{self, Archived};
 
 /// The prefetch folder, in the folder of the destination (pg_wal).
 pub const PREFETCH_DIR: &str = "offsitedb-prefetch";
@@ -141,7 +144,7 @@ pub fn fetch(
                 report.elapsed = started.elapsed();
                 return Ok(Fetched::Written(report));
             }
-            let answer = not_in_archive(store, key, &opts.source)?;
+            let answer = not_in_archive(store, key, &opts.source, &name)?;
             // Usually the end of recovery: nothing prefetched is left behind in pg_wal (a
             // timeline switch that still needs some is one more round of fetching).
             pre.clear();
@@ -201,19 +204,103 @@ pub fn newest_streamed(
 }
 
 /// A missing object means "not in the archive" only in a repository that opens with this key
-/// and holds WAL of this source.
-fn not_in_archive(store: Box<dyn ReadStore>, key: MasterKey, source: &str) -> Result<Fetched> {
+/// and holds WAL of this source, and, for a segment, only at the end of the WAL: a segment
+/// missing before others is a gap (lost, or withheld by the store), and answering "not in the
+/// archive" would make the server promote there and silently drop everything after it.
+fn not_in_archive(
+    store: Box<dyn ReadStore>,
+    key: MasterKey,
+    source: &str,
+    name: &WalName,
+) -> Result<Fetched> {
     let repo = Repository::open(store, key)?;
-    if repo.store().any(&object::source_prefix(source))?.is_none() {
-        return Err(Error::not_found(format!(
+    let no_wal = || {
+        Error::not_found(format!(
             "no WAL of source {source:?} is archived in {}",
             repo.location()
         ))
         .with_hint(
             "check the source name (--source NAME): it must be the one the server archived under",
-        ));
+        )
+    };
+    if !name.is_segment() {
+        if repo.store().any(&object::source_prefix(source))?.is_none() {
+            return Err(no_wal());
+        }
+        return Ok(Fetched::NotInArchive);
+    }
+    let archived = wal::list(repo.store(), source)?;
+    if archived.is_empty() {
+        return Err(no_wal());
+    }
+    if let Some(why) = gap_evidence(&repo, name, &archived)? {
+        return Err(Error::integrity(format!(
+            "WAL segment {name} of source {source:?} is missing from the archive, but {why}: \
+             a gap in the WAL, not its end"
+        ))
+        .with_hint(format!(
+            "recovery stops here (exit {}) rather than promoting without the WAL after {name}; \
+             put the segment back (`offsitedb wal-verify` lists every gap), or restore to a \
+             point before it (--target-time, --target-lsn)",
+            crate::exit::wal::FATAL
+        )));
     }
     Ok(Fetched::NotInArchive)
+}
+
+/// Why the missing segment `name` is a gap and not the end of the WAL, when it is: a later file
+/// on its timeline, or a later timeline that branched off its timeline after this segment (so
+/// the WAL went on past it). Names compare by their number's hex digits, whatever the segment
+/// size; a switch point needs the segment size, read from a segment's header.
+fn gap_evidence<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    name: &WalName,
+    archived: &[Archived],
+) -> Result<Option<String>> {
+    let at = number_hex(name);
+    if let Some(a) = archived.iter().find(|a| {
+        a.name.timeline == name.timeline && a.name.kind != Kind::History && number_hex(&a.name) > at
+    }) {
+        return Ok(Some(format!("{} is archived", a.name)));
+    }
+    let mut segment_size = None;
+    for h in archived
+        .iter()
+        .filter(|a| a.name.kind == Kind::History && a.name.timeline > name.timeline)
+    {
+        let history = wal_show::read_history(repo, h)?;
+        let Some(switch) = history.iter().find(|s| s.parent == name.timeline) else {
+            continue;
+        };
+        let size = match segment_size {
+            Some(s) => s,
+            None => *segment_size.insert(archive_segment_size(repo, name, archived)?),
+        };
+        if switch.switch_lsn.segment(size) > name.segment_number(size) {
+            return Ok(Some(format!(
+                "timeline {} branched off timeline {} after it, at {}",
+                h.name.timeline, name.timeline, switch.switch_lsn
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The archive's segment size, from the header of a segment of `name`'s timeline before it (or
+/// any segment); PostgreSQL's default when none is archived.
+fn archive_segment_size<S: ReadStore + ?Sized>(
+    repo: &Repository<S>,
+    name: &WalName,
+    archived: &[Archived],
+) -> Result<u64> {
+    let pick = archived
+        .iter()
+        .rfind(|a| a.name.is_segment() && a.name.timeline == name.timeline && a.name < *name)
+        .or_else(|| archived.iter().find(|a| a.name.is_segment()));
+    match pick {
+        Some(a) => check_segment_size(wal_show::read_header(repo, a)?.size),
+        None => Ok(DEFAULT_SEGMENT_SIZE),
+    }
 }
 
 /// Decodes into a temporary file next to `dest`, then fsync and rename: `dest` appears only
@@ -367,6 +454,8 @@ mod tests {
     use crate::storage::local::LocalStore;
 
     const SEG: u64 = 1 << 20;
+    /// Timeline 2 branched off timeline 1 in segment 3 (1 MB segments).
+    const HISTORY: &str = "1\t0/300000\tno recovery target specified\n";
 
     struct Fixture {
         tmp: tempfile::TempDir,
@@ -400,7 +489,7 @@ mod tests {
                 contents.push(c);
             }
             let h = src.join("00000002.history");
-            fs::write(&h, "1\t0/3000000\tno recovery target specified\n").unwrap();
+            fs::write(&h, HISTORY).unwrap();
             f.push(&h);
             (f, contents)
         }
@@ -538,7 +627,7 @@ mod tests {
         // History files: fetched alike, nothing ahead.
         let r = report(f.fetch_as("db", &f.key, "00000002.history").unwrap());
         assert_eq!(r.prefetched, 0);
-        assert_eq!(f.written(), b"1\t0/3000000\tno recovery target specified\n");
+        assert_eq!(f.written(), HISTORY.as_bytes());
         assert!(
             fs::read_dir(&f.wal)
                 .unwrap()
@@ -626,6 +715,33 @@ mod tests {
         // %p %f swapped.
         let e = f.fetch_as("db", &f.key, "pg_wal/RECOVERYXLOG").unwrap_err();
         assert!(e.hint().unwrap().contains("%f %p"));
+    }
+
+    #[test]
+    fn a_missing_segment_before_others_is_a_gap_not_the_end() {
+        let (f, _) = Fixture::new(5);
+        let store = LocalStore::new(f.repo.clone());
+        store
+            .delete(&object::key("db", &WalName::segment(1, 3, SEG)))
+            .unwrap();
+        let e = f.fetch(3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{}", e.message());
+        assert!(e.message().contains(&seg(3)), "{}", e.message());
+        assert!(e.message().contains(&seg(4)), "{}", e.message());
+        assert!(e.hint().unwrap().contains("wal-verify"));
+        // After the newest segment: the end of the WAL.
+        assert!(matches!(f.fetch(6).unwrap(), Fetched::NotInArchive));
+
+        // Timeline 2 branched off timeline 1 at 0/300000 (segment 3): segment 2 of timeline
+        // 1 is WAL that timeline 2 goes on from, segment 3 is not read on timeline 1.
+        let (f, _) = Fixture::new(1);
+        let e = f.fetch(2).unwrap_err();
+        assert!(
+            e.message().contains(&seg(2)) && e.message().contains("timeline 2 branched off"),
+            "{}",
+            e.message()
+        );
+        assert!(matches!(f.fetch(3).unwrap(), Fetched::NotInArchive));
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub(crate) fn read_header<S: ReadStore + ?Sized>(
 }
 
 /// Reads, authenticates and parses a history file.
-fn read_history<S: ReadStore + ?Sized>(
+pub(crate) fn read_history<S: ReadStore + ?Sized>(
     repo: &Repository<S>,
     a: &Archived,
 ) -> Result<Vec<crate::wal::name::TimelineSwitch>> {

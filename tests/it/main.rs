@@ -2,6 +2,7 @@
 
 mod archiving;
 mod base_backup;
+mod base_retention;
 mod cli;
 mod clock_skew;
 mod common;

@@ -572,6 +572,63 @@ fn recovery_stops_when_the_store_is_down_or_a_segment_is_damaged() {
     assert!(!log.contains(SECRET_KEY), "a secret is in the server log");
 }
 
+/// A segment missing with WAL after it (lost, or withheld by the store) is a gap, not the end of
+/// the archive: wal-fetch names it and exits 200, and recovery stops instead of promoting there
+/// without everything after it.
+#[test]
+fn a_missing_segment_in_the_middle_stops_recovery() {
+    let p = Pitr::start(None, "");
+    p.sql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10);");
+    p.cli.ok(&["backup-push", "--source", SOURCE]);
+    p.sql("INSERT INTO t SELECT generate_series(11, 20);");
+    let gone = p.switch_and_archive();
+    p.sql("INSERT INTO t SELECT generate_series(21, 30);");
+    let after = p.switch_and_archive();
+
+    let pgdata = p.new_data_dir("gap");
+    p.cli.ok(&[
+        "restore",
+        "--source",
+        SOURCE,
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--latest",
+    ]);
+    let store = p.store();
+    offsitedb::storage::WriteStore::delete(
+        &store,
+        &offsitedb::wal::object::key(
+            SOURCE,
+            &offsitedb::wal::name::WalName::parse(&gone).unwrap(),
+        ),
+    )
+    .unwrap();
+    let dest = p.new_data_dir("gap-fetch");
+    std::fs::create_dir_all(&dest).unwrap();
+    let r = p.cli.fails(
+        &[
+            "wal-fetch",
+            "--source",
+            SOURCE,
+            &gone,
+            dest.join("RECOVERYXLOG").to_str().unwrap(),
+        ],
+        200,
+        "a gap in the WAL",
+    );
+    assert!(
+        r.stderr.contains(&gone) && r.stderr.contains(&after),
+        "{}",
+        r.stderr
+    );
+
+    let log = TestServer::start(&p, &pgdata, &[]).must_stop();
+    assert!(
+        log.contains(&format!("error: wal-fetch {gone}: ")) && log.contains("a gap in the WAL"),
+        "recovery stopped at the missing segment, naming it:\n{log}"
+    );
+}
+
 /// stolon's recipe: `backup-fetch %d LATEST`, then a restore_command of `offsitedb wal-fetch
 /// "%f" "%p"` that finds its configuration through OFFSITEDB_CONFIG in the server's environment.
 #[test]

@@ -221,8 +221,9 @@ fn wal_key(name: &str) -> String {
     offsitedb::wal::object::key(SOURCE, &offsitedb::wal::name::WalName::parse(name).unwrap())
 }
 
-/// A segment deleted from the middle of the archive: recovery to the end stops early there,
-/// and recovery to a time after it cannot get there; then a damaged segment stops recovery
+/// A segment deleted from the middle of the archive: recovery to the end stops there with
+/// wal-fetch's error naming the gap (not an early end), and recovery to a time after it cannot
+/// get there; then a damaged segment stops recovery
 /// with wal-fetch's error. Each fails the drill naming the segment, and is recorded.
 #[test]
 fn pitr_drill_fails_naming_a_missing_or_damaged_segment() {
@@ -240,7 +241,7 @@ fn pitr_drill_fails_naming_a_missing_or_damaged_segment() {
         d["problems"][0]
             .as_str()
             .unwrap()
-            .contains("stopped early at segment"),
+            .contains("a gap in the WAL"),
         "{d:#}"
     );
     let d = drill_fails(p, &["--target-time", &a.t], &a.middle);

@@ -19,10 +19,10 @@ use serde::Deserialize;
 use crate::common::{BUCKET, Repo, json};
 use crate::proxy::Fault;
 
-const SOURCE: &str = "app";
+pub(crate) const SOURCE: &str = "app";
 /// 1 MB segments (`initdb --wal-segsize=1`): small objects, and a segment of random bytes spans
 /// two sealed chunks.
-const SEG: u64 = 1 << 20;
+pub(crate) const SEG: u64 = 1 << 20;
 
 /// Timeline 2's history: it branched off timeline 1 in segment 10 (0/A00028 with 1 MB segments).
 fn t2_history(size: u64) -> String {
@@ -32,19 +32,19 @@ fn t2_history(size: u64) -> String {
     )
 }
 
-const B1: &str = "20261101T030000Z-aaaaaa";
-const B2: &str = "20261110T030000Z-bbbbbb";
-const B3: &str = "20261120T030000Z-cccccc";
+pub(crate) const B1: &str = "20261101T030000Z-aaaaaa";
+pub(crate) const B2: &str = "20261110T030000Z-bbbbbb";
+pub(crate) const B3: &str = "20261120T030000Z-cccccc";
 
-struct Archive {
+pub(crate) struct Archive {
     repo: Repo,
-    r: Repository<dyn WriteStore>,
+    pub(crate) r: Repository<dyn WriteStore>,
     /// The segment size the base backups record.
     size: u64,
 }
 
 /// Segment `n` of timeline `tl`.
-fn seg(tl: u32, n: u64) -> String {
+pub(crate) fn seg(tl: u32, n: u64) -> String {
     WalName::segment(tl, n, SEG).to_string()
 }
 
@@ -65,7 +65,7 @@ impl Archive {
     /// Timeline 1: segments 1-9 and 0A.partial; timeline 2 (from timeline 1 at 0/A00028):
     /// its history file and segments 10-15. Base backups B1 (timeline 1, segment 2), B2
     /// (timeline 1, segment 5) and B3 (timeline 2, segment 12), each with its .backup file.
-    fn standard() -> Archive {
+    pub(crate) fn standard() -> Archive {
         Archive::standard_in(Repo::local(), SEG)
     }
 
@@ -113,7 +113,7 @@ impl Archive {
 
     /// Commits a base backup starting in segment `start` of `timeline` (and its .backup file),
     /// with a small data object.
-    fn base(&self, id: &str, timeline: u32, start: u64) {
+    pub(crate) fn base(&self, id: &str, timeline: u32, start: u64) {
         let id = SnapshotId::parse(id).unwrap();
         let data = seal_bytes(self.r.key(), b"not really a tar").unwrap();
         let key = base_data_key(SOURCE, &id);
@@ -180,11 +180,11 @@ impl Archive {
         object::key(SOURCE, &WalName::parse(name).unwrap())
     }
 
-    fn store(&self) -> &dyn WriteStore {
+    pub(crate) fn store(&self) -> &dyn WriteStore {
         self.r.store()
     }
 
-    fn exists(&self, name: &str) -> bool {
+    pub(crate) fn exists(&self, name: &str) -> bool {
         self.store().head(&Archive::key(name)).unwrap().is_some()
     }
 
@@ -211,7 +211,7 @@ impl Archive {
         self.store().put(&Archive::key(to), &b).unwrap();
     }
 
-    fn cli(&self) -> &crate::common::Cli {
+    pub(crate) fn cli(&self) -> &crate::common::Cli {
         &self.repo.cli
     }
 }
@@ -721,9 +721,12 @@ fn prune_deletes_the_wal_below_the_oldest_kept_base_backup() {
         "{human}"
     );
 
-    // A base backup's PITR drill records (`drill --pitr`) go with it.
-    let drill = format!("base/{SOURCE}/{B1}/drills/20261204T000000Z-aaaaaa");
-    a.store().put(&drill, b"a drill record").unwrap();
+    // A base backup's PITR drill records (`drill --pitr`) go with it (a failed one: a passed
+    // one would keep it as the newest drill-passed base backup).
+    let record = crate::base_retention::drill_record(B1, false);
+    a.r.commit_base_drill(&record).unwrap();
+    let drill =
+        offsitedb::catalog::base_drill::base_drill_key(SOURCE, &record.base_id, &record.drill_id);
     let done = run("last=2", &[]);
     assert_eq!(done.base_backups.unwrap().deleted, [B1]);
     assert!(a.store().head(&drill).unwrap().is_none(), "{drill} is left");
