@@ -124,19 +124,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             Err(e) if e.message().contains(REPO_OBJECT) => return Err(e),
             Err(e) => return Err(e.context(format!("{REPO_OBJECT} in {}", store.location()))),
         };
-        let config: RepoConfig = serde_json::from_slice(&plain).map_err(|e| {
-            Error::integrity(format!(
-                "{REPO_OBJECT} is not a valid repository description: {e}"
-            ))
-        })?;
-        if config.format != REPO_FORMAT {
-            return Err(Error::config(format!(
-                "repository format {} is not supported by this version of offsitedb (it reads format {REPO_FORMAT})",
-                config.format
-            ))
-            .with_hint("upgrade offsitedb"));
-        }
-        Ok(Some(config))
+        parse_config(&plain).map(Some)
     }
 
     /// The repository's description; `None` before the first backup created it.
@@ -219,31 +207,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             wrong_key_error(k, &self.key)
         })
         .map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
-        let invalid = |e: serde_json::Error| {
-            Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
-        };
-        // The version first: a newer manifest may use fields this version cannot read. (Read
-        // alone, not through a `serde_json::Value` of the whole manifest, which would cost
-        // several times its size in memory.)
-        let version = serde_json::from_slice::<Versions>(&plain)
-            .map_err(invalid)?
-            .manifest_version;
-        if version != Some(MANIFEST_VERSION as u64) {
-            return Err(Error::config(format!(
-                "snapshot {source}/{id} has manifest version {}, and this offsitedb reads version {MANIFEST_VERSION}",
-                version.map_or("(none)".to_string(), |v| v.to_string())
-            ))
-            .with_hint("upgrade offsitedb"));
-        }
-        let m: Manifest = serde_json::from_slice(&plain).map_err(invalid)?;
-        // A manifest copied under another name is not that snapshot.
-        if &m.snapshot_id != id || m.source.name != source {
-            return Err(Error::integrity(format!(
-                "manifest at {key} describes {}/{}, not {source}/{id}",
-                m.source.name, m.snapshot_id
-            )));
-        }
-        Ok(m)
+        parse_manifest(&plain, source, id)
     }
 
     /// Reads one drill record.
@@ -253,27 +217,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             wrong_key_error(k, &self.key)
         })
         .map_err(|e| e.context(format!("drill record {key}")))?;
-        let invalid = |e: serde_json::Error| {
-            Error::integrity(format!("drill record {key} is not valid: {e}"))
-        };
-        let version = serde_json::from_slice::<Versions>(&plain)
-            .map_err(invalid)?
-            .drill_version;
-        if version != Some(DRILL_VERSION as u64) {
-            return Err(Error::config(format!(
-                "drill record {key} has version {}, and this offsitedb reads version {DRILL_VERSION}",
-                version.map_or("(none)".to_string(), |v| v.to_string())
-            ))
-            .with_hint("upgrade offsitedb"));
-        }
-        let r: DrillRecord = serde_json::from_slice(&plain).map_err(invalid)?;
-        if &r.snapshot_id != id || r.source != source || &r.drill_id != drill {
-            return Err(Error::integrity(format!(
-                "drill record at {key} describes another drill ({}/{}/{})",
-                r.source, r.snapshot_id, r.drill_id
-            )));
-        }
-        Ok(r)
+        parse_drill(&plain, source, id, drill)
     }
 
     /// The latest drill of a snapshot, if it has one.
@@ -463,6 +407,83 @@ impl<S: ?Sized + WriteStore> Repository<S> {
         self.store
             .put(&manifest_key(&m.source.name, &m.snapshot_id), &sealed)
     }
+}
+
+/// Checks the opened `offsitedb.repo`: its JSON, then its format.
+pub(crate) fn parse_config(plain: &[u8]) -> Result<RepoConfig> {
+    let config: RepoConfig = serde_json::from_slice(plain).map_err(|e| {
+        Error::integrity(format!(
+            "{REPO_OBJECT} is not a valid repository description: {e}"
+        ))
+    })?;
+    if config.format != REPO_FORMAT {
+        return Err(Error::config(format!(
+            "repository format {} is not supported by this version of offsitedb (it reads format {REPO_FORMAT})",
+            config.format
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    Ok(config)
+}
+
+/// Checks an opened manifest: its version first, then its JSON, then that it is the one asked for.
+pub(crate) fn parse_manifest(plain: &[u8], source: &str, id: &SnapshotId) -> Result<Manifest> {
+    let key = manifest_key(source, id);
+    let invalid = |e: serde_json::Error| {
+        Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
+    };
+    // The version first: a newer manifest may use fields this version cannot read. (Read
+    // alone, not through a `serde_json::Value` of the whole manifest, which would cost
+    // several times its size in memory.)
+    let version = serde_json::from_slice::<Versions>(plain)
+        .map_err(invalid)?
+        .manifest_version;
+    if version != Some(MANIFEST_VERSION as u64) {
+        return Err(Error::config(format!(
+            "snapshot {source}/{id} has manifest version {}, and this offsitedb reads version {MANIFEST_VERSION}",
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    let m: Manifest = serde_json::from_slice(plain).map_err(invalid)?;
+    // A manifest copied under another name is not that snapshot.
+    if &m.snapshot_id != id || m.source.name != source {
+        return Err(Error::integrity(format!(
+            "manifest at {key} describes {}/{}, not {source}/{id}",
+            m.source.name, m.snapshot_id
+        )));
+    }
+    Ok(m)
+}
+
+/// Checks an opened drill record: its version, its JSON, and that it is the one asked for.
+pub(crate) fn parse_drill(
+    plain: &[u8],
+    source: &str,
+    id: &SnapshotId,
+    drill: &SnapshotId,
+) -> Result<DrillRecord> {
+    let key = drill_key(source, id, drill);
+    let invalid =
+        |e: serde_json::Error| Error::integrity(format!("drill record {key} is not valid: {e}"));
+    let version = serde_json::from_slice::<Versions>(plain)
+        .map_err(invalid)?
+        .drill_version;
+    if version != Some(DRILL_VERSION as u64) {
+        return Err(Error::config(format!(
+            "drill record {key} has version {}, and this offsitedb reads version {DRILL_VERSION}",
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    let r: DrillRecord = serde_json::from_slice(plain).map_err(invalid)?;
+    if &r.snapshot_id != id || r.source != source || &r.drill_id != drill {
+        return Err(Error::integrity(format!(
+            "drill record at {key} describes another drill ({}/{}/{})",
+            r.source, r.snapshot_id, r.drill_id
+        )));
+    }
+    Ok(r)
 }
 
 /// The version fields of manifests and drill records, read before the rest.
