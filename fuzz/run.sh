@@ -4,7 +4,7 @@
 # that crashed, with the input that did it.
 # Usage: fuzz/run.sh SECONDS [TARGET...]  (every target when none is named)
 # FUZZ_WORK: where the inputs libFuzzer finds go (default: a new temporary folder); the committed
-# corpus is only read.
+# corpus is only read. FUZZ_TMPDIR: the targets' temporary folders (default /dev/shm).
 set -euo pipefail
 cd "$(dirname "$0")"
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -17,6 +17,9 @@ for t in "${targets[@]}"; do
 done
 bin=$(./build.sh)
 work=${FUZZ_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/offsitedb-fuzz.XXXXXX")}
+# folder_tar extracts every input into a temporary folder: in memory it runs ~10x faster.
+if [ -z "${FUZZ_TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then FUZZ_TMPDIR=/dev/shm; fi
+export TMPDIR=${FUZZ_TMPDIR:-${TMPDIR:-/tmp}}
 failed=()
 printf '%-11s %10s %9s %6s %6s  %s\n' target execs execs/s cov corpus result
 for t in "${targets[@]}"; do

@@ -15,8 +15,11 @@ use std::sync::OnceLock;
 use crate::catalog::SnapshotId;
 use crate::crypto::MasterKey;
 
+/// A fuzz target: any bytes, and no panic.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its fuzz binary and corpus folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("unseal", unseal),
     ("catalog", catalog),
     ("dump", dump),
