@@ -83,3 +83,9 @@ say "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 say "cargo nextest run"
 cargo nextest run --locked --no-fail-fast
+
+# Fuzzing (fuzz/README.md): every target for a few seconds over its committed corpus, built with
+# libFuzzer's coverage instrumentation on stable Rust. libfuzzer-sys compiles libFuzzer with C++.
+command -v c++ >/dev/null || apt_install g++
+say "fuzz targets, ${FUZZ_SECONDS:=5} s each"
+fuzz/run.sh "$FUZZ_SECONDS"

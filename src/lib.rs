@@ -16,6 +16,7 @@ Modules by concern (DESIGN.md section 9):
 - [`ops`]: one file per operation (backup, restore, decrypt, keygen, demo)
 - [`config`]: the TOML file, environment interpolation, and precedence of flags
 - [`wal`]: the WAL archive (file names, LSNs, timelines, WAL objects) for point-in-time recovery
+- `fuzzing`: one entry point per parser of outside bytes, for the fuzz targets in `fuzz/`
 */
 
 pub mod alerts;
@@ -27,6 +28,8 @@ pub mod daemon;
 pub mod dump;
 pub mod error;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod harden;
 pub mod interrupt;
 pub mod lock;

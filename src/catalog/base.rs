@@ -203,6 +203,48 @@ fn invalid_chain(source: &str, id: &SnapshotId) -> Error {
     ))
 }
 
+/// Checks an opened base backup manifest: its version, its JSON, its chain, and that it is the
+/// one asked for.
+pub(crate) fn parse_base_manifest(
+    plain: &[u8],
+    source: &str,
+    id: &SnapshotId,
+) -> Result<BaseManifest> {
+    let key = base_manifest_key(source, id);
+    let invalid = |e: serde_json::Error| {
+        Error::integrity(format!(
+            "base backup manifest of {source}/{id} is not valid: {e}"
+        ))
+    };
+    let version = serde_json::from_slice::<Version>(plain)
+        .map_err(invalid)?
+        .base_manifest_version;
+    let known = [BASE_MANIFEST_VERSION, BASE_MANIFEST_VERSION_INCREMENTAL];
+    if !version.is_some_and(|v| known.iter().any(|k| *k as u64 == v)) {
+        return Err(Error::config(format!(
+            "base backup {source}/{id} has manifest version {}, and this offsitedb reads versions {BASE_MANIFEST_VERSION} and {BASE_MANIFEST_VERSION_INCREMENTAL}",
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    let m: BaseManifest = serde_json::from_slice(plain).map_err(invalid)?;
+    let incremental = version == Some(BASE_MANIFEST_VERSION_INCREMENTAL as u64);
+    if incremental != m.incremental.is_some()
+        || m.incremental
+            .as_ref()
+            .is_some_and(|i| i.chain.last() != Some(&i.parent) || i.chain.contains(id))
+    {
+        return Err(invalid_chain(source, id));
+    }
+    if &m.backup_id != id || m.source.name != source {
+        return Err(Error::integrity(format!(
+            "manifest at {key} describes base backup {}/{}, not {source}/{id}",
+            m.source.name, m.backup_id
+        )));
+    }
+    Ok(m)
+}
+
 #[derive(Deserialize)]
 struct Version {
     base_manifest_version: Option<u64>,
@@ -257,38 +299,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             wrong_key_error(k, self.key())
         })
         .map_err(|e| e.context(format!("base backup manifest of {source}/{id}")))?;
-        let invalid = |e: serde_json::Error| {
-            Error::integrity(format!(
-                "base backup manifest of {source}/{id} is not valid: {e}"
-            ))
-        };
-        let version = serde_json::from_slice::<Version>(&plain)
-            .map_err(invalid)?
-            .base_manifest_version;
-        let known = [BASE_MANIFEST_VERSION, BASE_MANIFEST_VERSION_INCREMENTAL];
-        if !version.is_some_and(|v| known.iter().any(|k| *k as u64 == v)) {
-            return Err(Error::config(format!(
-                "base backup {source}/{id} has manifest version {}, and this offsitedb reads versions {BASE_MANIFEST_VERSION} and {BASE_MANIFEST_VERSION_INCREMENTAL}",
-                version.map_or("(none)".to_string(), |v| v.to_string())
-            ))
-            .with_hint("upgrade offsitedb"));
-        }
-        let m: BaseManifest = serde_json::from_slice(&plain).map_err(invalid)?;
-        let incremental = version == Some(BASE_MANIFEST_VERSION_INCREMENTAL as u64);
-        if incremental != m.incremental.is_some()
-            || m.incremental
-                .as_ref()
-                .is_some_and(|i| i.chain.last() != Some(&i.parent) || i.chain.contains(id))
-        {
-            return Err(invalid_chain(source, id));
-        }
-        if &m.backup_id != id || m.source.name != source {
-            return Err(Error::integrity(format!(
-                "manifest at {key} describes base backup {}/{}, not {source}/{id}",
-                m.source.name, m.backup_id
-            )));
-        }
-        Ok(m)
+        parse_base_manifest(&plain, source, id)
     }
 
     /// Every base backup manifest of a source, oldest first. Ids order by the second a backup

@@ -154,6 +154,37 @@ impl BaseDrillRecord {
     }
 }
 
+/// Checks an opened PITR drill record: its version, its JSON, and that it is the one asked for.
+pub(crate) fn parse_base_drill(
+    plain: &[u8],
+    source: &str,
+    base: &SnapshotId,
+    drill: &SnapshotId,
+) -> Result<BaseDrillRecord> {
+    let key = base_drill_key(source, base, drill);
+    let invalid = |e: serde_json::Error| {
+        Error::integrity(format!("PITR drill record {key} is not valid: {e}"))
+    };
+    let version = serde_json::from_slice::<Version>(plain)
+        .map_err(invalid)?
+        .base_drill_version;
+    if version != Some(BASE_DRILL_VERSION as u64) {
+        return Err(Error::config(format!(
+            "PITR drill record {key} has version {}, and this offsitedb reads version {BASE_DRILL_VERSION}",
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    let r: BaseDrillRecord = serde_json::from_slice(plain).map_err(invalid)?;
+    if &r.base_id != base || r.source != source || &r.drill_id != drill {
+        return Err(Error::integrity(format!(
+            "PITR drill record at {key} describes another drill ({}/{}/{})",
+            r.source, r.base_id, r.drill_id
+        )));
+    }
+    Ok(r)
+}
+
 #[derive(Deserialize)]
 struct Version {
     base_drill_version: Option<u64>,
@@ -190,27 +221,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             wrong_key_error(k, self.key())
         })
         .map_err(|e| e.context(format!("PITR drill record {key}")))?;
-        let invalid = |e: serde_json::Error| {
-            Error::integrity(format!("PITR drill record {key} is not valid: {e}"))
-        };
-        let version = serde_json::from_slice::<Version>(&plain)
-            .map_err(invalid)?
-            .base_drill_version;
-        if version != Some(BASE_DRILL_VERSION as u64) {
-            return Err(Error::config(format!(
-                "PITR drill record {key} has version {}, and this offsitedb reads version {BASE_DRILL_VERSION}",
-                version.map_or("(none)".to_string(), |v| v.to_string())
-            ))
-            .with_hint("upgrade offsitedb"));
-        }
-        let r: BaseDrillRecord = serde_json::from_slice(&plain).map_err(invalid)?;
-        if &r.base_id != base || r.source != source || &r.drill_id != drill {
-            return Err(Error::integrity(format!(
-                "PITR drill record at {key} describes another drill ({}/{}/{})",
-                r.source, r.base_id, r.drill_id
-            )));
-        }
-        Ok(r)
+        parse_base_drill(&plain, source, base, drill)
     }
 }
 

@@ -131,11 +131,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             Err(e) => return Err(e.context(format!("{REPO_OBJECT} in {}", store.location()))),
         };
         let config = match plain {
-            Some(plain) => serde_json::from_slice(&plain).map_err(|e| {
-                Error::integrity(format!(
-                    "{REPO_OBJECT} is not a valid repository description: {e}"
-                ))
-            })?,
+            Some(plain) => parse_config(&plain)?,
             None => {
                 let theirs = theirs.get().expect("set with the error");
                 match super::keys::config_from_rotation(store, key, &theirs)? {
@@ -267,31 +263,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             wrong_key_error(k, &self.key)
         })
         .map_err(|e| e.context(format!("manifest of {source}/{id}")))?;
-        let invalid = |e: serde_json::Error| {
-            Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
-        };
-        // The version first: a newer manifest may use fields this version cannot read. (Read
-        // alone, not through a `serde_json::Value` of the whole manifest, which would cost
-        // several times its size in memory.)
-        let version = serde_json::from_slice::<Versions>(&plain)
-            .map_err(invalid)?
-            .manifest_version;
-        if version != Some(MANIFEST_VERSION as u64) {
-            return Err(Error::config(format!(
-                "snapshot {source}/{id} has manifest version {}, and this offsitedb reads version {MANIFEST_VERSION}",
-                version.map_or("(none)".to_string(), |v| v.to_string())
-            ))
-            .with_hint("upgrade offsitedb"));
-        }
-        let m: Manifest = serde_json::from_slice(&plain).map_err(invalid)?;
-        // A manifest copied under another name is not that snapshot.
-        if &m.snapshot_id != id || m.source.name != source {
-            return Err(Error::integrity(format!(
-                "manifest at {key} describes {}/{}, not {source}/{id}",
-                m.source.name, m.snapshot_id
-            )));
-        }
-        Ok(m)
+        parse_manifest(&plain, source, id)
     }
 
     /// Reads one drill record.
@@ -301,27 +273,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             wrong_key_error(k, &self.key)
         })
         .map_err(|e| e.context(format!("drill record {key}")))?;
-        let invalid = |e: serde_json::Error| {
-            Error::integrity(format!("drill record {key} is not valid: {e}"))
-        };
-        let version = serde_json::from_slice::<Versions>(&plain)
-            .map_err(invalid)?
-            .drill_version;
-        if version != Some(DRILL_VERSION as u64) {
-            return Err(Error::config(format!(
-                "drill record {key} has version {}, and this offsitedb reads version {DRILL_VERSION}",
-                version.map_or("(none)".to_string(), |v| v.to_string())
-            ))
-            .with_hint("upgrade offsitedb"));
-        }
-        let r: DrillRecord = serde_json::from_slice(&plain).map_err(invalid)?;
-        if &r.snapshot_id != id || r.source != source || &r.drill_id != drill {
-            return Err(Error::integrity(format!(
-                "drill record at {key} describes another drill ({}/{}/{})",
-                r.source, r.snapshot_id, r.drill_id
-            )));
-        }
-        Ok(r)
+        parse_drill(&plain, source, id, drill)
     }
 
     /// The latest drill of a snapshot, if it has one.
@@ -539,6 +491,83 @@ impl<S: ?Sized + WriteStore> Repository<S> {
         )
         .map(drop)
     }
+}
+
+/// Checks the opened `offsitedb.repo`: its JSON, then its format.
+pub(crate) fn parse_config(plain: &[u8]) -> Result<RepoConfig> {
+    let config: RepoConfig = serde_json::from_slice(plain).map_err(|e| {
+        Error::integrity(format!(
+            "{REPO_OBJECT} is not a valid repository description: {e}"
+        ))
+    })?;
+    if config.format != REPO_FORMAT {
+        return Err(Error::config(format!(
+            "repository format {} is not supported by this version of offsitedb (it reads format {REPO_FORMAT})",
+            config.format
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    Ok(config)
+}
+
+/// Checks an opened manifest: its version first, then its JSON, then that it is the one asked for.
+pub(crate) fn parse_manifest(plain: &[u8], source: &str, id: &SnapshotId) -> Result<Manifest> {
+    let key = manifest_key(source, id);
+    let invalid = |e: serde_json::Error| {
+        Error::integrity(format!("manifest of {source}/{id} is not valid: {e}"))
+    };
+    // The version first: a newer manifest may use fields this version cannot read. (Read
+    // alone, not through a `serde_json::Value` of the whole manifest, which would cost
+    // several times its size in memory.)
+    let version = serde_json::from_slice::<Versions>(plain)
+        .map_err(invalid)?
+        .manifest_version;
+    if version != Some(MANIFEST_VERSION as u64) {
+        return Err(Error::config(format!(
+            "snapshot {source}/{id} has manifest version {}, and this offsitedb reads version {MANIFEST_VERSION}",
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    let m: Manifest = serde_json::from_slice(plain).map_err(invalid)?;
+    // A manifest copied under another name is not that snapshot.
+    if &m.snapshot_id != id || m.source.name != source {
+        return Err(Error::integrity(format!(
+            "manifest at {key} describes {}/{}, not {source}/{id}",
+            m.source.name, m.snapshot_id
+        )));
+    }
+    Ok(m)
+}
+
+/// Checks an opened drill record: its version, its JSON, and that it is the one asked for.
+pub(crate) fn parse_drill(
+    plain: &[u8],
+    source: &str,
+    id: &SnapshotId,
+    drill: &SnapshotId,
+) -> Result<DrillRecord> {
+    let key = drill_key(source, id, drill);
+    let invalid =
+        |e: serde_json::Error| Error::integrity(format!("drill record {key} is not valid: {e}"));
+    let version = serde_json::from_slice::<Versions>(plain)
+        .map_err(invalid)?
+        .drill_version;
+    if version != Some(DRILL_VERSION as u64) {
+        return Err(Error::config(format!(
+            "drill record {key} has version {}, and this offsitedb reads version {DRILL_VERSION}",
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        ))
+        .with_hint("upgrade offsitedb"));
+    }
+    let r: DrillRecord = serde_json::from_slice(plain).map_err(invalid)?;
+    if &r.snapshot_id != id || r.source != source || &r.drill_id != drill {
+        return Err(Error::integrity(format!(
+            "drill record at {key} describes another drill ({}/{}/{})",
+            r.source, r.snapshot_id, r.drill_id
+        )));
+    }
+    Ok(r)
 }
 
 /// The version fields of manifests and drill records, read before the rest.

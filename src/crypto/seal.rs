@@ -198,9 +198,11 @@ pub struct UnsealReader<R: Read> {
     cipher: Aes256Gcm,
     header: [u8; HEADER_LEN],
     chunk_size: usize,
-    /// Decrypted plaintext of the current chunk, and how much of it was handed out.
+    /// The current chunk, read and then decrypted in place: `plain[pos..end]` is its plaintext
+    /// not yet handed out. It grows with what is read, up to a chunk, and never shrinks.
     plain: Vec<u8>,
     pos: usize,
+    end: usize,
     /// One byte read past a full chunk to learn whether it was the last.
     carry: Option<u8>,
     index: u32,
@@ -231,8 +233,11 @@ impl<R: Read> UnsealReader<R> {
             parsed: h.clone(),
             header,
             chunk_size: h.chunk_size as usize,
-            plain: Vec::with_capacity(h.chunk_size as usize + TAG_LEN),
+            // Not the chunk size: the header is not authenticated until the first chunk is, and a
+            // 62-byte object must not cost the 16 MiB its header may claim.
+            plain: Vec::new(),
             pos: 0,
+            end: 0,
             carry: None,
             index: 0,
             done: false,
@@ -247,15 +252,30 @@ impl<R: Read> UnsealReader<R> {
 
     fn next_chunk(&mut self) -> Result<()> {
         let full = self.chunk_size + TAG_LEN;
-        self.plain.clear();
-        self.plain.resize(full, 0);
+        self.pos = 0;
+        self.end = 0;
         let mut filled = 0;
         if let Some(b) = self.carry.take() {
+            if self.plain.is_empty() {
+                self.plain.push(0);
+            }
             self.plain[0] = b;
             filled = 1;
         }
-        filled += read_full(&mut self.inner, &mut self.plain[filled..])
-            .map_err(|e| Error::from_io(e, "cannot read sealed object"))?;
+        // The buffer doubles as data arrives (from 64 KiB), so memory follows what the object
+        // holds; once grown to a chunk it is reused, never zeroed again.
+        while filled < full {
+            if filled == self.plain.len() {
+                let more = filled.max(64 << 10).min(full - filled);
+                self.plain.resize(filled + more, 0);
+            }
+            let want = self.plain.len();
+            filled += read_full(&mut self.inner, &mut self.plain[filled..want])
+                .map_err(|e| Error::from_io(e, "cannot read sealed object"))?;
+            if filled < want {
+                break;
+            }
+        }
         let last = if filled == full {
             let mut one = [0u8; 1];
             let more = read_full(&mut self.inner, &mut one)
@@ -292,8 +312,7 @@ impl<R: Read> UnsealReader<R> {
                 };
                 Error::integrity(format!("chunk {} failed authentication: {why}", self.index))
             })?;
-        self.plain.truncate(body);
-        self.pos = 0;
+        self.end = body;
         self.index += 1;
         self.done = last;
         Ok(())
@@ -303,8 +322,8 @@ impl<R: Read> UnsealReader<R> {
 impl<R: Read> Read for UnsealReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.pos < self.plain.len() {
-                let n = (self.plain.len() - self.pos).min(out.len());
+            if self.pos < self.end {
+                let n = (self.end - self.pos).min(out.len());
                 out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
                 self.pos += n;
                 return Ok(n);
@@ -318,8 +337,8 @@ impl<R: Read> Read for UnsealReader<R> {
             if let Err(e) = self.next_chunk() {
                 // Never hand out a partly decrypted buffer on a later call.
                 self.failed = true;
-                self.plain.clear();
                 self.pos = 0;
+                self.end = 0;
                 return Err(e.into_io());
             }
         }
@@ -463,6 +482,21 @@ mod tests {
                 "a second read must not return bytes"
             );
         }
+    }
+
+    #[test]
+    fn memory_follows_the_object_not_the_chunk_size_its_header_claims() {
+        let mut sealed = seal(b"a small manifest", MAX_CHUNK_SIZE);
+        let mut r = UnsealReader::new(&sealed[..], &key()).unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"a small manifest");
+        assert!(r.plain.capacity() <= 64 << 10, "{}", r.plain.capacity());
+        // Damaged, too: refused without reserving the chunk.
+        sealed[HEADER_LEN] ^= 1;
+        let mut r = UnsealReader::new(&sealed[..], &key()).unwrap();
+        assert!(r.read_to_end(&mut out).is_err());
+        assert!(r.plain.capacity() <= 64 << 10, "{}", r.plain.capacity());
     }
 
     #[test]

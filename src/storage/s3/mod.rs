@@ -429,15 +429,7 @@ impl Inner {
     }
 
     fn status_error(&self, status: u16, body: &[u8], req: &Req, what: &str) -> Error {
-        let parsed = xml::parse(body).ok();
-        let code = parsed
-            .as_ref()
-            .map(|r| r.text_of("Code").to_string())
-            .unwrap_or_default();
-        let message = parsed
-            .as_ref()
-            .map(|r| r.text_of("Message").to_string())
-            .unwrap_or_default();
+        let (code, message) = error_fields(body);
         let bucket = &self.loc.bucket;
         let at = format!("{}://{}", self.loc.scheme, self.loc.host);
         let detail = if code.is_empty() {
@@ -475,6 +467,65 @@ impl Inner {
             _ => Error::storage(format!("the storage service at {at} refused {what}: {detail}")),
         }
     }
+}
+
+/// The `Code` and `Message` of an error response (empty when the body is not XML).
+fn error_fields(body: &[u8]) -> (String, String) {
+    match xml::parse(body) {
+        Ok(r) => (
+            r.text_of("Code").to_string(),
+            r.text_of("Message").to_string(),
+        ),
+        Err(_) => (String::new(), String::new()),
+    }
+}
+
+/// What a GetObjectLockConfiguration response says.
+fn object_lock_of(root: &xml::Element) -> crate::storage::ObjectLock {
+    let rule = root.child("Rule").and_then(|r| r.child("DefaultRetention"));
+    let text = |name: &str| {
+        rule.map(|r| r.text_of(name).to_string())
+            .filter(|t| !t.is_empty())
+    };
+    crate::storage::ObjectLock {
+        enabled: root.text_of("ObjectLockEnabled") == "Enabled",
+        mode: text("Mode"),
+        retention: text("Days")
+            .map(|d| format!("{d} day{}", if d == "1" { "" } else { "s" }))
+            .or_else(|| {
+                text("Years").map(|y| format!("{y} year{}", if y == "1" { "" } else { "s" }))
+            }),
+    }
+}
+
+/// The fuzz target for the XML responses (`crate::fuzzing`): a body read as each kind of
+/// response the store reads, the way the store reads it.
+pub(crate) fn fuzz_response(body: &[u8]) {
+    let _ = error_fields(body);
+    let Ok(root) = xml::parse(body) else { return };
+    let _ = object_lock_of(&root);
+    // A ListObjectsV2 page, then a ListMultipartUploads page, each followed as a listing.
+    let mut pages = list::Pages::with_max("fuzz".into(), 3);
+    for c in root.children("Contents") {
+        let _ = (c.text_of("Key"), c.text_of("Size").parse::<u64>());
+    }
+    let _ = pages.next(
+        root.text_of("IsTruncated") == "true",
+        root.text_of("NextContinuationToken"),
+    );
+    for u in root.children("Upload") {
+        let _ = (
+            u.text_of("Key"),
+            u.text_of("UploadId"),
+            u.text_of("Initiated"),
+        );
+    }
+    let _ = pages.next(
+        root.text_of("IsTruncated") == "true",
+        root.text_of("NextKeyMarker"),
+    );
+    // InitiateMultipartUpload and CompleteMultipartUpload.
+    let _ = (root.text_of("UploadId"), root.name == "Error");
 }
 
 impl ReadStore for S3Store {
@@ -664,23 +715,7 @@ impl WriteStore for S3Store {
     fn object_lock(&self) -> Result<Option<crate::storage::ObjectLock>> {
         let req = Req::new(http::Method::GET, None).query("object-lock", "");
         match self.inner.call_xml(&req) {
-            Ok(root) => {
-                let rule = root.child("Rule").and_then(|r| r.child("DefaultRetention"));
-                let text = |name: &str| {
-                    rule.map(|r| r.text_of(name).to_string())
-                        .filter(|t| !t.is_empty())
-                };
-                Ok(Some(crate::storage::ObjectLock {
-                    enabled: root.text_of("ObjectLockEnabled") == "Enabled",
-                    mode: text("Mode"),
-                    retention: text("Days")
-                        .map(|d| format!("{d} day{}", if d == "1" { "" } else { "s" }))
-                        .or_else(|| {
-                            text("Years")
-                                .map(|y| format!("{y} year{}", if y == "1" { "" } else { "s" }))
-                        }),
-                }))
-            }
+            Ok(root) => Ok(Some(object_lock_of(&root))),
             // No configuration: the bucket has no Object Lock.
             Err(e)
                 if e.message().contains("ObjectLockConfigurationNotFound")

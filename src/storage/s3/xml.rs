@@ -1,6 +1,8 @@
 /*!
 A minimal element tree for the few S3 XML responses we read (listings, multipart, errors).
 Namespaces are ignored (local names only); entity and character references are resolved.
+Nesting is capped at [`MAX_DEPTH`]: the responses are a few levels deep, and a tree millions deep
+(a 64 MiB body of `<a>`) would overflow the stack when it is dropped.
 */
 
 use quick_xml::Reader;
@@ -8,6 +10,9 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 
 use crate::error::{Error, Result};
+
+/// The deepest nesting read; S3's responses are at most four levels deep.
+pub const MAX_DEPTH: usize = 32;
 
 #[derive(Debug, Default)]
 pub struct Element {
@@ -44,10 +49,16 @@ pub fn parse(xml: &[u8]) -> Result<Element> {
             .read_event_into(&mut buf)
             .map_err(|e| bad(e.to_string()))?;
         match ev {
-            Event::Start(s) => stack.push(Element {
-                name: String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
-                ..Default::default()
-            }),
+            Event::Start(s) => {
+                // The stack holds the document's root too.
+                if stack.len() > MAX_DEPTH {
+                    return Err(bad(format!("elements nested deeper than {MAX_DEPTH}")));
+                }
+                stack.push(Element {
+                    name: String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
+                    ..Default::default()
+                })
+            }
             Event::Empty(s) => {
                 let el = Element {
                     name: String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
@@ -125,6 +136,16 @@ mod tests {
         assert_eq!(keys, ["a&b/cA", "d"]);
         assert_eq!(root.text_of("IsTruncated"), "true");
         assert_eq!(root.text_of("NextContinuationToken"), "tok/==");
+    }
+
+    #[test]
+    fn refuses_deep_nesting_instead_of_overflowing_the_stack() {
+        let depth = 1_000_000;
+        let doc = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        let e = parse(doc.as_bytes()).unwrap_err();
+        assert!(e.message().contains("nested deeper than 32"), "{e:?}");
+        let ok = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert!(parse(ok.as_bytes()).is_ok());
     }
 
     #[test]

@@ -120,6 +120,20 @@ fn read_tar(
     Ok(())
 }
 
+/// The fuzz target for pg_basebackup's stream (`crate::fuzzing`): read as a tar as the backup
+/// reads it (keeping `backup_manifest`, zstd-compressed), then its facts gathered and checked.
+pub(crate) fn fuzz_tar(data: &[u8]) {
+    let mut facts = TarFacts::default();
+    if let Err(e) = read_tar(&mut &data[..], &mut facts, Some(super::DEFAULT_COMPRESSION)) {
+        facts.error = Some(e.to_string());
+    }
+    let expect = Expect {
+        segment_size: 16 << 20,
+        system_identifier: None,
+    };
+    let _ = Facts::gather(&facts, &[], &expect);
+}
+
 /// A buffer that refuses to grow past [`MANIFEST_COPY_MAX`].
 struct Capped(Vec<u8>);
 

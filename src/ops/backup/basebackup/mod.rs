@@ -50,6 +50,7 @@ use crate::storage::WriteStore;
 use facts::{Expect, Facts, spawn_tar_reader};
 
 mod facts;
+pub(crate) use facts::fuzz_tar;
 pub mod incremental;
 
 /// Base backups are compressed with zstd unless the source says otherwise.
