@@ -536,31 +536,16 @@ fn source<S: ReadStore + ?Sized>(
                 to_read.push(Work::Base(Box::new(m)));
                 (k, s)
             }),
-            Kind::Drill => {
+            Kind::Drill | Kind::BaseDrill => {
                 let d = key
                     .rsplit('/')
                     .next()
                     .and_then(|s| SnapshotId::parse(s).ok());
-                if let Some(d) = d
-                    && let Err(e) = repo.drill(name, &id, &d)
-                {
-                    find(
-                        &mut r,
-                        misplaced_or_damaged(&e),
-                        key,
-                        e.message().to_string(),
-                    );
-                }
-                continue;
-            }
-            Kind::BaseDrill => {
-                let d = key
-                    .rsplit('/')
-                    .next()
-                    .and_then(|s| SnapshotId::parse(s).ok());
-                if let Some(d) = d
-                    && let Err(e) = repo.base_drill(name, &id, &d)
-                {
+                let opened = d.map(|d| match kind {
+                    Kind::Drill => repo.drill(name, &id, &d).map(drop),
+                    _ => repo.base_drill(name, &id, &d).map(drop),
+                });
+                if let Some(Err(e)) = opened {
                     find(
                         &mut r,
                         misplaced_or_damaged(&e),

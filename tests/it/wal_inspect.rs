@@ -883,3 +883,29 @@ fn on_s3_the_header_check_does_not_download_the_whole_segment() {
         &format!("{BIG} damaged"),
     );
 }
+
+/// `verify` covers the WAL: a segment deleted from the middle of the range the base backups need
+/// is named, with the integrity exit code.
+#[test]
+fn verify_names_a_deleted_wal_segment() {
+    let a = Archive::standard();
+    let before = a.cli().run(&["verify", "--source", SOURCE, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&before.stdout).unwrap();
+    assert_eq!(v["errors"], 0, "{v:#}");
+    assert!(
+        v["sources"][0]["wal_files_checked"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    a.remove(&seg(1, 7));
+    let r = a.cli().run(&["verify", "--source", SOURCE, "--json"]);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let wal: Vec<&str> = v["sources"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "wal")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert!(wal.iter().any(|m| m.contains(&seg(1, 7))), "{v:#}");
+}
