@@ -241,8 +241,17 @@ impl<S: ?Sized + WriteStore> Repository<S> {
         for _ in 0..APPEND_TRIES {
             let listing = listed(self.store(), source)?;
             let found = self.readable_head(source, &listing)?;
-            let remembered = match self.memory() {
-                Some(m) => m.recall(&self.id(), source)?,
+            // The memory is a check, not a condition: a state file that cannot be read or
+            // written (another user's, read-only) never stops a backup.
+            let remembered = match self.memory().map(|m| m.recall(&self.id(), source)) {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    tracing::warn!(
+                        "cannot read the log heads this machine saw: {}",
+                        e.message()
+                    );
+                    None
+                }
                 None => None,
             };
             if let Some(r) = remembered
@@ -281,8 +290,8 @@ impl<S: ?Sized + WriteStore> Repository<S> {
                 seq += 1;
             }
             if let Some(h) = self.write_entry(source, seq, prev, event.clone())? {
-                if let Some(memory) = self.memory() {
-                    memory.remember(&self.id(), source, &h)?;
+                if let Some(Err(e)) = self.memory().map(|m| m.remember(&self.id(), source, &h)) {
+                    tracing::warn!("cannot remember the log head of {source}: {}", e.message());
                 }
                 return Ok(h);
             }

@@ -178,7 +178,7 @@ pub fn rolled_back<S: ReadStore + ?Sized>(
     let Some(memory) = repo.memory() else {
         return Ok(None);
     };
-    let Some(seen) = memory.recall(&repo.id(), source)? else {
+    let Some(seen) = memory.recall(&repo.id(), source).ok().flatten() else {
         return Ok(None);
     };
     let now = log::listed(repo.store(), source)?
@@ -204,8 +204,8 @@ pub fn sources<S: ReadStore + ?Sized>(repo: &Repository<S>) -> Result<Vec<String
             }
         }
     }
-    if let Some(m) = repo.memory() {
-        out.extend(m.sources(&repo.id())?);
+    if let Some(Ok(remembered)) = repo.memory().map(|m| m.sources(&repo.id())) {
+        out.extend(remembered);
     }
     Ok(out.into_iter().collect())
 }
@@ -623,7 +623,13 @@ fn source<S: ReadStore + ?Sized>(
     // Rollback: against the newest head this machine has seen.
     if let Some(memory) = repo.memory() {
         let rid = repo.id();
-        r.remembered = memory.recall(&rid, name)?;
+        r.remembered = memory.recall(&rid, name).unwrap_or_else(|e| {
+            note(format!(
+                "cannot read the log heads this machine saw: {}",
+                e.message()
+            ));
+            None
+        });
         if let Some(seen) = r.remembered.clone() {
             let now = r.head.as_ref().map_or(0, |h| h.seq);
             if now < seen.seq {
@@ -652,8 +658,11 @@ fn source<S: ReadStore + ?Sized>(
         if let Some(h) = &r.head {
             if opts.accept {
                 memory.accept(&rid, name, h)?;
-            } else if !rolled {
-                memory.remember(&rid, name, h)?;
+            } else if !rolled && let Err(e) = memory.remember(&rid, name, h) {
+                note(format!(
+                    "cannot remember the log head of {name}: {}",
+                    e.message()
+                ));
             }
         }
     }
