@@ -267,6 +267,9 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             let ["base", src, id, leaf] = parts.as_slice() else {
                 continue;
             };
+            if check_source_name(src).is_err() {
+                continue;
+            }
             let Ok(id) = SnapshotId::parse(id) else {
                 continue;
             };

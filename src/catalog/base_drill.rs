@@ -205,6 +205,7 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         }
         for v in out.values_mut() {
             v.sort();
+            v.dedup();
         }
         Ok(out)
     }

@@ -215,6 +215,14 @@ impl<S: ?Sized + ReadStore> Repository<S> {
         let mut drills: BTreeMap<(String, SnapshotId), Vec<SnapshotId>> = BTreeMap::new();
         for obj in self.store.list(&prefix)? {
             let parts: Vec<&str> = obj.key.split('/').collect();
+            // A folder that is no source name (`snapshots/./…`, planted or from a buggy
+            // store) is not a snapshot of ours: left out, so it cannot fail the listing.
+            if parts
+                .get(1)
+                .is_none_or(|src| check_source_name(src).is_err())
+            {
+                continue;
+            }
             if let ["snapshots", src, id, "drills", drill] = parts.as_slice() {
                 if let (Ok(id), Ok(drill)) = (SnapshotId::parse(id), SnapshotId::parse(drill)) {
                     drills.entry((src.to_string(), id)).or_default().push(drill);
@@ -243,7 +251,9 @@ impl<S: ?Sized + ReadStore> Repository<S> {
             .map(|(source, id)| {
                 let k = (source, id);
                 let mut d = drills.remove(&k).unwrap_or_default();
+                // A listing that repeats a key must not count a drill twice.
                 d.sort();
+                d.dedup();
                 Entry {
                     data_size: data.get(&k).copied(),
                     drills: d,

@@ -39,7 +39,14 @@ pub fn list<S: ReadStore + ?Sized>(
                 }
                 out.push(s)
             }
-            Err(err) if matches!(err.kind(), ErrorKind::Integrity | ErrorKind::Config) => {
+            // Another key id in its header (forgeable without the key), or gone since the
+            // listing, is one unreadable snapshot too: one planted object hides no other.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::Integrity | ErrorKind::Config | ErrorKind::Key | ErrorKind::NotFound
+                ) =>
+            {
                 note(format!(
                     "snapshot {}/{} is unreadable: {}",
                     e.source,

@@ -281,7 +281,12 @@ fn plan_and_run<S: WriteStore + ?Sized>(
     let prefix = format!("snapshots/{source}/");
     let mut objects: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for o in store.list(&prefix)? {
-        if let Some(id) = o.key[prefix.len()..].split('/').next() {
+        // A store may list keys outside the prefix asked for: not ours to slice or delete.
+        if let Some(id) = o
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|r| r.split('/').next())
+        {
             objects
                 .entry(id.to_string())
                 .or_default()
@@ -446,7 +451,11 @@ fn prune_pitr<S: WriteStore + ?Sized>(
     let prefix = base_prefix(source);
     let mut objects: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
     for o in store.list(&prefix)? {
-        if let Some(id) = o.key[prefix.len()..].split('/').next() {
+        if let Some(id) = o
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|r| r.split('/').next())
+        {
             objects.entry(id.to_string()).or_default().push(o.clone());
         }
     }

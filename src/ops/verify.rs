@@ -197,7 +197,7 @@ pub fn sources<S: ReadStore + ?Sized>(repo: &Repository<S>) -> Result<Vec<String
     let mut out = BTreeSet::new();
     for top in ["snapshots/", "base/", "log/", "wal/"] {
         for o in repo.store().list(top)? {
-            if let Some(s) = o.key[top.len()..].split('/').next()
+            if let Some(s) = o.key.strip_prefix(top).and_then(|r| r.split('/').next())
                 && crate::catalog::check_source_name(s).is_ok()
             {
                 out.insert(s.to_string());

@@ -181,3 +181,46 @@ fn a_bucket_with_a_huge_manifest() {
     list_skips(&cli, &good, bad, "300.0 MiB, over the 256.0 MiB limit");
     fails_small(&cli, &["show", bad], 7, "over the 256.0 MiB limit");
 }
+
+/// Objects planted in a folder repository (no key needed for any of them) cannot make `list`
+/// fail as a whole: a manifest sealed under another key id is one unreadable snapshot, and a
+/// folder under `snapshots/` that is no source name is not a source.
+#[test]
+fn planted_objects_do_not_hide_the_other_snapshots() {
+    use offsitedb::catalog::SnapshotId;
+    use offsitedb::crypto::{MasterKey, seal_bytes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = crate::planted::Planted::new(dir.path());
+    let now = jiff::Timestamp::now();
+    let good = p.empty_folder("docs", now - jiff::SignedDuration::from_hours(2));
+    let cli = Cli::new();
+
+    // Sealed with another key: its header names another key id.
+    let forged = SnapshotId::new(now - jiff::SignedDuration::from_hours(3)).unwrap();
+    let other = MasterKey::from_bytes([7; 32]);
+    let bytes = seal_bytes(&other, b"{}").unwrap();
+    let path = p.path.join(format!("snapshots/docs/{forged}/manifest"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    // A folder that is no source name.
+    let odd = p.path.join(format!("snapshots/-odd/{forged}/manifest"));
+    std::fs::create_dir_all(odd.parent().unwrap()).unwrap();
+    std::fs::write(&odd, b"garbage").unwrap();
+
+    let r = p.run(&cli, &["list", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(good.as_str()), "{}", r.stdout);
+    assert!(!r.stdout.contains("-odd"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains(&format!("snapshot docs/{forged} is unreadable")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    // Nor is "-odd" a second source that makes "latest" ambiguous.
+    let r = p.run(&cli, &["show", "latest"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(good.as_str()), "{}", r.stdout);
+}
