@@ -194,18 +194,6 @@ pub fn listed<S: ReadStore + ?Sized>(store: &S, source: &str) -> Result<Vec<(u64
     Ok(out)
 }
 
-/// The head as the listing shows it (number, and the digest of its stored bytes).
-pub fn head<S: ReadStore + ?Sized>(store: &S, source: &str) -> Result<Option<Head>> {
-    let Some((seq, key, _)) = listed(store, source)?.pop() else {
-        return Ok(None);
-    };
-    let bytes = store.get_small(&key, LOG_ENTRY_MAX)?;
-    Ok(Some(Head {
-        seq,
-        sha256: digest(&bytes),
-    }))
-}
-
 /// Opens one stored entry and checks that it is what its name says.
 pub fn open_entry<S: ReadStore + ?Sized>(
     repo: &Repository<S>,

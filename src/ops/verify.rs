@@ -478,7 +478,7 @@ fn source<S: ReadStore + ?Sized>(
 
     // Manifests: where they claim to be, same as vouched, naming data that exists.
     let mut to_read: Vec<Work> = Vec::new();
-    for (key, size) in &listed {
+    for key in listed.keys() {
         let Some(kind) = vouched_kind(name, key) else {
             continue;
         };
@@ -491,7 +491,7 @@ fn source<S: ReadStore + ?Sized>(
         if !check_digest {
             continue;
         }
-        let stored = match store.get_small(key, crate::catalog::repo::MANIFEST_MAX.max(*size)) {
+        let stored = match store.get_small(key, crate::catalog::repo::MANIFEST_MAX) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => {
@@ -525,37 +525,36 @@ fn source<S: ReadStore + ?Sized>(
             .nth(2)
             .and_then(|s| SnapshotId::parse(s).ok());
         let Some(id) = id else { continue };
-        let data = match kind {
-            Kind::Snapshot => repo.manifest(name, &id).map(|m| {
-                let (k, s) = (m.data.key.clone(), m.sizes.stored_bytes);
-                to_read.push(Work::Snapshot(Box::new(m)));
-                (k, s)
-            }),
-            Kind::Base => repo.base_manifest(name, &id).map(|m| {
-                let (k, s) = (m.data.key.clone(), m.sizes.stored_bytes);
-                to_read.push(Work::Base(Box::new(m)));
-                (k, s)
-            }),
-            Kind::Drill | Kind::BaseDrill => {
-                let d = key
-                    .rsplit('/')
-                    .next()
-                    .and_then(|s| SnapshotId::parse(s).ok());
-                let opened = d.map(|d| match kind {
-                    Kind::Drill => repo.drill(name, &id, &d).map(drop),
-                    _ => repo.base_drill(name, &id, &d).map(drop),
-                });
-                if let Some(Err(e)) = opened {
-                    find(
-                        &mut r,
-                        misplaced_or_damaged(&e),
-                        key,
-                        e.message().to_string(),
-                    );
+        // Opened from the bytes just hashed: each object is read once.
+        let plain =
+            crate::crypto::seal::unseal_bytes(repo.key(), &stored).map_err(|e| e.context(key));
+        let d = key
+            .rsplit('/')
+            .next()
+            .and_then(|s| SnapshotId::parse(s).ok());
+        let data =
+            match (kind, plain, d) {
+                (_, Err(e), _) => Err(e),
+                (Kind::Snapshot, Ok(p), _) => crate::catalog::repo::parse_manifest(&p, name, &id)
+                    .map(|m| {
+                        let (k, s) = (m.data.key.clone(), m.sizes.stored_bytes);
+                        to_read.push(Work::Snapshot(Box::new(m)));
+                        Some((k, s))
+                    }),
+                (Kind::Base, Ok(p), _) => crate::catalog::base::parse_base_manifest(&p, name, &id)
+                    .map(|m| {
+                        let (k, s) = (m.data.key.clone(), m.sizes.stored_bytes);
+                        to_read.push(Work::Base(Box::new(m)));
+                        Some((k, s))
+                    }),
+                (Kind::Drill, Ok(p), Some(d)) => {
+                    crate::catalog::repo::parse_drill(&p, name, &id, &d).map(|_| None)
                 }
-                continue;
-            }
-        };
+                (Kind::BaseDrill, Ok(p), Some(d)) => {
+                    crate::catalog::base_drill::parse_base_drill(&p, name, &id, &d).map(|_| None)
+                }
+                (_, Ok(_), None) => Ok(None),
+            };
         match data {
             Err(e) => find(
                 &mut r,
@@ -563,7 +562,8 @@ fn source<S: ReadStore + ?Sized>(
                 key,
                 e.message().to_string(),
             ),
-            Ok((data_key, want)) => match listed.get(&data_key) {
+            Ok(None) => {}
+            Ok(Some((data_key, want))) => match listed.get(&data_key) {
                 None => find(
                     &mut r,
                     FindingKind::MissingData,
