@@ -327,9 +327,15 @@ pub fn keep_needed(plan: &mut Plan, needs: &BTreeMap<String, Vec<String>>) {
             }
         }
     }
+    // Named in the chain's order (oldest first); ids of one second do not sort by time.
+    let time: BTreeMap<String, Timestamp> = plan
+        .decisions
+        .iter()
+        .map(|d| (d.id.clone(), d.time))
+        .collect();
     for d in &mut plan.decisions {
         if let Some(by) = needed_by.get_mut(&d.id) {
-            by.sort();
+            by.sort_by(|a, b| (time.get(a), a).cmp(&(time.get(b), b)));
             d.reasons.push(format!(
                 "needed by incremental {} (a chain is kept whole, down to its full backup)",
                 by.join(", ")
@@ -815,6 +821,27 @@ mod tests {
             ["needed by incremental inc1a, inc1b (a chain is kept whole, down to its full backup)"]
         );
         assert_eq!(why(&p, "inc1a").len(), 1, "{:?}", why(&p, "inc1a"));
+        // Ids of one second do not sort by time: the chain is named oldest first.
+        let second = vec![
+            c("s-zz", "2026-11-01T03:00:00.1Z", Status::NotDrilled),
+            c("s-mm", "2026-11-01T03:00:00.5Z", Status::NotDrilled),
+            c("s-aa", "2026-11-01T03:00:00.9Z", Status::NotDrilled),
+        ];
+        let chain: BTreeMap<String, Vec<String>> = [
+            ("s-mm".to_string(), vec!["s-zz".to_string()]),
+            (
+                "s-aa".to_string(),
+                vec!["s-zz".to_string(), "s-mm".to_string()],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let mut p = plan(&second, &keep(|k| k.last = 1), &TimeZone::UTC, None);
+        keep_needed(&mut p, &chain);
+        assert_eq!(
+            why(&p, "s-zz"),
+            ["needed by incremental s-mm, s-aa (a chain is kept whole, down to its full backup)"]
+        );
         // Nothing is needed: the plan is unchanged.
         let mut p = plan(&snaps, &Keep::NONE, &TimeZone::UTC, None);
         keep_needed(&mut p, &BTreeMap::new());
