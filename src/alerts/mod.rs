@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::{AlertsSection, Secret};
 use crate::error::{Error, Result};
-use crate::state::{AlertState, State};
+use crate::state::State;
 
 /// Conditions that alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -174,21 +174,11 @@ pub fn transition(
     firing: bool,
     message: &str,
 ) -> Result<Option<Alert>> {
-    let now = Timestamp::now();
-    let was = state.alert(source, event.key())?;
-    let was_firing = was.as_ref().is_some_and(|a| a.firing);
-    if firing == was_firing {
+    // One atomic switch in the state: of several workers seeing the same change, one sends.
+    let Some(was) = state.switch_alert(source, event.key(), firing, message, Timestamp::now())?
+    else {
         return Ok(None);
-    }
-    state.set_alert(
-        source,
-        event.key(),
-        &AlertState {
-            firing,
-            since: now,
-            message: Some(message.to_string()),
-        },
-    )?;
+    };
     let message = if firing {
         message.to_string()
     } else {

@@ -65,6 +65,7 @@ pub struct ConfigFile {
     pub alerts: Option<AlertsSection>,
     pub server: Option<ServerSection>,
     pub state: Option<StateSection>,
+    pub worker: Option<WorkerSection>,
 }
 
 /// Where alerts go. URLs can hold tokens (Slack, healthchecks.io), so they are secrets.
@@ -107,6 +108,26 @@ pub struct ServerSection {
 pub struct StateSection {
     /// The state file (run history, alert state); default `state.db` in the state directory.
     pub path: Option<PathBuf>,
+    /// A PostgreSQL database shared by several `serve` workers (a fleet), instead of the file.
+    /// `OFFSITEDB_STATE_URL` comes first. It may hold a password, so it is a secret.
+    pub url: Option<Secret>,
+}
+
+/// This `serve` process as a worker of a fleet (`[state] url`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    /// Its name in the shared state (default: the host name and the process id).
+    /// `OFFSITEDB_WORKER_NAME` comes first.
+    pub name: Option<String>,
+    /// What it offers, e.g. `["drill", "region=eu"]`: a source's `requires` picks workers.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// How long a job stays this worker's without a renewal (default "30s"): a worker that
+    /// dies loses its jobs to another after this.
+    pub lease: Option<String>,
+    /// Jobs it runs at once (default 8).
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +186,10 @@ pub struct SourceSection {
     pub rto: Option<String>,
     /// Drill each new snapshot as part of the job (default true).
     pub drill: Option<bool>,
+    /// Labels a `serve` worker must have to run this source's jobs (`[worker] labels`), e.g.
+    /// `["drill"]` for the machines with disk and cores for its drills.
+    #[serde(default)]
+    pub requires: Vec<String>,
     /// This source's own heartbeat URLs (pinged besides `[alerts] heartbeat`).
     #[serde(default)]
     pub heartbeat: Vec<Secret>,
@@ -532,8 +557,8 @@ impl Settings {
     /// The state file as the repository's memory of log heads (the rollback check); `None`
     /// when there is no place for it.
     pub fn head_memory(&self) -> Option<crate::catalog::log::Memory> {
-        let path = self.state_path().ok()?;
-        Some(std::sync::Arc::new(crate::state::StateMemory(path)))
+        let at = self.state_at().ok()?;
+        Some(std::sync::Arc::new(crate::state::StateMemory(at)))
     }
 
     /// Opens the repository for writing, remembering the log heads it shows in the state file.
@@ -559,6 +584,62 @@ impl Settings {
                 .map(Some)
                 .map_err(|e| e.context("[repository] verify_schedule")),
         }
+    }
+
+    /// Where the state is: `OFFSITEDB_STATE_URL`, else `[state] url` (a PostgreSQL database
+    /// shared by a fleet), else the file of [`Settings::state_path`].
+    pub fn state_at(&self) -> Result<crate::state::StateAt> {
+        let url = std::env::var(STATE_URL_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Secret::new)
+            .or_else(|| self.file.state.as_ref().and_then(|s| s.url.clone()))
+            .filter(|u| !u.expose().is_empty());
+        match url {
+            Some(u) => {
+                crate::postgres::conninfo::ConnInfo::parse(u.expose())
+                    .map_err(|e| e.context("[state] url"))?;
+                Ok(crate::state::StateAt::Postgres(u))
+            }
+            None => Ok(crate::state::StateAt::File(self.state_path()?)),
+        }
+    }
+
+    /// This process as a fleet worker: `[worker]`, with `OFFSITEDB_WORKER_NAME` first.
+    pub fn worker(&self) -> Result<WorkerSettings> {
+        let w = self.file.worker.as_ref();
+        let name = std::env::var(WORKER_NAME_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| w.and_then(|w| w.name.clone()))
+            .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(Error::config(format!(
+                "[worker] name {name:?} is not a usable name"
+            )));
+        }
+        let lease = match w.and_then(|w| w.lease.as_deref()) {
+            Some(t) => crate::schedule::parse_duration(t)
+                .map_err(|e| Error::config(format!("[worker] lease: {e}")))?,
+            None => std::time::Duration::from_secs(30),
+        };
+        if lease < std::time::Duration::from_secs(3) {
+            return Err(Error::config(format!(
+                "[worker] lease {} is too short",
+                crate::units::duration(lease)
+            ))
+            .with_hint("use 3s or more (renewed every third of it); the default is 30s"));
+        }
+        let jobs = w.and_then(|w| w.jobs).unwrap_or(8);
+        if jobs == 0 {
+            return Err(Error::config("[worker] jobs must be 1 or more"));
+        }
+        Ok(WorkerSettings {
+            name,
+            labels: w.map(|w| w.labels.clone()).unwrap_or_default(),
+            lease,
+            jobs,
+        })
     }
 
     pub fn state_path(&self) -> Result<PathBuf> {
@@ -634,6 +715,13 @@ fn secrets_in(c: &ConfigFile) -> Vec<String> {
             out.push(format!("source {:?}'s heartbeat URL", src.name));
         }
     }
+    if c.state
+        .as_ref()
+        .and_then(|s| s.url.as_ref())
+        .is_some_and(|u| url_password(u.expose()))
+    {
+        out.push("the password in state.url".to_string());
+    }
     if let Some(a) = &c.alerts {
         for (what, list) in [
             ("alerts.webhook", &a.webhook),
@@ -673,6 +761,35 @@ fn writable(dir: &Path) -> bool {
 
 /// The environment variable of the dashboard's token.
 pub const SERVER_TOKEN_ENV: &str = "OFFSITEDB_SERVER_TOKEN";
+/// The shared state database's URL (fleets), before `[state] url`.
+pub const STATE_URL_ENV: &str = "OFFSITEDB_STATE_URL";
+/// This worker's name, before `[worker] name`.
+pub const WORKER_NAME_ENV: &str = "OFFSITEDB_WORKER_NAME";
+
+/// `serve` as a worker: its name, labels, lease and how many jobs it runs at once.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub name: String,
+    pub labels: Vec<String>,
+    pub lease: std::time::Duration,
+    pub jobs: usize,
+}
+
+impl WorkerSettings {
+    /// Whether this worker has every label in `requires`.
+    pub fn offers(&self, requires: &[String]) -> bool {
+        requires.iter().all(|r| self.labels.contains(r))
+    }
+}
+
+/// This machine's name (`/proc/sys/kernel/hostname`), else "localhost".
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
 
 /// The state file's name in the state folder.
 pub const STATE_FILE: &str = "state.db";

@@ -119,6 +119,8 @@ pub struct Policy {
     pub stale_after: Option<std::time::Duration>,
     pub jitter: std::time::Duration,
     pub drill: bool,
+    /// Worker labels this source's jobs need (fleets).
+    pub requires: Vec<String>,
     pub heartbeat: Vec<Secret>,
     /// How WAL is archived (point-in-time recovery).
     pub wal: super::WalMode,
@@ -215,6 +217,7 @@ impl Default for Policy {
             stale_after: None,
             jitter: std::time::Duration::ZERO,
             drill: true,
+            requires: Vec::new(),
             heartbeat: Vec::new(),
             wal: super::WalMode::Off,
             base_schedule: None,
@@ -261,6 +264,7 @@ impl Policy {
                 .map_err(ctx)?
                 .unwrap_or_default(),
             drill: s.drill.unwrap_or(true),
+            requires: s.requires.clone(),
             heartbeat: s.heartbeat.clone(),
             wal: s.wal.unwrap_or_default(),
             base_schedule: s

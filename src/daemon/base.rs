@@ -3,13 +3,12 @@ Base backups on a source's `base_schedule`: the daemon's second kind of job, bes
 (`schedule`). A base backup runs under the source's lock like every job (so it never overlaps the
 source's backup, drill or prune on this machine), is recorded in the history as `base_backup`, and
 alerts once per change (`base_backup_failed`, resolved by the next success). A run missed while
-the daemon was down runs once at start, as backup jobs do. Retention of base backups and WAL is
+no worker ran runs once at start, as backup jobs do. In a fleet it is a leased job (`base:NAME`)
+like the backup job. Retention of base backups and WAL is
 the backup job's `prune` (the same `keep` rules); a source with no backup job is pruned after
 each good base backup.
 */
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -20,118 +19,68 @@ use super::metrics;
 use crate::alerts::{Dispatcher, Event};
 use crate::config::{Settings, SourceSpec};
 use crate::error::{ErrorKind, Result};
-use crate::state::{Job, RunResult, State};
+use crate::state::{Job, Planned, RunResult, RunTag, State, StateAt};
 
-/// One source's base backup schedule.
-pub(super) struct BaseSlot {
-    spec: SourceSpec,
-    next: Timestamp,
-    running: Option<JoinHandle<()>>,
-}
-
-/// The slots of the sources that have a `base_schedule`.
-pub(super) fn slots(
-    specs: &[SourceSpec],
+/// The job row of a source's base backups: due now when one was missed while no worker ran
+/// (first start), else at the schedule's next time.
+pub(super) fn plan(
+    spec: &SourceSpec,
     state: &State,
     metrics: &metrics::Shared,
     started: Timestamp,
-) -> Result<BTreeMap<String, BaseSlot>> {
-    let mut out = BTreeMap::new();
-    for spec in specs {
-        let Some(schedule) = &spec.policy.base_schedule else {
-            continue;
-        };
-        let last = state.last_attempt(&spec.name, Job::BaseBackup)?;
-        let missed = last
-            .as_ref()
-            .is_some_and(|r| schedule.next_after(r.started) <= started);
-        let next = if missed {
-            info!(source = %spec.name, "a scheduled base backup was missed while offsitedb was down: taking it now");
-            started
-        } else {
-            super::jittered(schedule.next_after(started), spec.policy.jitter)
-        };
-        {
-            let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
-            let s = m.sources.entry(spec.name.clone()).or_default();
-            s.base_next_run = Some(next);
-            s.base_last_success = state
-                .last(&spec.name, Job::BaseBackup, Some(RunResult::Ok))?
-                .and_then(|r| r.finished);
-        }
-        info!(source = %spec.name, base_schedule = %schedule, next = %next, "base backups scheduled");
-        out.insert(
-            spec.name.clone(),
-            BaseSlot {
-                spec: spec.clone(),
-                next,
-                running: None,
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// Starts the base backups that are due.
-pub(super) fn tick(
-    slots: &mut BTreeMap<String, BaseSlot>,
-    settings: &Arc<Settings>,
-    state_path: &Path,
-    dispatcher: &Arc<Dispatcher>,
-    metrics: &metrics::Shared,
-    now: Timestamp,
-) {
-    for slot in slots.values_mut() {
-        if slot.running.as_ref().is_some_and(|h| h.is_finished())
-            && let Some(Err(_)) = slot.running.take().map(|h| h.join())
-        {
-            error!(source = %slot.spec.name, "the base backup crashed (a bug: please report it)");
-        }
-        if now < slot.next {
-            continue;
-        }
-        if slot.running.is_some() {
-            warn!(source = %slot.spec.name, "the previous base backup is still running: this one is skipped");
-        } else {
-            slot.running = Some(spawn(settings, &slot.spec, state_path, dispatcher, metrics));
-        }
-        let schedule = slot.spec.policy.base_schedule.as_ref().expect("slotted");
-        slot.next = super::jittered(schedule.next_after(now), slot.spec.policy.jitter);
+) -> Result<Option<Planned>> {
+    let Some(schedule) = &spec.policy.base_schedule else {
+        return Ok(None);
+    };
+    let last = state.last_attempt(&spec.name, Job::BaseBackup)?;
+    let missed = last
+        .as_ref()
+        .is_some_and(|r| schedule.next_after(r.started) <= started);
+    let due = if missed {
+        started
+    } else {
+        super::jittered(schedule.next_after(started), spec.policy.jitter)
+    };
+    {
         let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
-        m.sources
-            .entry(slot.spec.name.clone())
-            .or_default()
-            .base_next_run = Some(slot.next);
+        let s = m.sources.entry(spec.name.clone()).or_default();
+        s.base_next_run = Some(due);
+        s.base_last_success = state
+            .last(&spec.name, Job::BaseBackup, Some(RunResult::Ok))?
+            .and_then(|r| r.finished);
+    }
+    info!(source = %spec.name, base_schedule = %schedule, "base backups scheduled");
+    Ok(Some(Planned {
+        name: format!("base:{}", spec.name),
+        source: spec.name.clone(),
+        kind: "base".into(),
+        schedule: schedule.to_string(),
+        due,
+        requires: spec.policy.requires.clone(),
+    }))
+}
+
+/// When the next base backup is due after one that ran until `now`.
+pub(super) fn next_due(spec: &SourceSpec, now: Timestamp) -> Timestamp {
+    match &spec.policy.base_schedule {
+        Some(s) => super::jittered(s.next_after(now), spec.policy.jitter),
+        None => now,
     }
 }
 
-/// Waits (until `deadline`) for running base backups at shutdown.
-pub(super) fn finish(slots: &mut BTreeMap<String, BaseSlot>, deadline: std::time::Instant) {
-    for slot in slots.values_mut() {
-        if let Some(h) = slot.running.take() {
-            while !h.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            } else {
-                error!(source = %slot.spec.name, "the base backup did not stop in time");
-            }
-        }
-    }
-}
-
-fn spawn(
+/// Takes a base backup on a thread of its own (a leased job).
+pub(super) fn spawn(
     settings: &Arc<Settings>,
     spec: &SourceSpec,
-    state_path: &Path,
+    state_at: &StateAt,
+    tag: RunTag,
     dispatcher: &Arc<Dispatcher>,
     metrics: &metrics::Shared,
 ) -> JoinHandle<()> {
-    let (settings, spec, state_path, dispatcher, metrics) = (
+    let (settings, spec, state_at, dispatcher, metrics) = (
         settings.clone(),
         spec.clone(),
-        PathBuf::from(state_path),
+        state_at.clone(),
         dispatcher.clone(),
         metrics.clone(),
     );
@@ -140,13 +89,21 @@ fn spawn(
         .spawn(move || {
             let name = spec.name.clone();
             let mut note = |n: String| info!(source = %name, "{n}");
-            if let Err(e) =
-                base_backup_with_alerts(&settings, &spec, &state_path, &dispatcher, &metrics, &mut note)
-            {
+            let ran = state_at.open().and_then(|state| {
+                base_backup_with_alerts(
+                    &settings,
+                    &spec,
+                    &state.tagged(tag),
+                    &dispatcher,
+                    &metrics,
+                    &mut note,
+                )
+            });
+            if let Err(e) = ran {
                 if e.kind() == ErrorKind::Interrupted {
                     info!(source = %spec.name, "base backup stopped before it started (shutdown)");
                 } else {
-                    error!(source = %spec.name, error = %e.message(), "the base backup could not run or record its result (state file)");
+                    error!(source = %spec.name, error = %e.message(), "the base backup could not run or record its result (state)");
                 }
             }
         })
@@ -157,12 +114,11 @@ fn spawn(
 pub fn base_backup_with_alerts(
     settings: &Settings,
     spec: &SourceSpec,
-    state_path: &Path,
+    state: &State,
     dispatcher: &Dispatcher,
     metrics: &metrics::Shared,
     note: &mut dyn FnMut(String),
 ) -> Result<()> {
-    let state = State::open(state_path)?;
     let _lock = crate::lock::acquire(
         &settings.lock_dir(&mut |w| warn!(source = %spec.name, "{w}"))?,
         &settings.repository_identity()?,
@@ -183,7 +139,7 @@ pub fn base_backup_with_alerts(
             spec,
             compression,
             &opts,
-            Some(&state),
+            Some(state),
             note,
         )
     });
@@ -217,7 +173,7 @@ pub fn base_backup_with_alerts(
         mm.sources.entry(name.to_string()).or_default().jobs_failed += 1;
     }
     super::alert(
-        &state,
+        state,
         dispatcher,
         name,
         Event::BaseBackupFailed,
@@ -225,10 +181,10 @@ pub fn base_backup_with_alerts(
         &message,
     )?;
     if !firing && spec.policy.drill {
-        pitr_drill(settings, spec, &state, dispatcher, metrics, note)?;
+        pitr_drill(settings, spec, state, dispatcher, metrics, note)?;
     }
     if !firing && spec.policy.schedule.is_none() {
-        prune_after(settings, spec, &state, dispatcher, note)?;
+        prune_after(settings, spec, state, dispatcher, note)?;
     }
     Ok(())
 }

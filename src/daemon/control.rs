@@ -9,7 +9,6 @@ repository (the dashboard) know when to read it again.
 */
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,6 +35,14 @@ impl Action {
         match self {
             Action::Backup => "backup",
             Action::Drill => "drill",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "backup" => Some(Action::Backup),
+            "drill" => Some(Action::Drill),
+            _ => None,
         }
     }
 }
@@ -139,13 +146,12 @@ impl Control {
 pub(super) fn drill_newest(
     settings: &Settings,
     spec: &SourceSpec,
-    state_path: &Path,
+    state: &State,
     dispatcher: &Dispatcher,
     metrics: &metrics::Shared,
     note: &mut dyn FnMut(String),
 ) -> Result<()> {
     let name = spec.name.as_str();
-    let state = State::open(state_path)?;
     let _lock = crate::lock::acquire(
         &settings.lock_dir(&mut |w| warn!(source = name, "{w}"))?,
         &settings.repository_identity()?,
@@ -196,7 +202,7 @@ pub(super) fn drill_newest(
         }
     };
     super::alert(
-        &state,
+        state,
         dispatcher,
         name,
         Event::DrillFailed,
@@ -204,7 +210,7 @@ pub(super) fn drill_newest(
         &message,
     )?;
     if let (None, Some(secs)) = (&failure, restore) {
-        super::objectives::after_drill(spec, &state, dispatcher, secs)?;
+        super::objectives::after_drill(spec, state, dispatcher, secs)?;
     }
     let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
     let s = m.sources.entry(name.to_string()).or_default();

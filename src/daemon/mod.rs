@@ -19,6 +19,7 @@ silently stop, and answers `/metrics`, `/healthz`, the dashboard and its API ([`
 
 pub mod base;
 pub mod control;
+pub mod fleet;
 pub mod metrics;
 pub mod monthly;
 pub(crate) mod objectives;
@@ -26,7 +27,6 @@ pub mod stream;
 pub mod verify;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -39,7 +39,7 @@ use crate::catalog::Repository;
 use crate::config::{Settings, SourceSpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ops::job::{self, JobOptions, JobReport};
-use crate::state::{Job, RunResult, State};
+use crate::state::{Job, RunResult, RunTag, State, StateAt};
 
 /// How long running jobs get to stop after SIGTERM.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
@@ -52,13 +52,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub fn job_with_alerts(
     settings: &Settings,
     spec: &SourceSpec,
-    state_path: &std::path::Path,
+    state: &State,
     opts: &JobOptions,
     dispatcher: &Dispatcher,
     metrics: Option<&metrics::Shared>,
     note: &mut dyn FnMut(String),
 ) -> Result<JobReport> {
-    let state = State::open(state_path)?;
     // One run per source: a manual backup or prune of the same source finishes first. A busy
     // source with `Wait::No`, or a wait ended by a signal, is not a failed backup: nothing is
     // recorded or alerted. A lock that cannot be taken at all is a failed backup like any other.
@@ -75,15 +74,15 @@ pub fn job_with_alerts(
     let _lock = match locked {
         Ok(l) => l,
         Err(e) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::Interrupted) => return Err(e),
-        Err(e) => return finish_unstarted(settings, spec, &state, dispatcher, metrics, e),
+        Err(e) => return finish_unstarted(settings, spec, state, dispatcher, metrics, e),
     };
     dispatcher.ping(Ping::Start, &spec.policy.heartbeat);
     info!(source = %spec.name, target = %spec.target(), "job started");
     let report = match settings.open_repository(note) {
-        Ok(repo) => job::run(&repo, spec, &state, opts, note)?,
-        Err(e) => return finish_unstarted(settings, spec, &state, dispatcher, metrics, e),
+        Ok(repo) => job::run(&repo, spec, state, opts, note)?,
+        Err(e) => return finish_unstarted(settings, spec, state, dispatcher, metrics, e),
     };
-    alert_and_count(settings, spec, &state, dispatcher, metrics, report)
+    alert_and_count(settings, spec, state, dispatcher, metrics, report)
 }
 
 /// A job whose backup could not even start (no repository, no lock): recorded like a failed
@@ -289,13 +288,6 @@ fn refresh_repository_metrics(settings: &Settings, source: &str, m: &metrics::Sh
     }
 }
 
-struct Slot {
-    spec: SourceSpec,
-    next: Timestamp,
-    running: Option<JoinHandle<()>>,
-    stale_after: Option<Duration>,
-}
-
 /// Asks a daemon started by [`serve_with`] or [`spawn`] to stop (as SIGTERM does): no new job
 /// starts; running jobs finish (a signal also stops them at their next buffer).
 #[derive(Clone, Debug, Default)]
@@ -356,6 +348,31 @@ pub fn spawn(settings: Settings, listener: std::net::TcpListener) -> Result<Runn
     })
 }
 
+/// A source the daemon runs: its spec and its dead man's switch.
+struct Slot {
+    spec: SourceSpec,
+    stale_after: Option<Duration>,
+}
+
+/// A job this worker runs on a thread: what it holds, and whether it ran to an end (false:
+/// interrupted, or it never started; its due time stays so that it runs again).
+struct RunningJob {
+    spec: SourceSpec,
+    kind: Kind,
+    thread: JoinHandle<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Backup,
+    Base,
+}
+
+/// The name of a source's backup job row.
+pub fn backup_job(source: &str) -> String {
+    format!("backup:{source}")
+}
+
 /// The daemon on a given listener, until `shutdown` is triggered or a signal arrives.
 pub fn serve_with(
     settings: Settings,
@@ -379,9 +396,20 @@ pub fn serve_with(
             "add schedule = \"hourly\" (or \"daily at 03:00\", a cron expression...) to a [[source]] in offsitedb.toml",
         ));
     }
-    let state_path = settings.state_path()?;
-    let state = State::open(&state_path)?;
-    let interrupted = state.close_interrupted()?;
+    let worker_settings = settings.worker()?;
+    let state_at = settings.state_at()?;
+    let shared = state_at.is_shared();
+    let state = state_at.open()?;
+    // Steps left running by this machine's last daemon (a file), or by this worker under the
+    // same name (a fleet: other workers' runs are theirs, closed when their leases expire).
+    let interrupted = if shared {
+        state.close_interrupted(
+            Some(&worker_settings.name),
+            "this worker stopped while this ran",
+        )?
+    } else {
+        state.close_interrupted(None, "offsitedb stopped while this ran")?
+    };
     if interrupted > 0 {
         warn!(
             steps = interrupted,
@@ -412,7 +440,7 @@ pub fn serve_with(
         settings.clone(),
         metrics.clone(),
         control.clone(),
-        state_path.clone(),
+        state_at.clone(),
     )?;
     let http = crate::web::start(listener, web, shutdown.0.clone())?;
     // Whatever ends this function ends the HTTP thread too.
@@ -423,146 +451,289 @@ pub fn serve_with(
         }
     }
     let _stop_http = StopOnDrop(shutdown.clone());
-    info!(%addr, "serving the dashboard, its API, /metrics and /healthz");
+    info!(%addr, worker = %worker_settings.name, state = %state_at.describe(), "serving the dashboard, its API, /metrics and /healthz");
 
+    // Every scheduled job is a row of the state; this worker takes the rows whose source's
+    // `requires` it offers.
     let started = Timestamp::now();
-    let mut base_slots = base::slots(&specs, &state, &metrics, started)?;
-    let mut wal_slots = stream::slots(&specs);
+    let mut worker = fleet::Worker::new(worker_settings);
+    let mut plans = Vec::new();
     let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
-    for spec in specs {
-        // A source with only a base_schedule has its base backup slot alone.
-        let Some(schedule) = spec.policy.schedule.clone() else {
-            continue;
-        };
-        let last = state.last_attempt(&spec.name, Job::Backup)?;
-        let ok = state.last(&spec.name, Job::Backup, Some(RunResult::Ok))?;
-        let missed = last
-            .as_ref()
-            .is_some_and(|r| schedule.next_after(r.started) <= started);
-        let next = if missed {
-            info!(source = %spec.name, "a scheduled run was missed while offsitedb was down: running it now");
-            started
-        } else {
-            jittered(schedule.next_after(started), spec.policy.jitter)
-        };
-        {
-            let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
-            let s = m.sources.entry(spec.name.clone()).or_default();
-            s.backup_seconds = ok.as_ref().and_then(|r| r.seconds);
-            s.last_success = ok.and_then(|r| r.finished);
-            // The last drill, as recorded before this start.
-            if let Some(d) = state
-                .last(&spec.name, Job::Drill, None)?
-                .filter(|r| r.result != RunResult::Interrupted)
-            {
-                s.drill_seconds = d.seconds;
-                s.drill_ok = Some(d.result == RunResult::Ok);
-                s.tested_restore_seconds = state
-                    .last(&spec.name, Job::Drill, Some(RunResult::Ok))?
-                    .and_then(|r| r.restore_seconds);
-            }
-            s.last_attempt = last.as_ref().map(|r| r.started);
-            s.last_attempt_ok = last.as_ref().map(|r| r.result == RunResult::Ok);
-            s.next_run = Some(next);
+    for spec in &specs {
+        if let Some(schedule) = &spec.policy.schedule {
+            let last = state.last_attempt(&spec.name, Job::Backup)?;
+            let missed = last
+                .as_ref()
+                .is_some_and(|r| schedule.next_after(r.started) <= started);
+            let due = if missed {
+                started
+            } else {
+                jittered(schedule.next_after(started), spec.policy.jitter)
+            };
+            plans.push(crate::state::Planned {
+                name: backup_job(&spec.name),
+                source: spec.name.clone(),
+                kind: "backup".into(),
+                schedule: schedule.to_string(),
+                due,
+                requires: spec.policy.requires.clone(),
+            });
+            load_metrics(spec, &state, &metrics)?;
+            refresh_repository_metrics(&settings, &spec.name, &metrics);
+            info!(source = %spec.name, schedule = %schedule, "scheduled");
+            slots.insert(
+                spec.name.clone(),
+                Slot {
+                    stale_after: spec.policy.stale_after(started),
+                    spec: spec.clone(),
+                },
+            );
         }
-        refresh_repository_metrics(&settings, &spec.name, &metrics);
-        info!(source = %spec.name, schedule = %schedule, next = %next, "scheduled");
-        slots.insert(
-            spec.name.clone(),
-            Slot {
-                stale_after: spec.policy.stale_after(started),
-                spec,
-                next,
-                running: None,
-            },
-        );
+        plans.extend(base::plan(spec, &state, &metrics, started)?);
+        if spec.dir.is_none() && spec.policy.wal == crate::config::WalMode::Stream {
+            plans.push(crate::state::Planned {
+                name: format!("stream:{}", spec.name),
+                source: spec.name.clone(),
+                kind: "stream".into(),
+                schedule: "always".into(),
+                due: Timestamp::UNIX_EPOCH,
+                requires: spec.policy.requires.clone(),
+            });
+        }
     }
+    plans.push(crate::state::Planned {
+        name: fleet::DUTIES.into(),
+        source: "*".into(),
+        kind: "duties".into(),
+        schedule: "always".into(),
+        due: Timestamp::UNIX_EPOCH,
+        requires: Vec::new(),
+    });
+    let mut jobs_names = Vec::new();
+    let mut long_names = Vec::new();
+    for p in &plans {
+        state.plan(p)?;
+        if !worker.settings.offers(&p.requires) {
+            info!(source = %p.source, job = %p.name, requires = ?p.requires, labels = ?worker.settings.labels, "this worker lacks a label the source requires: other workers run it");
+            continue;
+        }
+        match p.kind.as_str() {
+            "backup" | "base" => jobs_names.push(p.name.clone()),
+            _ => long_names.push(p.name.clone()),
+        }
+    }
+    let by_source: BTreeMap<String, SourceSpec> =
+        specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
+    let mut wal_slots = stream::slots(&specs);
+    let mut running: BTreeMap<String, RunningJob> = BTreeMap::new();
+    let mut long_checked: Option<std::time::Instant> = None;
+    let mut fleet_checked: Option<std::time::Instant> = None;
+    let mut duties_checked: Option<std::time::Instant> = None;
+    let mut held_elsewhere: std::collections::BTreeSet<String> = Default::default();
 
     while !shutdown.requested() {
         let now = Timestamp::now();
-        for slot in slots.values_mut() {
-            if slot.running.as_ref().is_some_and(|h| h.is_finished())
-                && let Some(Err(_)) = slot.running.take().map(|h| h.join())
-            {
-                error!(source = %slot.spec.name, "the job crashed (a bug: please report it)");
-                dispatcher.ping(Ping::Fail, &slot.spec.policy.heartbeat);
-            }
-            if now >= slot.next {
-                let schedule = slot.spec.policy.schedule.as_ref().expect("scheduled");
-                if slot.running.is_some() {
-                    warn!(source = %slot.spec.name, "the previous job is still running: this run is skipped");
-                } else {
-                    slot.running = Some(spawn_job(
-                        &settings,
-                        &slot.spec,
-                        &state_path,
-                        &dispatcher,
-                        &metrics,
-                        &control,
-                        control::Action::Backup,
-                    ));
+        // Jobs that ended: released with their next due time.
+        let ended: Vec<String> = running
+            .iter()
+            .filter(|(_, r)| r.thread.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ended {
+            let r = running.remove(&name).expect("listed");
+            let done = r.thread.join().unwrap_or_else(|_| {
+                error!(source = %r.spec.name, "the job crashed (a bug: please report it)");
+                dispatcher.ping(Ping::Fail, &r.spec.policy.heartbeat);
+                true
+            });
+            let Some(lease) = worker.lease(&name).cloned() else {
+                continue;
+            };
+            let now = Timestamp::now();
+            let next = if !done || lease.action.is_some() {
+                // Interrupted (it runs again), or asked for by hand (the schedule stands).
+                lease.due
+            } else {
+                match r.kind {
+                    Kind::Backup => r
+                        .spec
+                        .policy
+                        .schedule
+                        .as_ref()
+                        .map(|s| jittered(s.next_after(now), r.spec.policy.jitter))
+                        .unwrap_or(now),
+                    Kind::Base => base::next_due(&r.spec, now),
                 }
-                slot.next = jittered(schedule.next_after(now), slot.spec.policy.jitter);
-                let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
-                m.sources
-                    .entry(slot.spec.name.clone())
-                    .or_default()
-                    .next_run = Some(slot.next);
-            }
-            // A state file that cannot be read or written (a full disk) must not stop the
-            // daemon: the other sources' jobs go on, and the next check tries again.
-            if let Err(e) = dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now)
-                .and_then(|()| {
-                    objectives::recovery_point(
-                        &slot.spec,
-                        &state,
-                        &dispatcher,
-                        started,
-                        now,
-                        slot.running.is_some(),
-                    )
-                })
-            {
-                error!(source = %slot.spec.name, error = %e.message(), "cannot check for a recent backup");
+            };
+            worker.release(&state, &name, next);
+            let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+            let s = m.sources.entry(r.spec.name.clone()).or_default();
+            match r.kind {
+                Kind::Backup => s.next_run = Some(next),
+                Kind::Base => s.base_next_run = Some(next),
             }
         }
-        monthly.tick(&settings, report_mail.as_ref());
-        verifier.tick(&settings, &state_path, &dispatcher);
-        // Jobs asked for from the dashboard, in the source's slot like a scheduled run.
+        for lost in worker.renew(&state) {
+            if running.contains_key(&lost) {
+                warn!(job = %lost, "the job goes on here, but its result no longer moves the schedule");
+                running.remove(&lost);
+            }
+        }
+        // Jobs asked for from the dashboard: the row is marked, and whichever worker may run
+        // the source takes it (this one, alone).
         for (source, action) in control.take() {
-            match slots.get_mut(&source) {
-                Some(slot) if slot.running.is_none() => {
-                    slot.running = Some(spawn_job(
-                        &settings,
-                        &slot.spec,
-                        &state_path,
-                        &dispatcher,
-                        &metrics,
-                        &control,
-                        action,
-                    ));
-                }
-                Some(_) => {
-                    warn!(
-                        source,
-                        action = action.label(),
-                        "a job is already running: the request is dropped"
-                    )
-                }
-                None => warn!(source, "not a scheduled source: the request is dropped"),
+            match state.request(&backup_job(&source), action.label(), now) {
+                Ok(true) => {}
+                Ok(false) => warn!(
+                    source,
+                    action = action.label(),
+                    "a job of this source is already running: the request is dropped"
+                ),
+                Err(e) => error!(source, error = %e.message(), "cannot record the request"),
             }
         }
-        for slot in slots.values() {
-            control.set_running(&slot.spec.name, slot.running.is_some());
+        let room = worker.settings.jobs.saturating_sub(running.len());
+        let mut taken = worker.take(&state, &jobs_names, room);
+        if long_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            long_checked = Some(std::time::Instant::now());
+            taken.extend(worker.take(&state, &long_names, long_names.len()));
         }
-        base::tick(
-            &mut base_slots,
-            &settings,
-            &state_path,
-            &dispatcher,
-            &metrics,
-            now,
-        );
+        for lease in taken {
+            let Some(spec) = by_source.get(&lease.source) else {
+                if lease.kind == "duties" {
+                    info!(
+                        "this worker does the fleet's duties (dead man's switch, verify, monthly report)"
+                    );
+                }
+                continue;
+            };
+            if lease.due <= started && lease.action.is_none() && lease.taken_from.is_none() {
+                info!(source = %spec.name, job = %lease.name, due = %lease.due, "a scheduled run was missed while offsitedb was down: running it now");
+            }
+            let tag = RunTag {
+                worker: Some(worker.name().to_string()),
+                due: lease.action.is_none().then_some(lease.due),
+            };
+            match lease.kind.as_str() {
+                "backup" => {
+                    let action = lease
+                        .action
+                        .as_deref()
+                        .and_then(control::Action::parse)
+                        .unwrap_or(control::Action::Backup);
+                    running.insert(
+                        lease.name.clone(),
+                        RunningJob {
+                            spec: spec.clone(),
+                            kind: Kind::Backup,
+                            thread: spawn_job(
+                                &settings,
+                                spec,
+                                &state_at,
+                                tag,
+                                &dispatcher,
+                                &metrics,
+                                &control,
+                                action,
+                            ),
+                        },
+                    );
+                }
+                "base" => {
+                    running.insert(
+                        lease.name.clone(),
+                        RunningJob {
+                            spec: spec.clone(),
+                            kind: Kind::Base,
+                            thread: base_thread(
+                                &settings,
+                                spec,
+                                &state_at,
+                                tag,
+                                &dispatcher,
+                                &metrics,
+                            ),
+                        },
+                    );
+                }
+                "stream" => {
+                    info!(source = %spec.name, "this worker streams the WAL of this source")
+                }
+                other => {
+                    warn!(job = %lease.name, kind = other, "a job of an unknown kind (a newer worker's?): left alone")
+                }
+            }
+        }
+        worker.beat(&state, false);
+
+        // Who runs what, fleet-wide (the dashboard's buttons, the recovery point).
+        if !shared {
+            held_elsewhere.clear();
+        } else if fleet_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            fleet_checked = Some(std::time::Instant::now());
+            match state.jobs() {
+                Ok(rows) => {
+                    held_elsewhere = rows
+                        .into_iter()
+                        .filter(|r| r.worker.as_deref().is_some_and(|w| w != worker.name()))
+                        .filter(|r| r.expires.is_none_or(|e| e >= now))
+                        .map(|r| r.name)
+                        .collect();
+                }
+                Err(e) => error!(error = %e.message(), "cannot read the fleet's jobs"),
+            }
+        }
+        let busy = |source: &str| {
+            let n = backup_job(source);
+            running.contains_key(&n) || held_elsewhere.contains(&n)
+        };
+        for slot in slots.values() {
+            control.set_running(&slot.spec.name, busy(&slot.spec.name));
+        }
+
+        // The fleet's duties: by one worker (alone, this one).
+        if worker.holds(fleet::DUTIES) {
+            // Each second alone; every 10 seconds on a shared state (hundreds of sources).
+            let every = if shared { 10 } else { 1 };
+            if duties_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(every)) {
+                duties_checked = Some(std::time::Instant::now());
+                if shared {
+                    for spec in slots.values().map(|s| &s.spec) {
+                        load_metrics(spec, &state, &metrics).ok();
+                    }
+                }
+                for slot in slots.values() {
+                    // A state that cannot be read or written (a full disk) must not stop the
+                    // daemon: the other sources' jobs go on, and the next check tries again.
+                    if let Err(e) =
+                        dead_mans_switch(slot, &state, &dispatcher, &metrics, started, now)
+                            .and_then(|()| {
+                                objectives::recovery_point(
+                                    &slot.spec,
+                                    &state,
+                                    &dispatcher,
+                                    started,
+                                    now,
+                                    busy(&slot.spec.name),
+                                )
+                            })
+                    {
+                        error!(source = %slot.spec.name, error = %e.message(), "cannot check for a recent backup");
+                    }
+                }
+            }
+            monthly.tick(&settings, report_mail.as_ref());
+            verifier.tick(&settings, &state_at, &dispatcher);
+        } else if shared && duties_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(15)) {
+            // Another worker judges the fleet; this one's /metrics still show every source.
+            duties_checked = Some(std::time::Instant::now());
+            for spec in slots.values().map(|s| &s.spec) {
+                load_metrics(spec, &state, &metrics).ok();
+            }
+        }
+        for (name, slot) in wal_slots.iter_mut() {
+            slot.held = worker.holds(&format!("stream:{name}"));
+        }
         stream::tick(
             &mut wal_slots,
             &settings,
@@ -576,22 +747,32 @@ pub fn serve_with(
 
     info!("stopping: no new jobs; running jobs stop at their next buffer");
     let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
-    base::finish(&mut base_slots, deadline);
     stream::finish(&mut wal_slots, deadline);
     monthly.finish(deadline);
     verifier.finish(deadline);
-    for slot in slots.values_mut() {
-        if let Some(h) = slot.running.take() {
-            while !h.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            } else {
-                error!(source = %slot.spec.name, "the job did not stop in time");
-            }
+    for (name, r) in std::mem::take(&mut running) {
+        while !r.thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if r.thread.is_finished() {
+            let _ = r.thread.join();
+        } else {
+            error!(source = %r.spec.name, "the job did not stop in time");
+        }
+        // Stopped by the shutdown: still due, for the next worker (or this one's next start).
+        if let Some(lease) = worker.lease(&name).cloned() {
+            worker.release(&state, &name, lease.due);
         }
     }
+    // Streams and the duties go to another worker at once, not after the lease expires.
+    let long: Vec<(String, Timestamp)> = long_names
+        .iter()
+        .filter_map(|n| worker.lease(n).map(|l| (n.clone(), l.due)))
+        .collect();
+    for (name, due) in long {
+        worker.release(&state, &name, due);
+    }
+    worker.beat(&state, true);
     if let Ok(d) = Arc::try_unwrap(dispatcher) {
         d.finish(Duration::from_secs(10));
     }
@@ -601,19 +782,66 @@ pub fn serve_with(
     Ok(())
 }
 
+/// The metrics of `spec` as the state records them (at start, and on a shared state, now and
+/// then: other workers' runs count too).
+fn load_metrics(spec: &SourceSpec, state: &State, metrics: &metrics::Shared) -> Result<()> {
+    let last = state.last_attempt(&spec.name, Job::Backup)?;
+    let ok = state.last(&spec.name, Job::Backup, Some(RunResult::Ok))?;
+    let drill = state
+        .last(&spec.name, Job::Drill, None)?
+        .filter(|r| r.result != RunResult::Interrupted);
+    let tested = match &drill {
+        Some(_) => state
+            .last(&spec.name, Job::Drill, Some(RunResult::Ok))?
+            .and_then(|r| r.restore_seconds),
+        None => None,
+    };
+    let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+    let s = m.sources.entry(spec.name.clone()).or_default();
+    s.backup_seconds = ok.as_ref().and_then(|r| r.seconds);
+    s.last_success = ok.and_then(|r| r.finished);
+    if let Some(d) = drill {
+        s.drill_seconds = d.seconds;
+        s.drill_ok = Some(d.result == RunResult::Ok);
+        s.tested_restore_seconds = tested;
+    }
+    s.last_attempt = last.as_ref().map(|r| r.started);
+    s.last_attempt_ok = last.as_ref().map(|r| r.result == RunResult::Ok);
+    Ok(())
+}
+
+fn base_thread(
+    settings: &Arc<Settings>,
+    spec: &SourceSpec,
+    state_at: &StateAt,
+    tag: RunTag,
+    dispatcher: &Arc<Dispatcher>,
+    metrics: &metrics::Shared,
+) -> JoinHandle<bool> {
+    let inner = base::spawn(settings, spec, state_at, tag, dispatcher, metrics);
+    // The base backup's thread records its own interruption; the schedule moves on either way
+    // unless the daemon is stopping.
+    std::thread::Builder::new()
+        .name(format!("base-wait-{}", spec.name))
+        .spawn(move || inner.join().is_ok() && crate::interrupt::check().is_ok())
+        .expect("spawn a thread")
+}
+
+#[allow(clippy::too_many_arguments)]
 fn spawn_job(
     settings: &Arc<Settings>,
     spec: &SourceSpec,
-    state_path: &std::path::Path,
+    state_at: &StateAt,
+    tag: RunTag,
     dispatcher: &Arc<Dispatcher>,
     metrics: &metrics::Shared,
     control: &Arc<control::Control>,
     action: control::Action,
-) -> JoinHandle<()> {
-    let (settings, spec, state_path, dispatcher, metrics, control) = (
+) -> JoinHandle<bool> {
+    let (settings, spec, state_at, dispatcher, metrics, control) = (
         settings.clone(),
         spec.clone(),
-        PathBuf::from(state_path),
+        state_at.clone(),
         dispatcher.clone(),
         metrics.clone(),
         control.clone(),
@@ -643,34 +871,45 @@ fn spawn_job(
                 }
             }
             let _finished = Finished(control);
-            let ran = match action {
-                control::Action::Backup => job_with_alerts(
-                    &settings,
-                    &spec,
-                    &state_path,
-                    &opts,
-                    &dispatcher,
-                    Some(&metrics),
-                    &mut note,
-                )
-                .map(|_| ()),
-                control::Action::Drill => control::drill_newest(
-                    &settings,
-                    &spec,
-                    &state_path,
-                    &dispatcher,
-                    &metrics,
-                    &mut note,
-                ),
-            };
-            if let Err(e) = ran {
-                if e.kind() == ErrorKind::Interrupted {
+            let ran = state_at.open().and_then(|state| {
+                let state = state.tagged(tag);
+                match action {
+                    control::Action::Backup => job_with_alerts(
+                        &settings,
+                        &spec,
+                        &state,
+                        &opts,
+                        &dispatcher,
+                        Some(&metrics),
+                        &mut note,
+                    )
+                    .map(|r| {
+                        r.failure()
+                            .is_none_or(|e| e.kind() != ErrorKind::Interrupted)
+                    }),
+                    control::Action::Drill => control::drill_newest(
+                        &settings,
+                        &spec,
+                        &state,
+                        &dispatcher,
+                        &metrics,
+                        &mut note,
+                    )
+                    .map(|()| true),
+                }
+            });
+            match ran {
+                Ok(done) => done,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
                     // Stopped while it waited for the source's lock: nothing ran.
                     info!(source = %spec.name, "job stopped before it started (shutdown)");
-                } else {
-                    // Only the state file fails this way: the job may not have run at all.
-                    error!(source = %spec.name, error = %e.message(), "the job could not run or record its result (state file)");
+                    false
+                }
+                Err(e) => {
+                    // Only the state fails this way: the job may not have run at all.
+                    error!(source = %spec.name, error = %e.message(), "the job could not run or record its result (state)");
                     dispatcher.ping(Ping::Fail, &spec.policy.heartbeat);
+                    true
                 }
             }
         })

@@ -102,7 +102,7 @@ pub fn write_last_month(
         ..facts
     };
     let configured = settings.configured_sources(None)?;
-    let state = crate::state::State::open(&settings.state_path()?)?;
+    let state = settings.state_at()?.open()?;
     let scope = Scope {
         period,
         source: None,

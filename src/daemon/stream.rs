@@ -45,6 +45,17 @@ pub(super) struct WalSlot {
     gave_up: Option<String>,
     checked: Option<Instant>,
     push_checked: Option<Instant>,
+    /// A `stream` source is streamed only while this worker holds its lease (`stream:NAME`):
+    /// one `pg_receivewal` per slot in the whole fleet.
+    pub(super) held: bool,
+    /// Stops this slot's stream alone (its lease was lost or released).
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WalSlot {
+    pub(super) fn streamed(&self) -> bool {
+        self.spec.policy.wal == WalMode::Stream
+    }
 }
 
 pub(super) fn slots(specs: &[SourceSpec]) -> BTreeMap<String, WalSlot> {
@@ -62,6 +73,8 @@ pub(super) fn slots(specs: &[SourceSpec]) -> BTreeMap<String, WalSlot> {
                     gave_up: None,
                     checked: None,
                     push_checked: None,
+                    held: false,
+                    stop: Arc::default(),
                 },
             )
         })
@@ -78,7 +91,23 @@ pub(super) fn tick(
     shutdown: &Shutdown,
 ) {
     for slot in slots.values_mut() {
-        if slot.spec.policy.wal == WalMode::Stream {
+        if slot.streamed() {
+            if !slot.held {
+                // Another worker streams it (and judges its stream); ours, if any, stops.
+                slot.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                if slot.thread.as_ref().is_some_and(|h| h.is_finished()) {
+                    let _ = slot.thread.take().map(|h| h.join());
+                }
+                if slot.thread.is_none() {
+                    // Started at once when this worker takes the lease.
+                    slot.restart_at = Some(Instant::now());
+                    slot.gave_up = None;
+                }
+                continue;
+            }
+            if slot.thread.is_none() {
+                slot.stop.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
             supervise(slot, settings, shutdown);
         }
         if slot.checked.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
@@ -132,7 +161,7 @@ fn supervise(slot: &mut WalSlot, settings: &Arc<Settings>, shutdown: &Shutdown) 
             Some(Err(_)) => "the stream's thread crashed (a bug: please report it)".to_string(),
             _ => String::new(),
         };
-        if !shutdown.requested() {
+        if !shutdown.requested() && !slot.stop.load(std::sync::atomic::Ordering::SeqCst) {
             error!(source = %slot.spec.name, error = %why, "the WAL stream stopped; it starts again in a minute");
             slot.gave_up = Some(why);
             slot.restart_at = Some(Instant::now() + Duration::from_secs(60));
@@ -143,7 +172,13 @@ fn supervise(slot: &mut WalSlot, settings: &Arc<Settings>, shutdown: &Shutdown) 
     }
     if slot.restart_at.is_some_and(|t| Instant::now() >= t) {
         slot.restart_at = None;
-        slot.thread = Some(spawn(settings, &slot.spec, &slot.status, shutdown));
+        slot.thread = Some(spawn(
+            settings,
+            &slot.spec,
+            &slot.status,
+            shutdown,
+            &slot.stop,
+        ));
     }
 }
 
@@ -152,12 +187,14 @@ fn spawn(
     spec: &SourceSpec,
     status: &Shared,
     shutdown: &Shutdown,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> JoinHandle<Result<()>> {
-    let (settings, spec, status, shutdown) = (
+    let (settings, spec, status, shutdown, stop) = (
         settings.clone(),
         spec.clone(),
         status.clone(),
         shutdown.clone(),
+        stop.clone(),
     );
     std::thread::Builder::new()
         .name(format!("wal-{}", spec.name))
@@ -187,7 +224,7 @@ fn spawn(
                 key,
                 &opts,
                 &status,
-                &|| shutdown.requested(),
+                &|| shutdown.requested() || stop.load(std::sync::atomic::Ordering::SeqCst),
                 &mut |e| log(&name, e),
             )
         })

@@ -17,7 +17,7 @@ use crate::alerts::{Dispatcher, Event};
 use crate::config::Settings;
 use crate::error::Result;
 use crate::ops::verify::{Severity, VerifyOptions};
-use crate::state::{Job, Outcome, State};
+use crate::state::{Job, Outcome, StateAt};
 
 /// How often the daemon looks whether a verify is due.
 const EVERY: Duration = Duration::from_secs(5);
@@ -40,7 +40,7 @@ impl Verifier {
     pub(super) fn tick(
         &mut self,
         settings: &Arc<Settings>,
-        state_path: &std::path::Path,
+        state_at: &StateAt,
         dispatcher: &Arc<Dispatcher>,
     ) {
         if self.running.as_ref().is_some_and(|h| h.is_finished()) {
@@ -54,7 +54,7 @@ impl Verifier {
             let Some(schedule) = settings.verify_schedule()? else {
                 return Ok(false);
             };
-            let last = State::open(state_path)?.last_attempt(ALL, Job::Verify)?;
+            let last = state_at.open()?.last_attempt(ALL, Job::Verify)?;
             Ok(last.is_none_or(|r| schedule.next_after(r.started) <= Timestamp::now()))
         })();
         match due {
@@ -65,15 +65,12 @@ impl Verifier {
                 return;
             }
         }
-        let (settings, state_path, dispatcher) = (
-            settings.clone(),
-            state_path.to_path_buf(),
-            dispatcher.clone(),
-        );
+        let (settings, state_at, dispatcher) =
+            (settings.clone(), state_at.clone(), dispatcher.clone());
         self.running = std::thread::Builder::new()
             .name("verify".into())
             .spawn(move || {
-                if let Err(e) = verify(&settings, &state_path, &dispatcher) {
+                if let Err(e) = verify(&settings, &state_at, &dispatcher) {
                     error!(error = %e.message(), "cannot verify the repository");
                 }
             })
@@ -93,12 +90,8 @@ impl Verifier {
     }
 }
 
-fn verify(
-    settings: &Settings,
-    state_path: &std::path::Path,
-    dispatcher: &Dispatcher,
-) -> Result<()> {
-    let state = State::open(state_path)?;
+fn verify(settings: &Settings, state_at: &StateAt, dispatcher: &Dispatcher) -> Result<()> {
+    let state = state_at.open()?;
     let id = state.start(Job::Verify, ALL, Timestamp::now())?;
     info!("verify started");
     let opts = VerifyOptions {

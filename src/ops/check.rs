@@ -968,6 +968,20 @@ pub fn configuration(settings: &Settings) -> Vec<Item> {
     l.ok("file", settings.describe_file());
     // Where the history, the alert state and the sources' locks are: every run on this machine
     // (the daemon's and a command typed by hand) must find the same folder.
+    if let Ok(at @ crate::state::StateAt::Postgres(_)) = settings.state_at() {
+        match at.open().and_then(|st| st.workers()) {
+            Ok(w) => l.ok(
+                "shared state",
+                format!(
+                    "{} (a fleet: run history, alert state, leases; {} worker{} recorded)",
+                    at.describe(),
+                    w.len(),
+                    if w.len() == 1 { "" } else { "s" }
+                ),
+            ),
+            Err(e) => l.fail("shared state", &e),
+        }
+    }
     match settings.state_path() {
         Ok(p) => {
             let mut fallback = None;

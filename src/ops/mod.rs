@@ -21,6 +21,7 @@ pub mod decrypt;
 pub mod demo;
 pub mod directory;
 pub mod drill;
+pub mod fleet;
 pub mod init;
 pub mod job;
 pub mod key;

@@ -403,6 +403,8 @@ mod tests {
             plain_bytes: None,
             stored_bytes: None,
             seconds: Some(1.0),
+            worker: None,
+            due: None,
             restore_seconds: restore,
         }
     }

@@ -11,7 +11,6 @@ so the repository's view is kept for [`CACHE_FOR`] and read again sooner when a 
 */
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -256,7 +255,7 @@ pub struct Data {
     specs: Vec<SourceSpec>,
     metrics: metrics::Shared,
     control: Arc<Control>,
-    state_path: PathBuf,
+    state_at: crate::state::StateAt,
     /// Held while the repository is read, so that one reading serves every waiting request.
     view: Mutex<Option<Cached>>,
     drills: Mutex<BTreeMap<String, Arc<DrillRecord>>>,
@@ -271,14 +270,14 @@ impl Data {
         settings: Arc<Settings>,
         metrics: metrics::Shared,
         control: Arc<Control>,
-        state_path: PathBuf,
+        state_at: crate::state::StateAt,
     ) -> Result<Data> {
         Ok(Data {
             specs: settings.configured_sources(None)?,
             settings,
             metrics,
             control,
-            state_path,
+            state_at,
             view: Mutex::new(None),
             drills: Mutex::new(BTreeMap::new()),
         })
@@ -390,7 +389,7 @@ impl Data {
 
     pub fn overview(&self) -> Result<Overview> {
         let view = self.view();
-        let state = State::open(&self.state_path)?;
+        let state = self.state_at.open()?;
         let now = Timestamp::now();
         let sources = self
             .names(&view)
@@ -494,7 +493,7 @@ impl Data {
     pub fn source(&self, name: &str) -> Result<SourceDetail> {
         let view = self.view();
         self.check_name(&view, name)?;
-        let state = State::open(&self.state_path)?;
+        let state = self.state_at.open()?;
         let source = self.source_overview(&view, &state, name, Timestamp::now())?;
         let mut snapshots: Vec<Summary> = view
             .summaries
@@ -550,7 +549,7 @@ impl Data {
     pub fn runs(&self, name: &str) -> Result<Vec<Run>> {
         let view = self.view();
         self.check_name(&view, name)?;
-        State::open(&self.state_path)?.history(Some(name), HISTORY)
+        self.state_at.open()?.history(Some(name), HISTORY)
     }
 
     pub fn snapshot(&self, name: &str, id: &str) -> Result<SnapshotDetail> {
@@ -651,7 +650,7 @@ impl Data {
         }
         // Only for a report drawn now (a stored one says what the bucket said then).
         facts.object_lock = op::object_lock_fact(repo.store());
-        let state = State::open(&self.state_path)?;
+        let state = self.state_at.open()?;
         let scope = Scope {
             period,
             source: None,

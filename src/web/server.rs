@@ -11,7 +11,6 @@ Content-Security-Policy: the pages have no scripts and load nothing from elsewhe
 from another site is refused here, before any handler ([`super::auth::cross_site`]).
 */
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -48,11 +47,11 @@ impl Context {
         settings: Arc<Settings>,
         metrics: metrics::Shared,
         control: Arc<Control>,
-        state_path: PathBuf,
+        state_at: crate::state::StateAt,
     ) -> Result<Context> {
         let auth = auth::Auth::new(settings.server_token())?;
         Ok(Context {
-            data: data::Data::new(settings, metrics.clone(), control, state_path)?,
+            data: data::Data::new(settings, metrics.clone(), control, state_at)?,
             auth,
             metrics,
         })

@@ -36,6 +36,7 @@ mod secrets;
 mod secrets_sweep;
 mod setup;
 mod spool;
+mod state_store;
 mod storage;
 mod verify;
 mod wal_archive;

@@ -601,8 +601,13 @@ fn descendants(root: u32) -> Vec<Seen> {
             continue;
         };
         // A fork of offsitedb before its exec is offsitedb itself (the same memory and
-        // environment, which hold the key by right); what it execs is what is looked at.
-        if cmdline.is_empty() || comm[&pid] == "offsitedb" {
+        // environment, which hold the key by right); what it execs is what is looked at. Such
+        // a fork carries the name of the thread that forked ("job-app"), so its program says.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if cmdline.is_empty()
+            || comm[&pid] == "offsitedb"
+            || exe.is_some_and(|e| e == std::path::Path::new(&crate::common::offsitedb_bin()))
+        {
             continue;
         }
         out.push(Seen {

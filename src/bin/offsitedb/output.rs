@@ -498,15 +498,109 @@ pub fn history(runs: &[offsitedb::state::Run]) {
             .seconds
             .map(|s| units::duration(std::time::Duration::from_secs_f64(s.max(0.0))))
             .unwrap_or_else(|| "-".into());
+        // A fleet's runs say which worker ran them.
+        let by = r
+            .worker
+            .as_deref()
+            .map(|w| format!("[{w}] "))
+            .unwrap_or_default();
         outln!(
-            "{:<20}  {:<12}  {:<6}  {:<11}  {:>8}  {:<24}  {}",
+            "{:<20}  {:<12}  {:<6}  {:<11}  {:>8}  {:<24}  {}{}",
             r.started.strftime("%Y-%m-%d %H:%M:%S"),
             r.source,
             r.job,
             r.result,
             took,
             r.snapshot.as_deref().unwrap_or("-"),
+            by,
             r.error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// `fleet`: the workers, then every scheduled job.
+pub fn fleet(f: &offsitedb::ops::fleet::Fleet) {
+    let ago = |t: jiff::Timestamp| {
+        let s = f.at.duration_since(t).as_secs().max(0) as u64;
+        format!("{} ago", units::duration(std::time::Duration::from_secs(s)))
+    };
+    outln!("{}", f.state);
+    outln!();
+    if f.workers.is_empty() {
+        info("no worker has reported yet");
+    } else {
+        outln!(
+            "{:<24}  {:<7}  {:<16}  {:<20}  running",
+            "worker",
+            "status",
+            "labels",
+            "last heartbeat"
+        );
+        for w in &f.workers {
+            outln!(
+                "{:<24}  {:<7}  {:<16}  {:<20}  {}",
+                w.row.name,
+                if w.alive { "alive" } else { "silent" },
+                if w.row.labels.is_empty() {
+                    "-".to_string()
+                } else {
+                    w.row.labels.join(",")
+                },
+                ago(w.row.seen),
+                if w.row.running.is_empty() {
+                    "-".to_string()
+                } else {
+                    w.row.running.join(", ")
+                }
+            );
+        }
+    }
+    outln!();
+    outln!(
+        "{:<16}  {:<7}  {:<16}  {:<28}  {:<12}  last",
+        "source",
+        "job",
+        "schedule",
+        "state",
+        "requires"
+    );
+    for j in &f.jobs {
+        let state = match (&j.running_on, &j.row.action) {
+            (Some(w), _) => format!("running on {w}"),
+            (None, Some(a)) => format!("{a} asked for"),
+            (None, None) if j.row.kind == "backup" || j.row.kind == "base" => {
+                format!("due {}", j.row.due.strftime("%Y-%m-%d %H:%M:%S"))
+            }
+            (None, None) => "waiting for a worker".to_string(),
+        };
+        let last = match &j.last {
+            Some(r) => format!(
+                "{} {}{}{}",
+                r.result,
+                r.finished.map(ago).unwrap_or_default(),
+                r.worker
+                    .as_deref()
+                    .map(|w| format!(" on {w}"))
+                    .unwrap_or_default(),
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            None => "-".into(),
+        };
+        outln!(
+            "{:<16}  {:<7}  {:<16}  {:<28}  {:<12}  {}",
+            j.row.source,
+            j.row.kind,
+            j.row.schedule,
+            state,
+            if j.row.requires.is_empty() {
+                "-".to_string()
+            } else {
+                j.row.requires.join(",")
+            },
+            last
         );
     }
 }

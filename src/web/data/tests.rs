@@ -38,6 +38,8 @@ fn run(job: Job, result: RunResult, minutes_ago: i64, now: Timestamp, error: Opt
         plain_bytes: None,
         stored_bytes: None,
         seconds: None,
+        worker: None,
+        due: None,
         restore_seconds: None,
     }
 }

@@ -1,7 +1,6 @@
 //! `offsitedb history`: past runs on this machine, from the state file.
 
 use anyhow::Result;
-use offsitedb::state::State;
 
 use super::{Global, SourceArgs};
 use crate::output;
@@ -19,18 +18,18 @@ pub struct Args {
 pub fn run(a: Args, g: &Global) -> Result<()> {
     let s = g.settings()?;
     let name = a.source.name_filter(&s)?;
-    let path = s.state_path()?;
-    if !path.exists() {
+    let at = s.state_at()?;
+    if !at.exists() {
         if g.json {
             return super::print_json(&[] as &[offsitedb::state::Run]);
         }
         output::info(&format!(
             "no runs recorded yet ({} does not exist)",
-            path.display()
+            at.describe()
         ));
         return Ok(());
     }
-    let runs = State::open(&path)?.history(name.as_deref(), a.limit)?;
+    let runs = at.open()?.history(name.as_deref(), a.limit)?;
     if g.json {
         super::print_json(&runs)
     } else {

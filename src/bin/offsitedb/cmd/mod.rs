@@ -11,6 +11,7 @@ pub mod check;
 pub mod decrypt;
 pub mod demo;
 pub mod drill;
+pub mod fleet;
 pub mod history;
 pub mod init;
 pub mod key;
@@ -179,10 +180,7 @@ impl std::error::Error for Exit {}
 /// The run history, for a backup typed by hand (it counts for `prune`'s hold and the dead man's
 /// switch too); a state file that cannot be opened does not stop the backup, it is said.
 pub fn state_for(s: &Settings, what: &str) -> Option<offsitedb::state::State> {
-    match s
-        .state_path()
-        .and_then(|p| offsitedb::state::State::open(&p))
-    {
+    match s.state_at().and_then(|a| a.open()) {
         Ok(st) => Some(st),
         Err(e) => {
             warn(&format!(

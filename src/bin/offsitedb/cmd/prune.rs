@@ -2,7 +2,6 @@
 //! and the WAL older than the oldest base backup kept.
 
 use anyhow::Result;
-use offsitedb::state::State;
 use offsitedb::{ops, units};
 
 use super::{Global, SourceArgs};
@@ -36,13 +35,13 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let repo = super::open_write(&s)?;
     // The history says whether backups are failing (then nothing is deleted): a state file that
     // exists but cannot be read stops the prune rather than lose that protection.
-    let state_path = s.state_path()?;
-    let state = if state_path.exists() {
-        Some(State::open(&state_path)?)
+    let state_at = s.state_at()?;
+    let state = if state_at.exists() {
+        Some(state_at.open()?)
     } else {
         warn(&format!(
             "no run history on this machine ({}): only the repository can show failing backups (a newest snapshot that failed its drill)",
-            state_path.display()
+            state_at.describe()
         ));
         None
     };

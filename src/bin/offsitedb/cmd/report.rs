@@ -66,10 +66,10 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let configured = s.configured_sources(None)?;
     // The history adds failed runs when this machine has one; a report never creates it.
     let history = s
-        .state_path()
+        .state_at()
         .ok()
-        .filter(|p| p.exists())
-        .and_then(|p| offsitedb::state::State::open(&p).ok());
+        .filter(|a| a.exists())
+        .and_then(|a| a.open().ok());
     let scope = Scope {
         period,
         source: name.as_deref(),

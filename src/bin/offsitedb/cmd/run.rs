@@ -37,7 +37,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let result = offsitedb::daemon::job_with_alerts(
         &s,
         &spec,
-        &s.state_path()?,
+        &s.state_at()?.open()?,
         &opts,
         &dispatcher,
         None,
