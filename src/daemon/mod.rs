@@ -635,6 +635,7 @@ pub fn serve_with(
                                 &metrics,
                                 &control,
                                 action,
+                                lease.taken_from.is_some(),
                             ),
                         },
                     );
@@ -652,6 +653,7 @@ pub fn serve_with(
                                 tag,
                                 &dispatcher,
                                 &metrics,
+                                lease.taken_from.is_some(),
                             ),
                         },
                     );
@@ -810,6 +812,27 @@ fn load_metrics(spec: &SourceSpec, state: &State, metrics: &metrics::Shared) -> 
     Ok(())
 }
 
+/// Before a job taken over from a worker whose lease expired: that worker's unfinished
+/// uploads of the source are aborted (it is dead, or cut off and must not finish behind us).
+fn fence(settings: &Settings, source: &str) {
+    let aborted = settings.open_store().and_then(|store| {
+        crate::ops::prune::abort_uploads_before(&*store, source, Timestamp::now())
+    });
+    match aborted {
+        Ok(0) => {}
+        Ok(n) => {
+            info!(
+                source,
+                uploads = n,
+                "aborted the unfinished uploads the previous worker left"
+            )
+        }
+        Err(e) => {
+            warn!(source, error = %e.message(), "cannot abort the previous worker's unfinished uploads (prune removes them after its grace period)")
+        }
+    }
+}
+
 fn base_thread(
     settings: &Arc<Settings>,
     spec: &SourceSpec,
@@ -817,13 +840,26 @@ fn base_thread(
     tag: RunTag,
     dispatcher: &Arc<Dispatcher>,
     metrics: &metrics::Shared,
+    taken_over: bool,
 ) -> JoinHandle<bool> {
-    let inner = base::spawn(settings, spec, state_at, tag, dispatcher, metrics);
+    let (settings, spec, state_at, dispatcher, metrics) = (
+        settings.clone(),
+        spec.clone(),
+        state_at.clone(),
+        dispatcher.clone(),
+        metrics.clone(),
+    );
     // The base backup's thread records its own interruption; the schedule moves on either way
     // unless the daemon is stopping.
     std::thread::Builder::new()
         .name(format!("base-wait-{}", spec.name))
-        .spawn(move || inner.join().is_ok() && crate::interrupt::check().is_ok())
+        .spawn(move || {
+            if taken_over {
+                fence(&settings, &spec.name);
+            }
+            let inner = base::spawn(&settings, &spec, &state_at, tag, &dispatcher, &metrics);
+            inner.join().is_ok() && crate::interrupt::check().is_ok()
+        })
         .expect("spawn a thread")
 }
 
@@ -837,6 +873,7 @@ fn spawn_job(
     metrics: &metrics::Shared,
     control: &Arc<control::Control>,
     action: control::Action,
+    taken_over: bool,
 ) -> JoinHandle<bool> {
     let (settings, spec, state_at, dispatcher, metrics, control) = (
         settings.clone(),
@@ -871,6 +908,9 @@ fn spawn_job(
                 }
             }
             let _finished = Finished(control);
+            if taken_over {
+                fence(&settings, &spec.name);
+            }
             let ran = state_at.open().and_then(|state| {
                 let state = state.tagged(tag);
                 match action {

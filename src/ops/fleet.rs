@@ -3,9 +3,9 @@
 only; it answers from the state alone (no worker needs to be up), so it is what an operator looks
 at when a worker is gone.
 
-A worker is `alive` while its last heartbeat is younger than three leases (the same limit after
-which the others forget it and mark its runs interrupted); a job is `running` on the worker whose
-lease on it has not expired.
+A worker is `alive` while its last heartbeat (sent every 2 seconds) is younger than
+[`SILENT_AFTER`]; the others forget it, and mark its runs interrupted, after three leases. A job
+is `running` on the worker whose lease on it has not expired.
 */
 
 use jiff::Timestamp;
@@ -40,9 +40,12 @@ pub struct Scheduled {
     pub last: Option<Run>,
 }
 
-/// The fleet as `state` records it at `now`; `lease` is the workers' lease (for `alive`).
-pub fn view(state: &State, now: Timestamp, lease: std::time::Duration) -> Result<Fleet> {
-    let silent = (lease * 3).max(std::time::Duration::from_secs(30));
+/// A worker not heard from for this long is shown silent.
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The fleet as `state` records it at `now`.
+pub fn view(state: &State, now: Timestamp) -> Result<Fleet> {
+    let silent = SILENT_AFTER;
     let workers = state
         .workers()?
         .into_iter()

@@ -797,6 +797,12 @@ pub struct HistoryRun {
     pub stored_bytes: Option<u64>,
     pub seconds: Option<f64>,
     pub restore_seconds: Option<f64>,
+    /// The `serve` worker that ran it.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// The scheduled time it was for.
+    #[serde(default)]
+    pub due: Option<String>,
 }
 
 /// One line of `check --json`.

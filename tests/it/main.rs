@@ -16,6 +16,7 @@ mod drill_awkward;
 mod dump;
 mod email;
 mod failures;
+mod fleet;
 mod foundation;
 mod hostile;
 mod hostile_archives;

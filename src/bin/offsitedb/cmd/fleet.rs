@@ -20,8 +20,7 @@ pub fn run(_a: Args, g: &Global) -> Result<()> {
         ));
         return Ok(());
     }
-    let lease = s.worker()?.lease;
-    let view = offsitedb::ops::fleet::view(&at.open()?, jiff::Timestamp::now(), lease)?;
+    let view = offsitedb::ops::fleet::view(&at.open()?, jiff::Timestamp::now())?;
     if g.json {
         super::print_json(&view)
     } else {
