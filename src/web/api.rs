@@ -29,6 +29,7 @@ pub(super) fn router() -> Router<App> {
         .route("/sources/{name}/runs", get(runs))
         .route("/sources/{name}/backup", post(backup))
         .route("/sources/{name}/drill", post(drill))
+        .route("/fleet", get(fleet))
         .route("/reports", get(reports))
         .route("/reports/{month}", get(report))
         .fallback(not_found)
@@ -118,6 +119,11 @@ async fn drills(State(app): State<App>, Path(name): Path<String>) -> Response {
 
 async fn runs(State(app): State<App>, Path(name): Path<String>) -> Response {
     answer(blocking(&app, move |c| c.data.runs(&name)).await)
+}
+
+/// The workers and every scheduled job (`offsitedb fleet --json`).
+async fn fleet(State(app): State<App>) -> Response {
+    answer(blocking(&app, |c| c.data.fleet()).await)
 }
 
 async fn reports(State(app): State<App>) -> Response {

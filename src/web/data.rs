@@ -546,6 +546,11 @@ impl Data {
         Ok(out)
     }
 
+    /// The workers and every scheduled job, from the (shared) state.
+    pub fn fleet(&self) -> Result<crate::ops::fleet::Fleet> {
+        crate::ops::fleet::view(&self.state_at.open()?, Timestamp::now())
+    }
+
     pub fn runs(&self, name: &str) -> Result<Vec<Run>> {
         let view = self.view();
         self.check_name(&view, name)?;

@@ -62,6 +62,7 @@ fn page(title: &str, v: &Viewer, body: Markup) -> Markup {
                     nav aria-label="Main" {
                         a href="/" { "Overview" }
                         a href="/reports" { "Reports" }
+                        a href="/fleet" { "Workers" }
                     }
                     @if v.actions {
                         @if let Some(csrf) = &v.csrf {
@@ -617,6 +618,56 @@ pub(super) async fn reports(State(app): State<App>, h: HeaderMap) -> Response {
                         } } }
                     } }
                 }
+            },
+        ),
+    )
+}
+
+/// `/fleet`: the workers (one alone on a state file; several sharing a PostgreSQL state) and
+/// every scheduled job: who runs it, when it is due, how it last ended.
+pub(super) async fn fleet(State(app): State<App>, h: HeaderMap) -> Response {
+    let v = viewer(&app, &h);
+    let f = match blocking(&app, |c| c.data.fleet()).await {
+        Ok(f) => f,
+        Err(e) => return error_page(&e),
+    };
+    let ago = |t: Timestamp| {
+        let s = f.at.duration_since(t).as_secs().max(0) as u64;
+        format!(
+            "{} ago",
+            crate::units::duration(std::time::Duration::from_secs(s))
+        )
+    };
+    html_response(
+        StatusCode::OK,
+        page(
+            "Workers",
+            &v,
+            html! {
+                h1 { "Workers" }
+                p.muted { "From " (f.state) ". Each scheduled job is leased by one worker at a time; a worker that stops renewing its lease loses the job to another." }
+                div.table { table {
+                    thead { tr { th scope="col" { "Worker" } th scope="col" { "State" } th scope="col" { "Labels" } th scope="col" { "Last heartbeat" } th scope="col" { "Running" } } }
+                    tbody { @for w in &f.workers { tr {
+                        th scope="row" { (w.row.name) " " span.muted { (w.row.host) " pid " (w.row.pid) } }
+                        td { @if w.alive { "alive" } @else { strong { "silent" } } }
+                        td { @if w.row.labels.is_empty() { "-" } @else { (w.row.labels.join(", ")) } }
+                        td { (ago(w.row.seen)) }
+                        td { @if w.row.running.is_empty() { "-" } @else { (w.row.running.join(", ")) } }
+                    } } }
+                } }
+                h2 { "Scheduled jobs" }
+                div.table { table {
+                    thead { tr { th scope="col" { "Source" } th scope="col" { "Job" } th scope="col" { "Schedule" } th scope="col" { "Now" } th scope="col" { "Requires" } th scope="col" { "Last run" } } }
+                    tbody { @for j in &f.jobs { tr {
+                        th scope="row" { (j.row.source) }
+                        td { (j.row.kind) }
+                        td { (j.row.schedule) }
+                        td { @if let Some(w) = &j.running_on { "running on " (w) } @else if j.row.kind == "backup" || j.row.kind == "base" { "due " (j.row.due.strftime("%Y-%m-%d %H:%M:%S UTC")) } @else { "waiting for a worker" } }
+                        td { @if j.row.requires.is_empty() { "-" } @else { (j.row.requires.join(", ")) } }
+                        td { @if let Some(r) = &j.last { (r.result) " " (r.finished.map(ago).unwrap_or_default()) @if let Some(w) = &r.worker { " on " (w) } } @else { "-" } }
+                    } } }
+                } }
             },
         ),
     )

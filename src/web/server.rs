@@ -114,6 +114,7 @@ fn router(app: App) -> Router {
         .route("/sources/{name}", get(pages::source))
         .route("/sources/{name}/snapshots/{id}", get(pages::snapshot))
         .route("/sources/{name}/{action}", post(pages::act))
+        .route("/fleet", get(pages::fleet))
         .route("/reports", get(pages::reports))
         .route("/reports/{file}", get(pages::report_file))
         .route("/login", get(pages::login_form).post(pages::login))

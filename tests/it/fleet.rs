@@ -14,6 +14,7 @@ struct Worker {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    port: u16,
 }
 
 impl Worker {
@@ -39,11 +40,27 @@ impl Worker {
             name: name.into(),
             child: Some(cmd.spawn().unwrap()),
             log,
+            port,
         }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The body of `GET path` on this worker's dashboard.
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+        out.split_once("\r\n\r\n").unwrap().1.to_string()
     }
 
     fn kill(&mut self) {
@@ -409,6 +426,20 @@ fn labels_choose_the_worker_and_the_fleet_alerts_once() {
                 .count()
                 >= 6
     });
+    // Every worker's dashboard shows the whole fleet.
+    let api: serde_json::Value = serde_json::from_str(&ws[0].get("/api/v1/fleet")).unwrap();
+    let labelled = api["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "big-disk")
+        .unwrap_or_else(|| panic!("{api:#}"));
+    assert_eq!(labelled["labels"], serde_json::json!(["drill"]), "{api:#}");
+    let page = ws[1].get("/fleet");
+    assert!(
+        page.contains("big-disk") && page.contains("plain-1") && page.contains("drill"),
+        "{page}"
+    );
     for w in ws.iter_mut() {
         w.stop();
     }
