@@ -20,6 +20,7 @@ command -v gzip >/dev/null || apt_install gzip
 # the deploy recipe's unit.
 [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
 command -v systemd-analyze >/dev/null || apt_install systemd
+python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml   # reads deploy/fleet/kubernetes.yaml
 # promtool (Debian's prometheus package) checks the /metrics page.
 command -v promtool >/dev/null || apt_install prometheus
 # Postfix with Cyrus SASL (sasldb, PLAIN and LOGIN): a real mail server for the email alert tests,

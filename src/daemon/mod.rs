@@ -362,6 +362,32 @@ struct RunningJob {
     thread: JoinHandle<bool>,
 }
 
+impl RunningJob {
+    /// When the job is due next after it ended at `now`: at its schedule's next time; at the
+    /// same due time when it did not run to an end (it runs again), or was asked for by hand
+    /// (the schedule stands).
+    fn next_due(
+        spec: &SourceSpec,
+        kind: Kind,
+        lease: &crate::state::Lease,
+        done: bool,
+        now: Timestamp,
+    ) -> Timestamp {
+        if !done || lease.action.is_some() {
+            return lease.due;
+        }
+        match kind {
+            Kind::Backup => spec
+                .policy
+                .schedule
+                .as_ref()
+                .map(|s| jittered(s.next_after(now), spec.policy.jitter))
+                .unwrap_or(now),
+            Kind::Base => base::next_due(spec, now),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Backup,
@@ -522,6 +548,7 @@ pub fn serve_with(
             _ => long_names.push(p.name.clone()),
         }
     }
+    show_due(&state, &metrics);
     let by_source: BTreeMap<String, SourceSpec> =
         specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
     let mut wal_slots = stream::slots(&specs);
@@ -549,22 +576,7 @@ pub fn serve_with(
             let Some(lease) = worker.lease(&name).cloned() else {
                 continue;
             };
-            let now = Timestamp::now();
-            let next = if !done || lease.action.is_some() {
-                // Interrupted (it runs again), or asked for by hand (the schedule stands).
-                lease.due
-            } else {
-                match r.kind {
-                    Kind::Backup => r
-                        .spec
-                        .policy
-                        .schedule
-                        .as_ref()
-                        .map(|s| jittered(s.next_after(now), r.spec.policy.jitter))
-                        .unwrap_or(now),
-                    Kind::Base => base::next_due(&r.spec, now),
-                }
-            };
+            let next = RunningJob::next_due(&r.spec, r.kind, &lease, done, Timestamp::now());
             worker.release(&state, &name, next);
             let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
             let s = m.sources.entry(r.spec.name.clone()).or_default();
@@ -675,6 +687,7 @@ pub fn serve_with(
             fleet_checked = Some(std::time::Instant::now());
             match state.jobs() {
                 Ok(rows) => {
+                    due_metrics(&rows, &metrics);
                     held_elsewhere = rows
                         .into_iter()
                         .filter(|r| r.worker.as_deref().is_some_and(|w| w != worker.name()))
@@ -756,14 +769,17 @@ pub fn serve_with(
         while !r.thread.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if r.thread.is_finished() {
-            let _ = r.thread.join();
+        let done = if r.thread.is_finished() {
+            r.thread.join().unwrap_or(true)
         } else {
             error!(source = %r.spec.name, "the job did not stop in time");
-        }
-        // Stopped by the shutdown: still due, for the next worker (or this one's next start).
+            false
+        };
+        // Stopped by the shutdown: still due, for the next worker (or this one's next start);
+        // one that ended first moves on to its next time, so that it does not run twice.
         if let Some(lease) = worker.lease(&name).cloned() {
-            worker.release(&state, &name, lease.due);
+            let next = RunningJob::next_due(&r.spec, r.kind, &lease, done, Timestamp::now());
+            worker.release(&state, &name, next);
         }
     }
     // Streams and the duties go to another worker at once, not after the lease expires.
@@ -782,6 +798,28 @@ pub fn serve_with(
     let _ = http.join();
     info!("stopped");
     Ok(())
+}
+
+/// Each source's next due times into the metrics, from the job rows.
+fn due_metrics(rows: &[crate::state::JobRow], metrics: &metrics::Shared) {
+    let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
+    for r in rows {
+        let Some(s) = m.sources.get_mut(&r.source) else {
+            continue;
+        };
+        match r.kind.as_str() {
+            "backup" => s.next_run = Some(r.due),
+            "base" => s.base_next_run = Some(r.due),
+            _ => {}
+        }
+    }
+}
+
+fn show_due(state: &State, metrics: &metrics::Shared) {
+    match state.jobs() {
+        Ok(rows) => due_metrics(&rows, metrics),
+        Err(e) => warn!(error = %e.message(), "cannot read the jobs' due times"),
+    }
 }
 
 /// The metrics of `spec` as the state records them (at start, and on a shared state, now and

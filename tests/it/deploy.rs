@@ -163,3 +163,85 @@ fn the_fly_app_ships_a_configuration_offsitedb_accepts() {
     );
     assert!(docker.contains("OFFSITEDB_STATE_DIR=/data/state"));
 }
+
+/// The fleet recipes: the Kubernetes Deployment runs `serve` replicas named after their pods on
+/// the shared state from the Secret, with a configuration OffsiteDB accepts; the systemd drop-in
+/// names each host's worker and passes systemd's verifier with the unit.
+#[test]
+fn the_fleet_recipes_run_named_workers_on_a_shared_state() {
+    let root = project_dir();
+    let path = root.join("deploy/fleet/kubernetes.yaml");
+    // Debian's python3-yaml reads the manifest (a YAML parser the suite does not otherwise need).
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 cannot read the manifest (apt-get install python3-yaml): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |kind: &str| {
+        docs.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+    let deployment = find("Deployment");
+    assert!(deployment["spec"]["replicas"].as_i64().unwrap() >= 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["args"][0], "serve");
+    let env = c["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    assert_eq!(
+        var("OFFSITEDB_WORKER_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert!(
+        var("OFFSITEDB_STATE_DIR").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("/data")
+    );
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], "offsitedb");
+    // SIGTERM hands jobs over within 60 s: the pod gets longer than that.
+    assert!(pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 60);
+    // The configuration parses, with the Secret's variables set.
+    let text = find("ConfigMap")["data"]["offsitedb.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = |k: &str| match k {
+        "APP_DATABASE_URL" => Some("postgres://backup:pw@app-db:5432/app".to_string()),
+        _ => None,
+    };
+    let cfg = offsitedb::config::parse(&text, "deploy/fleet/kubernetes.yaml", &env).unwrap();
+    assert_eq!(cfg.worker.unwrap().lease.as_deref(), Some("30s"));
+    assert_eq!(cfg.server.unwrap().listen.as_deref(), Some("0.0.0.0:8080"));
+
+    // systemd: the unit with the fleet drop-in.
+    let unit = std::fs::read_to_string(root.join("deploy/offsitedb.service")).unwrap();
+    let dropin = std::fs::read_to_string(root.join("deploy/fleet/offsitedb-fleet.conf")).unwrap();
+    assert!(dropin.contains("Environment=OFFSITEDB_WORKER_NAME=%H"));
+    let body: String = dropin
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("[Service]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let merged = unit
+        .replacen("[Service]\n", &format!("[Service]\n{body}"), 1)
+        .replace(
+            "/usr/local/bin/offsitedb",
+            offsitedb_bin().to_str().unwrap(),
+        );
+    let (ok, text) = verify(&merged);
+    assert!(ok, "{text}");
+}
