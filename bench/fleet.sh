@@ -69,7 +69,7 @@ unix_socket_directories = '$WORK/pg'
 max_connections = 300
 fsync = on
 EOF
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w start >/dev/null
 PSQL=("$PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$PGPORT_" -U postgres)
 "${PSQL[@]}" -c "CREATE DATABASE fleet_state" >/dev/null
 STATE_URL="postgres://postgres@127.0.0.1:$PGPORT_/fleet_state"

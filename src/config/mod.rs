@@ -117,7 +117,8 @@ pub struct StateSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSection {
-    /// Its name in the shared state (default: the host name and the process id).
+    /// Its name in the shared state (default: the host name and the process id; alone on a
+    /// state file, the host name).
     /// `OFFSITEDB_WORKER_NAME` comes first.
     pub name: Option<String>,
     /// What it offers, e.g. `["drill", "region=eu"]`: a source's `requires` picks workers.
@@ -612,7 +613,15 @@ impl Settings {
             .ok()
             .filter(|v| !v.is_empty())
             .or_else(|| w.and_then(|w| w.name.clone()))
-            .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
+            .unwrap_or_else(|| {
+                // Alone on a state file: the host (a restart takes its jobs back at once). On a
+                // shared state, with the process id: two workers on one host stay two.
+                if self.state_at().is_ok_and(|a| a.is_shared()) {
+                    format!("{}-{}", host_name(), std::process::id())
+                } else {
+                    host_name()
+                }
+            });
         if name.trim().is_empty() || name.len() > 200 {
             return Err(Error::config(format!(
                 "[worker] name {name:?} is not a usable name"

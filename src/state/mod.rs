@@ -271,7 +271,8 @@ pub trait Store: Send {
     /// its schedule changed.
     fn plan(&self, p: &Planned) -> Result<()>;
     /// Takes up to `limit` of the rows named in `names` that are due at `now` and free (never
-    /// taken, released, or their lease expired), for `lease`.
+    /// taken, released, or their lease expired; or held by this worker's name: a worker that
+    /// restarted under the same name takes its rows back at once), for `lease`.
     fn take(
         &self,
         worker: &str,

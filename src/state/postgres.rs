@@ -636,7 +636,7 @@ impl Store for PgStore {
                 "WITH free AS (
                     SELECT name, worker AS old FROM jobs
                     WHERE name = ANY($2) AND (due <= $3 OR action IS NOT NULL)
-                      AND (worker IS NULL OR expires < now())
+                      AND (worker IS NULL OR expires < now() OR worker = $1)
                     ORDER BY due LIMIT $4
                     FOR UPDATE SKIP LOCKED)
                  UPDATE jobs j SET worker = $1, token = j.token + 1,

@@ -540,7 +540,9 @@ impl Store for SqliteStore {
                 .filter(|(l, expires)| {
                     names.contains(&l.name)
                         && (l.due <= now || l.action.is_some())
-                        && (l.taken_from.is_none() || expires.is_none_or(|e| e < now))
+                        && (l.taken_from.is_none()
+                            || expires.is_none_or(|e| e < now)
+                            || l.taken_from.as_deref() == Some(worker))
                 })
                 .collect();
             free.sort_by_key(|(l, _)| l.due);

@@ -146,6 +146,15 @@ fn both_stores_keep_the_same_contract() {
         assert!(st.take("w3", &all, now, lease, 10).unwrap().is_empty());
         assert!(st.renew("w1", &w1[0], lease).unwrap());
         assert!(!st.renew("w2", &w1[0], lease).unwrap(), "{what}");
+        // A worker restarting under its own name takes its rows back at once, with a new token
+        // (the old lease is fenced).
+        let back = st
+            .take("w1", std::slice::from_ref(&w1[0].name), now, lease, 1)
+            .unwrap();
+        assert_eq!(back.len(), 1, "{what}");
+        assert!(back[0].token > w1[0].token, "{what}");
+        assert!(!st.renew("w1", &w1[0], lease).unwrap(), "{what}");
+        assert!(st.renew("w1", &back[0], lease).unwrap(), "{what}");
         // Planned again (another worker starting): the due time stays.
         st.plan(&planned("backup:c", now + Duration::from_secs(999)))
             .unwrap();
@@ -279,12 +288,15 @@ fn concurrent_workers_take_each_due_job_once() {
                 let (at, all) = (at.clone(), all.clone());
                 std::thread::spawn(move || {
                     let st = at.open().unwrap();
-                    let mut mine = Vec::new();
+                    let mut mine: Vec<String> = Vec::new();
                     for _ in 0..30 {
+                        // As a worker does: never asking again for what it holds.
+                        let free: Vec<String> =
+                            all.iter().filter(|n| !mine.contains(n)).cloned().collect();
                         let got = st
                             .take(
                                 &format!("w{w}"),
-                                &all,
+                                &free,
                                 Timestamp::now(),
                                 Duration::from_secs(60),
                                 3,
