@@ -44,6 +44,9 @@ use crate::state::{Job, RunResult, RunTag, State, StateAt};
 /// How long running jobs get to stop after SIGTERM.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
 
+/// How often a worker on a shared state reads every source's last runs into its /metrics.
+const METRICS_EVERY: Duration = Duration::from_secs(30);
+
 /// Default address of `/metrics`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -556,6 +559,7 @@ pub fn serve_with(
     let mut long_checked: Option<std::time::Instant> = None;
     let mut fleet_checked: Option<std::time::Instant> = None;
     let mut duties_checked: Option<std::time::Instant> = None;
+    let mut metrics_checked = Some(std::time::Instant::now());
     let mut held_elsewhere: std::collections::BTreeSet<String> = Default::default();
 
     while !shutdown.requested() {
@@ -619,6 +623,24 @@ pub fn serve_with(
                 }
                 continue;
             };
+            // Taken over from a worker that ended the run but died before it released the
+            // row: the run is done, the row moves on (a due time runs once).
+            if lease.taken_from.is_some() && lease.action.is_none() {
+                let job = match lease.kind.as_str() {
+                    "backup" => Some((Job::Backup, Kind::Backup)),
+                    "base" => Some((Job::BaseBackup, Kind::Base)),
+                    _ => None,
+                };
+                if let Some((job, kind)) = job
+                    && let Ok(Some(last)) = state.last_attempt(&spec.name, job)
+                    && last.due == Some(lease.due)
+                {
+                    info!(source = %spec.name, job = %lease.name, due = %lease.due, "the previous worker ended this run before it stopped: not run again");
+                    let next = RunningJob::next_due(spec, kind, &lease, true, Timestamp::now());
+                    worker.release(&state, &lease.name, next);
+                    continue;
+                }
+            }
             if lease.due <= started && lease.action.is_none() && lease.taken_from.is_none() {
                 info!(source = %spec.name, job = %lease.name, due = %lease.due, "a scheduled run was missed while offsitedb was down: running it now");
             }
@@ -706,17 +728,19 @@ pub fn serve_with(
             control.set_running(&slot.spec.name, busy(&slot.spec.name));
         }
 
+        // On a shared state, other workers' runs count in this one's /metrics too.
+        if shared && metrics_checked.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
+            metrics_checked = Some(std::time::Instant::now());
+            for spec in slots.values().map(|s| &s.spec) {
+                load_metrics(spec, &state, &metrics).ok();
+            }
+        }
         // The fleet's duties: by one worker (alone, this one).
         if worker.holds(fleet::DUTIES) {
             // Each second alone; every 10 seconds on a shared state (hundreds of sources).
             let every = if shared { 10 } else { 1 };
             if duties_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(every)) {
                 duties_checked = Some(std::time::Instant::now());
-                if shared {
-                    for spec in slots.values().map(|s| &s.spec) {
-                        load_metrics(spec, &state, &metrics).ok();
-                    }
-                }
                 for slot in slots.values() {
                     // A state that cannot be read or written (a full disk) must not stop the
                     // daemon: the other sources' jobs go on, and the next check tries again.
@@ -739,12 +763,6 @@ pub fn serve_with(
             }
             monthly.tick(&settings, report_mail.as_ref());
             verifier.tick(&settings, &state_at, &dispatcher);
-        } else if shared && duties_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(15)) {
-            // Another worker judges the fleet; this one's /metrics still show every source.
-            duties_checked = Some(std::time::Instant::now());
-            for spec in slots.values().map(|s| &s.spec) {
-                load_metrics(spec, &state, &metrics).ok();
-            }
         }
         for (name, slot) in wal_slots.iter_mut() {
             slot.held = worker.holds(&format!("stream:{name}"));

@@ -195,7 +195,7 @@ impl PgStore {
                     Err(e) if Instant::now() < deadline => {
                         tracing::warn!(error = %e.message(), "the state database does not answer: trying again");
                         std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_secs(5));
+                        pause = (pause * 2).min(Duration::from_secs(1));
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -209,7 +209,7 @@ impl PgStore {
                     tracing::warn!(error = %e, "lost the connection to the state database: connecting again");
                     *guard = None;
                     std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => return Err(self.err(e)),
             }
