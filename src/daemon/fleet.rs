@@ -160,10 +160,7 @@ impl Worker {
         if self.reaped.is_none_or(|t| t.elapsed() >= REAP_EVERY) {
             self.reaped = Some(Instant::now());
             let silent = (self.settings.lease * 3).max(Duration::from_secs(30));
-            let before = Timestamp::now()
-                .checked_sub(silent)
-                .unwrap_or(Timestamp::UNIX_EPOCH);
-            match state.reap(before) {
+            match state.reap(silent) {
                 Ok(0) => {}
                 Ok(n) => info!(
                     workers = n,

@@ -44,6 +44,9 @@ use crate::state::{Job, RunResult, RunTag, State, StateAt};
 /// How long running jobs get to stop after SIGTERM.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
 
+/// How often a worker on a shared state plans every job row again.
+const REPLAN_EVERY: Duration = Duration::from_secs(60);
+
 /// How often a worker on a shared state reads every source's last runs into its /metrics.
 const METRICS_EVERY: Duration = Duration::from_secs(30);
 
@@ -428,7 +431,34 @@ pub fn serve_with(
     let worker_settings = settings.worker()?;
     let state_at = settings.state_at()?;
     let shared = state_at.is_shared();
-    let state = state_at.open()?;
+    let mut state = state_at.open()?;
+    if shared {
+        // Two live workers under one name would take each other's jobs for their own. A
+        // worker restarted under its name (a crashed pod) waits until its former self is
+        // silent; one that keeps beating is another process, and this one is refused.
+        let me = (crate::config::host_name(), std::process::id());
+        let waited = std::time::Instant::now();
+        loop {
+            let twin = state.workers()?.into_iter().find(|w| {
+                w.name == worker_settings.name
+                    && (w.host.as_str(), w.pid) != (me.0.as_str(), me.1)
+                    && Timestamp::now().duration_since(w.seen).as_secs_f64()
+                        < crate::ops::fleet::SILENT_AFTER.as_secs_f64()
+            });
+            let Some(w) = twin else { break };
+            if waited.elapsed() > crate::ops::fleet::SILENT_AFTER + Duration::from_secs(2) {
+                return Err(Error::config(format!(
+                    "another worker named {} is alive ({} pid {}, heard from at {})",
+                    w.name, w.host, w.pid, w.seen
+                ))
+                .with_hint("give each worker its own name: [worker] name, or OFFSITEDB_WORKER_NAME (the default adds the process id)"));
+            }
+            if shutdown.requested() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     // Steps left running by this machine's last daemon (a file), or by this worker under the
     // same name (a fleet: other workers' runs are theirs, closed when their leases expire).
     let interrupted = if shared {
@@ -444,6 +474,10 @@ pub fn serve_with(
             steps = interrupted,
             "steps that were running when offsitedb last stopped are marked interrupted"
         );
+    }
+    if !shared {
+        // Alone on the file: whatever holds a row is an earlier daemon of this machine.
+        state.free_leases()?;
     }
     // Fail fast on a wrong key or an unreadable repository (a new one is fine).
     settings.master_key(&mut |w| warn!("{w}"))?;
@@ -560,10 +594,27 @@ pub fn serve_with(
     let mut fleet_checked: Option<std::time::Instant> = None;
     let mut duties_checked: Option<std::time::Instant> = None;
     let mut metrics_checked = Some(std::time::Instant::now());
+    let mut replanned = std::time::Instant::now();
     let mut held_elsewhere: std::collections::BTreeSet<String> = Default::default();
 
     while !shutdown.requested() {
         let now = Timestamp::now();
+        // A shared state database that was recreated (or restored) gets its schema and rows
+        // back within a minute: opened again (migrating when it must) and every row planned
+        // again (a row that exists keeps its due time).
+        if shared && replanned.elapsed() >= REPLAN_EVERY {
+            replanned = std::time::Instant::now();
+            match state_at.open() {
+                Ok(s) => state = s,
+                Err(e) => error!(error = %e.message(), "cannot open the state database"),
+            }
+            for p in &plans {
+                if let Err(e) = state.plan(p) {
+                    error!(job = %p.name, error = %e.message(), "cannot plan a job in the state");
+                    break;
+                }
+            }
+        }
         // Jobs that ended: released with their next due time.
         let ended: Vec<String> = running
             .iter()
@@ -623,9 +674,9 @@ pub fn serve_with(
                 }
                 continue;
             };
-            // Taken over from a worker that ended the run but died before it released the
-            // row: the run is done, the row moves on (a due time runs once).
-            if lease.taken_from.is_some() && lease.action.is_none() {
+            // A worker (or this machine's last daemon) that ended the run but stopped before it
+            // released the row: the run is done, the row moves on (a due time runs once).
+            if lease.action.is_none() {
                 let job = match lease.kind.as_str() {
                     "backup" => Some((Job::Backup, Kind::Backup)),
                     "base" => Some((Job::BaseBackup, Kind::Base)),
@@ -780,19 +831,21 @@ pub fn serve_with(
 
     info!("stopping: no new jobs; running jobs stop at their next buffer");
     let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
-    stream::finish(&mut wal_slots, deadline);
-    monthly.finish(deadline);
-    verifier.finish(deadline);
+    // Jobs first, their leases renewed while they stop: one that expired here would hand a job
+    // still stopping to another worker.
+    while running.values().any(|r| !r.thread.is_finished()) && std::time::Instant::now() < deadline
+    {
+        worker.renew(&state);
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for (name, r) in std::mem::take(&mut running) {
-        while !r.thread.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let done = if r.thread.is_finished() {
-            r.thread.join().unwrap_or(true)
-        } else {
+        if !r.thread.is_finished() {
+            // Not released: its lease expires, and the worker that takes it over aborts what
+            // it left.
             error!(source = %r.spec.name, "the job did not stop in time");
-            false
-        };
+            continue;
+        }
+        let done = r.thread.join().unwrap_or(true);
         // Stopped by the shutdown: still due, for the next worker (or this one's next start);
         // one that ended first moves on to its next time, so that it does not run twice.
         if let Some(lease) = worker.lease(&name).cloned() {
@@ -800,15 +853,28 @@ pub fn serve_with(
             worker.release(&state, &name, next);
         }
     }
-    // Streams and the duties go to another worker at once, not after the lease expires.
+    worker.renew(&state);
+    let still_streaming = stream::finish(&mut wal_slots, deadline);
+    monthly.finish(deadline);
+    verifier.finish(deadline);
+    // Streams and the duties go to another worker at once, not after the lease expires (a
+    // stream that did not stop keeps its lease until it expires: one pg_receivewal per slot).
     let long: Vec<(String, Timestamp)> = long_names
         .iter()
+        .filter(|n| {
+            !still_streaming
+                .iter()
+                .any(|s| n.as_str() == format!("stream:{s}"))
+        })
         .filter_map(|n| worker.lease(n).map(|l| (n.clone(), l.due)))
         .collect();
     for (name, due) in long {
         worker.release(&state, &name, due);
     }
-    worker.beat(&state, true);
+    // Gone from the workers list at once: the next process under this name starts at once.
+    if let Err(e) = state.leave(worker.name()) {
+        warn!(error = %e.message(), "cannot take this worker off the workers list");
+    }
     if let Ok(d) = Arc::try_unwrap(dispatcher) {
         d.finish(Duration::from_secs(10));
     }
@@ -868,11 +934,13 @@ fn load_metrics(spec: &SourceSpec, state: &State, metrics: &metrics::Shared) -> 
     Ok(())
 }
 
-/// Before a job taken over from a worker whose lease expired: that worker's unfinished
-/// uploads of the source are aborted (it is dead, or cut off and must not finish behind us).
-fn fence(settings: &Settings, source: &str) {
+/// Before a job taken over from a worker whose lease expired: the unfinished uploads under the
+/// job's own prefix (a backup job's snapshots, or base backups) are that worker's, and are
+/// aborted (it is dead, or cut off and must not finish behind us). Another kind of job of the
+/// source, which may run on another worker meanwhile, uploads elsewhere.
+fn fence(settings: &Settings, prefix: &str, source: &str) {
     let aborted = settings.open_store().and_then(|store| {
-        crate::ops::prune::abort_uploads_before(&*store, source, Timestamp::now())
+        crate::ops::prune::abort_uploads_before(&*store, prefix, Timestamp::now())
     });
     match aborted {
         Ok(0) => {}
@@ -911,7 +979,11 @@ fn base_thread(
         .name(format!("base-wait-{}", spec.name))
         .spawn(move || {
             if taken_over {
-                fence(&settings, &spec.name);
+                fence(
+                    &settings,
+                    &crate::catalog::base::base_prefix(&spec.name),
+                    &spec.name,
+                );
             }
             let inner = base::spawn(&settings, &spec, &state_at, tag, &dispatcher, &metrics);
             inner.join().is_ok() && crate::interrupt::check().is_ok()
@@ -965,7 +1037,7 @@ fn spawn_job(
             }
             let _finished = Finished(control);
             if taken_over {
-                fence(&settings, &spec.name);
+                fence(&settings, &format!("snapshots/{}/", spec.name), &spec.name);
             }
             let ran = state_at.open().and_then(|state| {
                 let state = state.tagged(tag);

@@ -105,8 +105,16 @@ pub(super) fn tick(
                 }
                 continue;
             }
-            if slot.thread.is_none() {
+            if slot.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // Held again while the stream stopped for a lost lease: it starts afresh once
+                // the old one has ended.
+                if slot.thread.as_ref().is_some_and(|h| !h.is_finished()) {
+                    continue;
+                }
+                let _ = slot.thread.take().map(|h| h.join());
                 slot.stop.store(false, std::sync::atomic::Ordering::SeqCst);
+                slot.restart_at = Some(Instant::now());
+                slot.gave_up = None;
             }
             supervise(slot, settings, shutdown);
         }
@@ -404,8 +412,10 @@ fn evaluate(
     Ok(())
 }
 
-/// Waits (until `deadline`) for the streams to upload what they received and stop.
-pub(super) fn finish(slots: &mut BTreeMap<String, WalSlot>, deadline: Instant) {
+/// Waits (until `deadline`) for the streams to upload what they received and stop; returns the
+/// sources whose stream did not.
+pub(super) fn finish(slots: &mut BTreeMap<String, WalSlot>, deadline: Instant) -> Vec<String> {
+    let mut running = Vec::new();
     for slot in slots.values_mut() {
         if let Some(h) = slot.thread.take() {
             while !h.is_finished() && Instant::now() < deadline {
@@ -415,7 +425,9 @@ pub(super) fn finish(slots: &mut BTreeMap<String, WalSlot>, deadline: Instant) {
                 let _ = h.join();
             } else {
                 error!(source = %slot.spec.name, "the WAL stream did not stop in time");
+                running.push(slot.spec.name.clone());
             }
         }
     }
+    running
 }

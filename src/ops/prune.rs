@@ -802,27 +802,25 @@ fn for_base_backups(plan: &mut Plan, inherited: bool) {
     }
 }
 
-/// Aborts the store's unfinished uploads of `source` (snapshots and base backups) that began
-/// before `before`, whatever their age: for a worker that took over the source's job from a
-/// worker whose lease expired (dead, or cut off: its upload must not finish behind the new one).
-/// Returns how many it aborted.
+/// Aborts the store's unfinished uploads under `prefix` (`snapshots/NAME/`, or a source's base
+/// backups) that began before `before`, whatever their age: for a worker that took over a job
+/// from a worker whose lease expired (dead, or cut off: its upload must not finish behind the new
+/// one). Returns how many it aborted.
 pub fn abort_uploads_before<S: WriteStore + ?Sized>(
     store: &S,
-    source: &str,
+    prefix: &str,
     before: Timestamp,
 ) -> Result<usize> {
     let mut n = 0;
-    for prefix in [format!("snapshots/{source}/"), base_prefix(source)] {
-        for u in store.incomplete_uploads(&prefix)? {
-            let early = u
-                .started
-                .as_deref()
-                .and_then(|s| s.parse::<Timestamp>().ok())
-                .is_some_and(|t| t < before);
-            if early {
-                store.abort_incomplete(&u)?;
-                n += 1;
-            }
+    for u in store.incomplete_uploads(prefix)? {
+        let early = u
+            .started
+            .as_deref()
+            .and_then(|s| s.parse::<Timestamp>().ok())
+            .is_some_and(|t| t < before);
+        if early {
+            store.abort_incomplete(&u)?;
+            n += 1;
         }
     }
     Ok(n)

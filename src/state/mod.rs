@@ -265,14 +265,17 @@ pub trait Store: Send {
     /// Records this worker's heartbeat.
     fn heartbeat(&self, w: &WorkerRow) -> Result<()>;
     fn workers(&self) -> Result<Vec<WorkerRow>>;
-    /// Forgets workers not heard from since `before`, and marks their running runs interrupted.
-    fn reap(&self, before: Timestamp) -> Result<usize>;
+    /// Takes a stopping worker off the list.
+    fn leave(&self, name: &str) -> Result<()>;
+    /// Forgets workers not heard from for `silent` (by the store's clock), and marks their
+    /// running runs interrupted.
+    fn reap(&self, silent: Duration) -> Result<usize>;
     /// Adds the job's row if missing; otherwise updates what it requires, and its due time when
     /// its schedule changed.
     fn plan(&self, p: &Planned) -> Result<()>;
     /// Takes up to `limit` of the rows named in `names` that are due at `now` and free (never
-    /// taken, released, or their lease expired; or held by this worker's name: a worker that
-    /// restarted under the same name takes its rows back at once), for `lease`.
+    /// taken, released, or their lease expired), for `lease`. A row taken over from another
+    /// worker says from whom; that worker's running steps of the row's kind are interrupted.
     fn take(
         &self,
         worker: &str,
@@ -283,6 +286,9 @@ pub trait Store: Send {
     ) -> Result<Vec<Lease>>;
     /// Extends the lease; false when this worker does not hold it any more.
     fn renew(&self, worker: &str, l: &Lease, lease: Duration) -> Result<bool>;
+    /// Frees every row whoever holds it: for `serve` alone on a state file, at its start (the
+    /// holders were this machine's earlier daemons).
+    fn free_leases(&self) -> Result<usize>;
     /// Frees the row with its next due time.
     fn release(&self, worker: &str, l: &Lease, next_due: Timestamp) -> Result<()>;
     /// Asks for `action` on the row now (the dashboard's buttons); false when it is held.
@@ -412,6 +418,16 @@ impl HeadMemory for StateMemory {
     fn sources(&self, repo: &str) -> Result<Vec<String>> {
         self.0.open()?.log_sources(repo)
     }
+}
+
+/// The steps (run jobs) a scheduled row of `kind` runs: what a takeover interrupts.
+pub(crate) fn steps_of(kind: &str) -> Vec<String> {
+    let jobs: &[Job] = match kind {
+        "backup" => &[Job::Backup, Job::Drill, Job::Prune],
+        "base" => &[Job::BaseBackup, Job::PitrDrill, Job::Prune],
+        _ => &[],
+    };
+    jobs.iter().map(|j| j.as_str().to_string()).collect()
 }
 
 /// Wall-clock seconds from `started` to `at`; a clock stepped back mid-run must not make a

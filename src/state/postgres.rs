@@ -211,7 +211,10 @@ impl PgStore {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                Err(e) => return Err(self.err(e)),
+                Err(e) => {
+                    forget_migration(&self.url, &e);
+                    return Err(self.err(e));
+                }
             }
         }
     }
@@ -285,34 +288,47 @@ impl Drop for PgStore {
 
 /// Whether `e` says the connection is gone (not that the statement failed): closed, an I/O
 /// error, or the server shutting down (SQLSTATE class 57P) or refusing connections (class 08).
+/// A statement's own errors (a row missing, a value that does not convert) are not retried.
 fn broken(c: &Client, e: &postgres::Error) -> bool {
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
     c.is_closed()
         || e.is_closed()
-        || match e.code() {
-            Some(k) => k.code().starts_with("57P") || k.code().starts_with("08"),
-            None => e.as_db_error().is_none(),
-        }
+        || io
+        || e.code()
+            .is_some_and(|k| k.code().starts_with("57P") || k.code().starts_with("08"))
 }
 
-fn row_to_run(r: &postgres::Row) -> Run {
-    let job: String = r.get(1);
-    let result: String = r.get(5);
-    Run {
-        id: r.get(0),
-        job: Job::parse(&job).unwrap_or(Job::Backup),
-        source: r.get(2),
-        started: r.get(3),
-        finished: r.get(4),
-        result: RunResult::parse(&result).unwrap_or(RunResult::Failed),
-        error: r.get(6),
-        snapshot: r.get(7),
-        plain_bytes: r.get::<_, Option<i64>>(8).map(|b| b as u64),
-        stored_bytes: r.get::<_, Option<i64>>(9).map(|b| b as u64),
-        seconds: r.get(10),
-        restore_seconds: r.get(11),
-        worker: r.get(12),
-        due: r.get(13),
+/// The schema or a table is gone (the database was recreated): the next open migrates again.
+fn forget_migration(url: &Secret, e: &postgres::Error) {
+    if e.code()
+        .is_some_and(|k| matches!(k.code(), "42P01" | "3F000"))
+    {
+        if let Some(set) = MIGRATED.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            set.remove(url.expose());
+        }
     }
+}
+
+/// A run from its row; a value that does not convert is an error, never a panic.
+fn row_to_run(r: &postgres::Row) -> std::result::Result<Run, postgres::Error> {
+    let job: String = r.try_get(1)?;
+    let result: String = r.try_get(5)?;
+    Ok(Run {
+        id: r.try_get(0)?,
+        job: Job::parse(&job).unwrap_or(Job::Backup),
+        source: r.try_get(2)?,
+        started: r.try_get(3)?,
+        finished: r.try_get(4)?,
+        result: RunResult::parse(&result).unwrap_or(RunResult::Failed),
+        error: r.try_get(6)?,
+        snapshot: r.try_get(7)?,
+        plain_bytes: r.try_get::<_, Option<i64>>(8)?.map(|b| b as u64),
+        stored_bytes: r.try_get::<_, Option<i64>>(9)?.map(|b| b as u64),
+        seconds: r.try_get(10)?,
+        restore_seconds: r.try_get(11)?,
+        worker: r.try_get(12)?,
+        due: r.try_get(13)?,
+    })
 }
 
 fn secs(d: Duration) -> f64 {
@@ -381,7 +397,12 @@ impl Store for PgStore {
                 &[&source, &(limit as i64)],
             )
         })
-        .map(|rows| rows.iter().map(row_to_run).collect())
+        .and_then(|rows| {
+            rows.iter()
+                .map(row_to_run)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))
+        })
     }
 
     fn last(&self, source: &str, job: Job, result: Option<RunResult>) -> Result<Option<Run>> {
@@ -396,7 +417,12 @@ impl Store for PgStore {
                 &[&source, &job.as_str(), &result.map(RunResult::as_str)],
             )
         })
-        .map(|r| r.as_ref().map(row_to_run))
+        .and_then(|r| {
+            r.as_ref()
+                .map(row_to_run)
+                .transpose()
+                .map_err(|e| self.err(e))
+        })
     }
 
     fn last_attempt(&self, source: &str, job: Job) -> Result<Option<Run>> {
@@ -410,7 +436,12 @@ impl Store for PgStore {
                 &[&source, &job.as_str()],
             )
         })
-        .map(|r| r.as_ref().map(row_to_run))
+        .and_then(|r| {
+            r.as_ref()
+                .map(row_to_run)
+                .transpose()
+                .map_err(|e| self.err(e))
+        })
     }
 
     fn alert(&self, source: &str, event: &str) -> Result<Option<AlertState>> {
@@ -560,31 +591,40 @@ impl Store for PgStore {
                 &[],
             )
         })
-        .map(|rows| {
+        .and_then(|rows| {
             rows.iter()
-                .map(|r| WorkerRow {
-                    name: r.get(0),
-                    host: r.get(1),
-                    pid: r.get::<_, i32>(2) as u32,
-                    version: r.get(3),
-                    labels: r.get(4),
-                    started: r.get(5),
-                    seen: r.get(6),
-                    running: r.get(7),
+                .map(|r| {
+                    Ok(WorkerRow {
+                        name: r.try_get(0)?,
+                        host: r.try_get(1)?,
+                        pid: r.try_get::<_, i32>(2)? as u32,
+                        version: r.try_get(3)?,
+                        labels: r.try_get(4)?,
+                        started: r.try_get(5)?,
+                        seen: r.try_get(6)?,
+                        running: r.try_get(7)?,
+                    })
                 })
-                .collect()
+                .collect::<std::result::Result<Vec<_>, postgres::Error>>()
+                .map_err(|e| self.err(e))
         })
     }
 
-    fn reap(&self, before: Timestamp) -> Result<usize> {
+    fn leave(&self, name: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM workers WHERE name = $1", &[&name]))?;
+        Ok(())
+    }
+
+    fn reap(&self, silent: Duration) -> Result<usize> {
         let gone = self.with(|c| {
             let mut tx = c.transaction()?;
             let gone = tx.query(
-                "DELETE FROM workers WHERE seen < $1 RETURNING name, seen",
-                &[&before],
+                "DELETE FROM workers WHERE seen < now() - make_interval(secs => $1)
+                 RETURNING name, seen",
+                &[&secs(silent)],
             )?;
             for r in &gone {
-                let (name, seen): (String, Timestamp) = (r.get(0), r.get(1));
+                let (name, seen): (String, Timestamp) = (r.try_get(0)?, r.try_get(1)?);
                 tx.execute(
                     "UPDATE runs SET result = 'interrupted', error = $2
                      WHERE result = 'running' AND worker = $1",
@@ -636,7 +676,7 @@ impl Store for PgStore {
                 "WITH free AS (
                     SELECT name, worker AS old FROM jobs
                     WHERE name = ANY($2) AND (due <= $3 OR action IS NOT NULL)
-                      AND (worker IS NULL OR expires < now() OR worker = $1)
+                      AND (worker IS NULL OR expires < now())
                     ORDER BY due LIMIT $4
                     FOR UPDATE SKIP LOCKED)
                  UPDATE jobs j SET worker = $1, token = j.token + 1,
@@ -645,24 +685,32 @@ impl Store for PgStore {
                  RETURNING j.name, j.source, j.kind, j.due, j.token, j.action, free.old",
                 &[&worker, &names, &now, &(limit as i64), &secs(lease)],
             )?;
-            let taken: Vec<Lease> = rows
+            let taken = rows
                 .iter()
-                .map(|r| Lease {
-                    name: r.get(0),
-                    source: r.get(1),
-                    kind: r.get(2),
-                    due: r.get(3),
-                    token: r.get(4),
-                    action: r.get(5),
-                    taken_from: r.get(6),
+                .map(|r| {
+                    Ok(Lease {
+                        name: r.try_get(0)?,
+                        source: r.try_get(1)?,
+                        kind: r.try_get(2)?,
+                        due: r.try_get(3)?,
+                        token: r.try_get(4)?,
+                        action: r.try_get(5)?,
+                        taken_from: r.try_get(6)?,
+                    })
                 })
-                .collect();
+                .collect::<std::result::Result<Vec<Lease>, postgres::Error>>()?;
             for l in &taken {
                 if let Some(old) = &l.taken_from {
                     tx.execute(
                         "UPDATE runs SET result = 'interrupted', error = $3
-                         WHERE result = 'running' AND worker = $1 AND source = $2",
-                        &[old, &l.source, &taken_over_message(old, worker)],
+                         WHERE result = 'running' AND worker = $1 AND source = $2
+                           AND job = ANY($4)",
+                        &[
+                            old,
+                            &l.source,
+                            &taken_over_message(old, worker),
+                            &super::steps_of(&l.kind),
+                        ],
                     )?;
                 }
             }
@@ -680,6 +728,16 @@ impl Store for PgStore {
             )
         })
         .map(|n| n == 1)
+    }
+
+    fn free_leases(&self) -> Result<usize> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET worker = NULL, expires = NULL WHERE worker IS NOT NULL",
+                &[],
+            )
+        })
+        .map(|n| n as usize)
     }
 
     fn release(&self, worker: &str, l: &Lease, next_due: Timestamp) -> Result<()> {
@@ -712,20 +770,23 @@ impl Store for PgStore {
                 &[],
             )
         })
-        .map(|rows| {
+        .and_then(|rows| {
             rows.iter()
-                .map(|r| JobRow {
-                    name: r.get(0),
-                    source: r.get(1),
-                    kind: r.get(2),
-                    schedule: r.get(3),
-                    due: r.get(4),
-                    requires: r.get(5),
-                    worker: r.get(6),
-                    expires: r.get(7),
-                    action: r.get(8),
+                .map(|r| {
+                    Ok(JobRow {
+                        name: r.try_get(0)?,
+                        source: r.try_get(1)?,
+                        kind: r.try_get(2)?,
+                        schedule: r.try_get(3)?,
+                        due: r.try_get(4)?,
+                        requires: r.try_get(5)?,
+                        worker: r.try_get(6)?,
+                        expires: r.try_get(7)?,
+                        action: r.try_get(8)?,
+                    })
                 })
-                .collect()
+                .collect::<std::result::Result<Vec<_>, postgres::Error>>()
+                .map_err(|e| self.err(e))
         })
     }
 }

@@ -463,7 +463,16 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn reap(&self, before: Timestamp) -> Result<usize> {
+    fn leave(&self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM workers WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn reap(&self, silent: Duration) -> Result<usize> {
+        let now = Timestamp::now();
+        let before = now.checked_sub(silent).unwrap_or(Timestamp::UNIX_EPOCH);
         let gone: Vec<WorkerRow> = self
             .workers()?
             .into_iter()
@@ -540,9 +549,7 @@ impl Store for SqliteStore {
                 .filter(|(l, expires)| {
                     names.contains(&l.name)
                         && (l.due <= now || l.action.is_some())
-                        && (l.taken_from.is_none()
-                            || expires.is_none_or(|e| e < now)
-                            || l.taken_from.as_deref() == Some(worker))
+                        && (l.taken_from.is_none() || expires.is_none_or(|e| e < now))
                 })
                 .collect();
             free.sort_by_key(|(l, _)| l.due);
@@ -555,11 +562,14 @@ impl Store for SqliteStore {
                     params![l.name, worker, l.token, expires],
                 )?;
                 if let Some(old) = &l.taken_from {
-                    c.execute(
-                        "UPDATE runs SET result = 'interrupted', error = ?3
-                         WHERE result = 'running' AND worker = ?1 AND source = ?2",
-                        params![old, l.source, taken_over_message(old, worker)],
-                    )?;
+                    for job in super::steps_of(&l.kind) {
+                        c.execute(
+                            "UPDATE runs SET result = 'interrupted', error = ?3
+                             WHERE result = 'running' AND worker = ?1 AND source = ?2
+                               AND job = ?4",
+                            params![old, l.source, taken_over_message(old, worker), job],
+                        )?;
+                    }
                 }
                 taken.push(l);
             }
@@ -582,6 +592,15 @@ impl Store for SqliteStore {
             )
             .map_err(|e| self.err(e))?;
         Ok(n == 1)
+    }
+
+    fn free_leases(&self) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET worker = NULL, expires = NULL WHERE worker IS NOT NULL",
+                [],
+            )
+            .map_err(|e| self.err(e))
     }
 
     fn release(&self, worker: &str, l: &Lease, next_due: Timestamp) -> Result<()> {

@@ -426,6 +426,16 @@ fn labels_choose_the_worker_and_the_fleet_alerts_once() {
                 .count()
                 >= 6
     });
+    // A second process under a live worker's name is refused: it would take that worker's
+    // jobs for its own.
+    let mut twin = Worker::start(&s, "twin", &[("OFFSITEDB_WORKER_NAME", "plain-1")]);
+    let code = twin.child.take().unwrap().wait().unwrap().code();
+    assert_eq!(code, Some(3), "{}", twin.log());
+    assert!(
+        twin.log().contains("another worker named plain-1 is alive"),
+        "{}",
+        twin.log()
+    );
     // `check` reaches the shared state, and shows its URL without the password.
     let check = s.cli.run(&["check", "--source", "plain"]);
     let line = check
