@@ -6,7 +6,8 @@
 #            separate machines) sharing one PostgreSQL state database
 # Per phase, from `offsitedb history --json` (the same for both states): the scheduling delay of
 # every scheduled backup (its start minus its due time: leasing, the job's thread, the source's
-# lock, the state's first write) as p50 / p95 / max, the runs done and failed, runs per worker,
+# lock, the state's first write) as p50 / p95 / max, the runs done and failed, due times run
+# twice (must be 0), runs per worker,
 # and for the fleet the state database's load: transactions per second (pg_stat_database) and the
 # CPU seconds its server processes used (the postmaster's own and its reaped children's, plus
 # the live backends), per minute of the run. Ratios are fleet against single.
@@ -148,7 +149,10 @@ ok = sum(r["result"] == "ok" for r in sched)
 failed = sum(r["result"] == "failed" for r in sched)
 per = {}
 for r in sched: per[r.get("worker")] = per.get(r.get("worker"), 0) + 1
-print(f"{pct(50):.3f} {pct(95):.3f} {max(d) if d else float('nan'):.3f} {len(sched)} {ok} {failed}")
+seen = {}
+for r in sched: seen[(r["source"], r["due"])] = seen.get((r["source"], r["due"]), 0) + 1
+twice = sum(1 for n in seen.values() if n > 1)
+print(f"{pct(50):.3f} {pct(95):.3f} {max(d) if d else float('nan'):.3f} {len(sched)} {ok} {failed} {twice}")
 print(" ".join(f"{w}={c}" for w, c in sorted(per.items())))
 PY
   if [ "$name" = fleet ]; then
@@ -161,11 +165,11 @@ has fleet && run_phase fleet "$WORKERS" "$WORK/fleet.toml"
 
 # --- report ---------------------------------------------------------------------------------
 echo
-printf '%-8s %8s %8s %8s %6s %6s %6s  %s\n' phase p50_s p95_s max_s runs ok failed "runs per worker"
+printf '%-8s %8s %8s %8s %6s %6s %6s %6s  %s\n' phase p50_s p95_s max_s runs ok failed twice "runs per worker"
 for name in single fleet; do
   has "$name" || continue
-  read -r p50 p95 mx runs ok failed < <(sed -n 1p "$WORK/$name/summary")
-  printf '%-8s %8s %8s %8s %6s %6s %6s  %s\n' "$name" "$p50" "$p95" "$mx" "$runs" "$ok" "$failed" "$(sed -n 2p "$WORK/$name/summary")"
+  read -r p50 p95 mx runs ok failed twice < <(sed -n 1p "$WORK/$name/summary")
+  printf '%-8s %8s %8s %8s %6s %6s %6s %6s  %s\n' "$name" "$p50" "$p95" "$mx" "$runs" "$ok" "$failed" "$twice" "$(sed -n 2p "$WORK/$name/summary")"
 done
 if has fleet; then
   read -r tx cpu < <(sed -n 3p "$WORK/fleet/summary")
