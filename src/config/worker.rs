@@ -77,15 +77,16 @@ impl Settings {
                 "[worker] name {name:?} is not a usable name"
             )));
         }
-        let lease = match w.and_then(|w| w.lease.as_deref()) {
+        let text = w.and_then(|w| w.lease.as_deref());
+        let lease = match text {
             Some(t) => crate::schedule::parse_duration(t)
                 .map_err(|e| Error::config(format!("[worker] lease: {e}")))?,
             None => std::time::Duration::from_secs(30),
         };
         if lease < std::time::Duration::from_secs(3) {
             return Err(Error::config(format!(
-                "[worker] lease {} is too short",
-                crate::units::duration(lease)
+                "[worker] lease {:?} is too short",
+                text.unwrap_or_default()
             ))
             .with_hint("use 3s or more (renewed every third of it); the default is 30s"));
         }

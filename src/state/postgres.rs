@@ -160,7 +160,7 @@ impl PgStore {
     fn connect(&self) -> Result<Client> {
         let mut c =
             crate::postgres::client::connect(&self.ci, "the state database").map_err(|e| {
-                Error::io(format!("state database: {}", e.message()))
+                Error::io(e.message())
                     .with_hint(e.hint().unwrap_or(
                         "check [state] url (or OFFSITEDB_STATE_URL) and that the database is up",
                     ))
@@ -192,7 +192,9 @@ impl PgStore {
             if guard.as_ref().is_none_or(|c| c.is_closed()) {
                 match self.connect() {
                     Ok(c) => *guard = Some(c),
-                    Err(e) if Instant::now() < deadline => {
+                    // Retried only by a process that reached it before (a worker riding out a
+                    // restart); a command, or a worker's first start, says so at once.
+                    Err(e) if Instant::now() < deadline && self.reached_before() => {
                         tracing::warn!(error = %e.message(), "the state database does not answer: trying again");
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(Duration::from_secs(1));
@@ -217,6 +219,14 @@ impl PgStore {
                 }
             }
         }
+    }
+
+    fn reached_before(&self) -> bool {
+        MIGRATED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|m| m.contains(self.url.expose()))
     }
 
     /// Brings the schema up to `version` under the advisory lock; refuses a newer one.

@@ -569,3 +569,52 @@ fn a_run_the_dead_worker_ended_is_not_run_again() {
     assert!(row.due > jiff::Timestamp::now(), "{row:?}");
     assert_eq!(row.worker, None, "{row:?}");
 }
+
+/// Fleet settings that cannot work are refused with the setting named; a state database that
+/// does not answer is said at once, without its password.
+#[test]
+fn bad_fleet_settings_are_refused_clearly() {
+    let s = Repo::local().with_config(
+        "[worker]\nlease = \"1s\"\n\n[[source]]\nname = \"x\"\nkind = \"directory\"\npath = \".\"\nschedule = \"every 1h\"\n",
+    );
+    let r = s.cli.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("[worker] lease \"1s\" is too short"),
+        "{}",
+        r.stderr
+    );
+    s.write_config(
+        "[worker]\njobs = 0\n\n[[source]]\nname = \"x\"\nkind = \"directory\"\npath = \".\"\nschedule = \"every 1h\"\n",
+    );
+    let r = s.cli.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("[worker] jobs must be 1 or more"),
+        "{}",
+        r.stderr
+    );
+    s.write_config("[state]\nurl = \"mysql://root:Sekr1t-pw@db/x\"\n");
+    let r = s.cli.fails(&["fleet"], 3, "[state] url");
+    assert!(!r.stderr.contains("Sekr1t"), "{}", r.stderr);
+
+    // Nothing listens there: one clear error, soon, and the password nowhere.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    s.write_config(&format!(
+        "[state]\nurl = \"postgres://offsitedb:Sekr1t-pw@127.0.0.1:{port}/state\"\n"
+    ));
+    let t = Instant::now();
+    let r = s.cli.run(&["fleet"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("cannot connect to the state database"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("Sekr1t"), "{}", r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
