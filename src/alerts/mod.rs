@@ -126,7 +126,7 @@ impl Alert {
             message,
             time: Timestamp::now(),
             last_success: None,
-            host: hostname(),
+            host: crate::config::host_name(),
         }
     }
 
@@ -157,12 +157,6 @@ impl Alert {
         ));
         s
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Records `firing` for (source, event) and returns the alert to send if that is a change:

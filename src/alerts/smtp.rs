@@ -388,7 +388,7 @@ fn io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io:
 /// address that reaches `server` (a connected UDP socket tells it without sending anything).
 fn hello_name(server: SocketAddr) -> std::io::Result<ClientId> {
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    if let Some(name) = fqdn(&super::hostname(), &hosts) {
+    if let Some(name) = fqdn(&crate::config::host_name(), &hosts) {
         return Ok(ClientId::Domain(name));
     }
     let udp = UdpSocket::bind(if server.is_ipv4() {

@@ -68,7 +68,10 @@ pub(super) fn next_due(spec: &SourceSpec, now: Timestamp) -> Timestamp {
     }
 }
 
-/// Takes a base backup on a thread of its own (a leased job).
+/// Takes a base backup on a thread of its own (a leased job; `taken_over` from a worker whose
+/// lease expired: its unfinished base backup uploads are aborted first). The thread's value says
+/// whether it ran to an end: the base backup records its own failure or interruption, so only a
+/// stopping daemon leaves the job due.
 pub(super) fn spawn(
     settings: &Arc<Settings>,
     spec: &SourceSpec,
@@ -76,7 +79,8 @@ pub(super) fn spawn(
     tag: RunTag,
     dispatcher: &Arc<Dispatcher>,
     metrics: &metrics::Shared,
-) -> JoinHandle<()> {
+    taken_over: bool,
+) -> JoinHandle<bool> {
     let (settings, spec, state_at, dispatcher, metrics) = (
         settings.clone(),
         spec.clone(),
@@ -88,6 +92,13 @@ pub(super) fn spawn(
         .name(format!("base-{}", spec.name))
         .spawn(move || {
             let name = spec.name.clone();
+            if taken_over {
+                super::serve::fence(
+                    &settings,
+                    &crate::catalog::base::base_prefix(&name),
+                    &name,
+                );
+            }
             let mut note = |n: String| info!(source = %name, "{n}");
             let ran = state_at.open().and_then(|state| {
                 base_backup_with_alerts(
@@ -106,6 +117,7 @@ pub(super) fn spawn(
                     error!(source = %spec.name, error = %e.message(), "the base backup could not run or record its result (state)");
                 }
             }
+            crate::interrupt::check().is_ok()
         })
         .expect("spawn a base backup thread")
 }

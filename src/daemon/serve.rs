@@ -391,7 +391,7 @@ pub fn serve_with(
                         RunningJob {
                             spec: spec.clone(),
                             kind: Kind::Base,
-                            thread: base_thread(
+                            thread: base::spawn(
                                 &settings,
                                 spec,
                                 &state_at,
@@ -598,7 +598,7 @@ fn load_metrics(spec: &SourceSpec, state: &State, metrics: &metrics::Shared) -> 
 /// job's own prefix (a backup job's snapshots, or base backups) are that worker's, and are
 /// aborted (it is dead, or cut off and must not finish behind us). Another kind of job of the
 /// source, which may run on another worker meanwhile, uploads elsewhere.
-fn fence(settings: &Settings, prefix: &str, source: &str) {
+pub(super) fn fence(settings: &Settings, prefix: &str, source: &str) {
     let aborted = settings.open_store().and_then(|store| {
         crate::ops::prune::abort_uploads_before(&*store, prefix, Timestamp::now())
     });
@@ -615,40 +615,6 @@ fn fence(settings: &Settings, prefix: &str, source: &str) {
             warn!(source, error = %e.message(), "cannot abort the previous worker's unfinished uploads (prune removes them after its grace period)")
         }
     }
-}
-
-fn base_thread(
-    settings: &Arc<Settings>,
-    spec: &SourceSpec,
-    state_at: &StateAt,
-    tag: RunTag,
-    dispatcher: &Arc<Dispatcher>,
-    metrics: &metrics::Shared,
-    taken_over: bool,
-) -> JoinHandle<bool> {
-    let (settings, spec, state_at, dispatcher, metrics) = (
-        settings.clone(),
-        spec.clone(),
-        state_at.clone(),
-        dispatcher.clone(),
-        metrics.clone(),
-    );
-    // The base backup's thread records its own interruption; the schedule moves on either way
-    // unless the daemon is stopping.
-    std::thread::Builder::new()
-        .name(format!("base-wait-{}", spec.name))
-        .spawn(move || {
-            if taken_over {
-                fence(
-                    &settings,
-                    &crate::catalog::base::base_prefix(&spec.name),
-                    &spec.name,
-                );
-            }
-            let inner = base::spawn(&settings, &spec, &state_at, tag, &dispatcher, &metrics);
-            inner.join().is_ok() && crate::interrupt::check().is_ok()
-        })
-        .expect("spawn a thread")
 }
 
 #[allow(clippy::too_many_arguments)]

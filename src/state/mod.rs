@@ -245,7 +245,6 @@ pub trait Store: Send {
     fn last_attempt(&self, source: &str, job: Job) -> Result<Option<Run>>;
 
     fn alert(&self, source: &str, event: &str) -> Result<Option<AlertState>>;
-    fn set_alert(&self, source: &str, event: &str, s: &AlertState) -> Result<()>;
     /// Sets whether `event` fires, at once for every worker: returns the state before when it
     /// changed (`Some(None)` when there was none), `None` when it already was so. Two workers
     /// seeing the same change: one gets it.

@@ -470,18 +470,6 @@ impl Store for PgStore {
         })
     }
 
-    fn set_alert(&self, source: &str, event: &str, s: &AlertState) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO alerts (source, event, firing, since, message) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (source, event) DO UPDATE
-                 SET firing = excluded.firing, since = excluded.since, message = excluded.message",
-                &[&source, &event, &s.firing, &s.since, &s.message],
-            )
-        })?;
-        Ok(())
-    }
-
     fn switch_alert(
         &self,
         source: &str,

@@ -308,18 +308,6 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
-    fn set_alert(&self, source: &str, event: &str, s: &AlertState) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO alerts (source, event, firing, since, message) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (source, event) DO UPDATE
-                 SET firing = excluded.firing, since = excluded.since, message = excluded.message",
-                params![source, event, s.firing as i64, s.since.to_string(), s.message],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
     fn switch_alert(
         &self,
         source: &str,

@@ -74,7 +74,11 @@ fn runs_and_alerts_round_trip() {
         since: t1,
         message: Some("cannot connect".into()),
     };
-    s.set_alert("app", "backup_failed", &st).unwrap();
+    assert_eq!(
+        s.switch_alert("app", "backup_failed", true, "cannot connect", t1)
+            .unwrap(),
+        Some(None)
+    );
     assert_eq!(s.alert("app", "backup_failed").unwrap(), Some(st));
 }
 
