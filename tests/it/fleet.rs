@@ -317,9 +317,23 @@ fn three_workers_share_six_sources_through_a_kill_and_a_state_restart() {
         },
     );
 
-    // `fleet` shows the workers and every source's jobs from the shared state.
-    let view: serde_json::Value =
-        serde_json::from_str(&s.cli.ok(&["fleet", "--json"]).stdout).unwrap();
+    // `fleet` shows the workers and every source's jobs from the shared state; the killed one
+    // shows silent once it has not been heard from for 10 s (`SILENT_AFTER`).
+    let fleet = || -> serde_json::Value {
+        serde_json::from_str(&s.cli.ok(&["fleet", "--json"]).stdout).unwrap()
+    };
+    let silent_since = Instant::now();
+    let mut view = fleet();
+    while view["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["name"] == victim.as_str() && w["alive"] == true)
+        && silent_since.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        view = fleet();
+    }
     let alive: Vec<&str> = view["workers"]
         .as_array()
         .unwrap()
